@@ -1,0 +1,40 @@
+//! # physmem — simulated physical memory for pgdcache
+//!
+//! The bottom layer: typed addresses ([`PhysAddr`], [`VirtAddr`], [`Frame`]),
+//! the [`PhysMem`] seam through which all page-table code touches RAM,
+//! per-frame metadata ([`Page`], the simulator's `struct page`), intrusive
+//! frame lists ([`FrameList`], the `pgd_list` of the seed patch), and a buddy
+//! frame allocator with accounting, poisoning and fault injection
+//! ([`PhysMemory`]).
+//!
+//! The core is `no_std` + `alloc`; the `std` feature adds [`Ram`], one
+//! contiguous anonymous mapping that can be handed to KVM as guest memory or
+//! exported as an image for QEMU.
+#![no_std]
+#![warn(missing_docs)]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod addr;
+pub mod buddy;
+pub mod fault;
+pub mod list;
+pub mod mem;
+pub mod page;
+#[cfg(feature = "std")]
+pub mod ram;
+
+pub use addr::{Frame, PhysAddr, VirtAddr, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE};
+pub use buddy::{AllocError, FrameStats, FreeError, PhysMemory, MAX_ORDER, POISON_FREE};
+pub use fault::{AllocRequest, FaultInjector};
+pub use list::{FrameList, ListError};
+pub use mem::{FrameState, MemError, PhysMem};
+pub use page::{Owner, Page, PageTable};
+#[cfg(feature = "std")]
+pub use ram::{Ram, RamError, MAX_RAM, MIN_RAM};
+
+/// The simulator's physical memory: [`PhysMemory`] over [`Ram`].
+#[cfg(feature = "std")]
+pub type SimMemory = PhysMemory<Ram>;

@@ -1,0 +1,128 @@
+//! The physical-memory seam: how page-table code reads and writes RAM.
+//!
+//! Everything above this crate (the walker, the pgd caches, the checker)
+//! touches physical memory only through [`PhysMem`]. A Rust kernel plugs in
+//! its own direct map; pgdcache plugs in simulated RAM ([`crate::PhysMemory`]).
+//!
+//! Entries are read and written with single atomic accesses of their natural
+//! width, like the kernel's `set_pte_atomic` and the CPU's own page walk: a
+//! walker on one CPU may read an entry while another CPU rewrites it, and must
+//! see either the old or the new value, never a torn one.
+
+use crate::addr::{Frame, PhysAddr, PAGE_SIZE};
+use core::fmt;
+
+/// Why a physical access failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemError {
+    /// The address is beyond the end of RAM.
+    OutOfRange(PhysAddr),
+    /// The address is not aligned to the access width.
+    Misaligned(PhysAddr),
+}
+
+impl fmt::Display for MemError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MemError::OutOfRange(pa) => write!(f, "physical address {pa} is outside RAM"),
+            MemError::Misaligned(pa) => write!(f, "physical address {pa} is misaligned"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for MemError {}
+
+/// What the frame allocator knows about a frame, as far as a table walk cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameState {
+    /// Allocated (or reserved): its contents are meaningful.
+    Live,
+    /// Given back to the allocator: its contents are poison, and a table
+    /// entry that leads here is a use-after-free (a *dangling* table).
+    Freed,
+    /// Outside managed RAM (e.g. a PSE-36 address above the end of RAM).
+    Unmanaged,
+}
+
+/// Atomic access to physical memory.
+///
+/// All accesses are at naturally aligned addresses; implementations return
+/// [`MemError::Misaligned`] otherwise. Ordering: loads are `Acquire`, stores
+/// are `Release`, which is what x86 gives every plain `mov` anyway.
+pub trait PhysMem: Sync {
+    /// Size of RAM in bytes; valid addresses are `0..size()`.
+    fn size(&self) -> u64;
+    /// Atomically reads a 32-bit value (a 2-level entry).
+    fn load_u32(&self, pa: PhysAddr) -> Result<u32, MemError>;
+    /// Atomically reads a 64-bit value (a PAE / long-mode entry).
+    fn load_u64(&self, pa: PhysAddr) -> Result<u64, MemError>;
+    /// Atomically writes a 32-bit value.
+    fn store_u32(&self, pa: PhysAddr, v: u32) -> Result<(), MemError>;
+    /// Atomically writes a 64-bit value (`set_pte_atomic`).
+    fn store_u64(&self, pa: PhysAddr, v: u64) -> Result<(), MemError>;
+
+    /// The allocator's view of `frame`. Memory without an allocator says `Live`.
+    fn frame_state(&self, frame: Frame) -> FrameState {
+        if frame.start().as_u64() < self.size() {
+            FrameState::Live
+        } else {
+            FrameState::Unmanaged
+        }
+    }
+
+    /// Fills `len` bytes at `pa` (8-byte aligned, multiple of 8) with `byte`.
+    fn fill(&self, pa: PhysAddr, len: u64, byte: u8) -> Result<(), MemError> {
+        let word = u64::from_ne_bytes([byte; 8]);
+        let mut off = 0;
+        while off < len {
+            let at = pa.checked_add(off).ok_or(MemError::OutOfRange(pa))?;
+            self.store_u64(at, word)?;
+            off += 8;
+        }
+        Ok(())
+    }
+
+    /// Zeroes one 4 KiB frame (`clear_page`).
+    fn zero_frame(&self, frame: Frame) -> Result<(), MemError> {
+        self.fill(frame.start(), PAGE_SIZE, 0)
+    }
+
+    /// Copies `len` bytes (8-byte aligned, multiple of 8) from `src` to `dst`,
+    /// one atomic 64-bit word at a time (`memcpy` of entries that other CPUs
+    /// may be rewriting concurrently, as `pgd_ctor` copies `swapper_pg_dir`).
+    fn copy(&self, dst: PhysAddr, src: PhysAddr, len: u64) -> Result<(), MemError> {
+        let mut off = 0;
+        while off < len {
+            let s = src.checked_add(off).ok_or(MemError::OutOfRange(src))?;
+            let d = dst.checked_add(off).ok_or(MemError::OutOfRange(dst))?;
+            self.store_u64(d, self.load_u64(s)?)?;
+            off += 8;
+        }
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes (8-byte aligned, multiple of 8) starting at `pa`.
+    fn read_into(&self, pa: PhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
+        for (i, chunk) in buf.chunks_exact_mut(8).enumerate() {
+            let at = pa
+                .checked_add(i as u64 * 8)
+                .ok_or(MemError::OutOfRange(pa))?;
+            chunk.copy_from_slice(&self.load_u64(at)?.to_le_bytes());
+        }
+        Ok(())
+    }
+
+    /// Writes `buf` (8-byte aligned, multiple of 8) starting at `pa`.
+    fn write_from(&self, pa: PhysAddr, buf: &[u8]) -> Result<(), MemError> {
+        for (i, chunk) in buf.chunks_exact(8).enumerate() {
+            let at = pa
+                .checked_add(i as u64 * 8)
+                .ok_or(MemError::OutOfRange(pa))?;
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            self.store_u64(at, u64::from_le_bytes(w))?;
+        }
+        Ok(())
+    }
+}
