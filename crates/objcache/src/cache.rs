@@ -1,0 +1,941 @@
+//! `kmem_cache`: the object cache proper.
+//!
+//! A [`KmemCache`] owns slabs of constructed objects (see [`crate::slab`]) and,
+//! in front of them, one `array_cache` per CPU (Linux 2.5; Bonwick–Adams
+//! magazines without the depot): a LIFO stack of free, constructed objects of
+//! at most `limit` entries.  `alloc` pops from the local array; when it is
+//! empty, `batchcount` objects are moved in from the slab lists (growing the
+//! cache by one slab if they have none).  `free` pushes onto the local array;
+//! when it is full, the `batchcount` oldest entries are flushed back to their
+//! slabs first.  Objects never leave constructed state on either path.
+//!
+//! Lock order: per-CPU array lock, then `list_lock`.  Constructors run with
+//! the array lock held but not the list lock; destructors run with neither
+//! held, except when called from a per-CPU flush (array lock held).
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use core::ptr::NonNull;
+use core::sync::atomic::Ordering;
+
+use crate::error::{AllocError, CreateError, FreeError, TuneError};
+use crate::page::{PageSource, PAGE_SIZE};
+use crate::pagemap::PageMap;
+use crate::slab::{DeadSlab, Entry, Geometry, Lists, NewSlab, SlabShared, CACHE_LINE};
+use crate::stats::CacheStats;
+use crate::sync::{AtomicUsize, Mutex};
+
+/// Object constructor: brings the object at the given address (of
+/// `object_size` bytes, exclusively the callee's for the call) to constructed
+/// state.  Must not call into the same cache.
+pub type Ctor = Box<dyn Fn(NonNull<u8>) + Send + Sync>;
+/// Object destructor: undoes whatever the constructor set up outside the
+/// object (e.g. `pgd_dtor` unlinks the page from `pgd_list`).
+pub type Dtor = Box<dyn Fn(NonNull<u8>) + Send + Sync>;
+/// Debug-mode check run on `free`: `Err(reason)` if the object is not in
+/// constructed state (e.g. "user half of the pgd is not clear").
+pub type Verify = Box<dyn Fn(NonNull<u8>) -> Result<(), String> + Send + Sync>;
+
+/// Largest per-CPU array accepted by `tune`.
+pub const MAX_LIMIT: usize = 4096;
+
+/// `SLAB_*` cache-creation flags (values as in Linux 2.5 `<linux/slab.h>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SlabFlags(pub u32);
+
+impl SlabFlags {
+    /// No flags.
+    pub const NONE: Self = Self(0);
+    /// Debug mode: run the verify callback on every free.  (Double-free and
+    /// foreign-pointer checks are always on.)
+    pub const DEBUG_FREE: Self = Self(0x0000_0100);
+    /// Never destroy empty slabs on the free path; only `shrink`/`destroy`
+    /// give pages back.  Keeps constructed objects cached indefinitely.
+    pub const NO_REAP: Self = Self(0x0000_1000);
+    /// Align objects on L1 cache lines (64 bytes; smaller objects are packed
+    /// to the smallest power of two >= their size, as Linux does).
+    pub const HWCACHE_ALIGN: Self = Self(0x0000_2000);
+    /// Accepted for source compatibility; alignment is never relaxed here.
+    pub const MUST_HWCACHE_ALIGN: Self = Self(0x0000_8000);
+
+    /// Whether all bits of `other` are set.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl core::ops::BitOr for SlabFlags {
+    type Output = Self;
+    fn bitor(self, rhs: Self) -> Self {
+        Self(self.0 | rhs.0)
+    }
+}
+
+/// Linux 2.5 `enable_cpucache()` defaults: `(limit, batchcount)` by size.
+fn default_tunables(stride: usize) -> (usize, usize) {
+    let limit = if stride > 131_072 {
+        1
+    } else if stride > PAGE_SIZE {
+        8
+    } else if stride > 1024 {
+        24
+    } else if stride > 256 {
+        54
+    } else {
+        120
+    };
+    (limit, limit.div_ceil(2))
+}
+
+/// One CPU's `array_cache`: free, constructed objects, most recent last.
+struct ArrayCache {
+    entries: Vec<Entry>,
+    limit: usize,
+    batchcount: usize,
+    alloc_hits: usize,
+    alloc_misses: usize,
+    free_hits: usize,
+    free_misses: usize,
+}
+
+/// A per-CPU slot, padded to its own cache lines so CPUs do not false-share.
+#[repr(align(128))]
+struct CpuSlot {
+    /// Protects this CPU's array cache.  Only "its" CPU takes it on the fast
+    /// path; `shrink`, `tune`, `stats` and `destroy` take it from elsewhere,
+    /// which is why it is a lock at all (the kernel disables interrupts and
+    /// uses IPIs instead).
+    array: Mutex<ArrayCache>,
+}
+
+/// Cache-wide counters; updated on slow paths only.
+#[derive(Default)]
+struct Counters {
+    ctor_calls: AtomicUsize,
+    dtor_calls: AtomicUsize,
+    grown: AtomicUsize,
+    reaped: AtomicUsize,
+    errors: AtomicUsize,
+    colour_next: AtomicUsize,
+}
+
+/// Builder for [`KmemCache`] (`kmem_cache_create` with named arguments).
+pub struct CacheBuilder {
+    name: String,
+    size: usize,
+    align: usize,
+    flags: SlabFlags,
+    ctor: Option<Ctor>,
+    dtor: Option<Dtor>,
+    verify: Option<Verify>,
+    ncpus: usize,
+    tunables: Option<(usize, usize)>,
+    cpu_id: Option<fn() -> usize>,
+}
+
+impl fmt::Debug for CacheBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheBuilder")
+            .field("name", &self.name)
+            .field("size", &self.size)
+            .field("align", &self.align)
+            .field("flags", &self.flags)
+            .field("ncpus", &self.ncpus)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheBuilder {
+    /// Starts building a cache of `size`-byte objects called `name`.
+    pub fn new(name: impl Into<String>, size: usize) -> Self {
+        CacheBuilder {
+            name: name.into(),
+            size,
+            align: 0,
+            flags: SlabFlags::NONE,
+            ctor: None,
+            dtor: None,
+            verify: None,
+            ncpus: 1,
+            tunables: None,
+            cpu_id: None,
+        }
+    }
+
+    /// Minimum alignment (power of two <= `PAGE_SIZE`; default: word size).
+    pub fn align(mut self, align: usize) -> Self {
+        self.align = align;
+        self
+    }
+    /// `SLAB_*` flags.
+    pub fn flags(mut self, flags: SlabFlags) -> Self {
+        self.flags = flags;
+        self
+    }
+    /// Object constructor, run once per object when its slab is created.
+    pub fn ctor(mut self, f: impl Fn(NonNull<u8>) + Send + Sync + 'static) -> Self {
+        self.ctor = Some(Box::new(f));
+        self
+    }
+    /// Object destructor, run once per object when its slab is destroyed.
+    pub fn dtor(mut self, f: impl Fn(NonNull<u8>) + Send + Sync + 'static) -> Self {
+        self.dtor = Some(Box::new(f));
+        self
+    }
+    /// Debug-mode verify-on-free callback (active with `SlabFlags::DEBUG_FREE`).
+    pub fn verify(
+        mut self,
+        f: impl Fn(NonNull<u8>) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.verify = Some(Box::new(f));
+        self
+    }
+    /// Number of CPU slots (per-CPU arrays); default 1.
+    pub fn cpus(mut self, n: usize) -> Self {
+        self.ncpus = n;
+        self
+    }
+    /// Per-CPU array `limit` and `batchcount` (default: Linux 2.5's by size).
+    pub fn tunables(mut self, limit: usize, batchcount: usize) -> Self {
+        self.tunables = Some((limit, batchcount));
+        self
+    }
+    /// How `alloc()`/`free()` find the current CPU (default: [`crate::cpu::current`]).
+    pub fn cpu_id(mut self, f: fn() -> usize) -> Self {
+        self.cpu_id = Some(f);
+        self
+    }
+
+    /// Creates the cache; it takes pages from `source`.
+    pub fn build<P: PageSource>(self, source: P) -> Result<KmemCache<P>, CreateError> {
+        if self.ncpus == 0 {
+            return Err(CreateError::NoCpus);
+        }
+        let mut align = if self.align == 0 {
+            core::mem::size_of::<usize>()
+        } else {
+            self.align
+        };
+        if !align.is_power_of_two() || align > PAGE_SIZE {
+            return Err(CreateError::BadAlign(align));
+        }
+        if self.flags.contains(SlabFlags::HWCACHE_ALIGN) {
+            let mut hw = CACHE_LINE;
+            while self.size <= hw / 2 && hw > 1 {
+                hw /= 2;
+            }
+            align = align.max(hw);
+        }
+        let geo = Geometry::new(self.size, align)?;
+        let (limit, batchcount) = self.tunables.unwrap_or(default_tunables(geo.stride));
+        if batchcount == 0 || batchcount > limit || limit > MAX_LIMIT {
+            return Err(CreateError::BadTunables { limit, batchcount });
+        }
+        let cpus = (0..self.ncpus)
+            .map(|_| CpuSlot {
+                array: Mutex::new(ArrayCache {
+                    entries: Vec::with_capacity(limit),
+                    limit,
+                    batchcount,
+                    alloc_hits: 0,
+                    alloc_misses: 0,
+                    free_hits: 0,
+                    free_misses: 0,
+                }),
+            })
+            .collect();
+        let verify = if self.flags.contains(SlabFlags::DEBUG_FREE) {
+            self.verify
+        } else {
+            None
+        };
+        Ok(KmemCache {
+            lists: Mutex::new(Lists::new(free_limit(
+                self.flags, self.ncpus, batchcount, geo.num,
+            ))),
+            name: self.name,
+            geo,
+            flags: self.flags,
+            ctor: self.ctor,
+            dtor: self.dtor,
+            verify,
+            cpu_id: self.cpu_id.unwrap_or(crate::cpu::current),
+            source,
+            map: PageMap::new(),
+            cpus,
+            counters: Counters::default(),
+        })
+    }
+}
+
+fn free_limit(flags: SlabFlags, ncpus: usize, batchcount: usize, num: usize) -> usize {
+    if flags.contains(SlabFlags::NO_REAP) {
+        usize::MAX
+    } else {
+        (1 + ncpus) * batchcount + num
+    }
+}
+
+/// An object cache (Linux `kmem_cache_t`) over page source `P`.
+///
+/// See the [crate docs](crate) for the object-state contract.
+pub struct KmemCache<P: PageSource> {
+    name: String,
+    geo: Geometry,
+    flags: SlabFlags,
+    ctor: Option<Ctor>,
+    dtor: Option<Dtor>,
+    verify: Option<Verify>,
+    cpu_id: fn() -> usize,
+    source: P,
+    /// Page frame → slab descriptor (`virt_to_page` + `GET_PAGE_SLAB`).
+    map: PageMap,
+    /// `list_lock`: protects the full/partial/free slab lists, every slab
+    /// descriptor's free stack and counts, and page-map updates; taken on
+    /// per-CPU refill/flush and on grow/shrink, never on the fast path.
+    lists: Mutex<Lists>,
+    cpus: Box<[CpuSlot]>,
+    counters: Counters,
+}
+
+impl<P: PageSource> fmt::Debug for KmemCache<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KmemCache")
+            .field("name", &self.name)
+            .field("object_size", &self.geo.size)
+            .field("align", &self.geo.align)
+            .field("ncpus", &self.cpus.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `destroy` refused: objects are still allocated.  The cache is handed back
+/// unchanged (dropping it leaks the slabs that hold live objects).
+pub struct DestroyError<P: PageSource> {
+    /// Objects still held by users.
+    pub live: usize,
+    /// The cache, still usable.
+    pub cache: Box<KmemCache<P>>,
+}
+
+impl<P: PageSource> fmt::Debug for DestroyError<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DestroyError")
+            .field("live", &self.live)
+            .field("cache", &self.cache.name)
+            .finish()
+    }
+}
+
+impl<P: PageSource> fmt::Display for DestroyError<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cache {} still has {} live objects",
+            self.cache.name, self.live
+        )
+    }
+}
+
+#[cfg(feature = "std")]
+impl<P: PageSource> std::error::Error for DestroyError<P> {}
+
+impl<P: PageSource> KmemCache<P> {
+    /// `kmem_cache_create(name, size, align, flags, ctor, dtor)` with one CPU
+    /// slot per `ncpus`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create(
+        name: impl Into<String>,
+        size: usize,
+        align: usize,
+        flags: SlabFlags,
+        ctor: Option<Ctor>,
+        dtor: Option<Dtor>,
+        ncpus: usize,
+        source: P,
+    ) -> Result<Self, CreateError> {
+        let mut b = CacheBuilder::new(name, size)
+            .align(align)
+            .flags(flags)
+            .cpus(ncpus);
+        b.ctor = ctor;
+        b.dtor = dtor;
+        b.build(source)
+    }
+
+    /// Cache name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Requested object size.
+    pub fn object_size(&self) -> usize {
+        self.geo.size
+    }
+    /// Effective object alignment.
+    pub fn align(&self) -> usize {
+        self.geo.align
+    }
+    /// Objects per slab.
+    pub fn objs_per_slab(&self) -> usize {
+        self.geo.num
+    }
+    /// Pages per slab.
+    pub fn pages_per_slab(&self) -> usize {
+        self.geo.pages()
+    }
+    /// Number of CPU slots.
+    pub fn ncpus(&self) -> usize {
+        self.cpus.len()
+    }
+    /// The page source.
+    pub fn page_source(&self) -> &P {
+        &self.source
+    }
+    /// The slot that `alloc()`/`free()` use for the calling thread.
+    pub fn this_cpu(&self) -> usize {
+        (self.cpu_id)() % self.cpus.len()
+    }
+
+    /// `kmem_cache_alloc` on the calling thread's CPU slot.
+    #[inline]
+    pub fn alloc(&self) -> Result<NonNull<u8>, AllocError> {
+        self.alloc_on(self.this_cpu())
+    }
+
+    /// `kmem_cache_free` on the calling thread's CPU slot.
+    #[inline]
+    pub fn free(&self, obj: NonNull<u8>) -> Result<(), FreeError> {
+        self.free_on(self.this_cpu(), obj)
+    }
+
+    /// Allocates a constructed object through CPU slot `cpu`.
+    #[inline]
+    pub fn alloc_on(&self, cpu: usize) -> Result<NonNull<u8>, AllocError> {
+        let ncpus = self.cpus.len();
+        let slot = self
+            .cpus
+            .get(cpu)
+            .ok_or(AllocError::InvalidCpu { cpu, ncpus })?;
+        let mut ac = slot.array.lock();
+        let e = match ac.entries.pop() {
+            Some(e) => {
+                ac.alloc_hits += 1;
+                e
+            }
+            None => {
+                ac.alloc_misses += 1;
+                self.refill(&mut ac)?
+            }
+        };
+        drop(ac);
+        // SAFETY: `e.owned` points into the `owned` array of a slab
+        // descriptor, which lives until the cache is dropped (`&self`).
+        unsafe { e.owned.as_ref() }.store(1, Ordering::Relaxed);
+        Ok(e.obj)
+    }
+
+    /// Finds the slab descriptor and index of `obj` without reading it.
+    #[inline]
+    fn locate(&self, obj: NonNull<u8>) -> Result<(&SlabShared, usize), FreeError> {
+        let addr = obj.as_ptr() as usize;
+        let p = self.map.lookup(addr) as *const SlabShared;
+        if p.is_null() {
+            return Err(FreeError::Foreign);
+        }
+        // SAFETY: the page map only holds pointers to slab descriptors of
+        // this cache, which are freed only in `Drop` (needs `&mut self`).
+        let slab = unsafe { &*p };
+        let first = slab.first.load(Ordering::Acquire);
+        if first == 0 {
+            return Err(FreeError::Foreign); // raced with a slab being reaped
+        }
+        let off = addr.checked_sub(first).ok_or(FreeError::NotObjectStart)?;
+        let idx = self.geo.index_of(off).ok_or(FreeError::NotObjectStart)?;
+        Ok((slab, idx))
+    }
+
+    /// Returns a constructed object through CPU slot `cpu`.
+    ///
+    /// The pointer is validated against this cache's slabs without being
+    /// dereferenced; foreign pointers, interior pointers and double frees are
+    /// rejected and leave the cache unchanged.  In debug mode the verify
+    /// callback runs first and a failure leaves the object with the caller.
+    #[inline]
+    pub fn free_on(&self, cpu: usize, obj: NonNull<u8>) -> Result<(), FreeError> {
+        let ncpus = self.cpus.len();
+        let Some(slot) = self.cpus.get(cpu) else {
+            return Err(FreeError::InvalidCpu { cpu, ncpus });
+        };
+        let (slab, idx) = self.locate(obj).inspect_err(|_| self.count_error())?;
+        let owned = &slab.owned[idx];
+        if let Some(verify) = &self.verify {
+            if owned.load(Ordering::Relaxed) == 0 {
+                self.count_error();
+                return Err(FreeError::DoubleFree);
+            }
+            if let Err(why) = verify(obj) {
+                self.count_error();
+                return Err(FreeError::Verify(why));
+            }
+        }
+        if owned.swap(0, Ordering::Relaxed) == 0 {
+            self.count_error();
+            return Err(FreeError::DoubleFree);
+        }
+        let e = Entry {
+            obj,
+            owned: NonNull::from(owned),
+            slab: slab.id,
+            idx: idx as u32,
+        };
+        let mut ac = slot.array.lock();
+        if ac.entries.len() >= ac.limit {
+            ac.free_misses += 1;
+            let n = ac.batchcount;
+            self.flush(&mut ac.entries, n);
+        } else {
+            ac.free_hits += 1;
+        }
+        ac.entries.push(e);
+        Ok(())
+    }
+
+    fn count_error(&self) {
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `virt_to_page`: the page-aligned address of the 4 KiB page holding
+    /// `obj`, if `obj` points anywhere into a slab of this cache.
+    pub fn page_of(&self, obj: NonNull<u8>) -> Result<NonNull<u8>, FreeError> {
+        if self.map.lookup(obj.as_ptr() as usize).is_null() {
+            return Err(FreeError::Foreign);
+        }
+        let page = (obj.as_ptr() as usize) & !(PAGE_SIZE - 1);
+        // SAFETY: `obj` lies in a slab page; that page's address is >= the
+        // slab's (non-null) base address, hence non-null.
+        Ok(unsafe { NonNull::new_unchecked(page as *mut u8) })
+    }
+
+    /// The base address of the slab (first page) holding `obj`, if `obj`
+    /// points anywhere into a slab of this cache.
+    pub fn slab_of(&self, obj: NonNull<u8>) -> Result<NonNull<u8>, FreeError> {
+        if self.map.lookup(obj.as_ptr() as usize).is_null() {
+            return Err(FreeError::Foreign);
+        }
+        let bytes = self.geo.slab_bytes();
+        // Pages come naturally aligned from the page source (checked in grow).
+        let base = (obj.as_ptr() as usize) & !(bytes - 1);
+        // SAFETY: as in `page_of`, the slab base is a non-null page address.
+        Ok(unsafe { NonNull::new_unchecked(base as *mut u8) })
+    }
+
+    /// Whether `obj` is currently allocated from this cache (held by a user).
+    pub fn is_allocated(&self, obj: NonNull<u8>) -> bool {
+        self.locate(obj)
+            .map(|(s, i)| s.owned[i].load(Ordering::Relaxed) != 0)
+            .unwrap_or(false)
+    }
+
+    /// `cache_alloc_refill`: moves up to `batchcount` objects from the slab
+    /// lists into `ac`, growing the cache if needed, and returns one of them.
+    #[cold]
+    fn refill(&self, ac: &mut ArrayCache) -> Result<Entry, AllocError> {
+        let want = ac.batchcount.max(1);
+        loop {
+            {
+                let mut lists = self.lists.lock();
+                if lists.take(want, &mut ac.entries, &self.geo) > 0 {
+                    break;
+                }
+            }
+            // No free object anywhere: grow without holding the list lock
+            // (constructors may take their own locks, e.g. `pgd_lock`).
+            let new = self.grow()?;
+            let base = new.pages.as_ptr() as usize;
+            let mut lists = self.lists.lock();
+            let shared = lists.insert(new, &self.geo);
+            // Publish the pages only once the descriptor is initialised.
+            for i in 0..self.geo.pages() {
+                self.map
+                    .set(base + i * PAGE_SIZE, shared.as_ptr() as *mut ());
+            }
+            lists.take(want, &mut ac.entries, &self.geo);
+            if !ac.entries.is_empty() {
+                break;
+            }
+        }
+        ac.entries.pop().ok_or(AllocError::OutOfMemory(
+            crate::page::PageAllocError::OutOfMemory,
+        ))
+    }
+
+    /// `cache_grow`: gets pages and constructs every object in them.
+    fn grow(&self) -> Result<NewSlab, AllocError> {
+        let order = self.geo.order;
+        let pages = self
+            .source
+            .alloc_pages(order)
+            .map_err(AllocError::OutOfMemory)?;
+        if (pages.as_ptr() as usize) % self.geo.slab_bytes() != 0 {
+            // SAFETY: just obtained from `alloc_pages(order)`, not yet used.
+            unsafe { self.source.free_pages(pages, order) };
+            return Err(AllocError::MisalignedPages);
+        }
+        let colour = self.counters.colour_next.fetch_add(1, Ordering::Relaxed) % self.geo.colours;
+        let first = pages.as_ptr() as usize + colour * self.geo.colour_step;
+        if let Some(ctor) = &self.ctor {
+            for i in 0..self.geo.num {
+                // SAFETY: object `i` lies inside the freshly allocated slab,
+                // whose base is non-null.
+                ctor(unsafe { NonNull::new_unchecked((first + i * self.geo.stride) as *mut u8) });
+            }
+        }
+        self.counters.ctor_calls.fetch_add(
+            if self.ctor.is_some() { self.geo.num } else { 0 },
+            Ordering::Relaxed,
+        );
+        self.counters.grown.fetch_add(1, Ordering::Relaxed);
+        Ok(NewSlab { pages, first })
+    }
+
+    /// `slab_destroy`: destructs every object and gives the pages back.
+    fn destroy_slab(&self, dead: DeadSlab) {
+        if let Some(dtor) = &self.dtor {
+            for i in 0..self.geo.num {
+                // SAFETY: object `i` lies inside the slab being destroyed,
+                // whose base is non-null.
+                dtor(unsafe {
+                    NonNull::new_unchecked((dead.first + i * self.geo.stride) as *mut u8)
+                });
+            }
+            self.counters
+                .dtor_calls
+                .fetch_add(self.geo.num, Ordering::Relaxed);
+        }
+        // SAFETY: `dead.pages` came from `alloc_pages(geo.order)` in `grow`,
+        // the slab is off the lists and out of the page map, and no object
+        // of it is allocated or cached, so nothing refers to the pages.
+        unsafe { self.source.free_pages(dead.pages, self.geo.order) };
+        self.counters.reaped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Unregisters and removes slab `id` from the lists (list lock held).
+    fn unlink_slab(&self, lists: &mut Lists, id: u32) -> Option<DeadSlab> {
+        let pages = lists.slabs.get(id as usize)?.pages?;
+        let base = pages.as_ptr() as usize;
+        for i in 0..self.geo.pages() {
+            self.map.set(base + i * PAGE_SIZE, core::ptr::null_mut());
+        }
+        lists.remove(id, &self.geo)
+    }
+
+    /// `free_block`: returns the `n` oldest entries of a per-CPU array to
+    /// their slabs, destroying slabs that become empty beyond `free_limit`.
+    fn flush(&self, entries: &mut Vec<Entry>, n: usize) {
+        let n = n.min(entries.len());
+        if n == 0 {
+            return;
+        }
+        let mut dead = Vec::new();
+        {
+            let mut lists = self.lists.lock();
+            for e in entries.drain(..n) {
+                match lists.put(e, &self.geo) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        if let Some(d) = self.unlink_slab(&mut lists, e.slab) {
+                            dead.push(d);
+                        }
+                    }
+                    Err(()) => self.count_error(),
+                }
+            }
+        }
+        for d in dead {
+            self.destroy_slab(d);
+        }
+    }
+
+    /// Flushes every per-CPU array completely (`drain_cpu_caches`).
+    fn drain_cpu_caches(&self) {
+        for slot in self.cpus.iter() {
+            let mut ac = slot.array.lock();
+            let n = ac.entries.len();
+            self.flush(&mut ac.entries, n);
+        }
+    }
+
+    /// `kmem_cache_shrink`: drains the per-CPU arrays and destroys every
+    /// empty slab (running the destructor on each of its objects).  Returns
+    /// the number of slabs given back.
+    pub fn shrink(&self) -> usize {
+        self.drain_cpu_caches();
+        let dead: Vec<DeadSlab> = {
+            let mut lists = self.lists.lock();
+            let ids: Vec<u32> = lists.free.clone();
+            ids.into_iter()
+                .filter_map(|id| self.unlink_slab(&mut lists, id))
+                .collect()
+        };
+        let n = dead.len();
+        for d in dead {
+            self.destroy_slab(d);
+        }
+        n
+    }
+
+    /// Changes the per-CPU `limit` and `batchcount` (`/proc/slabinfo` write),
+    /// flushing arrays that hold more than the new limit.
+    pub fn tune(&self, limit: usize, batchcount: usize) -> Result<(), TuneError> {
+        if batchcount == 0 || batchcount > limit || limit > MAX_LIMIT {
+            return Err(TuneError { limit, batchcount });
+        }
+        for slot in self.cpus.iter() {
+            let mut ac = slot.array.lock();
+            ac.limit = limit;
+            ac.batchcount = batchcount;
+            let excess = ac.entries.len().saturating_sub(limit);
+            self.flush(&mut ac.entries, excess);
+        }
+        self.lists.lock().free_limit =
+            free_limit(self.flags, self.cpus.len(), batchcount, self.geo.num);
+        Ok(())
+    }
+
+    /// A snapshot of the cache's figures and counters.
+    pub fn stats(&self) -> CacheStats {
+        let mut s = CacheStats {
+            name: self.name.clone(),
+            object_size: self.geo.size,
+            buffer_size: self.geo.stride,
+            align: self.geo.align,
+            objs_per_slab: self.geo.num,
+            pages_per_slab: self.geo.pages(),
+            ncpus: self.cpus.len(),
+            ..CacheStats::default()
+        };
+        for slot in self.cpus.iter() {
+            let ac = slot.array.lock();
+            s.limit = ac.limit;
+            s.batchcount = ac.batchcount;
+            s.cpu_cached += ac.entries.len();
+            s.alloc_hits += ac.alloc_hits;
+            s.alloc_misses += ac.alloc_misses;
+            s.free_hits += ac.free_hits;
+            s.free_misses += ac.free_misses;
+        }
+        {
+            let lists = self.lists.lock();
+            s.full_slabs = lists.full.len();
+            s.partial_slabs = lists.partial.len();
+            s.free_slabs = lists.free.len();
+            s.num_slabs = s.full_slabs + s.partial_slabs + s.free_slabs;
+            s.active_slabs = s.full_slabs + s.partial_slabs;
+            s.num_objs = s.num_slabs * self.geo.num;
+            s.active_objs = s.num_objs - lists.free_objects;
+        }
+        s.live_objs = s.active_objs.saturating_sub(s.cpu_cached);
+        s.ctor_calls = self.counters.ctor_calls.load(Ordering::Relaxed);
+        s.dtor_calls = self.counters.dtor_calls.load(Ordering::Relaxed);
+        s.grown = self.counters.grown.load(Ordering::Relaxed);
+        s.reaped = self.counters.reaped.load(Ordering::Relaxed);
+        s.errors = self.counters.errors.load(Ordering::Relaxed);
+        s
+    }
+
+    /// `kmem_cache_destroy`: requires that no object is allocated.  Drains the
+    /// per-CPU arrays, destructs every object and returns every page; the
+    /// final statistics are returned.  With live objects the cache is handed
+    /// back in the error, unchanged except that its per-CPU arrays are drained.
+    pub fn destroy(self) -> Result<CacheStats, DestroyError<P>> {
+        self.drain_cpu_caches();
+        let live = {
+            let lists = self.lists.lock();
+            lists.slabs.iter().map(|s| s.inuse).sum::<usize>()
+        };
+        if live > 0 {
+            return Err(DestroyError {
+                live,
+                cache: Box::new(self),
+            });
+        }
+        self.shrink();
+        Ok(self.stats())
+    }
+}
+
+impl<P: PageSource> Drop for KmemCache<P> {
+    /// Gives back every slab that holds no allocated object (running the
+    /// destructors); slabs with objects still allocated are leaked rather
+    /// than freed under their users.
+    fn drop(&mut self) {
+        self.shrink();
+        self.lists.lock().free_descriptors();
+    }
+}
+
+#[cfg(all(test, feature = "std", not(loom)))]
+mod tests {
+    use super::*;
+    use crate::page::{FaultyPageSource, SystemPageSource};
+    use alloc::sync::Arc;
+    use core::sync::atomic::AtomicUsize as StdAtomic;
+
+    fn pattern_cache(
+        size: usize,
+        ctors: &Arc<StdAtomic>,
+        dtors: &Arc<StdAtomic>,
+    ) -> KmemCache<FaultyPageSource<SystemPageSource>> {
+        let (c, d) = (ctors.clone(), dtors.clone());
+        CacheBuilder::new("test", size)
+            .flags(SlabFlags::HWCACHE_ALIGN)
+            .ctor(move |p| {
+                c.fetch_add(1, Ordering::Relaxed);
+                // SAFETY: the ctor owns `size` bytes at `p` for the call.
+                unsafe { core::ptr::write_bytes(p.as_ptr(), 0xA5, size) }
+            })
+            .dtor(move |_| {
+                d.fetch_add(1, Ordering::Relaxed);
+            })
+            .cpus(2)
+            .tunables(4, 2)
+            .build(FaultyPageSource::new(SystemPageSource))
+            .unwrap()
+    }
+
+    #[test]
+    fn free_objects_keep_constructed_state() {
+        let (c, d) = (Arc::new(StdAtomic::new(0)), Arc::new(StdAtomic::new(0)));
+        let cache = pattern_cache(4096, &c, &d);
+        let objs: Vec<_> = (0..20).map(|_| cache.alloc_on(0).unwrap()).collect();
+        for o in &objs {
+            cache.free_on(1, *o).unwrap();
+        }
+        // Flushed through arrays and lists many times; never re-constructed,
+        // never overwritten by the allocator.
+        for _ in 0..5 {
+            let objs: Vec<_> = (0..20).map(|_| cache.alloc_on(1).unwrap()).collect();
+            for o in &objs {
+                // SAFETY: allocated object of 4096 bytes.
+                let bytes = unsafe { core::slice::from_raw_parts(o.as_ptr(), 4096) };
+                assert!(bytes.iter().all(|&b| b == 0xA5));
+                cache.free_on(0, *o).unwrap();
+            }
+        }
+        let st = cache.stats();
+        assert_eq!(st.ctor_calls, st.grown * st.objs_per_slab);
+        let st = cache.destroy().unwrap();
+        assert_eq!(st.ctor_calls, st.dtor_calls);
+        assert_eq!(c.load(Ordering::Relaxed), d.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn typed_free_errors() {
+        let (c, d) = (Arc::new(StdAtomic::new(0)), Arc::new(StdAtomic::new(0)));
+        let cache = pattern_cache(64, &c, &d);
+        let a = cache.alloc().unwrap();
+        assert_eq!(a.as_ptr() as usize % 64, 0);
+        let mut local = 0u64;
+        assert_eq!(
+            cache.free(NonNull::from(&mut local).cast()),
+            Err(FreeError::Foreign)
+        );
+        // SAFETY: pointer arithmetic within the slab, never dereferenced.
+        let inner = unsafe { NonNull::new_unchecked(a.as_ptr().add(8)) };
+        assert_eq!(cache.free(inner), Err(FreeError::NotObjectStart));
+        assert_eq!(
+            cache.page_of(inner).unwrap().as_ptr() as usize,
+            a.as_ptr() as usize & !4095
+        );
+        assert!(cache.is_allocated(a));
+        cache.free(a).unwrap();
+        assert!(!cache.is_allocated(a));
+        assert_eq!(cache.free(a), Err(FreeError::DoubleFree));
+        assert!(matches!(
+            cache.alloc_on(7),
+            Err(AllocError::InvalidCpu { cpu: 7, ncpus: 2 })
+        ));
+        assert_eq!(cache.stats().errors, 3);
+    }
+
+    #[test]
+    fn destroy_with_live_objects_is_refused() {
+        let (c, d) = (Arc::new(StdAtomic::new(0)), Arc::new(StdAtomic::new(0)));
+        let cache = pattern_cache(128, &c, &d);
+        let a = cache.alloc().unwrap();
+        let err = cache.destroy().unwrap_err();
+        assert_eq!(err.live, 1);
+        let cache = err.cache;
+        cache.free(a).unwrap();
+        let st = cache.destroy().unwrap();
+        assert_eq!(st.ctor_calls, st.dtor_calls);
+    }
+
+    #[test]
+    fn shrink_and_slabinfo() {
+        let (c, d) = (Arc::new(StdAtomic::new(0)), Arc::new(StdAtomic::new(0)));
+        let cache = pattern_cache(4096, &c, &d);
+        let objs: Vec<_> = (0..10).map(|_| cache.alloc().unwrap()).collect();
+        let st = cache.stats();
+        assert_eq!((st.num_slabs, st.live_objs), (10, 10));
+        for o in objs {
+            cache.free(o).unwrap();
+        }
+        assert!(cache.shrink() > 0);
+        let st = cache.stats();
+        assert_eq!((st.num_slabs, st.active_objs), (0, 0));
+        assert_eq!(st.ctor_calls, st.dtor_calls);
+        assert_eq!(cache.page_source().outstanding_pages(), 0);
+        assert!(crate::slabinfo(&[st]).contains("test "));
+    }
+
+    #[test]
+    fn tune_validates_and_flushes() {
+        let (c, d) = (Arc::new(StdAtomic::new(0)), Arc::new(StdAtomic::new(0)));
+        let cache = pattern_cache(32, &c, &d);
+        assert_eq!(cache.align(), 32);
+        assert!(cache.tune(4, 5).is_err());
+        assert!(cache.tune(0, 0).is_err());
+        cache.tune(64, 32).unwrap();
+        let objs: Vec<_> = (0..64).map(|_| cache.alloc().unwrap()).collect();
+        for o in objs {
+            cache.free(o).unwrap();
+        }
+        assert_eq!(cache.stats().cpu_cached, 64);
+        cache.tune(8, 4).unwrap();
+        assert_eq!(cache.stats().cpu_cached, 8);
+    }
+
+    #[test]
+    fn verify_on_free_in_debug_mode() {
+        let cache = CacheBuilder::new("pgd", 4096)
+            .flags(SlabFlags::DEBUG_FREE | SlabFlags::HWCACHE_ALIGN)
+            .ctor(|p| {
+                // SAFETY: the ctor owns the 4096-byte object for the call.
+                unsafe { core::ptr::write_bytes(p.as_ptr(), 0, 4096) }
+            })
+            .verify(|p| {
+                // SAFETY: called on an allocated 4096-byte object.
+                let b = unsafe { core::slice::from_raw_parts(p.as_ptr(), 3072) };
+                match b.iter().position(|&x| x != 0) {
+                    None => Ok(()),
+                    Some(i) => Err(alloc::format!("user byte {i} not zero")),
+                }
+            })
+            .build(SystemPageSource)
+            .unwrap();
+        let a = cache.alloc().unwrap();
+        // SAFETY: `a` is an allocated 4096-byte object we own.
+        unsafe { a.as_ptr().add(5).write(1) };
+        assert_eq!(
+            cache.free(a),
+            Err(FreeError::Verify("user byte 5 not zero".into()))
+        );
+        // SAFETY: as above.
+        unsafe { a.as_ptr().add(5).write(0) };
+        cache.free(a).unwrap();
+        assert_eq!(cache.free(a), Err(FreeError::DoubleFree));
+    }
+}

@@ -1,0 +1,76 @@
+//! `objcache`: an object-caching slab allocator with constructors and
+//! destructors, after Bonwick (1994), Bonwick & Adams (2001) and the Linux 2.5
+//! `kmem_cache` — the allocator that the "reslabify pgds and pmds" patch puts
+//! preconstructed i386 page directories in.
+//!
+//! # Model
+//!
+//! * A [`KmemCache`] hands out objects of one size and alignment, carved from
+//!   slabs of `2^order` page frames obtained from a [`PageSource`].
+//! * Every object of a slab is **constructed** (the cache's `ctor` runs on it)
+//!   when the slab is created, and **destructed** (`dtor`) when the slab is
+//!   destroyed — by [`KmemCache::shrink`], [`KmemCache::destroy`], dropping
+//!   the cache, or automatic reaping of surplus empty slabs (Linux's
+//!   `free_limit`; disable it with [`SlabFlags::NO_REAP`]).
+//! * In front of the slabs sits one `array_cache` per CPU slot, with tunable
+//!   `limit` and `batchcount` ([`KmemCache::tune`]).
+//!
+//! # Object-state contract
+//!
+//! 1. The constructor runs exactly once per object per slab lifetime, never
+//!    on `alloc`.
+//! 2. Every object returned by `alloc` is in constructed state.
+//! 3. The caller returns objects with `free` in constructed state (a pgd with
+//!    its user half cleared again).  In debug mode ([`SlabFlags::DEBUG_FREE`])
+//!    a user `verify` callback checks this on every free and the free is
+//!    refused with [`FreeError::Verify`] if it does not hold.
+//! 4. The destructor runs exactly once for each object a slab ever
+//!    constructed; after [`KmemCache::destroy`] the constructor and destructor
+//!    call counts are equal.
+//! 5. **The allocator never writes object memory** except through the
+//!    constructor and destructor: the free list is kept off-object (an index
+//!    stack in a separately allocated slab descriptor, like Linux 2.5's
+//!    `kmem_bufctl_t`), so a free object keeps its constructed contents.
+//!
+//! # Safety of `free`
+//!
+//! `free` never dereferences the pointer it is given: the slab is found
+//! through a per-cache page map (`virt_to_page`), and a per-object "owned"
+//! byte in the off-slab descriptor catches double frees cheaply, so foreign
+//! pointers, interior pointers and double frees are always reported as a
+//! typed [`FreeError`] and leave the cache unchanged.
+//!
+//! # CPU identity
+//!
+//! See [`cpu`]: `alloc_on(cpu)` / `free_on(cpu, obj)` take it explicitly;
+//! `alloc()` / `free()` use a per-thread slot assigned round-robin.
+//!
+//! # Locks
+//!
+//! Each per-CPU array has its own spinlock (uncontended unless two threads
+//! share a slot or a drain runs), and the slab lists have one `list_lock`.
+//! Lock order is array → list.  Under `--cfg loom` the locks and the modelled
+//! atomics come from `loom` (see the `sync` module).
+#![no_std]
+#![warn(missing_docs)]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+mod cache;
+pub mod cpu;
+mod error;
+mod page;
+mod pagemap;
+mod slab;
+mod stats;
+mod sync;
+
+pub use cache::{CacheBuilder, Ctor, DestroyError, Dtor, KmemCache, SlabFlags, Verify, MAX_LIMIT};
+pub use error::{AllocError, CreateError, FreeError, TuneError};
+#[cfg(feature = "std")]
+pub use page::SystemPageSource;
+pub use page::{FaultyPageSource, PageAllocError, PageSource, PAGE_SHIFT, PAGE_SIZE};
+pub use slab::{CACHE_LINE, MAX_ORDER};
+pub use stats::{slabinfo, slabinfo_with_stats, CacheStats};

@@ -1,0 +1,163 @@
+//! `virt_to_page` for slab pages: a lock-free radix map from page frame to slab.
+//!
+//! Linux finds the slab of an object with `virt_to_page(objp)` and the
+//! `page->list` back-pointers that `cache_grow` set (`SET_PAGE_SLAB`): a lookup
+//! that reads only the `mem_map`, never the object.  Page frames here come from
+//! an arbitrary [`PageSource`](crate::PageSource), so there is no `mem_map`;
+//! instead each cache keeps a small radix tree (shaped like an x86 page table:
+//! 512-entry nodes, 9 bits of page-frame number per level) whose leaves point
+//! at the slab descriptor owning that frame.
+//!
+//! Readers (`free` on any CPU) walk it without locks.  Writers (slab grow and
+//! destroy) are serialised by the cache's `list_lock`; interior nodes are
+//! created with a CAS and never freed before the map is dropped, and leaves
+//! point at slab descriptors that, likewise, live until the cache is dropped,
+//! so a racing reader can at worst see a stale (but valid) descriptor, which it
+//! re-validates.  A pointer that is not in the map is simply "foreign": the map
+//! never dereferences the address it is asked about.
+//!
+//! The map uses `core` atomics even under `cfg(loom)`: it is written only under
+//! the list lock and is not what the loom models are about, and thousands of
+//! loom atomics per execution would make the models slow.
+
+use alloc::boxed::Box;
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use crate::page::PAGE_SHIFT;
+
+const LEVEL_BITS: u32 = 9;
+const FANOUT: usize = 1 << LEVEL_BITS;
+/// Levels needed to cover every page-frame number of the host address space.
+const LEVELS: u32 = (usize::BITS - PAGE_SHIFT).div_ceil(LEVEL_BITS);
+
+struct Node {
+    slots: [AtomicPtr<()>; FANOUT],
+}
+
+impl Node {
+    fn new_boxed() -> Box<Node> {
+        Box::new(Node {
+            slots: [const { AtomicPtr::new(ptr::null_mut()) }; FANOUT],
+        })
+    }
+}
+
+/// Page-frame → slab-descriptor map (see the module docs).
+pub(crate) struct PageMap {
+    root: Box<Node>,
+}
+
+#[inline]
+fn index(pfn: usize, level: u32) -> usize {
+    let shift = LEVEL_BITS * (LEVELS - 1 - level);
+    // `shift` < usize::BITS because LEVELS * LEVEL_BITS < usize::BITS + LEVEL_BITS.
+    (pfn >> shift) & (FANOUT - 1)
+}
+
+impl PageMap {
+    pub(crate) fn new() -> Self {
+        Self {
+            root: Node::new_boxed(),
+        }
+    }
+
+    /// Returns the value stored for the page containing `addr`, or null.
+    #[inline]
+    pub(crate) fn lookup(&self, addr: usize) -> *mut () {
+        let pfn = addr >> PAGE_SHIFT;
+        let mut node: &Node = &self.root;
+        for level in 0..LEVELS - 1 {
+            let next = node.slots[index(pfn, level)].load(Ordering::Acquire);
+            if next.is_null() {
+                return ptr::null_mut();
+            }
+            // SAFETY: non-null interior slots only ever hold pointers obtained
+            // from `Box::into_raw(Node)` in `insert`; such nodes are freed only
+            // in `Drop`, which needs `&mut self`, so the node outlives `&self`.
+            // The Acquire load pairs with the Release CAS that published it.
+            node = unsafe { &*(next as *const Node) };
+        }
+        node.slots[index(pfn, LEVELS - 1)].load(Ordering::Acquire)
+    }
+
+    /// Stores `value` for the page containing `addr` (null removes it).
+    ///
+    /// Callers serialise `set` calls (the cache's list lock); lookups may run
+    /// concurrently.
+    pub(crate) fn set(&self, addr: usize, value: *mut ()) {
+        let pfn = addr >> PAGE_SHIFT;
+        let mut node: &Node = &self.root;
+        for level in 0..LEVELS - 1 {
+            let slot = &node.slots[index(pfn, level)];
+            let mut next = slot.load(Ordering::Acquire);
+            if next.is_null() {
+                if value.is_null() {
+                    return; // nothing to remove
+                }
+                let fresh = Box::into_raw(Node::new_boxed()) as *mut ();
+                match slot.compare_exchange(
+                    ptr::null_mut(),
+                    fresh,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => next = fresh,
+                    Err(current) => {
+                        // SAFETY: `fresh` came from `Box::into_raw` just above
+                        // and was never published.
+                        drop(unsafe { Box::from_raw(fresh as *mut Node) });
+                        next = current;
+                    }
+                }
+            }
+            // SAFETY: as in `lookup`: interior slots hold live boxed nodes.
+            node = unsafe { &*(next as *const Node) };
+        }
+        node.slots[index(pfn, LEVELS - 1)].store(value, Ordering::Release);
+    }
+}
+
+fn free_subtree(node: Box<Node>, level: u32) {
+    if level < LEVELS - 1 {
+        free_children(&node, level);
+    }
+}
+
+fn free_children(node: &Node, level: u32) {
+    for slot in node.slots.iter() {
+        let child = slot.load(Ordering::Relaxed);
+        if !child.is_null() {
+            // SAFETY: interior slots hold pointers from `Box::into_raw`, each
+            // owned by exactly one slot; we are in `Drop` (exclusive access).
+            free_subtree(unsafe { Box::from_raw(child as *mut Node) }, level + 1);
+        }
+    }
+}
+
+impl Drop for PageMap {
+    fn drop(&mut self) {
+        if LEVELS > 1 {
+            free_children(&self.root, 0);
+        }
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_lookup_remove() {
+        let m = PageMap::new();
+        let v = 0x1000usize as *mut ();
+        assert!(m.lookup(0x7f00_1234_5000).is_null());
+        m.set(0x7f00_1234_5000, v);
+        assert_eq!(m.lookup(0x7f00_1234_5fff), v);
+        assert!(m.lookup(0x7f00_1234_6000).is_null());
+        assert!(m.lookup(usize::MAX).is_null());
+        m.set(usize::MAX, v);
+        assert_eq!(m.lookup(usize::MAX - 5), v);
+        m.set(0x7f00_1234_5000, ptr::null_mut());
+        assert!(m.lookup(0x7f00_1234_5000).is_null());
+    }
+}

@@ -1,0 +1,64 @@
+//! Synchronisation primitives, swappable for `loom`'s.
+//!
+//! The kernel's slab allocator is built from two kinds of locks: the per-cache
+//! `list_lock` (a spinlock protecting the full/partial/free slab lists) and the
+//! per-CPU `array_cache`, which Linux protects by disabling interrupts on the
+//! owning CPU.  A user-space model has no "owning CPU" that can be pinned, so
+//! every per-CPU array gets its own (in practice uncontended) spinlock.
+//!
+//! Everything that a concurrency model should explore goes through this module:
+//! under `--cfg loom` it re-exports `loom`'s `Mutex` and atomics, otherwise
+//! `spin::Mutex` and `core::sync::atomic`.  The [`Mutex`] wrapper gives both the
+//! same infallible `lock()` signature so the allocator code is identical.
+
+#[cfg(not(loom))]
+pub(crate) use core::sync::atomic::{AtomicU8, AtomicUsize};
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicU8, AtomicUsize};
+
+/// A mutual-exclusion lock with an infallible `lock()`.
+///
+/// Backed by `spin::Mutex` (usable in `no_std`, never sleeps) or, under
+/// `cfg(loom)`, by `loom::sync::Mutex` so that a model checker can permute the
+/// critical sections.
+#[derive(Debug)]
+pub(crate) struct Mutex<T> {
+    #[cfg(not(loom))]
+    inner: spin::Mutex<T>,
+    #[cfg(loom)]
+    inner: loom::sync::Mutex<T>,
+}
+
+/// Guard returned by [`Mutex::lock`].
+#[cfg(not(loom))]
+pub(crate) type MutexGuard<'a, T> = spin::MutexGuard<'a, T>;
+/// Guard returned by [`Mutex::lock`].
+#[cfg(loom)]
+pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
+impl<T> Mutex<T> {
+    /// Creates an unlocked mutex holding `value`.
+    pub(crate) fn new(value: T) -> Self {
+        Self {
+            #[cfg(not(loom))]
+            inner: spin::Mutex::new(value),
+            #[cfg(loom)]
+            inner: loom::sync::Mutex::new(value),
+        }
+    }
+
+    /// Acquires the lock, spinning until it is available.
+    #[inline]
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+        #[cfg(not(loom))]
+        {
+            self.inner.lock()
+        }
+        #[cfg(loom)]
+        {
+            // A poisoned lock only means another model thread panicked; the
+            // model is failing anyway, so keep going with the data.
+            self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        }
+    }
+}
