@@ -610,10 +610,11 @@ impl<P: PageSource> KmemCache<P> {
                     NonNull::new_unchecked((dead.first + i * self.geo.stride) as *mut u8)
                 });
             }
-            self.counters
-                .dtor_calls
-                .fetch_add(self.geo.num, Ordering::Relaxed);
         }
+        // Counted per object destructed, whether or not there is a dtor.
+        self.counters
+            .dtor_calls
+            .fetch_add(self.geo.num, Ordering::Relaxed);
         // SAFETY: `dead.pages` came from `alloc_pages(geo.order)` in `grow`,
         // the slab is off the lists and out of the page map, and no object
         // of it is allocated or cached, so nothing refers to the pages.

@@ -52,9 +52,11 @@ pub struct CacheStats {
     pub cpu_cached: usize,
     /// Objects currently held by users (`active_objs - cpu_cached`).
     pub live_objs: usize,
-    /// Constructor calls so far.
+    /// Objects constructed so far (constructor calls, counted even when the
+    /// cache has no constructor).
     pub ctor_calls: usize,
-    /// Destructor calls so far.
+    /// Objects destructed so far (destructor calls, counted even when the
+    /// cache has no destructor).
     pub dtor_calls: usize,
     /// Allocations served from a per-CPU array.
     pub alloc_hits: usize,
