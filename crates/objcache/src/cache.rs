@@ -592,10 +592,10 @@ impl<P: PageSource> KmemCache<P> {
                 ctor(unsafe { NonNull::new_unchecked((first + i * self.geo.stride) as *mut u8) });
             }
         }
-        self.counters.ctor_calls.fetch_add(
-            if self.ctor.is_some() { self.geo.num } else { 0 },
-            Ordering::Relaxed,
-        );
+        // Counted per object constructed, whether or not there is a ctor.
+        self.counters
+            .ctor_calls
+            .fetch_add(self.geo.num, Ordering::Relaxed);
         self.counters.grown.fetch_add(1, Ordering::Relaxed);
         Ok(NewSlab { pages, first })
     }
