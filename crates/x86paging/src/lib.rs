@@ -6,6 +6,11 @@
 //! * [`mode`] — the four paging modes (2-level, PAE, 4-level, 5-level) and
 //!   their constants (`PTRS_PER_PGD`, `USER_PTRS_PER_PGD`, `PAGE_OFFSET`…);
 //! * [`entry`] — typed entries with the real bits (PSE, PSE-36, PAT, NX);
+//! * [`table`] — atomic entry access in physical memory (`set_pte_atomic`);
+//! * [`cpu`] — the control-register state a walk depends on;
+//! * [`walk`] — the software MMU ([`translate`]) with SDM fault semantics;
+//! * [`map`] — kernel-side editing: [`map()`], [`unmap`], [`lookup`]
+//!   (`lookup_address`), [`free_user_tables`] (`clear_page_tables`);
 //!
 //! The core is `no_std` + `alloc`; the default `std` feature adds
 //! `std::error::Error` impls and simulated RAM through `physmem/std`.
@@ -16,8 +21,17 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod cpu;
 pub mod entry;
+pub mod gen;
+pub mod map;
 pub mod mode;
+pub mod table;
+pub mod walk;
 
+pub use cpu::{Access, AccessKind, CpuState, CrValues};
 pub use entry::{Decoded, Entry, EntryError, EntryFlags, EntryKind};
+pub use map::{free_user_tables, lookup, lookup_checked, map, unmap, MapError};
 pub use mode::{Level, PageSize, PagingMode, ParseModeError};
+pub use table::{entry_pa, read_entry, write_entry};
+pub use walk::{load_pdptes, translate, PfErrorCode, Translation, WalkFault};

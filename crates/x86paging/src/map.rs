@@ -1,0 +1,392 @@
+//! Kernel-side page-table editing: map, unmap, `lookup_address`,
+//! `clear_page_tables`.
+//!
+//! These are the helpers the pgd system, `change_page_attr` and the tests
+//! use to build and change page tables in simulated physical memory. They
+//! follow the kernel's conventions for what goes into intermediate entries:
+//!
+//! * a PAE PDPTE holds only the present bit and the pmd's address (the
+//!   kernel writes `1 + __pa(pmd)`: RW/US are reserved there);
+//! * everywhere else a pointer to a table covering user addresses gets
+//!   `_PAGE_TABLE` (P|RW|US|A|D) and one covering kernel addresses
+//!   `_KERNPG_TABLE` (P|RW|A|D), so the leaf alone decides the rights;
+//! * on 2-level a 4 MiB (PSE) leaf is the pgd entry itself (the pmd is
+//!   folded).
+//!
+//! Roots are given as a [`PhysAddr`], not a frame: a PAE pgd is a 32-byte
+//! object that need not start a frame.
+//!
+//! [`map`] allocates missing intermediate tables zeroed from the
+//! [`PhysMemory`] with the given [`Owner`] tag; if anything fails (out of
+//! memory, a conflicting mapping, a dangling table) it unhooks and frees
+//! every table it allocated, so a failed call leaves the tables as they were.
+
+use crate::entry::{Entry, EntryError, EntryFlags};
+use crate::mode::{Level, PageSize, PagingMode};
+use crate::table::{entry_pa, entry_pa_at, read_entry, write_entry};
+use core::fmt;
+use core::ops::Range;
+use physmem::{Frame, FrameState, MemError, Owner, PhysAddr, PhysMem, PhysMemory, VirtAddr};
+
+/// Why a page-table edit failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// The entry could not be encoded (misaligned or too-wide address, NX on
+    /// 2-level, …).
+    Entry(EntryError),
+    /// The mode has no pages of this size.
+    UnsupportedSize {
+        /// The mode.
+        mode: PagingMode,
+        /// The size.
+        size: PageSize,
+    },
+    /// The virtual address is not aligned to the page size.
+    Misaligned {
+        /// The address.
+        va: VirtAddr,
+        /// The page size.
+        size: PageSize,
+    },
+    /// The virtual address is not canonical (or above 4 GiB on 32-bit).
+    NonCanonical(VirtAddr),
+    /// Something is already mapped there: a present leaf at `level` (or, at
+    /// the target level, a present table or page).
+    AlreadyMapped {
+        /// The address.
+        va: VirtAddr,
+        /// The level of the conflicting entry.
+        level: Level,
+    },
+    /// Allocating a page table failed.
+    OutOfMemory,
+    /// A table on the path has been freed.
+    Dangling {
+        /// Its level.
+        level: Level,
+        /// Its frame.
+        table: Frame,
+    },
+    /// A table on the path is outside RAM.
+    BadPhys {
+        /// Its level.
+        level: Level,
+        /// Its address.
+        table: PhysAddr,
+    },
+    /// A physical access failed.
+    Mem(MemError),
+}
+
+impl From<EntryError> for MapError {
+    fn from(e: EntryError) -> Self {
+        MapError::Entry(e)
+    }
+}
+impl From<MemError> for MapError {
+    fn from(e: MemError) -> Self {
+        MapError::Mem(e)
+    }
+}
+
+impl fmt::Display for MapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MapError::Entry(e) => write!(f, "cannot encode entry: {e}"),
+            MapError::UnsupportedSize { mode, size } => {
+                write!(f, "{mode} paging has no {size} pages")
+            }
+            MapError::Misaligned { va, size } => write!(f, "{va} is not {size}-aligned"),
+            MapError::NonCanonical(va) => write!(f, "{va} is not a valid linear address"),
+            MapError::AlreadyMapped { va, level } => {
+                write!(f, "{va} is already mapped (present {level} entry)")
+            }
+            MapError::OutOfMemory => f.write_str("out of memory allocating a page table"),
+            MapError::Dangling { level, table } => write!(f, "{level} table {table} is freed"),
+            MapError::BadPhys { level, table } => {
+                write!(f, "{level} table at {table} is outside RAM")
+            }
+            MapError::Mem(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for MapError {}
+
+/// True if `va` is in the user half: below `TASK_SIZE`'s pgd boundary on
+/// 32-bit (`0xC0000000`), the lower canonical half on 64-bit.
+pub const fn is_user_va(mode: PagingMode, va: VirtAddr) -> bool {
+    match mode {
+        PagingMode::TwoLevel | PagingMode::Pae => va.as_u64() < mode.page_offset(),
+        _ => va.as_u64() >> 63 == 0,
+    }
+}
+
+/// The flags [`map`] puts in a pointer to a new `level`-table-child for `va`.
+pub const fn table_flags(mode: PagingMode, level: Level, va: VirtAddr) -> EntryFlags {
+    if matches!(mode, PagingMode::Pae) && matches!(level, Level::Pgd) {
+        EntryFlags::PRESENT
+    } else if is_user_va(mode, va) {
+        EntryFlags::PAGE_TABLE
+    } else {
+        EntryFlags::KERNPG_TABLE
+    }
+}
+
+fn check_table<P: PhysMem + ?Sized>(
+    mem: &P,
+    level: Level,
+    table: PhysAddr,
+) -> Result<(), MapError> {
+    match mem.frame_state(table.frame()) {
+        FrameState::Live => Ok(()),
+        FrameState::Freed => Err(MapError::Dangling {
+            level,
+            table: table.frame(),
+        }),
+        FrameState::Unmanaged => Err(MapError::BadPhys { level, table }),
+    }
+}
+
+/// Maps the `size` page at `pa` at `va` in the page table rooted at `root`,
+/// with leaf flags `flags | PRESENT` (`flags` are logical: give
+/// [`EntryFlags::PAT`] at its pte position whatever the size).
+///
+/// Missing intermediate tables are allocated zeroed from `pm` tagged
+/// `table_owner`. Fails with [`MapError::AlreadyMapped`] if a present leaf
+/// is on the path or the target entry is present. On any error the tables
+/// this call allocated are unhooked and freed.
+#[allow(clippy::too_many_arguments)]
+pub fn map<M: PhysMem>(
+    pm: &PhysMemory<M>,
+    mode: PagingMode,
+    root: PhysAddr,
+    va: VirtAddr,
+    pa: PhysAddr,
+    size: PageSize,
+    flags: EntryFlags,
+    table_owner: Owner,
+) -> Result<(), MapError> {
+    let target = mode
+        .level_for(size)
+        .ok_or(MapError::UnsupportedSize { mode, size })?;
+    if !mode.is_canonical(va) {
+        return Err(MapError::NonCanonical(va));
+    }
+    if !va.is_aligned(size.bytes()) {
+        return Err(MapError::Misaligned { va, size });
+    }
+    let leaf = Entry::page(mode, size, pa, flags | EntryFlags::PRESENT)?;
+    let mut allocated: [Option<Frame>; 5] = [None; 5];
+    let mut nr_alloc = 0;
+    let mut hook: Option<PhysAddr> = None;
+    let result = map_inner(
+        pm,
+        mode,
+        root,
+        va,
+        target,
+        leaf,
+        table_owner,
+        &mut allocated,
+        &mut nr_alloc,
+        &mut hook,
+    );
+    if result.is_err() {
+        if let Some(at) = hook {
+            let _ = write_entry(pm, mode, at, Entry::EMPTY);
+        }
+        for f in allocated[..nr_alloc].iter().rev().flatten() {
+            let _ = pm.free_frame(*f);
+        }
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn map_inner<M: PhysMem>(
+    pm: &PhysMemory<M>,
+    mode: PagingMode,
+    root: PhysAddr,
+    va: VirtAddr,
+    target: Level,
+    leaf: Entry,
+    table_owner: Owner,
+    allocated: &mut [Option<Frame>; 5],
+    nr_alloc: &mut usize,
+    hook: &mut Option<PhysAddr>,
+) -> Result<(), MapError> {
+    let mut table = root;
+    for &level in mode.levels() {
+        check_table(pm, level, table)?;
+        let at = entry_pa(mode, table, level, va);
+        let cur = read_entry(pm, mode, at)?;
+        if level == target {
+            if cur.is_present() {
+                return Err(MapError::AlreadyMapped { va, level });
+            }
+            write_entry(pm, mode, at, leaf)?;
+            return Ok(());
+        }
+        if cur.is_present() {
+            if cur.is_leaf(mode, level, true) {
+                return Err(MapError::AlreadyMapped { va, level });
+            }
+            table = cur.table_addr(mode);
+            continue;
+        }
+        let f = pm
+            .alloc_zeroed_frame(table_owner)
+            .map_err(|_| MapError::OutOfMemory)?;
+        if let Some(slot) = allocated.get_mut(*nr_alloc) {
+            *slot = Some(f);
+            *nr_alloc += 1;
+        }
+        let e = Entry::table(mode, level, f.start(), table_flags(mode, level, va))?;
+        write_entry(pm, mode, at, e)?;
+        if hook.is_none() {
+            *hook = Some(at);
+        }
+        table = f.start();
+    }
+    Ok(())
+}
+
+/// The kernel's `lookup_address`: walks from `root` to the entry that maps
+/// `va` and returns `(entry_pa, level, entry)` — the large-page leaf (a PS
+/// pmd/pud, or a PSE pgd entry on 2-level) or the pte slot (returned even if
+/// the pte is not present, as the kernel does). `None` if an upper-level
+/// entry is not present or a table on the path is freed or outside RAM
+/// ([`lookup_checked`] tells which).
+pub fn lookup<P: PhysMem + ?Sized>(
+    mem: &P,
+    mode: PagingMode,
+    root: PhysAddr,
+    va: VirtAddr,
+) -> Option<(PhysAddr, Level, Entry)> {
+    lookup_checked(mem, mode, root, va).ok().flatten()
+}
+
+/// [`lookup`], reporting a freed or out-of-RAM table as an error.
+pub fn lookup_checked<P: PhysMem + ?Sized>(
+    mem: &P,
+    mode: PagingMode,
+    root: PhysAddr,
+    va: VirtAddr,
+) -> Result<Option<(PhysAddr, Level, Entry)>, MapError> {
+    if !mode.is_canonical(va) {
+        return Err(MapError::NonCanonical(va));
+    }
+    let mut table = root;
+    for &level in mode.levels() {
+        check_table(mem, level, table)?;
+        let at = entry_pa(mode, table, level, va);
+        let e = read_entry(mem, mode, at)?;
+        if level == Level::Pte {
+            return Ok(Some((at, level, e)));
+        }
+        if !e.is_present() {
+            return Ok(None);
+        }
+        if e.is_leaf(mode, level, true) {
+            return Ok(Some((at, level, e)));
+        }
+        table = e.table_addr(mode);
+    }
+    Ok(None)
+}
+
+/// Clears the leaf mapping `va` (a pte or a large-page entry) and returns
+/// its level and old value; `None` if nothing present maps `va`. Tables are
+/// not freed (the kernel frees them only in [`free_user_tables`]).
+pub fn unmap<P: PhysMem + ?Sized>(
+    mem: &P,
+    mode: PagingMode,
+    root: PhysAddr,
+    va: VirtAddr,
+) -> Result<Option<(Level, Entry)>, MapError> {
+    match lookup_checked(mem, mode, root, va)? {
+        Some((at, level, e)) if e.is_present() => {
+            write_entry(mem, mode, at, Entry::EMPTY)?;
+            Ok(Some((level, e)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `clear_page_tables`: frees the page tables below `root` that lie
+/// entirely inside `range` and clears the entries that pointed at them;
+/// leaves (large or 4 KiB) inside the range are cleared, data pages are not
+/// freed. Returns the number of table frames freed.
+///
+/// On PAE the pgd's PDPTEs and the pmds they point at are *not* freed or
+/// cleared: those pmds belong to the pgd (`pgd_alloc` installs them,
+/// `pgd_free` gives them back), exactly as in 2.5, where `pgd_clear` and
+/// `pmd_free` are no-ops on PAE. Everywhere else the emptied upper-level
+/// entries are cleared and their tables freed, so a 2-level pgd comes back
+/// with its user part clear, as `pgd_free` expects.
+///
+/// `range` is `[start, end)` in linear addresses and must not wrap; partial
+/// large pages at its edges are left alone.
+pub fn free_user_tables<M: PhysMem>(
+    pm: &PhysMemory<M>,
+    mode: PagingMode,
+    root: PhysAddr,
+    range: Range<VirtAddr>,
+) -> Result<u64, MapError> {
+    let mask = (1u64 << mode.va_bits()) - 1;
+    let start = range.start.as_u64() & mask;
+    let end_raw = range.end.as_u64() & mask;
+    // An end that truncates to 0 is the top of the address space.
+    let end = if end_raw == 0 && range.end.as_u64() != 0 {
+        mask as u128 + 1
+    } else {
+        end_raw as u128
+    };
+    let mut freed = 0;
+    clear_level(pm, mode, root, Level::Pgd, start as u128, end, &mut freed)?;
+    Ok(freed)
+}
+
+fn clear_level<M: PhysMem>(
+    pm: &PhysMemory<M>,
+    mode: PagingMode,
+    table: PhysAddr,
+    level: Level,
+    start: u128,
+    end: u128,
+    freed: &mut u64,
+) -> Result<(), MapError> {
+    check_table(pm, level, table)?;
+    let span = mode.span(level) as u128;
+    let n = mode.entries(level) as u128;
+    let mut a = start;
+    while a < end {
+        let idx = ((a / span) % n) as usize;
+        let entry_start = a - a % span;
+        let entry_end = entry_start + span;
+        let at = entry_pa_at(mode, table, idx);
+        let e = read_entry(pm, mode, at)?;
+        let whole = a == entry_start && end >= entry_end;
+        if e.is_present() {
+            if e.is_leaf(mode, level, true) {
+                if whole {
+                    write_entry(pm, mode, at, Entry::EMPTY)?;
+                }
+            } else if let Some(next) = mode.next_level(level) {
+                let child = e.table_addr(mode);
+                clear_level(pm, mode, child, next, a, end.min(entry_end), freed)?;
+                let owned_by_pgd = mode == PagingMode::Pae && level == Level::Pgd;
+                if whole && !owned_by_pgd {
+                    write_entry(pm, mode, at, Entry::EMPTY)?;
+                    if pm.free_frame(child.frame()).is_ok() {
+                        *freed += 1;
+                    }
+                }
+            }
+        }
+        a = entry_end;
+    }
+    Ok(())
+}
