@@ -31,14 +31,16 @@
 //!   "started", performs it at CPL0 or (after `iret`) at CPL3, and records
 //!   the value. Every exit path ends by jumping back to the loop with a fresh
 //!   stack: the #PF handler records CR2 and the error code, other exception
-//!   vectors record their number, and `int 0x40` (a DPL3 gate) is how user
-//!   code and instruction-fetch targets report success. After the last access
-//!   the program reaches `hlt` (a breakpoint under QEMU, a `Hlt` exit under
-//!   KVM); the host reads the results back.
-//! * **Fetches.** For an [`AccessKind::Exec`] access the host writes the two
-//!   bytes `int 0x40` at the target (through the page tables, ignoring
-//!   permissions), then the program jumps there. This clobbers two bytes of
-//!   the target page.
+//!   vectors record their number. User code and instruction-fetch targets
+//!   report success by touching a never-mapped *magic* address in the window:
+//!   the #PF handler recognizes its CR2 and records "ok" with the value in
+//!   RAX (a DPL3 `int` gate would be simpler, but PVM raises #UD on it).
+//!   After the last access the program reaches `hlt` (a breakpoint under
+//!   QEMU, a `Hlt` exit under KVM); the host reads the results back.
+//! * **Fetches.** For an [`AccessKind::Exec`] access the host writes a 7- or
+//!   12-byte "touch the magic address" stub ([`Plan::exec_stub`]) at the
+//!   target (through the page tables, ignoring permissions), then the program
+//!   jumps there. This clobbers those bytes of the target page.
 //!
 //! Loads and stores are 4 bytes wide in 32-bit modes and 8 bytes in long mode.
 //! Probing has side effects the debug walk does not: A/D bits get set in the
@@ -77,7 +79,10 @@ const CTRL_N: u64 = PG_CTRL * 4096;
 const CTRL_I: u64 = PG_CTRL * 4096 + 8;
 const DESC_OFF: u64 = PG_DESC * 4096;
 const RES_OFF: u64 = PG_RES * 4096;
-const USER_VECTOR: u32 = 0x40;
+/// Offset in the window of the "report success" address: inside the
+/// window's page table but never mapped, so any access to it faults at any
+/// CPL and the #PF handler recognizes CR2.
+const MAGIC_OFF: u64 = 0x10_000;
 
 const SEL_CODE32: u16 = 0x08;
 const SEL_DATA: u16 = 0x10;
@@ -156,7 +161,11 @@ fn host_walk(img: &PagingImage, va: u64) -> Option<u64> {
     let lv = levels(mode);
     let esz = mode.entry_size();
     if mode.is_long() {
-        let bits = if mode == PagingMode::FiveLevel { 57 } else { 48 };
+        let bits = if mode == PagingMode::FiveLevel {
+            57
+        } else {
+            48
+        };
         if crate::qemu::canonical(va, bits) != va {
             return None;
         }
@@ -322,6 +331,23 @@ impl Plan {
         self.window + off
     }
 
+    /// The "report success" stub written at fetch targets: load a byte from
+    /// the window's never-mapped magic address (`mov rcx/ecx, imm; mov cl,
+    /// [rcx/ecx]`), which faults with a CR2 the #PF handler recognizes.
+    pub fn exec_stub(&self) -> Vec<u8> {
+        let magic = self.window + MAGIC_OFF;
+        let mut v = Vec::with_capacity(12);
+        if self.mode.is_long() {
+            v.extend_from_slice(&[0x48, 0xb9]);
+            v.extend_from_slice(&magic.to_le_bytes());
+        } else {
+            v.push(0xb9);
+            v.extend_from_slice(&(magic as u32).to_le_bytes());
+        }
+        v.extend_from_slice(&[0x8a, 0x09]);
+        v
+    }
+
     /// True if `va` falls in the window's page-table slot.
     pub fn in_window(&self, va: u64) -> bool {
         va >= self.window && va < self.window + WINDOW_PAGES * 4096
@@ -430,11 +456,7 @@ pub fn plan(
     }
 
     // Program.
-    let prog = if long {
-        gen_main64(w)?
-    } else {
-        gen_main32(w)?
-    };
+    let prog = if long { gen_main64(w)? } else { gen_main32(w)? };
     let mut kpage = vec![0u8; 4096];
     let gdt = gdt_bytes(w + TSS_OFF);
     kpage[GDT_OFF as usize..GDT_OFF as usize + gdt.len()].copy_from_slice(&gdt);
@@ -449,7 +471,7 @@ pub fn plan(
     }
     kpage[tss + 0x66..tss + 0x68].copy_from_slice(&0x68u16.to_le_bytes());
     let gate = if long { 16u64 } else { 8 };
-    let idt_limit = ((u64::from(USER_VECTOR) + 1) * gate - 1) as u16;
+    let idt_limit = (32 * gate - 1) as u16;
     let idtr = IDTR_OFF as usize;
     kpage[idtr..idtr + 2].copy_from_slice(&idt_limit.to_le_bytes());
     kpage[idtr + 2..idtr + 10].copy_from_slice(&(w + PG_IDT * 4096).to_le_bytes());
@@ -461,13 +483,14 @@ pub fn plan(
     for (v, &h) in prog.handlers.iter().enumerate() {
         put_gate(&mut idt, v as u64, h, long, false);
     }
-    put_gate(&mut idt, u64::from(USER_VECTOR), prog.user_ret, long, true);
 
     let mut pages: Vec<Vec<u8>> = vec![vec![0u8; 4096]; WINDOW_PAGES as usize];
     pages[PG_K as usize] = kpage;
     pages[PG_IDT as usize] = idt;
     if prog.kcode.len() > 4096 || prog.ucode.len() > 4096 {
-        return Err(OracleError::Protocol("probe program larger than a page".into()));
+        return Err(OracleError::Protocol(
+            "probe program larger than a page".into(),
+        ));
     }
     pages[PG_KCODE as usize][..prog.kcode.len()].copy_from_slice(&prog.kcode);
     pages[PG_UCODE as usize][..prog.ucode.len()].copy_from_slice(&prog.ucode);
@@ -507,21 +530,21 @@ fn seg_desc(base: u32, limit: u32, access: u8, flags: u8) -> u64 {
 fn gdt_bytes(tss_base: u64) -> Vec<u8> {
     let descs = [
         0,
-        seg_desc(0, 0xfffff, 0x9a, 0xc), // 0x08 code32 DPL0
-        seg_desc(0, 0xfffff, 0x92, 0xc), // 0x10 data DPL0
-        seg_desc(0, 0xfffff, 0x9a, 0xa), // 0x18 code64 DPL0
-        seg_desc(0, 0xfffff, 0xfa, 0xc), // 0x20 code32 DPL3
-        seg_desc(0, 0xfffff, 0xf2, 0xc), // 0x28 data DPL3
-        seg_desc(0, 0xfffff, 0xfa, 0xa), // 0x30 code64 DPL3
+        seg_desc(0, 0xfffff, 0x9a, 0xc),          // 0x08 code32 DPL0
+        seg_desc(0, 0xfffff, 0x92, 0xc),          // 0x10 data DPL0
+        seg_desc(0, 0xfffff, 0x9a, 0xa),          // 0x18 code64 DPL0
+        seg_desc(0, 0xfffff, 0xfa, 0xc),          // 0x20 code32 DPL3
+        seg_desc(0, 0xfffff, 0xf2, 0xc),          // 0x28 data DPL3
+        seg_desc(0, 0xfffff, 0xfa, 0xa),          // 0x30 code64 DPL3
         seg_desc(tss_base as u32, 0x67, 0x89, 0), // 0x38 TSS (available)
-        tss_base >> 32,                  // upper half of the 64-bit TSS descriptor
+        tss_base >> 32,                           // upper half of the 64-bit TSS descriptor
         0,
     ];
     descs.iter().flat_map(|d| d.to_le_bytes()).collect()
 }
 
-fn put_gate(idt: &mut [u8], vector: u64, handler: u64, long: bool, dpl3: bool) {
-    let ty: u8 = if dpl3 { 0xee } else { 0x8e };
+fn put_gate(idt: &mut [u8], vector: u64, handler: u64, long: bool, _dpl3: bool) {
+    let ty: u8 = 0x8e;
     if long {
         let o = (vector * 16) as usize;
         idt[o..o + 2].copy_from_slice(&(handler as u16).to_le_bytes());
@@ -546,7 +569,6 @@ struct Program {
     entry: u64,
     done: u64,
     handlers: Vec<u64>,
-    user_ret: u64,
 }
 
 /// 16-bit real-mode stub + 32-bit phase-1 code in one physical page.
@@ -614,8 +636,8 @@ fn gen_main64(w: u64) -> Result<Program, OracleError> {
     let mut kexec = a.create_label();
     let mut kok = a.create_label();
     let mut pf = a.create_label();
+    let mut realpf = a.create_label();
     let mut exc = a.create_label();
-    let mut uret = a.create_label();
     let mut stubs: Vec<CodeLabel> = (0..32).map(|_| a.create_label()).collect();
     let ucode_va = w + PG_UCODE * 4096;
     let res_ptr = |a: &mut CodeAssembler| -> Result<(), iced_x86::IcedError> {
@@ -681,6 +703,14 @@ fn gen_main64(w: u64) -> Result<Program, OracleError> {
         a.jmp(done)?;
         a.set_label(&mut pf)?;
         res_ptr(&mut a)?;
+        a.mov(rcx, cr2)?;
+        a.mov(rdx, w + MAGIC_OFF)?;
+        a.cmp(rcx, rdx)?;
+        a.jne(realpf)?;
+        a.mov(qword_ptr(rdi + 8), rax)?;
+        a.mov(qword_ptr(rdi), 1)?;
+        a.jmp(next)?;
+        a.set_label(&mut realpf)?;
         a.pop(rcx)?;
         a.mov(qword_ptr(rdi + 24), rcx)?;
         a.mov(rcx, cr2)?;
@@ -692,11 +722,6 @@ fn gen_main64(w: u64) -> Result<Program, OracleError> {
         a.pop(rcx)?;
         a.mov(qword_ptr(rdi + 8), rcx)?;
         a.mov(qword_ptr(rdi), 3)?;
-        a.jmp(next)?;
-        a.set_label(&mut uret)?;
-        res_ptr(&mut a)?;
-        a.mov(qword_ptr(rdi + 8), rax)?;
-        a.mov(qword_ptr(rdi), 1)?;
         a.jmp(next)?;
         for (v, l) in stubs.iter_mut().enumerate() {
             a.set_label(l)?;
@@ -722,7 +747,6 @@ fn gen_main64(w: u64) -> Result<Program, OracleError> {
     }
     let entry_ip = r.label_ip(&entry).map_err(asm_err)?;
     let done_ip = r.label_ip(&done).map_err(asm_err)?;
-    let uret_ip = r.label_ip(&uret).map_err(asm_err)?;
     let kcode = r.inner.code_buffer;
 
     let mut u = CodeAssembler::new(64).map_err(asm_err)?;
@@ -734,10 +758,12 @@ fn gen_main64(w: u64) -> Result<Program, OracleError> {
         u.cmp(ecx, 2)?;
         u.je(ux)?;
         u.mov(rax, qword_ptr(rsi))?;
-        u.int(USER_VECTOR)?;
+        u.mov(rcx, w + MAGIC_OFF)?;
+        u.mov(cl, byte_ptr(rcx))?;
         u.set_label(&mut uw)?;
         u.mov(qword_ptr(rsi), rdx)?;
-        u.int(USER_VECTOR)?;
+        u.mov(rcx, w + MAGIC_OFF)?;
+        u.mov(cl, byte_ptr(rcx))?;
         u.set_label(&mut ux)?;
         u.jmp(rsi)?;
         Ok(())
@@ -750,7 +776,6 @@ fn gen_main64(w: u64) -> Result<Program, OracleError> {
         entry: entry_ip,
         done: done_ip,
         handlers,
-        user_ret: uret_ip,
     })
 }
 
@@ -765,8 +790,8 @@ fn gen_main32(w: u64) -> Result<Program, OracleError> {
     let mut kexec = a.create_label();
     let mut kok = a.create_label();
     let mut pf = a.create_label();
+    let mut realpf = a.create_label();
     let mut exc = a.create_label();
-    let mut uret = a.create_label();
     let mut stubs: Vec<CodeLabel> = (0..32).map(|_| a.create_label()).collect();
     let ucode_va = (w + PG_UCODE * 4096) as u32;
     let res_ptr = |a: &mut CodeAssembler| -> Result<(), iced_x86::IcedError> {
@@ -833,6 +858,13 @@ fn gen_main32(w: u64) -> Result<Program, OracleError> {
         a.jmp(done)?;
         a.set_label(&mut pf)?;
         res_ptr(&mut a)?;
+        a.mov(ecx, cr2)?;
+        a.cmp(ecx, (w + MAGIC_OFF) as u32)?;
+        a.jne(realpf)?;
+        a.mov(dword_ptr(edi + 8), eax)?;
+        a.mov(dword_ptr(edi), 1)?;
+        a.jmp(next)?;
+        a.set_label(&mut realpf)?;
         a.pop(ecx)?;
         a.mov(dword_ptr(edi + 24), ecx)?;
         a.mov(ecx, cr2)?;
@@ -844,11 +876,6 @@ fn gen_main32(w: u64) -> Result<Program, OracleError> {
         a.pop(ecx)?;
         a.mov(dword_ptr(edi + 8), ecx)?;
         a.mov(dword_ptr(edi), 3)?;
-        a.jmp(next)?;
-        a.set_label(&mut uret)?;
-        res_ptr(&mut a)?;
-        a.mov(dword_ptr(edi + 8), eax)?;
-        a.mov(dword_ptr(edi), 1)?;
         a.jmp(next)?;
         for (v, l) in stubs.iter_mut().enumerate() {
             a.set_label(l)?;
@@ -874,7 +901,6 @@ fn gen_main32(w: u64) -> Result<Program, OracleError> {
     }
     let entry_ip = r.label_ip(&entry).map_err(asm_err)?;
     let done_ip = r.label_ip(&done).map_err(asm_err)?;
-    let uret_ip = r.label_ip(&uret).map_err(asm_err)?;
     let kcode = r.inner.code_buffer;
 
     let mut u = CodeAssembler::new(32).map_err(asm_err)?;
@@ -886,10 +912,12 @@ fn gen_main32(w: u64) -> Result<Program, OracleError> {
         u.cmp(ecx, 2)?;
         u.je(ux)?;
         u.mov(eax, dword_ptr(esi))?;
-        u.int(USER_VECTOR)?;
+        u.mov(ecx, (w + MAGIC_OFF) as u32)?;
+        u.mov(cl, byte_ptr(ecx))?;
         u.set_label(&mut uw)?;
         u.mov(dword_ptr(esi), edx)?;
-        u.int(USER_VECTOR)?;
+        u.mov(ecx, (w + MAGIC_OFF) as u32)?;
+        u.mov(cl, byte_ptr(ecx))?;
         u.set_label(&mut ux)?;
         u.jmp(esi)?;
         Ok(())
@@ -902,7 +930,6 @@ fn gen_main32(w: u64) -> Result<Program, OracleError> {
         entry: entry_ip,
         done: done_ip,
         handlers,
-        user_ret: uret_ip,
     })
 }
 
@@ -944,9 +971,7 @@ pub fn decode_results(
                 cr2: q(2),
                 error_code: q(3),
             },
-            3 => ProbeOutcome::Exception {
-                vector: q(1) as u8,
-            },
+            3 => ProbeOutcome::Exception { vector: q(1) as u8 },
             s => {
                 return Err(OracleError::Guest(format!(
                     "access {i} ({:?} {:#x}) has status {s:#x}: the program lost control",
@@ -957,9 +982,6 @@ pub fn decode_results(
     }
     Ok(out)
 }
-
-/// The 2-byte "report success" stub written at fetch targets (`int 0x40`).
-pub const EXEC_STUB: [u8; 2] = [0xcd, USER_VECTOR as u8];
 
 /// Run `accesses` under a fresh QEMU.
 pub fn run_qemu(
@@ -989,10 +1011,11 @@ pub fn run_qemu(
     }
     s.gdb.command_ok(&format!("Z0,{:x},1", plan.done))?;
     let mut out = Vec::with_capacity(accesses.len());
+    let stub = plan.exec_stub();
     for batch in accesses.chunks(MAX_BATCH) {
         for a in batch.iter().filter(|a| a.kind == AccessKind::Exec) {
             // Best effort: an unmapped target faults before reaching it.
-            let _ = s.gdb.write_mem(a.va, &EXEC_STUB);
+            let _ = s.gdb.write_mem(a.va, &stub);
         }
         s.gdb.write_mem(plan.va(DESC_OFF), &encode_batch(batch))?;
         s.gdb

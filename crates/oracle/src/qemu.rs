@@ -146,7 +146,9 @@ fn parse_target_xml(
     depth: usize,
 ) -> Result<(), OracleError> {
     if depth > 4 {
-        return Err(OracleError::Protocol("target.xml includes nest too deep".into()));
+        return Err(OracleError::Protocol(
+            "target.xml includes nest too deep".into(),
+        ));
     }
     let xml = strip_xml_comments(xml);
     let mut rest = xml.as_str();
@@ -265,12 +267,21 @@ impl Session {
         let mut cmd = Command::new(&cfg.binary);
         cmd.args(["-machine", "pc,memory-backend=pgdram"])
             .arg("-object")
-            .arg(format!("memory-backend-ram,id=pgdram,size={mib}M,reserve=off"))
+            .arg(format!(
+                "memory-backend-ram,id=pgdram,size={mib}M,reserve=off"
+            ))
             .args(["-accel", "tcg", "-nodefaults", "-cpu", "max"])
             .arg("-m")
             .arg(format!("{mib}M"))
             .args([
-                "-display", "none", "-monitor", "none", "-serial", "none", "-S", "-no-reboot",
+                "-display",
+                "none",
+                "-monitor",
+                "none",
+                "-serial",
+                "none",
+                "-S",
+                "-no-reboot",
             ])
             .arg("-gdb")
             .arg(format!("tcp:127.0.0.1:{port}"))
@@ -585,7 +596,7 @@ impl MmuOracle for QemuOracle {
                     PagingMode::FourLevel | PagingMode::FiveLevel => {
                         let next = raw.get(i + 1).map(|n| n.va);
                         let gap = next.map(|n| n.wrapping_sub(l.va));
-                        let may_be_1g = l.va % GIB == 0 && gap.is_none_or(|g| g >= GIB);
+                        let may_be_1g = l.va % GIB == 0 && gap.map_or(true, |g| g >= GIB);
                         if may_be_1g && s.gva2gpa(l.va + 2 * MIB)? == Some(l_pa + 2 * MIB) {
                             (GIB, l_pa)
                         } else {

@@ -145,7 +145,9 @@ impl RspClient {
                 self.fill(deadline)?;
             }
         }
-        Err(OracleError::Protocol("gdbstub keeps NAKing our packet".into()))
+        Err(OracleError::Protocol(
+            "gdbstub keeps NAKing our packet".into(),
+        ))
     }
 
     /// Receive one packet's payload (binary escapes and run-length encoding
@@ -201,7 +203,7 @@ impl RspClient {
                         .get(i + 1)
                         .ok_or_else(|| OracleError::Protocol("RLE without count".into()))?;
                     let reps = usize::from(n.saturating_sub(29));
-                    out.extend(std::iter::repeat_n(last, reps));
+                    out.extend(std::iter::repeat(last).take(reps));
                     i += 2;
                 }
                 c => {

@@ -74,10 +74,10 @@ pub fn two_level() -> Sample {
     img.set_entry(pt, 1, 0x6000 | P); // read-only supervisor
     img.set_entry(pt, 2, 0x7000 | P | RW | US); // user rw
     img.set_entry(pt, 5, 0x2000_0000 | P | RW | US); // beyond RAM: fine
-    // VA 16 MiB: PDE with a reserved bit? 2-level PDEs pointing to tables
-    // have no reserved bits; a 4 MiB PDE has bit 21 reserved (with 36-bit
-    // PSE... MAXPHYADDR 40 leaves bits 21:21 reserved only if M < 40).
-    // So the "reserved" probe uses a PSE PDE with bit 21 set.
+                                                     // VA 16 MiB: PDE with a reserved bit? 2-level PDEs pointing to tables
+                                                     // have no reserved bits; a 4 MiB PDE has bit 21 reserved (with 36-bit
+                                                     // PSE... MAXPHYADDR 40 leaves bits 21:21 reserved only if M < 40).
+                                                     // So the "reserved" probe uses a PSE PDE with bit 21 set.
     img.set_entry(pd, 4, 0x0100_0000 | (1 << 21) | PS | P | RW);
     // Kernel half: VA 0xc0000000 -> PA 1 MiB (4 KiB), VA 0xc0400000 -> PA 4 MiB global PSE.
     let kpt = 0x12000;

@@ -23,7 +23,10 @@ fn qemu() -> Option<QemuOracle> {
 }
 
 fn pf_at(va: u64, error_code: u64) -> ProbeOutcome {
-    ProbeOutcome::PageFault { cr2: va, error_code }
+    ProbeOutcome::PageFault {
+        cr2: va,
+        error_code,
+    }
 }
 
 fn check_mode(mode: PagingMode) {
@@ -37,28 +40,53 @@ fn check_mode(mode: PagingMode) {
         .map(|(va, _)| *va)
         .unwrap();
     let mut cases: Vec<(Access, ProbeOutcome)> = vec![
-        (Access::write(s.rw_page + 8, 0x1234_5678), ProbeOutcome::Ok(0)),
+        (
+            Access::write(s.rw_page + 8, 0x1234_5678),
+            ProbeOutcome::Ok(0),
+        ),
         (Access::read(s.rw_page + 8), ProbeOutcome::Ok(0x1234_5678)),
         (Access::read(s.ro_page + 16), ProbeOutcome::Ok(0)),
         // Supervisor store to a read-only page with CR0.WP=1: P|W.
-        (Access::write(s.ro_page + 16, 1), pf_at(s.ro_page + 16, pf::P | pf::W)),
+        (
+            Access::write(s.ro_page + 16, 1),
+            pf_at(s.ro_page + 16, pf::P | pf::W),
+        ),
         (Access::read(unmapped), pf_at(unmapped, 0)),
         (Access::write(unmapped, 1), pf_at(unmapped, pf::W)),
         // Reserved bit in the walk: hardware reports RSVD|P (0x9); QEMU 7.2
         // TCG reports RSVD alone (0x8). Compared with P masked off below.
-        (Access::read(s.rsvd_page + 4), pf_at(s.rsvd_page + 4, pf::RSVD)),
+        (
+            Access::read(s.rsvd_page + 4),
+            pf_at(s.rsvd_page + 4, pf::RSVD),
+        ),
         // User mode.
-        (Access::write(s.user_page, 77).as_user(), ProbeOutcome::Ok(0)),
+        (
+            Access::write(s.user_page, 77).as_user(),
+            ProbeOutcome::Ok(0),
+        ),
         (Access::read(s.user_page).as_user(), ProbeOutcome::Ok(77)),
-        (Access::read(s.rw_page).as_user(), pf_at(s.rw_page, pf::P | pf::U)),
-        (Access::write(s.ro_page, 5).as_user(), pf_at(s.ro_page, pf::P | pf::U | pf::W)),
+        (
+            Access::read(s.rw_page).as_user(),
+            pf_at(s.rw_page, pf::P | pf::U),
+        ),
+        (
+            Access::write(s.ro_page, 5).as_user(),
+            pf_at(s.ro_page, pf::P | pf::U | pf::W),
+        ),
         (Access::read(unmapped).as_user(), pf_at(unmapped, pf::U)),
         // Fetches.
         (Access::exec(s.rw_page + 0x100), ProbeOutcome::Ok(0)),
-        (Access::exec(s.user_page + 0x100).as_user(), ProbeOutcome::Ok(0)),
+        (
+            Access::exec(s.user_page + 0x100).as_user(),
+            ProbeOutcome::Ok(0),
+        ),
     ];
     // I/D is reported only with PAE+NXE (or SMEP): not in 2-level paging.
-    let id = if mode == PagingMode::TwoLevel { 0 } else { pf::ID };
+    let id = if mode == PagingMode::TwoLevel {
+        0
+    } else {
+        pf::ID
+    };
     cases.push((Access::exec(unmapped), pf_at(unmapped, id)));
     if let Some(nx) = s.nx_page {
         cases.push((Access::exec(nx + 0x20), pf_at(nx + 0x20, pf::P | pf::ID)));

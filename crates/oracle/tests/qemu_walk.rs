@@ -29,7 +29,10 @@ fn check_mode(mode: PagingMode) {
     let img = PagingImage::load(&dir).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(img.desc, s.image.normalized_desc());
-    assert!(img.data == s.image.data, "{mode}: image bytes differ after save/load");
+    assert!(
+        img.data == s.image.data,
+        "{mode}: image bytes differ after save/load"
+    );
 
     let t0 = Instant::now();
     q.load(&img).unwrap();
