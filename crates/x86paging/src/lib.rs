@@ -11,6 +11,11 @@
 //! * [`walk`] — the software MMU ([`translate`]) with SDM fault semantics;
 //! * [`map`] — kernel-side editing: [`map()`], [`unmap`], [`lookup`]
 //!   (`lookup_address`), [`free_user_tables`] (`clear_page_tables`);
+//! * [`layout`] and [`boot`] — the kernel layout per mode and
+//!   `swapper_pg_dir` built over it;
+//! * [`ptdump`] — page tables printed as Linux's debugfs `page_tables` does;
+//! * [`gen`] — a seeded random page-table generator with expected
+//!   translations, for differential testing.
 //!
 //! The core is `no_std` + `alloc`; the default `std` feature adds
 //! `std::error::Error` impls and simulated RAM through `physmem/std`.
@@ -21,17 +26,23 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod boot;
 pub mod cpu;
 pub mod entry;
 pub mod gen;
+pub mod layout;
 pub mod map;
 pub mod mode;
+pub mod ptdump;
 pub mod table;
 pub mod walk;
 
+pub use boot::{boot, BootConfig, BootError, BootMapping, KernelSpace};
 pub use cpu::{Access, AccessKind, CpuState, CrValues};
 pub use entry::{Decoded, Entry, EntryError, EntryFlags, EntryKind};
+pub use layout::Layout;
 pub use map::{free_user_tables, lookup, lookup_checked, map, unmap, MapError};
 pub use mode::{Level, PageSize, PagingMode, ParseModeError};
+pub use ptdump::{PtDump, PtLine, PtRange};
 pub use table::{entry_pa, read_entry, write_entry};
 pub use walk::{load_pdptes, translate, PfErrorCode, Translation, WalkFault};

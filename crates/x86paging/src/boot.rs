@@ -1,0 +1,541 @@
+//! Booting a kernel address space: `swapper_pg_dir` for each mode.
+//!
+//! [`boot`] plays `paging_init`/`pagetable_init` (i386) and
+//! `init_mem_mapping` (x86_64): it allocates `swapper_pg_dir` (init_mm's
+//! pgd) and builds in it, with [`Owner::KernelTable`] frames:
+//!
+//! * the lowmem direct map at `PAGE_OFFSET`, from large pages where aligned
+//!   (4 MiB PSE on 2-level when [`BootConfig::pse`], 2 MiB on PAE and
+//!   64-bit, optionally 1 GiB on 64-bit) and 4 KiB ptes for the rest,
+//!   `GLOBAL`, and `NX` where the mode has it (except, on i386, the pages
+//!   covering kernel text);
+//! * on x86_64, the kernel image at `__START_KERNEL_map` (first 8 MiB text
+//!   RX, the rest RW NX, 2 MiB pages);
+//! * on i386 the pkmap pte table (empty) and, in every mode, the fixmap pte
+//!   table with a few slots populated ([`crate::layout::FIX_KDATA`],
+//!   `FIX_APIC_BASE`, `FIX_IO_APIC_BASE_0`);
+//! * on PAE, four pmds: entries 0..2 (user, empty) and entry 3, the kernel
+//!   pmd that every pgd shares.
+//!
+//! vmalloc is left empty: its tables are attached on demand and copied into
+//! other pgds by `vmalloc_fault`.
+//!
+//! The result, [`KernelSpace`], also keeps the list of mappings it made, as
+//! the checker's reference for what kernel addresses should translate to.
+
+use crate::cpu::{Access, CpuState, CrValues};
+use crate::entry::{Entry, EntryFlags};
+use crate::layout::{
+    Layout, FIX_APIC_BASE, FIX_IO_APIC_BASE_0, FIX_KDATA, KERNEL_TEXT_PHYS, START_KERNEL_MAP,
+};
+use crate::map::{map, unmap, MapError};
+use crate::mode::{Level, PageSize, PagingMode};
+use crate::table::{entry_pa_at, write_entry};
+use crate::walk::{translate, Translation, WalkFault};
+use alloc::vec::Vec;
+use core::fmt;
+use physmem::{Frame, Owner, PhysAddr, PhysMem, PhysMemory, VirtAddr};
+
+/// How to boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootConfig {
+    /// The paging mode.
+    pub mode: PagingMode,
+    /// Use NX on data mappings (ignored on 2-level, which has no NX bit).
+    pub nx: bool,
+    /// CR4.PSE on 2-level: build the direct map from 4 MiB pages. Without it
+    /// the direct map is all 4 KiB ptes.
+    pub pse: bool,
+    /// 64-bit: use 1 GiB pages in the direct map where aligned.
+    pub gbpages: bool,
+}
+
+impl BootConfig {
+    /// Defaults: NX on, PSE on, 1 GiB pages off.
+    pub const fn new(mode: PagingMode) -> Self {
+        BootConfig {
+            mode,
+            nx: true,
+            pse: true,
+            gbpages: false,
+        }
+    }
+}
+
+/// Why boot failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootError {
+    /// Building a mapping failed (out of memory, mostly).
+    Map(MapError),
+    /// Allocating `swapper_pg_dir` or a PAE pmd failed.
+    OutOfMemory,
+}
+
+impl From<MapError> for BootError {
+    fn from(e: MapError) -> Self {
+        BootError::Map(e)
+    }
+}
+
+impl fmt::Display for BootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootError::Map(e) => write!(f, "building the kernel page tables: {e}"),
+            BootError::OutOfMemory => f.write_str("out of memory allocating swapper_pg_dir"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for BootError {}
+
+/// One mapping boot made (a leaf in `swapper_pg_dir`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct BootMapping {
+    /// First linear address.
+    pub va: VirtAddr,
+    /// Physical address.
+    pub pa: PhysAddr,
+    /// Page size.
+    pub size: PageSize,
+    /// Leaf flags (logical).
+    pub flags: EntryFlags,
+    /// What it is: `"direct"`, `"kernel"`, `"fixmap"`.
+    pub what: &'static str,
+}
+
+/// A booted kernel address space.
+#[derive(Clone, Debug)]
+pub struct KernelSpace {
+    /// The mode.
+    pub mode: PagingMode,
+    /// `swapper_pg_dir`'s physical address (a whole frame in every mode; on
+    /// PAE only its first 32 bytes are the PDPT).
+    pub pgd: PhysAddr,
+    /// The layout.
+    pub layout: Layout,
+    /// The CPU state to walk with (CR3 = `swapper_pg_dir`).
+    pub cpu: CpuState,
+    /// PAE: the four pmds swapper's PDPTEs point at (3 user, the kernel pmd).
+    pub pae_pmds: Option<[PhysAddr; 4]>,
+    /// Every leaf boot mapped, sorted by address.
+    pub mappings: Vec<BootMapping>,
+}
+
+impl KernelSpace {
+    /// `swapper_pg_dir`'s frame.
+    pub const fn pgd_frame(&self) -> Frame {
+        self.pgd.frame()
+    }
+    /// PAE: the shared kernel pmd (what PDPTE 3 points at).
+    pub fn kernel_pmd(&self) -> Option<PhysAddr> {
+        self.pae_pmds.map(|p| p[3])
+    }
+    /// CR0, CR3, CR4 and EFER for this address space.
+    pub const fn cr_values(&self) -> CrValues {
+        self.cpu.cr_values()
+    }
+    /// The boot mapping covering `va`, if any.
+    pub fn mapping_of(&self, va: VirtAddr) -> Option<&BootMapping> {
+        let i = self.mappings.partition_point(|m| m.va <= va);
+        let m = self.mappings.get(i.checked_sub(1)?)?;
+        (va.as_u64() - m.va.as_u64() < m.size.bytes()).then_some(m)
+    }
+    /// The reference translation of a kernel address: where boot mapped it
+    /// and with which leaf flags. `change_page_attr` may later change the
+    /// flags and page size, never the physical address.
+    pub fn reference(&self, va: VirtAddr) -> Option<(PhysAddr, EntryFlags)> {
+        let m = self.mapping_of(va)?;
+        Some((
+            PhysAddr::new(m.pa.as_u64() + (va.as_u64() - m.va.as_u64())),
+            m.flags,
+        ))
+    }
+    /// ptdump of the page table at `pgd` (swapper's or any other pgd) with
+    /// this layout's section markers.
+    pub fn ptdump<P: PhysMem + ?Sized>(
+        &self,
+        mem: &P,
+        pgd: PhysAddr,
+    ) -> Vec<crate::ptdump::PtLine> {
+        crate::ptdump::dump(mem, self.mode, pgd, Some(&self.layout))
+    }
+    /// Walks the page table at `pgd` (any pgd, e.g. one from `pgd_alloc`)
+    /// with this space's CPU state.
+    pub fn translate_in<P: PhysMem + ?Sized>(
+        &self,
+        mem: &P,
+        pgd: PhysAddr,
+        va: VirtAddr,
+        access: Access,
+    ) -> Result<Translation, WalkFault> {
+        translate(mem, &self.cpu.with_cr3(pgd), va, access)
+    }
+}
+
+fn direct_flags(cfg: &BootConfig, pa: u64, size: PageSize) -> EntryFlags {
+    let mut f = EntryFlags::PAGE_KERNEL | EntryFlags::GLOBAL;
+    let overlaps_text = pa < KERNEL_TEXT_PHYS.end && pa + size.bytes() > KERNEL_TEXT_PHYS.start;
+    if !cfg.nx || (!cfg.mode.is_64bit() && overlaps_text) {
+        f.remove(EntryFlags::NX);
+    }
+    f.for_mode(cfg.mode)
+}
+
+/// Builds `swapper_pg_dir` in `pm` (see the module docs).
+pub fn boot<M: PhysMem>(pm: &PhysMemory<M>, cfg: BootConfig) -> Result<KernelSpace, BootError> {
+    let mode = cfg.mode;
+    let layout = Layout::new(mode, pm.size());
+    let pgd = pm
+        .alloc_zeroed_frame(Owner::KernelTable)
+        .map_err(|_| BootError::OutOfMemory)?
+        .start();
+    let mut pae_pmds = None;
+    if mode == PagingMode::Pae {
+        let mut pmds = [PhysAddr::new(0); 4];
+        for (i, slot) in pmds.iter_mut().enumerate() {
+            let f = pm
+                .alloc_zeroed_frame(Owner::KernelTable)
+                .map_err(|_| BootError::OutOfMemory)?;
+            *slot = f.start();
+            let e = Entry::table(mode, Level::Pgd, f.start(), EntryFlags::PRESENT)
+                .map_err(MapError::Entry)?;
+            write_entry(pm, mode, entry_pa_at(mode, pgd, i), e).map_err(MapError::Mem)?;
+        }
+        pae_pmds = Some(pmds);
+    }
+    let mut mappings = Vec::new();
+    let mut add =
+        |va: u64, pa: u64, size: PageSize, flags: EntryFlags, what| -> Result<(), BootError> {
+            let va = VirtAddr::new(va);
+            let pa = PhysAddr::new(pa);
+            map(pm, mode, pgd, va, pa, size, flags, Owner::KernelTable)?;
+            mappings.push(BootMapping {
+                va,
+                pa,
+                size,
+                flags: flags | EntryFlags::PRESENT,
+                what,
+            });
+            Ok(())
+        };
+
+    // The direct map.
+    let large: &[PageSize] = match mode {
+        PagingMode::TwoLevel if cfg.pse => &[PageSize::Size4M],
+        PagingMode::TwoLevel => &[],
+        PagingMode::Pae => &[PageSize::Size2M],
+        _ if cfg.gbpages => &[PageSize::Size1G, PageSize::Size2M],
+        _ => &[PageSize::Size2M],
+    };
+    let mut pa = 0u64;
+    while pa < layout.lowmem {
+        let size = large
+            .iter()
+            .copied()
+            .find(|s| pa & s.mask() == 0 && pa + s.bytes() <= layout.lowmem)
+            .unwrap_or(PageSize::Size4K);
+        add(
+            layout.page_offset + pa,
+            pa,
+            size,
+            direct_flags(&cfg, pa, size),
+            "direct",
+        )?;
+        pa += size.bytes();
+    }
+
+    // x86_64: the kernel image at __START_KERNEL_map.
+    if let Some(img) = layout.kernel_image.clone() {
+        let mut va = img.start;
+        while va < img.end {
+            let off = va - START_KERNEL_MAP;
+            let size = if img.end - va >= (2 << 20) {
+                PageSize::Size2M
+            } else {
+                PageSize::Size4K
+            };
+            let mut f = if off < (8 << 20) {
+                EntryFlags::PAGE_KERNEL_RX
+            } else {
+                EntryFlags::PAGE_KERNEL
+            } | EntryFlags::GLOBAL;
+            if !cfg.nx {
+                f.remove(EntryFlags::NX);
+            }
+            add(va, off, size, f, "kernel")?;
+            va += size.bytes();
+        }
+    }
+
+    // i386: the pkmap pte table, attached empty.
+    if let Some(pkmap) = layout.pkmap_base {
+        let va = VirtAddr::new(pkmap);
+        map(
+            pm,
+            mode,
+            pgd,
+            va,
+            PhysAddr::new(0),
+            PageSize::Size4K,
+            EntryFlags::PAGE_KERNEL.for_mode(mode),
+            Owner::KernelTable,
+        )?;
+        unmap(pm, mode, pgd, va)?;
+    }
+
+    // The fixmap.
+    let kdata = pm
+        .alloc_zeroed_frame(Owner::KernelData)
+        .map_err(|_| BootError::OutOfMemory)?;
+    let nocache = (EntryFlags::PAGE_KERNEL_NOCACHE | EntryFlags::GLOBAL).for_mode(mode);
+    let mut fix = [
+        (
+            FIX_KDATA,
+            kdata.start().as_u64(),
+            (EntryFlags::PAGE_KERNEL | EntryFlags::GLOBAL).for_mode(mode),
+        ),
+        (FIX_APIC_BASE, 0xfee0_0000, nocache),
+        (FIX_IO_APIC_BASE_0, 0xfec0_0000, nocache),
+    ];
+    if !cfg.nx {
+        for f in fix.iter_mut() {
+            f.2.remove(EntryFlags::NX);
+        }
+    }
+    for (slot, pa, flags) in fix {
+        add(
+            layout.fix_to_virt(slot),
+            pa,
+            PageSize::Size4K,
+            flags,
+            "fixmap",
+        )?;
+    }
+
+    mappings.sort_by_key(|m| m.va);
+    let mut cpu = CpuState::new(mode, pgd);
+    cpu.pse = mode != PagingMode::TwoLevel || cfg.pse;
+    cpu.nxe = cfg.nx && mode != PagingMode::TwoLevel;
+    Ok(KernelSpace {
+        mode,
+        pgd,
+        layout,
+        cpu,
+        pae_pmds,
+        mappings,
+    })
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use crate::gen::Rng;
+    use crate::ptdump::{PtDump, PtLine};
+    use crate::table::read_entry;
+    use physmem::SimMemory;
+
+    fn boot_mode(mode: PagingMode, ram: u64) -> (SimMemory, KernelSpace) {
+        let pm = SimMemory::new(ram).unwrap();
+        let ks = boot(&pm, BootConfig::new(mode)).unwrap();
+        (pm, ks)
+    }
+
+    #[test]
+    fn direct_map_translates_everywhere() {
+        for mode in PagingMode::ALL {
+            let (pm, ks) = boot_mode(mode, 64 << 20);
+            let l = &ks.layout;
+            assert_eq!(l.direct_map_end - l.page_offset, 64 << 20);
+            let mut pa = 0;
+            while pa < l.lowmem {
+                let va = VirtAddr::new(l.page_offset + pa + 0x123);
+                let t = translate(&pm, &ks.cpu, va, Access::WRITE).unwrap();
+                assert_eq!(t.pa.as_u64(), pa + 0x123, "{mode}");
+                assert!(t.flags.contains(EntryFlags::GLOBAL));
+                assert!(!t.flags.contains(EntryFlags::USER));
+                assert_eq!(ks.reference(va).unwrap().0, t.pa);
+                pa += 4096;
+            }
+            // Large pages where the mode has them.
+            let t = translate(
+                &pm,
+                &ks.cpu,
+                VirtAddr::new(l.page_offset + (8 << 20)),
+                Access::READ,
+            )
+            .unwrap();
+            let want = match mode {
+                PagingMode::TwoLevel => PageSize::Size4M,
+                _ => PageSize::Size2M,
+            };
+            assert_eq!(t.size, want);
+            if mode != PagingMode::TwoLevel {
+                assert!(t.flags.contains(EntryFlags::NX));
+            }
+            // The end of the direct map is not mapped.
+            assert!(
+                translate(&pm, &ks.cpu, VirtAddr::new(l.direct_map_end), Access::READ).is_err()
+            );
+        }
+    }
+
+    #[test]
+    fn kernel_text_fixmap_and_empty_user_range() {
+        for mode in PagingMode::ALL {
+            let (pm, ks) = boot_mode(mode, 32 << 20);
+            let l = &ks.layout;
+            // Kernel text is executable.
+            let text = match &l.kernel_image {
+                Some(img) => img.start + 0x1000,
+                None => l.page_offset + KERNEL_TEXT_PHYS.start,
+            };
+            let t = translate(&pm, &ks.cpu, VirtAddr::new(text), Access::EXEC).unwrap();
+            assert_eq!(
+                t.pa.as_u64(),
+                text - l.kernel_image.as_ref().map_or(l.page_offset, |i| i.start)
+            );
+            // Fixmap slots.
+            let apic = VirtAddr::new(l.fix_to_virt(FIX_APIC_BASE));
+            let t = translate(&pm, &ks.cpu, apic, Access::WRITE).unwrap();
+            assert_eq!(t.pa, PhysAddr::new(0xfee0_0000));
+            assert!(t.flags.contains(EntryFlags::PCD | EntryFlags::PWT));
+            assert!(translate(
+                &pm,
+                &ks.cpu,
+                VirtAddr::new(l.fix_to_virt(FIX_KDATA)),
+                Access::READ
+            )
+            .is_ok());
+            assert!(
+                translate(&pm, &ks.cpu, VirtAddr::new(l.fix_to_virt(0)), Access::READ).is_err()
+            );
+            // vmalloc is empty.
+            assert!(translate(&pm, &ks.cpu, VirtAddr::new(l.vmalloc_start), Access::READ).is_err());
+            // The user range is empty.
+            for i in 0..mode.user_ptrs_per_pgd() {
+                let e = read_entry(&pm, mode, entry_pa_at(mode, ks.pgd, i)).unwrap();
+                if mode == PagingMode::Pae {
+                    assert!(e.is_present());
+                    assert_eq!(e.raw() & 0xfff, 1, "PDPTE = 1 + __pa(pmd)");
+                } else {
+                    assert!(e.is_none());
+                }
+            }
+            let mut rng = Rng::new(7);
+            for _ in 0..200 {
+                let va = VirtAddr::new(rng.below(l.user_end) & !7);
+                let r = translate(&pm, &ks.cpu, va, Access::USER_READ);
+                assert!(
+                    matches!(r, Err(WalkFault::PageFault { code, .. }) if code == crate::walk::PfErrorCode::USER),
+                    "{mode} {va}: {r:?}"
+                );
+            }
+            let cr = ks.cr_values();
+            assert_eq!(cr.cr3, ks.pgd.as_u64());
+            assert_eq!(
+                cr.cr4 & crate::cpu::CR4_PAE != 0,
+                mode != PagingMode::TwoLevel
+            );
+        }
+    }
+
+    #[test]
+    fn pae_kernel_pmd_is_pdpte_3() {
+        let (pm, ks) = boot_mode(PagingMode::Pae, 64 << 20);
+        let e = read_entry(
+            &pm,
+            PagingMode::Pae,
+            entry_pa_at(PagingMode::Pae, ks.pgd, 3),
+        )
+        .unwrap();
+        assert_eq!(Some(e.table_addr(PagingMode::Pae)), ks.kernel_pmd());
+    }
+
+    #[test]
+    fn lowmem_is_capped_on_i386_and_4k_without_pse() {
+        let pm = SimMemory::new(1 << 30).unwrap();
+        let ks = boot(&pm, BootConfig::new(PagingMode::TwoLevel)).unwrap();
+        assert_eq!(ks.layout.lowmem, 896 << 20);
+        assert!(ks.layout.vmalloc_start >= ks.layout.direct_map_end + (8 << 20));
+        let pm = SimMemory::new(16 << 20).unwrap();
+        let mut cfg = BootConfig::new(PagingMode::TwoLevel);
+        cfg.pse = false;
+        let ks = boot(&pm, cfg).unwrap();
+        let t = translate(&pm, &ks.cpu, VirtAddr::new(0xc080_0000), Access::READ).unwrap();
+        assert_eq!(t.size, PageSize::Size4K);
+        let pm = SimMemory::new(2 << 30).unwrap();
+        let mut cfg = BootConfig::new(PagingMode::FourLevel);
+        cfg.gbpages = true;
+        let ks = boot(&pm, cfg).unwrap();
+        let t = translate(
+            &pm,
+            &ks.cpu,
+            VirtAddr::new(ks.layout.page_offset + (1 << 30)),
+            Access::READ,
+        )
+        .unwrap();
+        assert_eq!(t.size, PageSize::Size1G);
+    }
+
+    #[test]
+    fn ptdump_shape() {
+        for mode in PagingMode::ALL {
+            let (pm, ks) = boot_mode(mode, 64 << 20);
+            let lines = ks.ptdump(&pm, ks.pgd);
+            let text = std::format!(
+                "{}",
+                PtDump {
+                    mode,
+                    lines: &lines
+                }
+            );
+            assert!(text.starts_with("---[ User Space ]---\n"), "{text}");
+            assert!(text.contains("---[ vmalloc() Area ]---"));
+            assert!(text.contains("---[ Fixmap Area ]---"));
+            let ranges: Vec<_> = lines
+                .iter()
+                .filter_map(|l| match l {
+                    PtLine::Range(r) => Some(r),
+                    _ => None,
+                })
+                .collect();
+            // The direct map is one merged range (i386: split at kernel text
+            // for NX on PAE only).
+            let direct: u64 = ranges
+                .iter()
+                .filter(|r| {
+                    r.start >= ks.layout.page_offset
+                        && r.end <= ks.layout.direct_map_end
+                        && r.end != 0
+                })
+                .map(|r| r.bytes())
+                .sum();
+            assert_eq!(direct, 64 << 20, "{mode}\n{text}");
+            assert!(text.contains(" GLB "));
+            let first = ranges[0];
+            assert_eq!(first.start, ks.layout.page_offset);
+            assert!(first.pse);
+        }
+        let (pm, ks) = boot_mode(PagingMode::TwoLevel, 64 << 20);
+        let text = std::format!(
+            "{}",
+            PtDump {
+                mode: ks.mode,
+                lines: &ks.ptdump(&pm, ks.pgd)
+            }
+        );
+        assert!(
+            text.contains("0xc0000000-0xc4000000          64M     RW         PSE     GLB x  pgd"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn boot_out_of_memory_is_an_error() {
+        let pm = SimMemory::new(16 << 20).unwrap();
+        pm.faults().fail_nth(3);
+        assert!(boot(&pm, BootConfig::new(PagingMode::Pae)).is_err());
+    }
+}
