@@ -1,1 +1,113 @@
-fn main() {}
+//! Criterion benchmarks: objcache vs slabmalloc vs the system allocator, one
+//! and two threads, and preconstructed pgds vs construct-on-every-alloc.
+//! `examples/ratios.rs` runs the same workloads and prints the ratio table.
+
+use std::alloc::Layout;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+mod common;
+use common::*;
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2))
+}
+
+fn alloc_free(c: &mut Criterion) {
+    for size in [32usize, 4096] {
+        let mut g = c.benchmark_group(format!("alloc_free_{size}B"));
+        g.throughput(Throughput::Elements(1));
+        let cache = objcache(size, 2);
+        g.bench_function(BenchmarkId::new("objcache", "1T"), |b| {
+            let mut a = ObjCache {
+                cache: &cache,
+                cpu: 0,
+            };
+            b.iter_custom(|n| {
+                let t = std::time::Instant::now();
+                pairs(&mut a, n);
+                t.elapsed()
+            })
+        });
+        g.bench_function(BenchmarkId::new("slabmalloc", "1T"), |b| {
+            let mut a = Slabmalloc::new(size);
+            b.iter_custom(|n| {
+                let t = std::time::Instant::now();
+                pairs(&mut a, n);
+                t.elapsed()
+            })
+        });
+        g.bench_function(BenchmarkId::new("system", "1T"), |b| {
+            let mut a = System(Layout::from_size_align(size, 64.min(size)).unwrap());
+            b.iter_custom(|n| {
+                let t = std::time::Instant::now();
+                pairs(&mut a, n);
+                t.elapsed()
+            })
+        });
+        // Two threads: one iteration = one pair on each thread.
+        g.throughput(Throughput::Elements(2));
+        g.bench_function(BenchmarkId::new("objcache", "2T"), |b| {
+            b.iter_custom(|n| {
+                two_threads(|t| {
+                    pairs(
+                        &mut ObjCache {
+                            cache: &cache,
+                            cpu: t,
+                        },
+                        n,
+                    )
+                })
+            })
+        });
+        g.bench_function(BenchmarkId::new("system", "2T"), |b| {
+            b.iter_custom(|n| {
+                two_threads(|_| {
+                    pairs(
+                        &mut System(Layout::from_size_align(size, 64.min(size)).unwrap()),
+                        n,
+                    )
+                })
+            })
+        });
+        g.finish();
+    }
+}
+
+fn preconstructed(c: &mut Criterion) {
+    let pattern: &'static [u8] = Box::leak(kernel_pattern().into_boxed_slice());
+    let mut g = c.benchmark_group("pgd_4KiB");
+    g.throughput(Throughput::Elements(1));
+    let cache = pgd_cache(pattern);
+    g.bench_function("preconstructed_objcache", |b| {
+        let mut a = ObjCache {
+            cache: &cache,
+            cpu: 0,
+        };
+        b.iter_custom(|n| {
+            let t = std::time::Instant::now();
+            pairs(&mut a, n);
+            t.elapsed()
+        })
+    });
+    g.bench_function("construct_every_alloc_system", |b| {
+        let mut a = ConstructEveryTime { pattern };
+        b.iter_custom(|n| {
+            let t = std::time::Instant::now();
+            pairs(&mut a, n);
+            t.elapsed()
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = alloc_free, preconstructed
+}
+criterion_main!(benches);

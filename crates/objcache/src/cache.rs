@@ -132,6 +132,7 @@ pub struct CacheBuilder {
     verify: Option<Verify>,
     ncpus: usize,
     tunables: Option<(usize, usize)>,
+    shared_factor: Option<usize>,
     cpu_id: Option<fn() -> usize>,
 }
 
@@ -160,6 +161,7 @@ impl CacheBuilder {
             verify: None,
             ncpus: 1,
             tunables: None,
+            shared_factor: None,
             cpu_id: None,
         }
     }
@@ -200,6 +202,13 @@ impl CacheBuilder {
     /// Per-CPU array `limit` and `batchcount` (default: Linux 2.5's by size).
     pub fn tunables(mut self, limit: usize, batchcount: usize) -> Self {
         self.tunables = Some((limit, batchcount));
+        self
+    }
+    /// Shared array size in batches (`sharedfactor`; 0 disables the shared
+    /// array).  Default: 8 when there is more than one CPU and objects are at
+    /// most a page (Linux 2.6 `enable_cpucache`), else 0.
+    pub fn shared_factor(mut self, factor: usize) -> Self {
+        self.shared_factor = Some(factor);
         self
     }
     /// How `alloc()`/`free()` find the current CPU (default: [`crate::cpu::current`]).
@@ -246,15 +255,27 @@ impl CacheBuilder {
                 }),
             })
             .collect();
+        let shared_factor =
+            self.shared_factor
+                .unwrap_or(if self.ncpus > 1 && geo.stride <= PAGE_SIZE {
+                    8
+                } else {
+                    0
+                });
+        if shared_factor.saturating_mul(batchcount) > MAX_LIMIT * 8 {
+            return Err(CreateError::BadTunables { limit, batchcount });
+        }
         let verify = if self.flags.contains(SlabFlags::DEBUG_FREE) {
             self.verify
         } else {
             None
         };
         Ok(KmemCache {
-            lists: Mutex::new(Lists::new(free_limit(
-                self.flags, self.ncpus, batchcount, geo.num,
-            ))),
+            lists: Mutex::new(Lists::new(
+                free_limit(self.flags, self.ncpus, batchcount, geo.num),
+                shared_factor.saturating_mul(batchcount),
+            )),
+            shared_factor,
             name: self.name,
             geo,
             flags: self.flags,
@@ -297,6 +318,8 @@ pub struct KmemCache<P: PageSource> {
     /// per-CPU refill/flush and on grow/shrink, never on the fast path.
     lists: Mutex<Lists>,
     cpus: Box<[CpuSlot]>,
+    /// Shared array capacity in batches.
+    shared_factor: usize,
     counters: Counters,
 }
 
@@ -469,7 +492,7 @@ impl<P: PageSource> KmemCache<P> {
             return Err(FreeError::InvalidCpu { cpu, ncpus });
         };
         let (slab, idx) = self.locate(obj).inspect_err(|_| self.count_error())?;
-        let owned = &slab.owned[idx];
+        let owned = slab.owned.get(idx);
         if let Some(verify) = &self.verify {
             if owned.load(Ordering::Relaxed) == 0 {
                 self.count_error();
@@ -494,7 +517,7 @@ impl<P: PageSource> KmemCache<P> {
         if ac.entries.len() >= ac.limit {
             ac.free_misses += 1;
             let n = ac.batchcount;
-            self.flush(&mut ac.entries, n);
+            self.flush(&mut ac.entries, n, true);
         } else {
             ac.free_hits += 1;
         }
@@ -531,10 +554,36 @@ impl<P: PageSource> KmemCache<P> {
         Ok(unsafe { NonNull::new_unchecked(base as *mut u8) })
     }
 
+    /// Calls `f(obj, allocated)` for every object of every slab, allocated
+    /// (held by a user) or free (in a slab or a per-CPU array — still in
+    /// constructed state). This is how a checker enumerates *cached* objects
+    /// without trusting any list the cache's user keeps. Holds the list
+    /// lock, so `f` must not call back into this cache.
+    pub fn for_each_object(&self, mut f: impl FnMut(NonNull<u8>, bool)) {
+        let lists = self.lists.lock();
+        for slab in lists.slabs.iter() {
+            if slab.pages.is_none() {
+                continue;
+            }
+            // SAFETY: descriptors live until the cache is dropped (`&self`).
+            let shared = unsafe { slab.shared.as_ref() };
+            let first = shared.first.load(Ordering::Acquire);
+            if first == 0 {
+                continue;
+            }
+            for i in 0..self.geo.num {
+                let addr = first + i * self.geo.stride;
+                if let Some(obj) = NonNull::new(addr as *mut u8) {
+                    f(obj, shared.owned.get(i).load(Ordering::Relaxed) != 0);
+                }
+            }
+        }
+    }
+
     /// Whether `obj` is currently allocated from this cache (held by a user).
     pub fn is_allocated(&self, obj: NonNull<u8>) -> bool {
         self.locate(obj)
-            .map(|(s, i)| s.owned[i].load(Ordering::Relaxed) != 0)
+            .map(|(s, i)| s.owned.get(i).load(Ordering::Relaxed) != 0)
             .unwrap_or(false)
     }
 
@@ -546,6 +595,13 @@ impl<P: PageSource> KmemCache<P> {
         loop {
             {
                 let mut lists = self.lists.lock();
+                let avail = lists.shared.len();
+                if avail > 0 {
+                    // Take the most recently shared (cache-warm) objects.
+                    let k = want.min(avail);
+                    ac.entries.extend(lists.shared.drain(avail - k..));
+                    break;
+                }
                 if lists.take(want, &mut ac.entries, &self.geo) > 0 {
                     break;
                 }
@@ -632,9 +688,10 @@ impl<P: PageSource> KmemCache<P> {
         lists.remove(id, &self.geo)
     }
 
-    /// `free_block`: returns the `n` oldest entries of a per-CPU array to
-    /// their slabs, destroying slabs that become empty beyond `free_limit`.
-    fn flush(&self, entries: &mut Vec<Entry>, n: usize) {
+    /// `cache_flusharray`: moves the `n` oldest entries of a per-CPU array to
+    /// the shared array while it has room, and the rest back to their slabs
+    /// (`free_block`), destroying slabs that become empty beyond `free_limit`.
+    fn flush(&self, entries: &mut Vec<Entry>, n: usize, via_shared: bool) {
         let n = n.min(entries.len());
         if n == 0 {
             return;
@@ -642,16 +699,14 @@ impl<P: PageSource> KmemCache<P> {
         let mut dead = Vec::new();
         {
             let mut lists = self.lists.lock();
-            for e in entries.drain(..n) {
-                match lists.put(e, &self.geo) {
-                    Ok(false) => {}
-                    Ok(true) => {
-                        if let Some(d) = self.unlink_slab(&mut lists, e.slab) {
-                            dead.push(d);
-                        }
-                    }
-                    Err(()) => self.count_error(),
-                }
+            let mut rest = n;
+            if via_shared {
+                let k = rest.min(lists.shared_limit.saturating_sub(lists.shared.len()));
+                lists.shared.extend(entries.drain(..k));
+                rest -= k;
+            }
+            for e in entries.drain(..rest) {
+                self.free_block(&mut lists, e, &mut dead);
             }
         }
         for d in dead {
@@ -659,12 +714,36 @@ impl<P: PageSource> KmemCache<P> {
         }
     }
 
-    /// Flushes every per-CPU array completely (`drain_cpu_caches`).
+    /// Returns one object to its slab (list lock held).
+    fn free_block(&self, lists: &mut Lists, e: Entry, dead: &mut Vec<DeadSlab>) {
+        match lists.put(e, &self.geo) {
+            Ok(false) => {}
+            Ok(true) => {
+                if let Some(d) = self.unlink_slab(lists, e.slab) {
+                    dead.push(d);
+                }
+            }
+            Err(()) => self.count_error(),
+        }
+    }
+
+    /// Flushes every per-CPU array and the shared array completely
+    /// (`drain_cpu_caches`), leaving every free object on its slab.
     fn drain_cpu_caches(&self) {
         for slot in self.cpus.iter() {
             let mut ac = slot.array.lock();
             let n = ac.entries.len();
-            self.flush(&mut ac.entries, n);
+            self.flush(&mut ac.entries, n, false);
+        }
+        let mut dead = Vec::new();
+        {
+            let mut lists = self.lists.lock();
+            while let Some(e) = lists.shared.pop() {
+                self.free_block(&mut lists, e, &mut dead);
+            }
+        }
+        for d in dead {
+            self.destroy_slab(d);
         }
     }
 
@@ -698,10 +777,22 @@ impl<P: PageSource> KmemCache<P> {
             ac.limit = limit;
             ac.batchcount = batchcount;
             let excess = ac.entries.len().saturating_sub(limit);
-            self.flush(&mut ac.entries, excess);
+            self.flush(&mut ac.entries, excess, false);
         }
-        self.lists.lock().free_limit =
-            free_limit(self.flags, self.cpus.len(), batchcount, self.geo.num);
+        let mut dead = Vec::new();
+        {
+            let mut lists = self.lists.lock();
+            lists.free_limit = free_limit(self.flags, self.cpus.len(), batchcount, self.geo.num);
+            lists.shared_limit = self.shared_factor.saturating_mul(batchcount);
+            while lists.shared.len() > lists.shared_limit {
+                if let Some(e) = lists.shared.pop() {
+                    self.free_block(&mut lists, e, &mut dead);
+                }
+            }
+        }
+        for d in dead {
+            self.destroy_slab(d);
+        }
         Ok(())
     }
 
@@ -736,8 +827,10 @@ impl<P: PageSource> KmemCache<P> {
             s.active_slabs = s.full_slabs + s.partial_slabs;
             s.num_objs = s.num_slabs * self.geo.num;
             s.active_objs = s.num_objs - lists.free_objects;
+            s.shared_avail = lists.shared.len();
         }
-        s.live_objs = s.active_objs.saturating_sub(s.cpu_cached);
+        s.shared_factor = self.shared_factor;
+        s.live_objs = s.active_objs.saturating_sub(s.cpu_cached + s.shared_avail);
         s.ctor_calls = self.counters.ctor_calls.load(Ordering::Relaxed);
         s.dtor_calls = self.counters.dtor_calls.load(Ordering::Relaxed);
         s.grown = self.counters.grown.load(Ordering::Relaxed);

@@ -120,10 +120,42 @@ impl Geometry {
     }
 }
 
+/// Owned bytes per cache line: the "owned" flags of different slabs never
+/// share a line, so CPUs working on different slabs do not false-share.
+#[cfg(not(loom))]
+const OWNED_PER_LINE: usize = CACHE_LINE;
+/// Under loom, keep the number of modelled atomics small.
+#[cfg(loom)]
+const OWNED_PER_LINE: usize = 2;
+
+#[repr(align(64))]
+struct OwnedLine([AtomicU8; OWNED_PER_LINE]);
+
+/// One "owned by a user" flag per object, in cache-line-aligned chunks.
+pub(crate) struct OwnedMap(Box<[OwnedLine]>);
+
+impl OwnedMap {
+    fn new(num: usize) -> Self {
+        Self(
+            (0..num.div_ceil(OWNED_PER_LINE))
+                .map(|_| OwnedLine(core::array::from_fn(|_| AtomicU8::new(0))))
+                .collect(),
+        )
+    }
+
+    /// The flag of object `i` (`i < num`, checked by the caller; panics
+    /// otherwise, which `Geometry::index_of` rules out).
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> &AtomicU8 {
+        &self.0[i / OWNED_PER_LINE].0[i % OWNED_PER_LINE]
+    }
+}
+
 /// The lock-free-readable half of a slab descriptor (see module docs).
 ///
 /// Lives in its own `Box` from creation until the cache is dropped, so the
 /// page map and per-CPU array entries may point at it.
+#[repr(align(64))]
 pub(crate) struct SlabShared {
     /// Address of object 0, or 0 while the descriptor is not in use.
     pub first: AtomicUsize,
@@ -131,7 +163,7 @@ pub(crate) struct SlabShared {
     pub id: u32,
     /// One byte per object: 1 = handed out to a user, 0 = free (in the slab
     /// or in a per-CPU array).  Written with atomics from any CPU.
-    pub owned: Box<[AtomicU8]>,
+    pub owned: OwnedMap,
 }
 
 /// The list-lock-protected half of a slab descriptor.
@@ -201,7 +233,12 @@ pub(crate) struct Lists {
     pub partial: Vec<u32>,
     pub free: Vec<u32>,
     pub spare: Vec<u32>,
-    /// Free objects on all slabs of the lists (not counting per-CPU arrays).
+    /// Linux 2.6's shared `array_cache`: free, constructed objects passed
+    /// between CPUs in batches without touching the slabs.
+    pub shared: Vec<Entry>,
+    /// Capacity of `shared` (`sharedfactor * batchcount`; 0 disables it).
+    pub shared_limit: usize,
+    /// Free objects on all slabs of the lists (not counting the arrays).
     pub free_objects: usize,
     /// Above this many free objects, a slab that becomes empty is destroyed
     /// (Linux 2.5 `free_limit`); `usize::MAX` with `SLAB_NO_REAP`.
@@ -209,8 +246,10 @@ pub(crate) struct Lists {
 }
 
 impl Lists {
-    pub(crate) fn new(free_limit: usize) -> Self {
+    pub(crate) fn new(free_limit: usize, shared_limit: usize) -> Self {
         Self {
+            shared: Vec::with_capacity(shared_limit),
+            shared_limit,
             slabs: Vec::new(),
             full: Vec::new(),
             partial: Vec::new(),
@@ -280,7 +319,7 @@ impl Lists {
                 let shared = Box::new(SlabShared {
                     first: AtomicUsize::new(0),
                     id,
-                    owned: (0..num).map(|_| AtomicU8::new(0)).collect(),
+                    owned: OwnedMap::new(num),
                 });
                 self.slabs.push(Slab {
                     shared: NonNull::from(Box::leak(shared)),
@@ -336,7 +375,7 @@ impl Lists {
                     // SAFETY: `first` is the non-null address of object 0 of a
                     // live slab, and `obj` lies inside that slab.
                     obj: unsafe { NonNull::new_unchecked(obj as *mut u8) },
-                    owned: NonNull::from(&shared.owned[i]),
+                    owned: NonNull::from(shared.owned.get(i)),
                     slab: id,
                     idx,
                 });

@@ -30,8 +30,10 @@ pub struct CacheStats {
     pub limit: usize,
     /// Objects moved per refill / flush.
     pub batchcount: usize,
-    /// Shared array factor (always 0: no shared array).
+    /// Shared array size in batches (`sharedfactor`).
     pub shared_factor: usize,
+    /// Objects in the shared array (`sharedavail`; free, constructed).
+    pub shared_avail: usize,
     /// Number of CPU slots.
     pub ncpus: usize,
     /// Objects not free in their slab (allocated or in a per-CPU array).
@@ -50,7 +52,7 @@ pub struct CacheStats {
     pub free_slabs: usize,
     /// Objects sitting in per-CPU arrays (free, constructed).
     pub cpu_cached: usize,
-    /// Objects currently held by users (`active_objs - cpu_cached`).
+    /// Objects currently held by users (`active_objs - cpu_cached - shared_avail`).
     pub live_objs: usize,
     /// Objects constructed so far (constructor calls, counted even when the
     /// cache has no constructor).
@@ -91,7 +93,7 @@ fn line(out: &mut String, s: &CacheStats) {
         s.shared_factor,
         s.active_slabs,
         s.num_slabs,
-        0
+        s.shared_avail
     );
 }
 
@@ -158,7 +160,7 @@ mod tests {
             num_slabs: 4,
             ..Default::default()
         };
-        let text = slabinfo(&[s.clone()]);
+        let text = slabinfo(core::slice::from_ref(&s));
         let mut lines = text.lines();
         assert_eq!(lines.next(), Some("slabinfo - version: 2.1"));
         assert!(lines

@@ -24,7 +24,9 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     let runs = std::sync::Arc::new(AtomicUsize::new(0));
     let r = runs.clone();
     let mut b = loom::model::Builder::new();
-    b.preemption_bound = Some(3);
+    if b.preemption_bound.is_none() {
+        b.preemption_bound = Some(4);
+    }
     b.check(move || {
         r.fetch_add(1, Ordering::Relaxed);
         f()
@@ -56,14 +58,14 @@ fn worker(cache: &objcache::KmemCache<Source>, cpu: usize) {
     }
 }
 
-#[test]
-fn flush_vs_refill_two_cpus() {
-    model(|| {
+fn flush_vs_refill(shared_factor: usize) {
+    model(move || {
         let source: Source = std::sync::Arc::new(FaultyPageSource::new(SystemPageSource));
         let cache = Arc::new(
             CacheBuilder::new("loom", OBJ)
                 .cpus(2)
                 .tunables(2, 1)
+                .shared_factor(shared_factor)
                 .ctor(|p| {
                     // SAFETY: the ctor owns OBJ bytes at `p`.
                     unsafe { std::ptr::write_bytes(p.as_ptr(), 0, OBJ) }
@@ -83,6 +85,18 @@ fn flush_vs_refill_two_cpus() {
         assert_eq!(st.ctor_calls, st.dtor_calls);
         assert_eq!(source.outstanding_pages(), 0);
     });
+}
+
+/// Per-CPU arrays flush straight into the slab lists and refill from them.
+#[test]
+fn flush_vs_refill_two_cpus() {
+    flush_vs_refill(0);
+}
+
+/// Flushes and refills go through a one-object shared array first.
+#[test]
+fn flush_vs_refill_through_shared_array() {
+    flush_vs_refill(1);
 }
 
 #[test]
