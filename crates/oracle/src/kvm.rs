@@ -361,7 +361,15 @@ mod imp {
                     }
                 }
             }
-            let mut vm = self.new_vm(img, 64 * MIB)?;
+            // Leave room above the image (it may be a whole RAM dump).
+            let low_end = img
+                .data
+                .iter()
+                .map(|(g, b)| g + b.len() as u64)
+                .filter(|&e| e <= MAX_LOW - 8 * MIB)
+                .max()
+                .unwrap_or(0);
+            let mut vm = self.new_vm(img, (64 * MIB).max(low_end + 4 * MIB))?;
             let low = vm.low;
             let usable = move |f: u64| f + 4096 <= low;
             let plan: Plan = probe::plan(img, accesses, &usable, false)?;

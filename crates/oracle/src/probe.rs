@@ -191,6 +191,36 @@ fn host_walk(img: &PagingImage, va: u64) -> Option<u64> {
     None
 }
 
+/// Every page-table frame reachable from CR3 (as far as the image holds the
+/// tables). Stores and fetches aimed at these frames are refused: they would
+/// change the tables under test.
+pub fn table_frames(img: &PagingImage) -> HashSet<u64> {
+    let mode = img.desc.mode;
+    let lv = levels(mode);
+    let esz = mode.entry_size();
+    let mut out = HashSet::new();
+    let mut seen = HashSet::new();
+    let mut stack = vec![(top_table(img), 0usize)];
+    while let Some((table, li)) = stack.pop() {
+        if !seen.insert((table, li)) {
+            continue;
+        }
+        out.insert(table & !0xfff);
+        if li + 1 == lv.len() {
+            continue;
+        }
+        for i in 0..1u64 << lv[li].bits {
+            let Some(e) = img.read_phys(table + i * esz, esz as usize) else {
+                break;
+            };
+            if e & P != 0 && !is_leaf(img, li, lv.len(), e) {
+                stack.push((next_table(mode, e), li + 1));
+            }
+        }
+    }
+    out
+}
+
 /// Where the window goes: the non-present entry to fill.
 #[derive(Clone, Copy, Debug)]
 struct Slot {
@@ -397,6 +427,22 @@ pub fn plan(
     };
     let w = slot.va;
 
+    let tables = table_frames(img);
+    for a in accesses.iter().filter(|a| a.kind != AccessKind::Read) {
+        for off in [0u64, 15] {
+            if let Some(pa) = host_walk(img, a.va.wrapping_add(off)) {
+                if tables.contains(&(pa & !0xfff)) {
+                    return Err(OracleError::Unsupported(format!(
+                        "{:?} at {:#x} targets page-table frame {:#x}: refusing to modify \
+                         the tables under test",
+                        a.kind,
+                        a.va,
+                        pa & !0xfff
+                    )));
+                }
+            }
+        }
+    }
     let mut excluded = HashSet::new();
     for a in accesses {
         for off in [0u64, 7] {
@@ -993,7 +1039,16 @@ pub fn run_qemu(
         return Ok(Vec::new());
     }
     let long = img.desc.mode.is_long();
-    let ram = ram_size_for(img, cfg.min_ram)?;
+    // Leave room above the image's low ranges for the window's frames (the
+    // image may be a whole RAM dump).
+    let low_end = img
+        .data
+        .iter()
+        .map(|(g, b)| g + b.len() as u64)
+        .filter(|&e| e <= 0xb000_0000)
+        .max()
+        .unwrap_or(0);
+    let ram = ram_size_for(img, cfg.min_ram.max(low_end + (4 << 20)))?;
     let usable = move |f: u64| f < 0xc000_0000 && is_ram(ram, f, 4096);
     let plan = plan(img, accesses, &usable, true)?;
     let mut s = Session::start(cfg, ram)?;
@@ -1097,6 +1152,22 @@ mod tests {
                 assert!(s.image.read_phys(*f, 1).is_none());
             }
         }
+    }
+
+    #[test]
+    fn refuses_stores_into_tables() {
+        let s = samples::sample(PagingMode::FourLevel);
+        let mut img = s.image.clone();
+        // Map VA 0x5000 onto the PML4 itself.
+        img.set_entry(0x23000, 5, 0x20000 | P | RW);
+        assert!(table_frames(&img).contains(&0x23000));
+        let usable = |f: u64| f < 64 << 20;
+        let acc = [Access::write(0x5000, 1)];
+        assert!(matches!(
+            plan(&img, &acc, &usable, true),
+            Err(OracleError::Unsupported(_))
+        ));
+        assert!(plan(&img, &[Access::read(0x5000)], &usable, true).is_ok());
     }
 
     #[test]
