@@ -91,7 +91,6 @@ impl std::error::Error for BootError {}
 
 /// One mapping boot made (a leaf in `swapper_pg_dir`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct BootMapping {
     /// First linear address.
     pub va: VirtAddr,

@@ -108,7 +108,6 @@ impl GenConfig {
 
 /// One mapping the generator made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct GenMapping {
     /// First linear address.
     pub va: VirtAddr,
