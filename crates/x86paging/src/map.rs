@@ -390,3 +390,203 @@ fn clear_level<M: PhysMem>(
     }
     Ok(())
 }
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use crate::cpu::{Access, CpuState};
+    use crate::walk::translate;
+    use physmem::SimMemory;
+
+    fn setup(_mode: PagingMode) -> (SimMemory, PhysAddr) {
+        let pm = SimMemory::new(16 << 20).unwrap();
+        let root = pm.alloc_zeroed_frame(Owner::UserTable).unwrap().start();
+        (pm, root)
+    }
+
+    #[test]
+    fn oom_rolls_back_every_table() {
+        for mode in PagingMode::ALL {
+            for nth in 1..mode.nr_levels() as u64 {
+                let (pm, root) = setup(mode);
+                let before = pm.stats();
+                pm.faults().fail_nth(nth);
+                let va = VirtAddr::new(0x40_0000);
+                let r = map(
+                    &pm,
+                    mode,
+                    root,
+                    va,
+                    PhysAddr::new(0x5000),
+                    PageSize::Size4K,
+                    EntryFlags::RW,
+                    Owner::UserTable,
+                );
+                assert_eq!(r, Err(MapError::OutOfMemory), "{mode} nth {nth}");
+                pm.faults().clear();
+                assert_eq!(
+                    pm.stats().of(Owner::UserTable),
+                    before.of(Owner::UserTable),
+                    "{mode}: leaked"
+                );
+                // Nothing half-built: the pgd entry is clear again.
+                assert!(lookup(&pm, mode, root, va).is_none(), "{mode}");
+                for i in 0..mode.ptrs_per_pgd() {
+                    assert!(read_entry(&pm, mode, entry_pa_at(mode, root, i))
+                        .unwrap()
+                        .is_none());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn conflicts_and_unmap() {
+        for mode in PagingMode::ALL {
+            let (pm, root) = setup(mode);
+            let large = mode.page_sizes()[1];
+            let va = VirtAddr::new(0x4000_0000);
+            map(
+                &pm,
+                mode,
+                root,
+                va,
+                PhysAddr::new(0),
+                large,
+                EntryFlags::RW,
+                Owner::UserTable,
+            )
+            .unwrap();
+            let inside = VirtAddr::new(0x4000_1000);
+            assert!(matches!(
+                map(
+                    &pm,
+                    mode,
+                    root,
+                    inside,
+                    PhysAddr::new(0),
+                    PageSize::Size4K,
+                    EntryFlags::RW,
+                    Owner::UserTable
+                ),
+                Err(MapError::AlreadyMapped { .. })
+            ));
+            let (_, level, e) = lookup(&pm, mode, root, inside).unwrap();
+            assert_eq!(Some(level), mode.level_for(large));
+            assert!(e.is_leaf(mode, level, true));
+            assert_eq!(
+                unmap(&pm, mode, root, inside).unwrap().map(|x| x.0),
+                Some(level)
+            );
+            assert_eq!(unmap(&pm, mode, root, inside).unwrap(), None);
+            // Now a 4K page fits, and a large page there conflicts with its table.
+            map(
+                &pm,
+                mode,
+                root,
+                inside,
+                PhysAddr::new(0x7000),
+                PageSize::Size4K,
+                EntryFlags::RW,
+                Owner::UserTable,
+            )
+            .unwrap();
+            assert!(matches!(
+                map(
+                    &pm,
+                    mode,
+                    root,
+                    va,
+                    PhysAddr::new(0),
+                    large,
+                    EntryFlags::RW,
+                    Owner::UserTable
+                ),
+                Err(MapError::AlreadyMapped { .. })
+            ));
+            assert!(matches!(
+                map(
+                    &pm,
+                    mode,
+                    root,
+                    VirtAddr::new(0x1234),
+                    PhysAddr::new(0),
+                    PageSize::Size4K,
+                    EntryFlags::RW,
+                    Owner::UserTable
+                ),
+                Err(MapError::Misaligned { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn free_user_tables_clears_the_user_part() {
+        for mode in PagingMode::ALL {
+            let (pm, root) = setup(mode);
+            let before = pm.stats().of(Owner::UserTable);
+            let kva = VirtAddr::new(mode.page_offset());
+            map(
+                &pm,
+                mode,
+                root,
+                kva,
+                PhysAddr::new(0),
+                PageSize::Size4K,
+                EntryFlags::RW,
+                Owner::KernelTable,
+            )
+            .unwrap();
+            for i in 0..20u64 {
+                let va = VirtAddr::new(0x40_0000 + i * 0x40_1000);
+                map(
+                    &pm,
+                    mode,
+                    root,
+                    va,
+                    PhysAddr::new(0x5000),
+                    PageSize::Size4K,
+                    EntryFlags::RW | EntryFlags::USER,
+                    Owner::UserTable,
+                )
+                .unwrap();
+            }
+            assert!(pm.stats().of(Owner::UserTable) > before);
+            let user = VirtAddr::new(0)..VirtAddr::new(mode.task_size());
+            let freed = free_user_tables(&pm, mode, root, user).unwrap();
+            assert_eq!(
+                pm.stats().of(Owner::UserTable),
+                before,
+                "{mode}: freed {freed}"
+            );
+            let cpu = CpuState::new(mode, root);
+            assert!(translate(&pm, &cpu, VirtAddr::new(0x40_0000), Access::READ).is_err());
+            assert!(
+                translate(&pm, &cpu, kva, Access::READ).is_ok(),
+                "{mode}: kernel part kept"
+            );
+        }
+        // PAE keeps its PDPTEs and the pmds they point at.
+        let mode = PagingMode::Pae;
+        let (pm, root) = setup(mode);
+        map(
+            &pm,
+            mode,
+            root,
+            VirtAddr::new(0x1000),
+            PhysAddr::new(0),
+            PageSize::Size4K,
+            EntryFlags::RW,
+            Owner::UserTable,
+        )
+        .unwrap();
+        free_user_tables(
+            &pm,
+            mode,
+            root,
+            VirtAddr::new(0)..VirtAddr::new(0xc000_0000),
+        )
+        .unwrap();
+        assert!(read_entry(&pm, mode, root).unwrap().is_present());
+    }
+}
