@@ -1,0 +1,360 @@
+//! The checker: every pgd, live and cached, against `swapper_pg_dir`, and
+//! every frame accounted for.
+//!
+//! Live pgds come from the address-space list (`mmlist`); cached ones come
+//! from the object cache itself — never from the list a scheme keeps, so a
+//! scheme that forgets a pgd (the bug the seed fixes) is caught. For each
+//! kernel entry of each pgd:
+//!
+//! * equal to swapper's: fine;
+//! * not present where swapper's is present, in the vmalloc area:
+//!   [`Finding::LazyMissing`], allowed (`vmalloc_fault` will copy it);
+//! * a cached pgd of `slab-ticket` whose ticket is older than the
+//!   generation: [`Finding::KnownStale`], allowed (refreshed at join);
+//! * a pointer to a table that is not one of swapper's live kernel tables —
+//!   freed, or freed and reused: [`ViolationKind::Dangling`];
+//! * anything else: [`ViolationKind::Stale`].
+//!
+//! Cached pgds must also be in constructed state (user part clear; PAE
+//! pmds in `pmd_cache` all zero). Frame accounting: every frame that is
+//! not free must be reachable — a kernel table of swapper or on the deferred
+//! list, a slab page, a pgd page, a user table or data page of a live
+//! address space, or a vmalloc page — else it is a leak.
+
+use crate::kernel::{Kernel, KernelError, Pgd};
+use crate::scheme::Scheme;
+use physmem::{Frame, FrameState, Owner, PhysAddr, PhysMem};
+use std::collections::BTreeSet;
+use x86paging::table::{entry_pa_at, read_entry};
+use x86paging::{Entry, Level, PagingMode};
+
+/// What is wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum ViolationKind {
+    /// A kernel entry differs from swapper's and points at live memory.
+    Stale,
+    /// A kernel entry points at a freed (or freed and reused) table.
+    Dangling,
+    /// A cached pgd or pmd is not in constructed state.
+    NotConstructed,
+    /// A frame is in use but nothing owns it.
+    Leak,
+}
+
+impl ViolationKind {
+    /// Lower-case name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ViolationKind::Stale => "stale",
+            ViolationKind::Dangling => "dangling",
+            ViolationKind::NotConstructed => "not-constructed",
+            ViolationKind::Leak => "leak",
+        }
+    }
+}
+
+/// Allowed differences, counted but not violations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Finding {
+    /// A vmalloc-area entry not faulted in yet.
+    LazyMissing,
+    /// A cached `slab-ticket` pgd with an old ticket.
+    KnownStale,
+}
+
+/// One violation.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Violation {
+    /// What.
+    pub kind: ViolationKind,
+    /// The pgd, if the violation is in one.
+    pub pgd: Option<u64>,
+    /// Whether that pgd is cached (not in use).
+    pub cached: bool,
+    /// The pgd entry index.
+    pub index: Option<usize>,
+    /// Details.
+    pub detail: String,
+}
+
+/// The checker's result.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    /// Live pgds checked.
+    pub live: usize,
+    /// Cached pgds checked.
+    pub cached: usize,
+    /// Entries allowed to lag (vmalloc, not yet faulted).
+    pub lazy_missing: usize,
+    /// Cached ticket-scheme pgds known to be stale.
+    pub known_stale: usize,
+    /// Frames in use.
+    pub frames_used: u64,
+    /// Frames in use that nothing owns.
+    pub leaked_frames: u64,
+    /// Violations.
+    pub violations: Vec<Violation>,
+}
+
+impl Report {
+    /// True if nothing is wrong.
+    pub fn is_clean(&self) -> bool {
+        self.violations.is_empty()
+    }
+    /// Number of violations of `kind`.
+    pub fn count(&self, kind: ViolationKind) -> usize {
+        self.violations.iter().filter(|v| v.kind == kind).count()
+    }
+}
+
+impl Kernel {
+    /// Swapper's kernel page tables (the live ones a kernel entry may point at).
+    fn swapper_tables(&self) -> Result<BTreeSet<Frame>, KernelError> {
+        let mut out = BTreeSet::new();
+        let mode = self.mode();
+        out.insert(self.swapper().0.frame());
+        self.collect_tables(
+            self.swapper().0,
+            Level::Pgd,
+            0,
+            mode.ptrs_per_pgd(),
+            &mut out,
+            &mut Vec::new(),
+        )?;
+        Ok(out)
+    }
+
+    /// Collects the table frames below entries `lo..hi` of the `level` table
+    /// at `table`, and (into `data`) the 4 KiB leaf frames.
+    fn collect_tables(
+        &self,
+        table: PhysAddr,
+        level: Level,
+        lo: usize,
+        hi: usize,
+        tables: &mut BTreeSet<Frame>,
+        data: &mut Vec<Frame>,
+    ) -> Result<(), KernelError> {
+        let mode = self.mode();
+        let pm = &**self.pm();
+        for i in lo..hi {
+            let e = read_entry(pm, mode, entry_pa_at(mode, table, i))
+                .map_err(crate::kernel::mem_err)?;
+            if !e.is_present() {
+                continue;
+            }
+            if level == Level::Pte {
+                data.push(e.page_addr(mode, x86paging::PageSize::Size4K).frame());
+                continue;
+            }
+            if e.is_leaf(mode, level, true) {
+                continue;
+            }
+            let t = e.table_addr(mode);
+            if pm.frame_state(t.frame()) != FrameState::Live {
+                continue; // reported by the entry checks
+            }
+            if !tables.insert(t.frame()) {
+                continue; // shared (PAE kernel pmd, COW-shared? no: tables are never shared below)
+            }
+            if let Some(next) = mode.next_level(level) {
+                self.collect_tables(t, next, 0, mode.entries(next), tables, data)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every pgd and the frame accounting.
+    pub fn verify(&self) -> Result<Report, KernelError> {
+        let mode = self.mode();
+        let pm = &**self.pm();
+        let mut rep = Report::default();
+        let kernel_tables = self.swapper_tables()?;
+        let live: BTreeSet<Pgd> = self.live_pgds().into_iter().collect();
+        let mut all: Vec<(Pgd, bool)> = live.iter().map(|&p| (p, false)).collect();
+        let preconstructed = self.scheme().preconstructed();
+        for (p, allocated) in self.cache_pgds() {
+            if !allocated {
+                // Free objects of a ctor-less cache are raw memory, not pgds.
+                if preconstructed {
+                    all.push((p, true));
+                }
+            } else if !live.contains(&p) {
+                all.push((p, false)); // allocated, not yet joined
+            }
+        }
+        let (lo, hi) = (mode.user_ptrs_per_pgd(), mode.ptrs_per_pgd());
+        let generation = self.generation();
+        for &(pgd, cached) in &all {
+            if cached {
+                rep.cached += 1;
+            } else {
+                rep.live += 1;
+            }
+            let known_stale = cached
+                && self.scheme() == Scheme::SlabTicket
+                && self.ticket_of(pgd).is_some_and(|t| t != generation);
+            for i in lo..hi {
+                let s = self.pgd_entry(self.swapper(), i)?;
+                let p = self.pgd_entry(pgd, i)?;
+                if p == s {
+                    continue;
+                }
+                let va = mode.pgd_entry_start(i);
+                if !p.is_present() && s.is_present() && self.in_vmalloc_area(va) {
+                    rep.lazy_missing += 1;
+                    continue;
+                }
+                if known_stale {
+                    rep.known_stale += 1;
+                    continue;
+                }
+                let kind = if p.is_present()
+                    && !p.is_leaf(mode, Level::Pgd, true)
+                    && !kernel_tables.contains(&p.table_addr(mode).frame())
+                {
+                    ViolationKind::Dangling
+                } else {
+                    ViolationKind::Stale
+                };
+                rep.violations.push(Violation {
+                    kind,
+                    pgd: Some(pgd.0.as_u64()),
+                    cached,
+                    index: Some(i),
+                    detail: format!(
+                        "{} entry {i} ({va}) is {p}, swapper has {s}",
+                        if cached { "cached pgd" } else { "live pgd" }
+                    ),
+                });
+            }
+            if cached && mode != PagingMode::Pae {
+                for i in 0..lo {
+                    let p = self.pgd_entry(pgd, i)?;
+                    if !p.is_none() {
+                        rep.violations.push(Violation {
+                            kind: ViolationKind::NotConstructed,
+                            pgd: Some(pgd.0.as_u64()),
+                            cached,
+                            index: Some(i),
+                            detail: format!("cached pgd has user entry {i} = {p}"),
+                        });
+                        break;
+                    }
+                }
+            }
+        }
+        for (pmd, allocated) in self.cache_pmds() {
+            if allocated {
+                continue;
+            }
+            for j in 0..mode.entries(Level::Pmd) {
+                let e = read_entry(pm, mode, entry_pa_at(mode, pmd, j))
+                    .map_err(crate::kernel::mem_err)?;
+                if e != Entry::EMPTY {
+                    rep.violations.push(Violation {
+                        kind: ViolationKind::NotConstructed,
+                        pgd: None,
+                        cached: true,
+                        index: Some(j),
+                        detail: format!("cached pmd {pmd} has entry {j} = {e}"),
+                    });
+                    break;
+                }
+            }
+        }
+        self.account_frames(&all, &kernel_tables, &mut rep)?;
+        Ok(rep)
+    }
+
+    fn account_frames(
+        &self,
+        all: &[(Pgd, bool)],
+        kernel_tables: &BTreeSet<Frame>,
+        rep: &mut Report,
+    ) -> Result<(), KernelError> {
+        let mode = self.mode();
+        let pm = &**self.pm();
+        let mut owned: BTreeSet<Frame> = kernel_tables.clone();
+        owned.extend(self.deferred_frames());
+        owned.extend(self.vmalloc_frames());
+        // Pages boot mapped outside the direct map (fixmap data, kernel image).
+        for m in self
+            .kernel_space()
+            .mappings
+            .iter()
+            .filter(|m| m.what != "direct")
+        {
+            let first = m.pa.frame().pfn();
+            let n = m.size.bytes() / physmem::PAGE_SIZE;
+            owned.extend((first..first + n).map(Frame::from_pfn));
+        }
+        let mut user_tables = BTreeSet::new();
+        let mut data = Vec::new();
+        for &(pgd, cached) in all {
+            if cached {
+                continue;
+            }
+            if !self.has_pgd_cache_page() {
+                owned.insert(pgd.0.frame());
+            }
+            self.collect_tables(
+                pgd.0,
+                Level::Pgd,
+                0,
+                mode.user_ptrs_per_pgd(),
+                &mut user_tables,
+                &mut data,
+            )?;
+        }
+        owned.extend(user_tables);
+        owned.extend(data);
+        let stats = pm.stats();
+        rep.frames_used = stats.used() - stats.of(Owner::Reserved);
+        let mut leaked = 0u64;
+        let slab_expected = self.slab_frames();
+        let mut slab_seen = 0u64;
+        for pfn in 0..pm.pages().len() {
+            let f = Frame::from_pfn(pfn);
+            let Some(p) = pm.page(f) else { continue };
+            match p.owner() {
+                Owner::Free | Owner::Reserved => {}
+                Owner::Slab => slab_seen += 1,
+                owner => {
+                    if !owned.contains(&f) {
+                        leaked += 1;
+                        if leaked <= 8 {
+                            rep.violations.push(Violation {
+                                kind: ViolationKind::Leak,
+                                pgd: None,
+                                cached: false,
+                                index: None,
+                                detail: format!("{f} ({}) is in use but unreachable", owner.name()),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        if slab_seen != slab_expected {
+            let diff = slab_seen.abs_diff(slab_expected);
+            leaked += diff;
+            rep.violations.push(Violation {
+                kind: ViolationKind::Leak,
+                pgd: None,
+                cached: false,
+                index: None,
+                detail: format!(
+                    "{slab_seen} slab frames in use, the caches account for {slab_expected}"
+                ),
+            });
+        }
+        rep.leaked_frames = leaked;
+        Ok(())
+    }
+
+    /// True when pgds are slab objects (so a pgd's frame is a slab page).
+    fn has_pgd_cache_page(&self) -> bool {
+        self.pgd_cache.is_some()
+    }
+}

@@ -1,0 +1,452 @@
+//! `change_page_attr` and `global_flush_tlb`, as in 2.5/2.6 i386 `pageattr.c`.
+//!
+//! Changing the caching or protection of one 4 KiB page of the kernel's
+//! direct map may need the large page that maps it split into a pte page
+//! (`split_large_page`: the target pte gets the new protection, the other
+//! ptes the large page's). The pte page's `page_count` counts its
+//! non-default ptes on top of a base of one; when the last one returns to
+//! `PAGE_KERNEL` the large page is restored (`revert_page`) and the pte page
+//! is queued on the deferred list, to be freed by `global_flush_tlb` only
+//! after every CPU has flushed its TLB.
+//!
+//! Both conversions go through `set_pmd_pte`, which writes `swapper_pg_dir`
+//! and then, on 2-level, every other pgd the scheme knows of — the heart of
+//! the seed patch. On PAE and 4/5-level the entry lives in a shared kernel
+//! pmd and the function stops after swapper (`if (PTRS_PER_PMD > 1) return;`).
+//!
+//! Unlike 2.6.0, a request is all-or-nothing: it is validated first, and the
+//! pte pages every split will need are allocated before anything changes, so
+//! an invalid request or an allocation failure leaves the tables untouched.
+
+use crate::kernel::{mem_err, Kernel, KernelError, Shared};
+use crate::scheme::Scheme;
+use physmem::{Frame, Owner, PhysAddr, VirtAddr, PAGE_SIZE};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use x86paging::boot::KernelSpace;
+use x86paging::table::write_entry;
+use x86paging::{Entry, EntryFlags, Level, PageSize, PagingMode};
+
+/// Why `change_page_attr` refused a request (nothing was changed).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CpaError {
+    /// `numpages` was zero.
+    #[error("change_page_attr of zero pages")]
+    Empty,
+    /// The start address is not page aligned.
+    #[error("address {0} is not page aligned")]
+    Misaligned(VirtAddr),
+    /// The range wraps around the address space.
+    #[error("range of {pages} pages at {start} overflows the address space")]
+    Overflow {
+        /// Start.
+        start: VirtAddr,
+        /// Pages.
+        pages: u64,
+    },
+    /// Part of the range is outside the kernel's direct map.
+    #[error("range {start}..{end} is outside the direct map {map_start}..{map_end}")]
+    OutsideDirectMap {
+        /// Start of the request.
+        start: VirtAddr,
+        /// End of the request.
+        end: VirtAddr,
+        /// Start of the direct map.
+        map_start: VirtAddr,
+        /// End of the direct map.
+        map_end: VirtAddr,
+    },
+    /// The protection cannot be applied to kernel direct-map pages.
+    #[error("protection {flags:?} is not supported: {why}")]
+    BadProt {
+        /// The flags asked for.
+        flags: EntryFlags,
+        /// Why not.
+        why: &'static str,
+    },
+    /// A pte page for a split could not be allocated.
+    #[error("out of memory for split_large_page")]
+    OutOfMemory,
+    /// The direct map is not where it should be (a bug).
+    #[error("direct-map address {0} is not mapped")]
+    NotMapped(VirtAddr),
+    /// A page-table access failed (a bug).
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+}
+
+/// A split pte page: where its large page was.
+#[derive(Clone, Copy, Debug)]
+struct Split {
+    /// Virtual start of the large page.
+    base: VirtAddr,
+    /// The entry in swapper (pgd on 2-level, kernel pmd otherwise) that
+    /// held the large page and now points at the pte page.
+    parent: PhysAddr,
+}
+
+pub(crate) struct CpaState {
+    /// pte pages currently installed by splits, by frame.
+    split: BTreeMap<Frame, Split>,
+    /// `df_list`: pte pages replaced by `revert_page`, freed after the flush.
+    deferred: Vec<Frame>,
+}
+
+type FlushHook = Arc<dyn Fn() + Send + Sync>;
+
+/// `cpa_lock` and what it protects.
+pub(crate) struct CpaLock {
+    /// `cpa_lock`: serialises `change_page_attr` and protects the split
+    /// set and the deferred list.
+    state: parking_lot::Mutex<CpaState>,
+    /// `flush_kernel_map` on every CPU (installed by the simulator).
+    flush: parking_lot::RwLock<Option<FlushHook>>,
+    large: PageSize,
+    map_start: VirtAddr,
+    map_end: VirtAddr,
+}
+
+impl CpaLock {
+    pub(crate) fn new(sh: &Shared, ks: &KernelSpace) -> Self {
+        let large = if sh.mode == PagingMode::TwoLevel {
+            PageSize::Size4M
+        } else {
+            PageSize::Size2M
+        };
+        let map_start = VirtAddr::new(sh.mode.page_offset());
+        let map_end = VirtAddr::new(ks.layout.direct_map_end);
+        CpaLock {
+            state: parking_lot::Mutex::new(CpaState {
+                split: BTreeMap::new(),
+                deferred: Vec::new(),
+            }),
+            flush: parking_lot::RwLock::new(None),
+            large,
+            map_start,
+            map_end,
+        }
+    }
+}
+
+impl Kernel {
+    /// `PAGE_KERNEL` for vmalloc and other kernel data pages in this mode.
+    pub fn page_kernel(&self) -> EntryFlags {
+        let mut f = (EntryFlags::PAGE_KERNEL | EntryFlags::GLOBAL).for_mode(self.mode());
+        if !self.ks.cpu.nxe {
+            f.remove(EntryFlags::NX);
+        }
+        f
+    }
+
+    /// The default protection of the direct-map page at `va`: what boot
+    /// mapped it with (on i386 the pages over kernel text lack NX).
+    pub fn page_kernel_at(&self, va: VirtAddr) -> Option<EntryFlags> {
+        self.ks.reference(va).map(|(_, f)| f)
+    }
+
+    /// Installs `flush_kernel_map` for every CPU: called by
+    /// `global_flush_tlb` (and `vfree`) before freed tables are reused.
+    pub fn set_flush_hook(&self, f: impl Fn() + Send + Sync + 'static) {
+        *self.cpa.flush.write() = Some(Arc::new(f));
+    }
+
+    pub(crate) fn flush_all_tlbs(&self) {
+        let hook = self.cpa.flush.read().clone();
+        if let Some(h) = hook {
+            h();
+        }
+    }
+
+    /// pte pages queued for freeing by `global_flush_tlb`.
+    pub fn deferred_frames(&self) -> Vec<Frame> {
+        self.cpa.state.lock().deferred.clone()
+    }
+
+    /// pte pages currently installed by splits.
+    pub fn split_frames(&self) -> Vec<Frame> {
+        self.cpa.state.lock().split.keys().copied().collect()
+    }
+
+    /// The direct-map address of physical address `pa` (`__va`), if mapped.
+    pub fn direct_map_va(&self, pa: PhysAddr) -> Option<VirtAddr> {
+        let va = self.cpa.map_start.checked_add(pa.as_u64())?;
+        (va < self.cpa.map_end).then_some(va)
+    }
+
+    fn check_prot(&self, prot: EntryFlags) -> Result<(), CpaError> {
+        let bad = |why| Err(CpaError::BadProt { flags: prot, why });
+        if !prot.contains(EntryFlags::PRESENT) {
+            return bad("kernel direct-map pages must stay present");
+        }
+        if prot.contains(EntryFlags::USER) {
+            return bad("kernel direct-map pages cannot be user-accessible");
+        }
+        if prot.contains(EntryFlags::PAT) {
+            return bad("PAT-indexed protections are not supported");
+        }
+        if self.mode() == PagingMode::TwoLevel && prot.contains(EntryFlags::NX) {
+            return bad("2-level paging has no NX bit");
+        }
+        if prot.contains(EntryFlags::NX) && !self.ks.cpu.nxe {
+            return bad("NX is not enabled (EFER.NXE clear)");
+        }
+        Ok(())
+    }
+
+    /// `change_page_attr(page, numpages, prot)` on the direct-map pages
+    /// starting at `start`. All-or-nothing.
+    pub fn change_page_attr(
+        &self,
+        start: VirtAddr,
+        numpages: u64,
+        prot: EntryFlags,
+    ) -> Result<(), CpaError> {
+        if numpages == 0 {
+            return Err(CpaError::Empty);
+        }
+        if !start.is_aligned(PAGE_SIZE) {
+            return Err(CpaError::Misaligned(start));
+        }
+        let end = numpages
+            .checked_mul(PAGE_SIZE)
+            .and_then(|len| start.checked_add(len))
+            .ok_or(CpaError::Overflow {
+                start,
+                pages: numpages,
+            })?;
+        if start < self.cpa.map_start || end > self.cpa.map_end {
+            return Err(CpaError::OutsideDirectMap {
+                start,
+                end,
+                map_start: self.cpa.map_start,
+                map_end: self.cpa.map_end,
+            });
+        }
+        self.check_prot(prot)?;
+        let prot = prot | EntryFlags::ACCESSED | EntryFlags::DIRTY;
+        let mut st = self.cpa.state.lock();
+        // Plan: which large pages must be split? Allocate their pte pages now.
+        let mut pool = Vec::new();
+        {
+            let mut va = start;
+            let mut last_large: Option<u64> = None;
+            while va < end {
+                let (_, level, _) = self.kernel_lookup(va)?;
+                if level != Level::Pte && Some(prot) != self.page_kernel_at(va) {
+                    let base = va.as_u64() & !self.cpa.large.mask();
+                    if last_large != Some(base) {
+                        last_large = Some(base);
+                        match self.sh.pm.alloc_frame(Owner::KernelTable) {
+                            Ok(f) => pool.push(f),
+                            Err(_) => {
+                                for f in pool {
+                                    let _ = self.sh.pm.free_frame(f);
+                                }
+                                return Err(CpaError::OutOfMemory);
+                            }
+                        }
+                    }
+                }
+                va = VirtAddr::new(va.as_u64() + PAGE_SIZE);
+            }
+        }
+        let mut va = start;
+        while va < end {
+            self.change_one(&mut st, va, prot, &mut pool)?;
+            va = VirtAddr::new(va.as_u64() + PAGE_SIZE);
+        }
+        // Nothing should be left, but never leak.
+        for f in pool {
+            let _ = self.sh.pm.free_frame(f);
+        }
+        Ok(())
+    }
+
+    fn kernel_lookup(&self, va: VirtAddr) -> Result<(PhysAddr, Level, Entry), CpaError> {
+        match x86paging::map::lookup(&*self.sh.pm, self.mode(), self.sh.swapper, va) {
+            Some((at, level, e)) if e.is_present() => Ok((at, level, e)),
+            _ => Err(CpaError::NotMapped(va)),
+        }
+    }
+
+    /// `__change_page_attr` for one page.
+    fn change_one(
+        &self,
+        st: &mut CpaState,
+        va: VirtAddr,
+        prot: EntryFlags,
+        pool: &mut Vec<Frame>,
+    ) -> Result<(), CpaError> {
+        let mode = self.mode();
+        let pm = &*self.sh.pm;
+        let def = self.page_kernel_at(va).ok_or(CpaError::NotMapped(va))?;
+        let pa = PhysAddr::new(va.as_u64() - self.cpa.map_start.as_u64());
+        let (kpte, level, old) = self.kernel_lookup(va)?;
+        let standard =
+            Entry::page(mode, PageSize::Size4K, pa, def).map_err(|_| CpaError::NotMapped(va))?;
+        let wanted =
+            Entry::page(mode, PageSize::Size4K, pa, prot).map_err(|_| CpaError::BadProt {
+                flags: prot,
+                why: "cannot be encoded",
+            })?;
+        let kpte_frame = kpte.frame();
+        if prot != def {
+            if level == Level::Pte {
+                write_entry(pm, mode, kpte, wanted).map_err(mem_err)?;
+                if old == standard && st.split.contains_key(&kpte_frame) {
+                    if let Some(p) = pm.page(kpte_frame) {
+                        p.get();
+                    }
+                }
+            } else {
+                let split = pool.pop().ok_or(CpaError::OutOfMemory)?;
+                self.split_large_page(split, va, level, old, prot)?;
+                st.split.insert(
+                    split,
+                    Split {
+                        base: VirtAddr::new(va.as_u64() & !self.cpa.large.mask()),
+                        parent: kpte,
+                    },
+                );
+                let table = Entry::table(mode, level, split.start(), EntryFlags::KERNPG_TABLE)
+                    .map_err(|_| CpaError::NotMapped(va))?;
+                self.set_pmd_pte(kpte, va, table)?;
+                return Ok(());
+            }
+        } else if level == Level::Pte && old != standard {
+            write_entry(pm, mode, kpte, standard).map_err(mem_err)?;
+            if st.split.contains_key(&kpte_frame) {
+                if let Some(p) = pm.page(kpte_frame) {
+                    p.put();
+                }
+            }
+        }
+        // Back to all-default: restore the large page.
+        if level == Level::Pte {
+            if let Some(s) = st.split.get(&kpte_frame).copied() {
+                if pm.page(kpte_frame).map(|p| p.page_count()) == Some(1) {
+                    self.revert_page(s)?;
+                    st.split.remove(&kpte_frame);
+                    st.deferred.push(kpte_frame);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `split_large_page`: fills the pte page `split` for the large page
+    /// holding `va`; the target pte gets `prot`, the rest the large page's
+    /// attributes. `page_count` = 1 (base) + 1 (the non-default target).
+    fn split_large_page(
+        &self,
+        split: Frame,
+        va: VirtAddr,
+        level: Level,
+        large: Entry,
+        prot: EntryFlags,
+    ) -> Result<(), CpaError> {
+        let mode = self.mode();
+        let pm = &*self.sh.pm;
+        let size = mode.page_size_at(level).ok_or(CpaError::NotMapped(va))?;
+        if size != self.cpa.large {
+            return Err(CpaError::BadProt {
+                flags: prot,
+                why: "splitting pages larger than the pmd level (1 GiB) is not supported",
+            });
+        }
+        let large_flags = large.flags(Some(size)).difference(EntryFlags::PAT);
+        let base_pa = large.page_addr(mode, size);
+        let target = PhysAddr::new(va.as_u64() - self.cpa.map_start.as_u64());
+        let n = mode.entries(Level::Pte);
+        for i in 0..n {
+            let pa = PhysAddr::new(base_pa.as_u64() + i as u64 * PAGE_SIZE);
+            let f = if pa == target { prot } else { large_flags };
+            let e = Entry::page(mode, PageSize::Size4K, pa, f).map_err(|_| CpaError::BadProt {
+                flags: f,
+                why: "cannot be encoded",
+            })?;
+            let at = x86paging::table::entry_pa_at(mode, split.start(), i);
+            write_entry(pm, mode, at, e).map_err(mem_err)?;
+        }
+        if let Some(p) = pm.page(split) {
+            p.get();
+        }
+        Ok(())
+    }
+
+    /// `revert_page`: puts the large page back.
+    fn revert_page(&self, s: Split) -> Result<(), CpaError> {
+        let mode = self.mode();
+        let pa = PhysAddr::new(s.base.as_u64() - self.cpa.map_start.as_u64());
+        let flags = self
+            .ks
+            .mapping_of(s.base)
+            .map(|m| m.flags)
+            .ok_or(CpaError::NotMapped(s.base))?;
+        let e = Entry::page(mode, self.cpa.large, pa, flags)
+            .map_err(|_| CpaError::NotMapped(s.base))?;
+        self.set_pmd_pte(s.parent, s.base, e)
+    }
+
+    /// `set_pmd_pte`: writes the kernel entry for `va` in `swapper_pg_dir`
+    /// and, on 2-level, in every other pgd the scheme tracks.
+    pub(crate) fn set_pmd_pte(
+        &self,
+        kpte: PhysAddr,
+        va: VirtAddr,
+        e: Entry,
+    ) -> Result<(), CpaError> {
+        let sh = &self.sh;
+        write_entry(&*sh.pm, sh.mode, kpte, e).map_err(mem_err)?;
+        sh.counters.conversions.fetch_add(1, Ordering::Relaxed);
+        if !sh.propagates() {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let index = sh.mode.index(va, Level::Pgd);
+        let n = match sh.scheme {
+            Scheme::SlabPgdList => {
+                let list = sh.pgd_lock.lock();
+                let mut n = 0;
+                for f in list.iter(sh.pm.pages()) {
+                    write_entry(&*sh.pm, sh.mode, sh.entry_at(f.start(), index), e)
+                        .map_err(mem_err)?;
+                    n += 1;
+                }
+                n
+            }
+            Scheme::SlabTicket | Scheme::Uncached | Scheme::SlabUnsynced => {
+                let live = sh.mmlist.lock();
+                if sh.scheme == Scheme::SlabTicket {
+                    sh.generation.fetch_add(1, Ordering::AcqRel);
+                }
+                for &pgd in live.iter() {
+                    write_entry(&*sh.pm, sh.mode, sh.entry_at(pgd, index), e).map_err(mem_err)?;
+                }
+                live.len() as u64
+            }
+            Scheme::SharedKernel => 0,
+        };
+        sh.counters
+            .propagated_entries
+            .fetch_add(n, Ordering::Relaxed);
+        sh.counters.propagation_ns.fetch_add(
+            u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    /// `global_flush_tlb`: flush every CPU's TLB, then free the pte pages
+    /// that `revert_page` replaced. Returns how many were freed.
+    pub fn global_flush_tlb(&self) -> usize {
+        let deferred = std::mem::take(&mut self.cpa.state.lock().deferred);
+        self.flush_all_tlbs();
+        for f in &deferred {
+            let _ = self.sh.pm.free_frame(*f);
+        }
+        deferred.len()
+    }
+}

@@ -1,0 +1,797 @@
+//! The simulated kernel's pgd allocation system: the seed patch itself.
+//!
+//! [`Kernel`] owns `swapper_pg_dir` (booted by `x86paging`), the object
+//! caches `pgd_cache` and `pmd_cache`, `pgd_list` under `pgd_lock`, the list
+//! of live address spaces (`mmlist`), the generation of the ticket scheme,
+//! and the state of `change_page_attr` and `vmalloc` (in their own modules).
+//!
+//! Which of these a pgd uses depends on the [`Scheme`] and the paging mode,
+//! exactly as the seed's `PTRS_PER_PMD == 1` tests decide it: on 2-level the
+//! kernel's large pages live in every pgd and conversions must be propagated;
+//! on PAE and 4/5-level the kernel part of a pgd points at lower-level tables
+//! shared with `swapper_pg_dir`, so nothing below the top level is ever
+//! propagated.
+
+use crate::lock::{LockKind, LockStats, StatLock};
+use crate::pages::SimPages;
+use crate::scheme::Scheme;
+use objcache::{CacheStats, KmemCache, SlabFlags};
+use physmem::{Frame, FrameList, Owner, PhysAddr, PhysMem, SimMemory, VirtAddr, PAGE_SIZE};
+use std::collections::BTreeSet;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use x86paging::boot::{BootConfig, KernelSpace};
+use x86paging::{Entry, PagingMode};
+
+/// How to build a [`Kernel`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KernelConfig {
+    /// Paging mode.
+    pub mode: PagingMode,
+    /// pgd allocation scheme.
+    pub scheme: Scheme,
+    /// Implementation of `pgd_lock` (and `mmlist_lock`).
+    pub lock: LockKind,
+    /// Number of CPUs (per-CPU array caches).
+    pub cpus: usize,
+    /// Measure lock hold times.
+    pub timed_locks: bool,
+    /// Object-cache debug mode: verify constructed state on every free.
+    pub debug: bool,
+}
+
+impl KernelConfig {
+    /// Defaults for `mode` and `scheme`: ticket-free TAS lock, 2 CPUs.
+    pub fn new(mode: PagingMode, scheme: Scheme) -> Self {
+        KernelConfig {
+            mode,
+            scheme,
+            lock: LockKind::Tas,
+            cpus: 2,
+            timed_locks: false,
+            debug: false,
+        }
+    }
+}
+
+/// Errors of the pgd system.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KernelError {
+    /// The scheme cannot exist in this paging mode.
+    #[error("scheme {scheme} is impossible in {mode} paging: {why}")]
+    SchemeUnsupported {
+        /// The scheme.
+        scheme: Scheme,
+        /// The mode.
+        mode: PagingMode,
+        /// Why.
+        why: &'static str,
+    },
+    /// A frame or object allocation failed.
+    #[error("out of memory in {0}")]
+    OutOfMemory(&'static str),
+    /// Booting the kernel page tables failed.
+    #[error("boot failed: {0}")]
+    Boot(String),
+    /// The cache layer refused an operation.
+    #[error("object cache: {0}")]
+    Cache(String),
+    /// A pgd handed to the kernel is not one it allocated, or is in the wrong state.
+    #[error("bad pgd {0}: {1}")]
+    BadPgd(PhysAddr, &'static str),
+    /// Physical memory access failed (a bug: tables are always in RAM).
+    #[error("physical memory: {0}")]
+    Mem(String),
+}
+
+/// A page directory handed out by [`Kernel::pgd_alloc`]: its physical
+/// address, what CR3 holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pgd(pub PhysAddr);
+
+/// Counters of the pgd system (cumulative).
+#[derive(Default, Debug)]
+pub struct Counters {
+    /// `pgd_alloc` calls that succeeded.
+    pub pgd_allocs: AtomicU64,
+    /// `pgd_free` calls.
+    pub pgd_frees: AtomicU64,
+    /// Bytes zeroed or copied inside `pgd_alloc` itself (not in ctors).
+    pub alloc_bytes: AtomicU64,
+    /// `pgd_ctor` calls.
+    pub pgd_ctors: AtomicU64,
+    /// `pgd_dtor` calls.
+    pub pgd_dtors: AtomicU64,
+    /// `pmd_ctor` calls.
+    pub pmd_ctors: AtomicU64,
+    /// Bytes zeroed or copied by ctors.
+    pub ctor_bytes: AtomicU64,
+    /// Ticket refreshes at mm join (slab-ticket).
+    pub ticket_refreshes: AtomicU64,
+    /// Kernel-part entries written by `set_pmd_pte` in pgds other than swapper.
+    pub propagated_entries: AtomicU64,
+    /// `set_pmd_pte` calls.
+    pub conversions: AtomicU64,
+    /// Nanoseconds spent propagating conversions (pgds other than swapper).
+    pub propagation_ns: AtomicU64,
+    /// Entries copied by `vmalloc_fault`.
+    pub vmalloc_faults: AtomicU64,
+}
+
+/// A snapshot of [`Counters`] plus lock and cache figures.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KernelStats {
+    /// `pgd_alloc` calls that succeeded.
+    pub pgd_allocs: u64,
+    /// `pgd_free` calls.
+    pub pgd_frees: u64,
+    /// Bytes zeroed or copied inside `pgd_alloc`.
+    pub alloc_bytes: u64,
+    /// `pgd_ctor` calls.
+    pub pgd_ctors: u64,
+    /// `pgd_dtor` calls.
+    pub pgd_dtors: u64,
+    /// `pmd_ctor` calls.
+    pub pmd_ctors: u64,
+    /// Bytes zeroed or copied by ctors.
+    pub ctor_bytes: u64,
+    /// Ticket refreshes.
+    pub ticket_refreshes: u64,
+    /// Entries propagated to pgds other than swapper.
+    pub propagated_entries: u64,
+    /// `set_pmd_pte` calls.
+    pub conversions: u64,
+    /// Nanoseconds spent propagating.
+    pub propagation_ns: u64,
+    /// Entries copied by `vmalloc_fault`.
+    pub vmalloc_faults: u64,
+    /// Length of `pgd_list`.
+    pub pgd_list_len: usize,
+    /// Live address spaces on `mmlist`.
+    pub mmlist_len: usize,
+    /// `pgd_lock` counters.
+    pub pgd_lock: LockStats,
+    /// `mmlist_lock` counters.
+    pub mmlist_lock: LockStats,
+}
+
+impl KernelStats {
+    /// Average bytes blitted per `pgd_alloc` (alloc path plus ctors).
+    pub fn bytes_per_alloc(&self) -> f64 {
+        if self.pgd_allocs == 0 {
+            return 0.0;
+        }
+        (self.alloc_bytes + self.ctor_bytes) as f64 / self.pgd_allocs as f64
+    }
+}
+
+/// State shared with the cache constructors.
+pub(crate) struct Shared {
+    pub(crate) pm: Arc<SimMemory>,
+    pub(crate) mode: PagingMode,
+    pub(crate) scheme: Scheme,
+    /// `swapper_pg_dir`.
+    pub(crate) swapper: PhysAddr,
+    /// `pgd_lock`: protects `pgd_list` and makes "copy the kernel part and
+    /// link the pgd" (`pgd_ctor`) atomic against "rewrite the kernel entry in
+    /// every listed pgd" (`set_pmd_pte`). Used on 2-level `slab-pgd-list` only.
+    pub(crate) pgd_lock: StatLock<FrameList>,
+    /// `mmlist_lock`: protects the set of live address spaces, which the
+    /// unpatched and ticket schemes walk on a conversion; in `slab-ticket` it
+    /// also makes "check the ticket, refresh, join" atomic against
+    /// "bump the generation, rewrite every live pgd".
+    pub(crate) mmlist: StatLock<BTreeSet<PhysAddr>>,
+    /// `slab-ticket`: generation of the kernel part; bumped under
+    /// `mmlist_lock` by every conversion.
+    pub(crate) generation: AtomicU64,
+    pub(crate) counters: Counters,
+}
+
+impl Shared {
+    /// Number of entries in the kernel part of a pgd and the first one.
+    pub(crate) fn kernel_range(&self) -> (usize, usize) {
+        let m = self.mode;
+        (m.user_ptrs_per_pgd(), m.ptrs_per_pgd())
+    }
+
+    pub(crate) fn entry_at(&self, pgd: PhysAddr, index: usize) -> PhysAddr {
+        x86paging::table::entry_pa_at(self.mode, pgd, index)
+    }
+
+    /// Copies the kernel part of `swapper_pg_dir` into `pgd` (the `memcpy`
+    /// of `pgd_ctor`), one atomic entry at a time.
+    pub(crate) fn copy_kernel_part(&self, pgd: PhysAddr) -> Result<u64, KernelError> {
+        let (lo, hi) = self.kernel_range();
+        let eb = self.mode.entry_bytes();
+        let len = (hi - lo) as u64 * eb;
+        if eb == 4 {
+            for i in lo..hi {
+                let v = self
+                    .pm
+                    .load_u32(self.entry_at(self.swapper, i))
+                    .map_err(mem_err)?;
+                self.pm
+                    .store_u32(self.entry_at(pgd, i), v)
+                    .map_err(mem_err)?;
+            }
+        } else {
+            self.pm
+                .copy(self.entry_at(pgd, lo), self.entry_at(self.swapper, lo), len)
+                .map_err(mem_err)?;
+        }
+        Ok(len)
+    }
+
+    /// Zeroes the user part of `pgd` (the `memset` of `pgd_ctor`).
+    pub(crate) fn zero_user_part(&self, pgd: PhysAddr) -> Result<u64, KernelError> {
+        let n = self.mode.user_ptrs_per_pgd() as u64 * self.mode.entry_bytes();
+        if n % 8 == 0 {
+            self.pm.fill(pgd, n, 0).map_err(mem_err)?;
+        } else {
+            for i in 0..self.mode.user_ptrs_per_pgd() {
+                x86paging::table::write_entry(
+                    &*self.pm,
+                    self.mode,
+                    self.entry_at(pgd, i),
+                    Entry::EMPTY,
+                )
+                .map_err(mem_err)?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// The ticket a 2-level pgd carries (`page->private` of its page).
+    pub(crate) fn ticket(&self, pgd: PhysAddr) -> Option<u64> {
+        self.pm
+            .page(pgd.frame())
+            .map(|p| p.private.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set_ticket(&self, pgd: PhysAddr, t: u64) {
+        if let Some(p) = self.pm.page(pgd.frame()) {
+            p.private.store(t, Ordering::Release);
+        }
+    }
+
+    /// True when conversions must be propagated to other pgds: 2-level,
+    /// where the pmd is folded into the pgd (`PTRS_PER_PMD == 1`).
+    pub(crate) fn propagates(&self) -> bool {
+        self.mode.ptrs_per_pmd() == 1
+    }
+
+    /// `pgd_ctor`.
+    fn pgd_ctor(&self, obj: NonNull<u8>) {
+        let Some(pgd) = self.pm.pa_of(obj) else {
+            return;
+        };
+        self.counters.pgd_ctors.fetch_add(1, Ordering::Relaxed);
+        let mut bytes = 0;
+        if self.propagates() && self.scheme == Scheme::SlabPgdList {
+            let mut list = self.pgd_lock.lock();
+            bytes += self.copy_kernel_part(pgd).unwrap_or(0);
+            // The pgd's page is not on any list yet (fresh slab object).
+            let _ = list.add(self.pm.pages(), pgd.frame());
+        } else if self.propagates() && self.scheme == Scheme::SlabTicket {
+            // Read the generation *before* copying: a conversion that bumps
+            // it after this load wrote swapper first, so either the copy saw
+            // its entry or the ticket is old and the join will refresh.
+            let t = self.generation.load(Ordering::Acquire);
+            bytes += self.copy_kernel_part(pgd).unwrap_or(0);
+            self.set_ticket(pgd, t);
+        } else {
+            bytes += self.copy_kernel_part(pgd).unwrap_or(0);
+        }
+        bytes += self.zero_user_part(pgd).unwrap_or(0);
+        self.counters.ctor_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// `pgd_dtor`: never called unless the pgd is on `pgd_list`.
+    fn pgd_dtor(&self, obj: NonNull<u8>) {
+        let Some(pgd) = self.pm.pa_of(obj) else {
+            return;
+        };
+        self.counters.pgd_dtors.fetch_add(1, Ordering::Relaxed);
+        let mut list = self.pgd_lock.lock();
+        let _ = list.del(self.pm.pages(), pgd.frame());
+    }
+
+    /// `pmd_ctor`: a pmd is constructed when it is all zero.
+    fn pmd_ctor(&self, obj: NonNull<u8>) {
+        if let Some(pa) = self.pm.pa_of(obj) {
+            self.counters.pmd_ctors.fetch_add(1, Ordering::Relaxed);
+            let _ = self.pm.fill(pa, PAGE_SIZE, 0);
+            self.counters
+                .ctor_bytes
+                .fetch_add(PAGE_SIZE, Ordering::Relaxed);
+        }
+    }
+}
+
+pub(crate) fn mem_err(e: physmem::MemError) -> KernelError {
+    KernelError::Mem(e.to_string())
+}
+
+/// The simulated kernel's page-directory allocator.
+pub struct Kernel {
+    pub(crate) sh: Arc<Shared>,
+    pub(crate) ks: KernelSpace,
+    /// `pgd_cache`: preconstructed pgds (slab schemes), or ctor-less 32-byte
+    /// PAE pgds (`uncached`, `shared-kernel`). `None` when pgds are pages.
+    pub(crate) pgd_cache: Option<KmemCache<SimPages>>,
+    /// `pmd_cache`: zeroed pmds for PAE slab schemes.
+    pub(crate) pmd_cache: Option<KmemCache<SimPages>>,
+    pub(crate) cpa: crate::cpa::CpaLock,
+    pub(crate) vm: crate::vmalloc::VmLock,
+    cpus: usize,
+}
+
+impl Kernel {
+    /// Boots a kernel in `pm` with the given configuration.
+    pub fn new(pm: Arc<SimMemory>, cfg: &KernelConfig) -> Result<Kernel, KernelError> {
+        let mode = cfg.mode;
+        if cfg.scheme == Scheme::SharedKernel && mode == PagingMode::TwoLevel {
+            return Err(KernelError::SchemeUnsupported {
+                scheme: cfg.scheme,
+                mode,
+                why: "2-level paging has no level below the pgd to share: the kernel's 4 MiB pages live in every pgd itself",
+            });
+        }
+        let cpus = cfg.cpus.max(1);
+        let ks = x86paging::boot::boot(&pm, BootConfig::new(mode))
+            .map_err(|e| KernelError::Boot(e.to_string()))?;
+        let sh = Arc::new(Shared {
+            pm: pm.clone(),
+            mode,
+            scheme: cfg.scheme,
+            swapper: ks.pgd,
+            pgd_lock: StatLock::new(cfg.lock, FrameList::new(), cfg.timed_locks),
+            mmlist: StatLock::new(cfg.lock, BTreeSet::new(), cfg.timed_locks),
+            generation: AtomicU64::new(0),
+            counters: Counters::default(),
+        });
+        if cfg.scheme == Scheme::SharedKernel {
+            crate::vmalloc::preallocate_kernel_tables(&sh, &ks)?;
+        }
+        let pgd_cache = Self::make_pgd_cache(&sh, cfg, cpus)?;
+        let pmd_cache = Self::make_pmd_cache(&sh, cfg, cpus)?;
+        Ok(Kernel {
+            cpa: crate::cpa::CpaLock::new(&sh, &ks),
+            vm: crate::vmalloc::VmLock::new(&ks),
+            sh,
+            ks,
+            pgd_cache,
+            pmd_cache,
+            cpus,
+        })
+    }
+
+    fn make_pgd_cache(
+        sh: &Arc<Shared>,
+        cfg: &KernelConfig,
+        cpus: usize,
+    ) -> Result<Option<KmemCache<SimPages>>, KernelError> {
+        let mode = cfg.mode;
+        let size = mode.pgd_bytes() as usize;
+        let src = SimPages::new(sh.pm.clone());
+        let align = if mode == PagingMode::Pae {
+            32
+        } else {
+            PAGE_SIZE as usize
+        };
+        let mut b = objcache::CacheBuilder::new("pgd", size)
+            .align(align)
+            .cpus(cpus);
+        if cfg.scheme.preconstructed() {
+            let s = sh.clone();
+            b = b.ctor(move |p| s.pgd_ctor(p));
+            if sh.propagates() && cfg.scheme == Scheme::SlabPgdList {
+                let s = sh.clone();
+                b = b.dtor(move |p| s.pgd_dtor(p));
+            }
+            if cfg.debug {
+                let s = sh.clone();
+                b = b
+                    .flags(SlabFlags::DEBUG_FREE)
+                    .verify(move |p| s.verify_pgd_on_free(p).map_err(str::to_string));
+            }
+        } else if mode != PagingMode::Pae {
+            // uncached / shared-kernel on page-sized pgds: straight from
+            // the page allocator, as 2.5.69 did.
+            return Ok(None);
+        }
+        b.build(src)
+            .map(Some)
+            .map_err(|e| KernelError::Cache(e.to_string()))
+    }
+
+    fn make_pmd_cache(
+        sh: &Arc<Shared>,
+        cfg: &KernelConfig,
+        cpus: usize,
+    ) -> Result<Option<KmemCache<SimPages>>, KernelError> {
+        if cfg.mode != PagingMode::Pae || !cfg.scheme.preconstructed() {
+            return Ok(None);
+        }
+        let s = sh.clone();
+        let mut b = objcache::CacheBuilder::new("pmd", PAGE_SIZE as usize)
+            .align(PAGE_SIZE as usize)
+            .cpus(cpus)
+            .ctor(move |p| s.pmd_ctor(p));
+        if cfg.debug {
+            let s = sh.clone();
+            b = b
+                .flags(SlabFlags::DEBUG_FREE)
+                .verify(move |p| s.verify_pmd_on_free(p).map_err(str::to_string));
+        }
+        b.build(SimPages::new(sh.pm.clone()))
+            .map(Some)
+            .map_err(|e| KernelError::Cache(e.to_string()))
+    }
+
+    /// The paging mode.
+    pub fn mode(&self) -> PagingMode {
+        self.sh.mode
+    }
+
+    /// The scheme.
+    pub fn scheme(&self) -> Scheme {
+        self.sh.scheme
+    }
+
+    /// Number of CPUs.
+    pub fn cpus(&self) -> usize {
+        self.cpus
+    }
+
+    /// The simulated physical memory.
+    pub fn pm(&self) -> &Arc<SimMemory> {
+        &self.sh.pm
+    }
+
+    /// The booted kernel address space (layout, CPU state).
+    pub fn kernel_space(&self) -> &KernelSpace {
+        &self.ks
+    }
+
+    /// `swapper_pg_dir`.
+    pub fn swapper(&self) -> Pgd {
+        Pgd(self.sh.swapper)
+    }
+
+    /// Current generation of the ticket scheme.
+    pub fn generation(&self) -> u64 {
+        self.sh.generation.load(Ordering::Acquire)
+    }
+
+    fn ptr_of(&self, pa: PhysAddr) -> Result<NonNull<u8>, KernelError> {
+        self.sh
+            .pm
+            .ptr_of(pa)
+            .ok_or(KernelError::BadPgd(pa, "outside RAM"))
+    }
+
+    /// `pgd_alloc` on CPU `cpu`: a pgd whose user part is empty and whose
+    /// kernel part matches `swapper_pg_dir` (up to lazily faulted vmalloc
+    /// entries, and, in `slab-ticket`, up to a refresh at join).
+    pub fn pgd_alloc(&self, cpu: usize) -> Result<Pgd, KernelError> {
+        let sh = &self.sh;
+        let pgd = match (&self.pgd_cache, sh.mode) {
+            (None, _) => self.pgd_alloc_page()?,
+            (Some(cache), PagingMode::Pae) => {
+                let obj = cache
+                    .alloc_on(cpu)
+                    .map_err(|_| KernelError::OutOfMemory("pgd_alloc: pgd_cache"))?;
+                let pgd = sh
+                    .pm
+                    .pa_of(obj)
+                    .ok_or(KernelError::OutOfMemory("pgd_alloc"))?;
+                if !sh.scheme.preconstructed() {
+                    let n = sh.copy_kernel_part(pgd)?;
+                    sh.counters.alloc_bytes.fetch_add(n, Ordering::Relaxed);
+                }
+                if let Err(e) = self.pae_attach_pmds(cpu, pgd) {
+                    let _ = cache.free_on(cpu, obj);
+                    return Err(e);
+                }
+                Pgd(pgd)
+            }
+            (Some(cache), _) => {
+                let obj = cache
+                    .alloc_on(cpu)
+                    .map_err(|_| KernelError::OutOfMemory("pgd_alloc: pgd_cache"))?;
+                Pgd(sh
+                    .pm
+                    .pa_of(obj)
+                    .ok_or(KernelError::OutOfMemory("pgd_alloc"))?)
+            }
+        };
+        sh.counters.pgd_allocs.fetch_add(1, Ordering::Relaxed);
+        Ok(pgd)
+    }
+
+    /// 2.5.69 before the patch (and modern x86): a fresh page, user part
+    /// zeroed, kernel part copied.
+    fn pgd_alloc_page(&self) -> Result<Pgd, KernelError> {
+        let sh = &self.sh;
+        let f = sh
+            .pm
+            .alloc_frame(Owner::PgdPage)
+            .map_err(|_| KernelError::OutOfMemory("pgd_alloc: page"))?;
+        let pgd = f.start();
+        let zeroed = sh.zero_user_part(pgd)?;
+        let copied = sh.copy_kernel_part(pgd)?;
+        sh.counters
+            .alloc_bytes
+            .fetch_add(zeroed + copied, Ordering::Relaxed);
+        Ok(Pgd(pgd))
+    }
+
+    /// PAE: three user pmds, installed with only the present bit
+    /// (`set_pgd(&pgd[i], __pgd(1 + __pa(pmd)))`); on failure every pmd
+    /// taken so far goes back (`out_oom`).
+    fn pae_attach_pmds(&self, cpu: usize, pgd: PhysAddr) -> Result<(), KernelError> {
+        let sh = &self.sh;
+        let mut got: Vec<PhysAddr> = Vec::with_capacity(3);
+        for _ in 0..sh.mode.user_ptrs_per_pgd() {
+            match self.pmd_get(cpu) {
+                Ok(pmd) => got.push(pmd),
+                Err(e) => {
+                    for pmd in got {
+                        self.pmd_put(cpu, pmd);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        for (i, pmd) in got.into_iter().enumerate() {
+            let e = Entry::from_raw(pmd.as_u64() | 1);
+            x86paging::table::write_entry(&*sh.pm, sh.mode, sh.entry_at(pgd, i), e)
+                .map_err(mem_err)?;
+        }
+        Ok(())
+    }
+
+    fn pmd_get(&self, cpu: usize) -> Result<PhysAddr, KernelError> {
+        let sh = &self.sh;
+        match &self.pmd_cache {
+            Some(c) => {
+                let p = c
+                    .alloc_on(cpu)
+                    .map_err(|_| KernelError::OutOfMemory("pgd_alloc: pmd_cache"))?;
+                sh.pm.pa_of(p).ok_or(KernelError::OutOfMemory("pmd"))
+            }
+            None => {
+                let f = sh
+                    .pm
+                    .alloc_zeroed_frame(Owner::UserTable)
+                    .map_err(|_| KernelError::OutOfMemory("pgd_alloc: pmd page"))?;
+                sh.counters
+                    .alloc_bytes
+                    .fetch_add(PAGE_SIZE, Ordering::Relaxed);
+                Ok(f.start())
+            }
+        }
+    }
+
+    fn pmd_put(&self, cpu: usize, pmd: PhysAddr) {
+        match &self.pmd_cache {
+            Some(c) => {
+                if let Ok(p) = self.ptr_of(pmd) {
+                    let _ = c.free_on(cpu, p);
+                }
+            }
+            None => {
+                let _ = self.sh.pm.free_frame(pmd.frame());
+            }
+        }
+    }
+
+    /// `pgd_free` on CPU `cpu`. The caller has already run
+    /// `clear_page_tables` (the user part is empty; on PAE the user pmds are
+    /// empty), so a cached pgd goes back in constructed state.
+    pub fn pgd_free(&self, cpu: usize, pgd: Pgd) -> Result<(), KernelError> {
+        let sh = &self.sh;
+        if pgd.0 == sh.swapper {
+            return Err(KernelError::BadPgd(pgd.0, "swapper_pg_dir is never freed"));
+        }
+        if sh.mode == PagingMode::Pae {
+            for i in 0..sh.mode.user_ptrs_per_pgd() {
+                let at = sh.entry_at(pgd.0, i);
+                let e = x86paging::table::read_entry(&*sh.pm, sh.mode, at).map_err(mem_err)?;
+                if e.is_present() {
+                    self.pmd_put(cpu, e.table_addr(sh.mode));
+                }
+                // "in the PAE case user pgd entries are overwritten before
+                // usage": the stale pointer stays in the cached object.
+            }
+        }
+        match &self.pgd_cache {
+            Some(c) => {
+                let p = self.ptr_of(pgd.0)?;
+                c.free_on(cpu, p)
+                    .map_err(|e| KernelError::Cache(e.to_string()))?;
+            }
+            None => {
+                sh.pm
+                    .free_frame(pgd.0.frame())
+                    .map_err(|_| KernelError::BadPgd(pgd.0, "not an allocated pgd page"))?;
+            }
+        }
+        sh.counters.pgd_frees.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The address space of `pgd` joins `mmlist` (fork's `dup_mmap`, exec).
+    /// In `slab-ticket` this is where a pgd with an old ticket is refreshed,
+    /// under `mmlist_lock` so that no conversion can slip between the
+    /// refresh and the join.
+    pub fn mm_join(&self, pgd: Pgd) -> Result<(), KernelError> {
+        let sh = &self.sh;
+        let mut live = sh.mmlist.lock();
+        if sh.scheme == Scheme::SlabTicket && sh.propagates() {
+            let g = sh.generation.load(Ordering::Acquire);
+            if sh.ticket(pgd.0) != Some(g) {
+                sh.copy_kernel_part(pgd.0)?;
+                sh.set_ticket(pgd.0, g);
+                sh.counters.ticket_refreshes.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        live.insert(pgd.0);
+        Ok(())
+    }
+
+    /// The address space of `pgd` leaves `mmlist` (exit, before `pgd_free`).
+    pub fn mm_leave(&self, pgd: Pgd) {
+        self.sh.mmlist.lock().remove(&pgd.0);
+    }
+
+    /// Live address spaces (a snapshot of `mmlist`).
+    pub fn live_pgds(&self) -> Vec<Pgd> {
+        self.sh.mmlist.lock().iter().map(|&p| Pgd(p)).collect()
+    }
+
+    /// A snapshot of `pgd_list` (2-level `slab-pgd-list`).
+    pub fn pgd_list(&self) -> Vec<Pgd> {
+        let list = self.sh.pgd_lock.lock();
+        list.iter(self.sh.pm.pages())
+            .map(|f: Frame| Pgd(f.start()))
+            .collect()
+    }
+
+    /// Every pgd object the object cache holds, with whether it is
+    /// allocated (`true`) or cached (`false`). Taken from the cache itself,
+    /// not from any list a scheme keeps.
+    pub fn cache_pgds(&self) -> Vec<(Pgd, bool)> {
+        let mut out = Vec::new();
+        if let Some(c) = &self.pgd_cache {
+            c.for_each_object(|p, allocated| {
+                if let Some(pa) = self.sh.pm.pa_of(p) {
+                    out.push((Pgd(pa), allocated));
+                }
+            });
+        }
+        out
+    }
+
+    /// Every pmd object of `pmd_cache`, with its allocation state.
+    pub fn cache_pmds(&self) -> Vec<(PhysAddr, bool)> {
+        let mut out = Vec::new();
+        if let Some(c) = &self.pmd_cache {
+            c.for_each_object(|p, allocated| {
+                if let Some(pa) = self.sh.pm.pa_of(p) {
+                    out.push((pa, allocated));
+                }
+            });
+        }
+        out
+    }
+
+    /// The pgd's ticket (2-level `slab-ticket`).
+    pub fn ticket_of(&self, pgd: Pgd) -> Option<u64> {
+        (self.sh.scheme == Scheme::SlabTicket && self.sh.propagates())
+            .then(|| self.sh.ticket(pgd.0))
+            .flatten()
+    }
+
+    /// Gives empty slabs back (`kmem_cache_shrink`), running dtors.
+    pub fn shrink(&self) -> usize {
+        let mut n = 0;
+        if let Some(c) = &self.pgd_cache {
+            n += c.shrink();
+        }
+        if let Some(c) = &self.pmd_cache {
+            n += c.shrink();
+        }
+        n
+    }
+
+    /// Cache statistics for `/proc/slabinfo`.
+    pub fn slab_stats(&self) -> Vec<CacheStats> {
+        let mut v = Vec::new();
+        if let Some(c) = &self.pgd_cache {
+            v.push(c.stats());
+        }
+        if let Some(c) = &self.pmd_cache {
+            v.push(c.stats());
+        }
+        v
+    }
+
+    /// Frames held by the caches' slabs.
+    pub fn slab_frames(&self) -> u64 {
+        self.slab_stats()
+            .iter()
+            .map(|s| (s.num_slabs * s.pages_per_slab) as u64)
+            .sum()
+    }
+
+    /// Counters and lock figures.
+    pub fn stats(&self) -> KernelStats {
+        let c = &self.sh.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        KernelStats {
+            pgd_allocs: l(&c.pgd_allocs),
+            pgd_frees: l(&c.pgd_frees),
+            alloc_bytes: l(&c.alloc_bytes),
+            pgd_ctors: l(&c.pgd_ctors),
+            pgd_dtors: l(&c.pgd_dtors),
+            pmd_ctors: l(&c.pmd_ctors),
+            ctor_bytes: l(&c.ctor_bytes),
+            ticket_refreshes: l(&c.ticket_refreshes),
+            propagated_entries: l(&c.propagated_entries),
+            conversions: l(&c.conversions),
+            propagation_ns: l(&c.propagation_ns),
+            vmalloc_faults: l(&c.vmalloc_faults),
+            pgd_list_len: self.sh.pgd_lock.lock().len(),
+            mmlist_len: self.sh.mmlist.lock().len(),
+            pgd_lock: self.sh.pgd_lock.stats(),
+            mmlist_lock: self.sh.mmlist.stats(),
+        }
+    }
+
+    /// Entry `index` of `pgd`.
+    pub fn pgd_entry(&self, pgd: Pgd, index: usize) -> Result<Entry, KernelError> {
+        x86paging::table::read_entry(&*self.sh.pm, self.sh.mode, self.sh.entry_at(pgd.0, index))
+            .map_err(mem_err)
+    }
+
+    /// Virtual address of the start of pgd entry `index`.
+    pub fn pgd_index_va(&self, index: usize) -> VirtAddr {
+        self.sh.mode.pgd_entry_start(index)
+    }
+}
+
+impl Shared {
+    /// Debug mode: a pgd goes back to the cache only in constructed state.
+    fn verify_pgd_on_free(&self, obj: NonNull<u8>) -> Result<(), &'static str> {
+        let pgd = self.pm.pa_of(obj).ok_or("pgd outside RAM")?;
+        if self.mode == PagingMode::Pae {
+            return Ok(()); // user entries are overwritten before use
+        }
+        for i in 0..self.mode.user_ptrs_per_pgd() {
+            let e = x86paging::table::read_entry(&*self.pm, self.mode, self.entry_at(pgd, i))
+                .map_err(|_| "pgd unreadable")?;
+            if !e.is_none() {
+                return Err("user part of the pgd is not clear (clear_page_tables not run)");
+            }
+        }
+        Ok(())
+    }
+
+    /// Debug mode: a pmd goes back to `pmd_cache` only when all zero.
+    fn verify_pmd_on_free(&self, obj: NonNull<u8>) -> Result<(), &'static str> {
+        let pmd = self.pm.pa_of(obj).ok_or("pmd outside RAM")?;
+        for i in 0..512u64 {
+            let v = self
+                .pm
+                .load_u64(PhysAddr::new(pmd.as_u64() + 8 * i))
+                .map_err(|_| "pmd unreadable")?;
+            if v != 0 {
+                return Err("pmd is not clear");
+            }
+        }
+        Ok(())
+    }
+}

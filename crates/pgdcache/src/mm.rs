@@ -1,0 +1,242 @@
+//! User address spaces: exec, fork (`dup_mmap` + `copy_page_range`) and
+//! exit (`exit_mmap` + `clear_page_tables` + `pgd_free`).
+//!
+//! These are the callers of `pgd_alloc`/`pgd_free` and the points where an
+//! address space joins and leaves `mmlist` — where the ticket scheme checks
+//! its generation. Fork copies the parent's ptes (the bottom-level copies
+//! that dominate for large tasks) and shares data pages copy-on-write:
+//! both map them read-only and the frame's `page_count` counts the sharers.
+
+use crate::kernel::{mem_err, Kernel, KernelError, Pgd};
+use physmem::{Frame, Owner, VirtAddr, PAGE_SIZE};
+use std::collections::BTreeMap;
+use x86paging::table::{entry_pa_at, read_entry, write_entry};
+use x86paging::{Entry, EntryFlags, Level, PageSize, PagingMode};
+
+/// Why an address-space operation failed (everything it did was undone).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MmError {
+    /// The pgd system failed (out of memory in `pgd_alloc`, …).
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// Out of frames for data pages or user page tables.
+    #[error("out of memory for user pages")]
+    OutOfMemory,
+    /// The requested user layout is not mappable.
+    #[error("bad user mapping at {0}: {1}")]
+    BadMapping(VirtAddr, String),
+}
+
+/// One user address space (`struct mm_struct`, reduced to what matters
+/// here): its pgd and its mapped pages.
+#[derive(Debug)]
+pub struct Mm {
+    pgd: Pgd,
+    /// User virtual page → data frame.
+    pages: BTreeMap<u64, Frame>,
+}
+
+impl Mm {
+    /// The address space's pgd (its CR3).
+    pub fn pgd(&self) -> Pgd {
+        self.pgd
+    }
+    /// Number of mapped user pages.
+    pub fn rss(&self) -> usize {
+        self.pages.len()
+    }
+    /// The mapped user pages, in address order.
+    pub fn pages(&self) -> impl Iterator<Item = (VirtAddr, Frame)> + '_ {
+        self.pages.iter().map(|(&v, &f)| (VirtAddr::new(v), f))
+    }
+}
+
+/// A task image: text, data and stack sizes in pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TaskSize {
+    /// Text pages (read-only, executable).
+    pub text: u64,
+    /// Data pages (read-write).
+    pub data: u64,
+    /// Stack pages (read-write, at the top of user space).
+    pub stack: u64,
+}
+
+impl TaskSize {
+    /// A small script-like task: 16 + 8 + 4 pages.
+    pub const SMALL: TaskSize = TaskSize {
+        text: 16,
+        data: 8,
+        stack: 4,
+    };
+    /// Total pages.
+    pub fn pages(&self) -> u64 {
+        self.text + self.data + self.stack
+    }
+}
+
+impl Kernel {
+    fn user_flags(&self, writable: bool, exec: bool) -> EntryFlags {
+        let mut f = EntryFlags::PRESENT | EntryFlags::USER;
+        if writable {
+            f |= EntryFlags::RW;
+        }
+        if !exec && self.mode() != PagingMode::TwoLevel && self.kernel_space().cpu.nxe {
+            f |= EntryFlags::NX;
+        }
+        f
+    }
+
+    fn map_user(&self, mm: &Mm, va: u64, f: Frame, flags: EntryFlags) -> Result<(), MmError> {
+        x86paging::map::map(
+            &**self.pm(),
+            self.mode(),
+            mm.pgd.0,
+            VirtAddr::new(va),
+            f.start(),
+            PageSize::Size4K,
+            flags,
+            Owner::UserTable,
+        )
+        .map_err(|e| match e {
+            x86paging::map::MapError::OutOfMemory => MmError::OutOfMemory,
+            other => MmError::BadMapping(VirtAddr::new(va), other.to_string()),
+        })
+    }
+
+    /// exec: a fresh address space with `size` pages mapped (text at 4 MiB,
+    /// data after it, stack below the top of user space), joined to `mmlist`.
+    pub fn exec_mm(&self, cpu: usize, size: TaskSize) -> Result<Mm, MmError> {
+        let pgd = self.pgd_alloc(cpu)?;
+        let mut mm = Mm {
+            pgd,
+            pages: BTreeMap::new(),
+        };
+        if let Err(e) = self.mm_join(pgd) {
+            self.teardown(cpu, mm)?;
+            return Err(e.into());
+        }
+        let text = 0x40_0000u64;
+        let data = text + size.text * PAGE_SIZE;
+        let stack_top = self.kernel_space().layout.user_end - 16 * PAGE_SIZE;
+        let stack = stack_top - size.stack * PAGE_SIZE;
+        let plan = [
+            (text, size.text, false, true),
+            (data, size.data, true, false),
+            (stack, size.stack, true, false),
+        ];
+        for (start, n, w, x) in plan {
+            for i in 0..n {
+                let va = start + i * PAGE_SIZE;
+                let f = match self.pm().alloc_frame(Owner::UserData) {
+                    Ok(f) => f,
+                    Err(_) => {
+                        self.exit_mm(cpu, mm)?;
+                        return Err(MmError::OutOfMemory);
+                    }
+                };
+                if let Err(e) = self.map_user(&mm, va, f, self.user_flags(w, x)) {
+                    let _ = self.pm().free_frame(f);
+                    self.exit_mm(cpu, mm)?;
+                    return Err(e);
+                }
+                mm.pages.insert(va, f);
+            }
+        }
+        Ok(mm)
+    }
+
+    /// fork: `pgd_alloc`, join `mmlist` (`dup_mmap` does it first), then
+    /// `copy_page_range`: every parent pte is copied read-only and the data
+    /// frame shared.
+    pub fn fork_mm(&self, cpu: usize, parent: &Mm) -> Result<Mm, MmError> {
+        let pgd = self.pgd_alloc(cpu)?;
+        let mut mm = Mm {
+            pgd,
+            pages: BTreeMap::new(),
+        };
+        if let Err(e) = self.mm_join(pgd) {
+            self.teardown(cpu, mm)?;
+            return Err(e.into());
+        }
+        for (&va, &f) in &parent.pages {
+            if let Some(p) = self.pm().page(f) {
+                p.get();
+            }
+            // Copy-on-write: the child maps the frame read-only.
+            let exec = self.is_text(parent, va);
+            if let Err(e) = self.map_user(&mm, va, f, self.user_flags(false, exec)) {
+                self.put_user_frame(f);
+                self.exit_mm(cpu, mm)?;
+                return Err(e);
+            }
+            mm.pages.insert(va, f);
+        }
+        Ok(mm)
+    }
+
+    fn is_text(&self, mm: &Mm, va: u64) -> bool {
+        x86paging::map::lookup(&**self.pm(), self.mode(), mm.pgd.0, VirtAddr::new(va))
+            .map(|(_, _, e)| !e.flags(Some(PageSize::Size4K)).contains(EntryFlags::NX))
+            .unwrap_or(false)
+    }
+
+    fn put_user_frame(&self, f: Frame) {
+        if let Some(p) = self.pm().page(f) {
+            if p.put() == 0 {
+                let _ = self.pm().free_frame(f);
+            }
+        }
+    }
+
+    /// exit: leave `mmlist`, `clear_page_tables`, `pgd_free`.
+    pub fn exit_mm(&self, cpu: usize, mm: Mm) -> Result<(), MmError> {
+        self.mm_leave(mm.pgd);
+        self.teardown(cpu, mm)
+    }
+
+    fn teardown(&self, cpu: usize, mm: Mm) -> Result<(), MmError> {
+        for &f in mm.pages.values() {
+            self.put_user_frame(f);
+        }
+        self.clear_page_tables(mm.pgd)?;
+        self.pgd_free(cpu, mm.pgd)?;
+        Ok(())
+    }
+
+    /// `clear_page_tables`: frees every user page table and clears the user
+    /// entries, so the pgd (and on PAE its pmds) is back in constructed
+    /// state. Data pages are the caller's.
+    pub fn clear_page_tables(&self, pgd: Pgd) -> Result<(), KernelError> {
+        let mode = self.mode();
+        let pm = &**self.pm();
+        if mode == PagingMode::Pae {
+            // The three user pmds belong to the pgd (pmd_cache): keep them,
+            // free the pte tables they point at.
+            for i in 0..mode.user_ptrs_per_pgd() {
+                let pe = read_entry(pm, mode, entry_pa_at(mode, pgd.0, i)).map_err(mem_err)?;
+                if !pe.is_present() {
+                    continue;
+                }
+                let pmd = pe.table_addr(mode);
+                for j in 0..mode.entries(Level::Pmd) {
+                    let at = entry_pa_at(mode, pmd, j);
+                    let e = read_entry(pm, mode, at).map_err(mem_err)?;
+                    if e.is_present() && !e.is_leaf(mode, Level::Pmd, true) {
+                        let _ = pm.free_frame(e.table_addr(mode).frame());
+                    }
+                    if !e.is_none() {
+                        write_entry(pm, mode, at, Entry::EMPTY).map_err(mem_err)?;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        // The whole user part of the pgd, not just TASK_SIZE: the last user
+        // entry's tables go too.
+        let end = mode.user_ptrs_per_pgd() as u64 * mode.span(Level::Pgd);
+        x86paging::map::free_user_tables(pm, mode, pgd.0, VirtAddr::new(0)..VirtAddr::new(end))
+            .map_err(|e| KernelError::Mem(e.to_string()))?;
+        Ok(())
+    }
+}

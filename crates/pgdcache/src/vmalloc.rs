@@ -1,0 +1,280 @@
+//! `vmalloc`/`vfree` and `vmalloc_fault`: the kernel mapping change that
+//! *can* be synchronised lazily.
+//!
+//! `vmalloc` maps pages into `swapper_pg_dir` only. Another pgd picks a new
+//! top-level entry up in `vmalloc_fault`, which copies a *not-present* entry
+//! from swapper the first time a CPU running on that pgd touches the area.
+//! That works because tables attached in the vmalloc area are never freed —
+//! `vfree` clears ptes and leaves the tables — so a copied pointer can never
+//! dangle. A large-page conversion replaces one *present* entry with another
+//! and frees tables, which is why it needs `pgd_list` and this does not.
+
+use crate::kernel::{mem_err, Kernel, KernelError, Pgd, Shared};
+use physmem::{Frame, Owner, PhysAddr, VirtAddr, PAGE_SIZE};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use x86paging::boot::KernelSpace;
+use x86paging::table::{entry_pa, read_entry, write_entry};
+use x86paging::{Entry, EntryFlags, Level, PageSize, PagingMode};
+
+/// Why `vmalloc` or `vfree` refused (nothing was changed).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VmError {
+    /// Zero pages asked for.
+    #[error("vmalloc of zero pages")]
+    Empty,
+    /// No hole of that size in the vmalloc area.
+    #[error("no room for {0} pages in the vmalloc area")]
+    NoSpace(u64),
+    /// Out of frames (backing pages or page tables).
+    #[error("out of memory in vmalloc")]
+    OutOfMemory,
+    /// `vfree` of an address that is not the start of an area.
+    #[error("vfree of {0}, which vmalloc did not return")]
+    NotAnArea(VirtAddr),
+    /// A page-table access failed (a bug).
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+}
+
+/// One vmalloc area.
+#[derive(Clone, Debug)]
+struct Area {
+    frames: Vec<Frame>,
+}
+
+pub(crate) struct VmState {
+    /// Areas by start address; each is followed by a guard page.
+    areas: BTreeMap<u64, Area>,
+}
+
+/// `vmlist_lock` and the vmalloc area bounds.
+pub(crate) struct VmLock {
+    /// `vmlist_lock`: protects the list of areas and serialises the
+    /// population of swapper's vmalloc tables.
+    state: parking_lot::Mutex<VmState>,
+    start: u64,
+    end: u64,
+}
+
+impl VmLock {
+    pub(crate) fn new(ks: &KernelSpace) -> Self {
+        VmLock {
+            state: parking_lot::Mutex::new(VmState {
+                areas: BTreeMap::new(),
+            }),
+            start: ks.layout.vmalloc_start,
+            end: ks.layout.vmalloc_end,
+        }
+    }
+}
+
+/// `shared-kernel`: give every kernel pgd entry of swapper a table now, so
+/// no pgd ever needs a kernel entry propagated or faulted in later (what
+/// x86_64 does with `preallocate_vmalloc_pages`).
+pub(crate) fn preallocate_kernel_tables(sh: &Shared, _ks: &KernelSpace) -> Result<(), KernelError> {
+    let mode = sh.mode;
+    if mode == PagingMode::Pae || mode == PagingMode::TwoLevel {
+        return Ok(()); // PAE: the kernel pmd is already shared
+    }
+    let (lo, hi) = sh.kernel_range();
+    for i in lo..hi {
+        let at = sh.entry_at(sh.swapper, i);
+        let e = read_entry(&*sh.pm, mode, at).map_err(mem_err)?;
+        if e.is_present() {
+            continue;
+        }
+        let f = sh
+            .pm
+            .alloc_zeroed_frame(Owner::KernelTable)
+            .map_err(|_| KernelError::OutOfMemory("preallocate kernel tables"))?;
+        let t = Entry::table(mode, Level::Pgd, f.start(), EntryFlags::KERNPG_TABLE)
+            .map_err(|e| KernelError::Boot(e.to_string()))?;
+        write_entry(&*sh.pm, mode, at, t).map_err(mem_err)?;
+    }
+    Ok(())
+}
+
+impl Kernel {
+    /// The vmalloc area `[start, end)`.
+    pub fn vmalloc_area(&self) -> (VirtAddr, VirtAddr) {
+        (VirtAddr::new(self.vm.start), VirtAddr::new(self.vm.end))
+    }
+
+    /// True if `va` lies in the vmalloc area.
+    pub fn in_vmalloc_area(&self, va: VirtAddr) -> bool {
+        (self.vm.start..self.vm.end).contains(&va.as_u64())
+    }
+
+    /// `vmalloc(npages * PAGE_SIZE)`: backing frames mapped into
+    /// `swapper_pg_dir` only. All-or-nothing.
+    pub fn vmalloc(&self, npages: u64) -> Result<VirtAddr, VmError> {
+        if npages == 0 {
+            return Err(VmError::Empty);
+        }
+        let mut st = self.vm.state.lock();
+        let start = self.find_hole(&st, npages)?;
+        let mut frames = Vec::new();
+        for _ in 0..npages {
+            match self.sh.pm.alloc_frame(Owner::KernelData) {
+                Ok(f) => frames.push(f),
+                Err(_) => {
+                    for f in frames {
+                        let _ = self.sh.pm.free_frame(f);
+                    }
+                    return Err(VmError::OutOfMemory);
+                }
+            }
+        }
+        let mut attached: Vec<(PhysAddr, Frame)> = Vec::new();
+        let mut mapped: Vec<PhysAddr> = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            let va = VirtAddr::new(start + i as u64 * PAGE_SIZE);
+            match self.map_kernel_page(va, *f, &mut attached) {
+                Ok(pte) => mapped.push(pte),
+                Err(e) => {
+                    let mode = self.mode();
+                    for pte in mapped {
+                        let _ = write_entry(&*self.sh.pm, mode, pte, Entry::EMPTY);
+                    }
+                    // Tables attached by this call cover only addresses no
+                    // live area uses, so no pgd can have copied them yet.
+                    for (at, t) in attached.into_iter().rev() {
+                        let _ = write_entry(&*self.sh.pm, mode, at, Entry::EMPTY);
+                        let _ = self.sh.pm.free_frame(t);
+                    }
+                    for f in frames {
+                        let _ = self.sh.pm.free_frame(f);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        st.areas.insert(start, Area { frames });
+        Ok(VirtAddr::new(start))
+    }
+
+    fn find_hole(&self, st: &VmState, npages: u64) -> Result<u64, VmError> {
+        let need = npages
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(PAGE_SIZE))
+            .ok_or(VmError::NoSpace(npages))?;
+        let mut cand = self.vm.start;
+        for (&s, a) in &st.areas {
+            if cand + need <= s {
+                break;
+            }
+            cand = s + (a.frames.len() as u64 + 1) * PAGE_SIZE;
+        }
+        if cand.checked_add(need).is_some_and(|e| e <= self.vm.end) {
+            Ok(cand)
+        } else {
+            Err(VmError::NoSpace(npages))
+        }
+    }
+
+    /// Maps one 4 KiB kernel page in swapper, attaching missing tables and
+    /// recording them in `attached`. Returns the pte's address.
+    fn map_kernel_page(
+        &self,
+        va: VirtAddr,
+        f: Frame,
+        attached: &mut Vec<(PhysAddr, Frame)>,
+    ) -> Result<PhysAddr, VmError> {
+        let sh = &self.sh;
+        let mode = sh.mode;
+        let mut table = sh.swapper;
+        for &level in mode.levels() {
+            let at = entry_pa(mode, table, level, va);
+            let e = read_entry(&*sh.pm, mode, at).map_err(mem_err)?;
+            if level == Level::Pte {
+                let leaf = Entry::page(mode, PageSize::Size4K, f.start(), self.page_kernel())
+                    .map_err(|e| KernelError::Boot(e.to_string()))?;
+                write_entry(&*sh.pm, mode, at, leaf).map_err(mem_err)?;
+                return Ok(at);
+            }
+            if e.is_present() {
+                table = e.table_addr(mode);
+                continue;
+            }
+            let t = sh
+                .pm
+                .alloc_zeroed_frame(Owner::KernelTable)
+                .map_err(|_| VmError::OutOfMemory)?;
+            let flags = if mode == PagingMode::Pae && level == Level::Pgd {
+                EntryFlags::PRESENT
+            } else {
+                EntryFlags::KERNPG_TABLE
+            };
+            let te = Entry::table(mode, level, t.start(), flags)
+                .map_err(|e| KernelError::Boot(e.to_string()))?;
+            write_entry(&*sh.pm, mode, at, te).map_err(mem_err)?;
+            attached.push((at, t));
+            table = t.start();
+        }
+        Err(VmError::OutOfMemory)
+    }
+
+    /// `vfree`: unmaps the area in swapper and frees its frames after a TLB
+    /// flush; the page tables stay (that is what keeps lazy sync safe).
+    pub fn vfree(&self, va: VirtAddr) -> Result<(), VmError> {
+        let area = self
+            .vm
+            .state
+            .lock()
+            .areas
+            .remove(&va.as_u64())
+            .ok_or(VmError::NotAnArea(va))?;
+        let mode = self.mode();
+        for i in 0..area.frames.len() as u64 {
+            let p = VirtAddr::new(va.as_u64() + i * PAGE_SIZE);
+            let _ = x86paging::map::unmap(&*self.sh.pm, mode, self.sh.swapper, p);
+        }
+        self.flush_all_tlbs();
+        for f in area.frames {
+            let _ = self.sh.pm.free_frame(f);
+        }
+        Ok(())
+    }
+
+    /// Backing frames of every vmalloc area (for frame accounting).
+    pub fn vmalloc_frames(&self) -> Vec<Frame> {
+        self.vm
+            .state
+            .lock()
+            .areas
+            .values()
+            .flat_map(|a| a.frames.iter().copied())
+            .collect()
+    }
+
+    /// Start addresses and sizes (pages) of the vmalloc areas.
+    pub fn vmalloc_areas(&self) -> Vec<(VirtAddr, u64)> {
+        self.vm
+            .state
+            .lock()
+            .areas
+            .iter()
+            .map(|(&s, a)| (VirtAddr::new(s), a.frames.len() as u64))
+            .collect()
+    }
+
+    /// `vmalloc_fault`: if `va` is in the vmalloc area and `pgd` lacks the
+    /// top-level entry swapper has, copy it. Returns true if it did.
+    pub fn vmalloc_fault(&self, pgd: Pgd, va: VirtAddr) -> Result<bool, KernelError> {
+        let sh = &self.sh;
+        if !self.in_vmalloc_area(va) || sh.mode == PagingMode::Pae {
+            return Ok(false);
+        }
+        let index = sh.mode.index(va, Level::Pgd);
+        let s = read_entry(&*sh.pm, sh.mode, sh.entry_at(sh.swapper, index)).map_err(mem_err)?;
+        let at = sh.entry_at(pgd.0, index);
+        let p = read_entry(&*sh.pm, sh.mode, at).map_err(mem_err)?;
+        if s.is_present() && !p.is_present() {
+            write_entry(&*sh.pm, sh.mode, at, s).map_err(mem_err)?;
+            sh.counters.vmalloc_faults.fetch_add(1, Ordering::Relaxed);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}

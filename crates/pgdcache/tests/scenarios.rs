@@ -1,0 +1,176 @@
+//! Deterministic scenarios of the seed: cache pgds, convert a kernel large
+//! page, reuse the cache, and check every pgd.
+
+use pgdcache::mm::TaskSize;
+use pgdcache::{Kernel, KernelConfig, Scheme, ViolationKind};
+use physmem::{SimMemory, VirtAddr, PAGE_SIZE};
+use std::sync::Arc;
+use x86paging::{EntryFlags, PagingMode};
+
+fn kernel(mode: PagingMode, scheme: Scheme) -> Kernel {
+    let pm = Arc::new(SimMemory::new(64 << 20).unwrap());
+    let mut cfg = KernelConfig::new(mode, scheme);
+    cfg.debug = true;
+    Kernel::new(pm, &cfg).unwrap()
+}
+
+/// A direct-map page away from kernel text (16 MiB in).
+fn target(k: &Kernel) -> VirtAddr {
+    VirtAddr::new(k.mode().page_offset() + (16 << 20))
+}
+
+fn nocache(k: &Kernel) -> EntryFlags {
+    let mut f = k.page_kernel_at(target(k)).unwrap();
+    f |= EntryFlags::PCD | EntryFlags::PWT;
+    f
+}
+
+/// Caches `n` pgds: allocate n address spaces and exit them.
+fn fill_cache(k: &Kernel, n: usize) {
+    let mms: Vec<_> = (0..n)
+        .map(|_| k.exec_mm(0, TaskSize::SMALL).unwrap())
+        .collect();
+    for mm in mms {
+        k.exit_mm(0, mm).unwrap();
+    }
+}
+
+/// The seed's bug and its fix, on 2-level: split → stale; revert → dangling.
+fn split_then_revert(scheme: Scheme) -> (usize, usize, usize, usize) {
+    let k = kernel(PagingMode::TwoLevel, scheme);
+    fill_cache(&k, 8);
+    let t = target(&k);
+    k.change_page_attr(t, 1, nocache(&k)).unwrap();
+    k.global_flush_tlb();
+    // Allocate again: reuses cached pgds (and, past the cache, constructs
+    // new ones that copy the split entry).
+    let mms: Vec<_> = (0..12)
+        .map(|_| k.exec_mm(0, TaskSize::SMALL).unwrap())
+        .collect();
+    let after_split = k.verify().unwrap();
+    for mm in mms {
+        k.exit_mm(0, mm).unwrap();
+    }
+    // Revert: the pte page is freed after the flush.
+    let def = k.page_kernel_at(t).unwrap();
+    k.change_page_attr(t, 1, def).unwrap();
+    assert_eq!(k.global_flush_tlb(), 1, "{scheme}: the pte page is freed");
+    let after_revert = k.verify().unwrap();
+    (
+        after_split.count(ViolationKind::Stale),
+        after_split.count(ViolationKind::Dangling),
+        after_revert.count(ViolationKind::Stale),
+        after_revert.count(ViolationKind::Dangling),
+    )
+}
+
+#[test]
+fn slab_unsynced_is_caught_stale_then_dangling() {
+    let (s1, _d1, _s2, d2) = split_then_revert(Scheme::SlabUnsynced);
+    assert!(s1 > 0, "stale pgds after the split must be reported");
+    assert!(d2 > 0, "dangling pgds after the revert must be reported");
+}
+
+#[test]
+fn correct_schemes_stay_clean_on_2level() {
+    for scheme in [Scheme::Uncached, Scheme::SlabPgdList, Scheme::SlabTicket] {
+        assert_eq!(split_then_revert(scheme), (0, 0, 0, 0), "{scheme}");
+    }
+}
+
+#[test]
+fn shared_kernel_is_refused_on_2level() {
+    let pm = Arc::new(SimMemory::new(64 << 20).unwrap());
+    let e = Kernel::new(
+        pm,
+        &KernelConfig::new(PagingMode::TwoLevel, Scheme::SharedKernel),
+    );
+    assert!(e.is_err());
+}
+
+#[test]
+fn every_scheme_is_clean_on_pae_and_64bit() {
+    for mode in [
+        PagingMode::Pae,
+        PagingMode::FourLevel,
+        PagingMode::FiveLevel,
+    ] {
+        for scheme in Scheme::ALL {
+            let k = kernel(mode, scheme);
+            fill_cache(&k, 8);
+            let t = target(&k);
+            k.change_page_attr(t, 3, nocache(&k)).unwrap();
+            k.global_flush_tlb();
+            let mms: Vec<_> = (0..4)
+                .map(|_| k.exec_mm(1, TaskSize::SMALL).unwrap())
+                .collect();
+            let r = k.verify().unwrap();
+            assert!(r.is_clean(), "{mode} {scheme}: {:?}", r.violations);
+            let def = k.page_kernel_at(t).unwrap();
+            k.change_page_attr(t, 3, def).unwrap();
+            assert_eq!(k.global_flush_tlb(), 1);
+            for mm in mms {
+                k.exit_mm(1, mm).unwrap();
+            }
+            let r = k.verify().unwrap();
+            assert!(r.is_clean(), "{mode} {scheme}: {:?}", r.violations);
+        }
+    }
+}
+
+#[test]
+fn fork_shares_pages_and_exit_frees_everything() {
+    for mode in PagingMode::ALL {
+        for scheme in Scheme::ALL {
+            let pm = Arc::new(SimMemory::new(64 << 20).unwrap());
+            let Ok(k) = Kernel::new(pm.clone(), &KernelConfig::new(mode, scheme)) else {
+                continue;
+            };
+            let free0 = pm.free_frames();
+            let parent = k.exec_mm(0, TaskSize::SMALL).unwrap();
+            let child = k.fork_mm(1, &parent).unwrap();
+            assert_eq!(child.rss(), parent.rss());
+            let r = k.verify().unwrap();
+            assert!(r.is_clean(), "{mode} {scheme}: {:?}", r.violations);
+            k.exit_mm(0, parent).unwrap();
+            k.exit_mm(1, child).unwrap();
+            let r = k.verify().unwrap();
+            assert!(r.is_clean(), "{mode} {scheme}: {:?}", r.violations);
+            k.shrink();
+            let slab = k.slab_frames();
+            assert_eq!(
+                pm.free_frames() + slab,
+                free0 - extra_tables(&k),
+                "{mode} {scheme}"
+            );
+        }
+    }
+}
+
+/// Kernel tables attached after boot (none in these tests).
+fn extra_tables(_k: &Kernel) -> u64 {
+    0
+}
+
+#[test]
+fn vmalloc_is_lazily_faulted_in() {
+    for mode in [PagingMode::TwoLevel, PagingMode::FourLevel] {
+        let k = kernel(mode, Scheme::SlabPgdList);
+        let mm = k.exec_mm(0, TaskSize::SMALL).unwrap();
+        let va = k.vmalloc(4).unwrap();
+        let r = k.verify().unwrap();
+        assert!(r.is_clean(), "{:?}", r.violations);
+        assert!(
+            r.lazy_missing > 0,
+            "{mode}: a new vmalloc table is missing in the live pgd"
+        );
+        assert!(k.vmalloc_fault(mm.pgd(), va).unwrap());
+        let r = k.verify().unwrap();
+        assert_eq!(r.lazy_missing, 0);
+        k.vfree(va).unwrap();
+        assert!(k.vfree(va).is_err());
+        k.exit_mm(0, mm).unwrap();
+        assert!(k.verify().unwrap().is_clean());
+        let _ = PAGE_SIZE;
+    }
+}
