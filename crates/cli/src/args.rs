@@ -19,9 +19,11 @@ pub fn parse_ram(s: &str) -> Result<u64, String> {
                 'K' => 1 << 10,
                 'M' => 1 << 20,
                 'G' => 1 << 30,
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "invalid RAM size {s:?}: unknown unit {c:?} (use K, M or G, e.g. 64M or 1G)"
-                )),
+                ))
+                }
             };
             (&t[..i], m)
         }
