@@ -445,7 +445,7 @@ pub fn plan(
     }
     let mut excluded = HashSet::new();
     for a in accesses {
-        for off in [0u64, 7] {
+        for off in [0u64, 15] {
             if let Some(pa) = host_walk(img, a.va.wrapping_add(off)) {
                 excluded.insert(pa & !0xfff);
             }

@@ -388,7 +388,8 @@ impl Session {
     /// Turn paging on the way the image says: EFER, CR4, CR3, then CR0.
     pub fn enable_paging(&mut self, img: &PagingImage) -> Result<(), OracleError> {
         let d = &img.desc;
-        self.set_reg("efer", d.efer)?;
+        // LMA is the CPU's to set (when CR0.PG turns on with EFER.LME).
+        self.set_reg("efer", d.efer & !crate::image::EFER_LMA)?;
         self.set_reg("cr4", d.cr4)?;
         self.set_reg("cr3", d.cr3)?;
         self.set_reg("cr0", d.cr0)?;
@@ -413,8 +414,11 @@ impl Session {
     pub fn gva2gpa(&mut self, va: u64) -> Result<Option<u64>, OracleError> {
         let out = self.gdb.monitor(&format!("gva2gpa {va:#x}"))?;
         let t = out.trim();
-        if let Some(hex) = t.strip_prefix("gpa: 0x") {
-            u64::from_str_radix(hex.trim(), 16)
+        // QEMU prints "%#" PRIx64, which gives "0" (no 0x) for zero.
+        if let Some(v) = t.strip_prefix("gpa: ") {
+            let hex = v.trim();
+            let hex = hex.strip_prefix("0x").unwrap_or(hex);
+            u64::from_str_radix(hex, 16)
                 .map(Some)
                 .map_err(|e| OracleError::Protocol(format!("gva2gpa reply {t:?}: {e}")))
         } else if t.starts_with("Unmapped") {
