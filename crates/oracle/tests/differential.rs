@@ -276,7 +276,8 @@ fn safe_accesses(c: &Case, seed: u64) -> (Vec<Access>, Vec<Access>) {
             (AccessKind::Read, _) | (_, None) => {}
             (_, Some(pa)) => {
                 let frames = [pa & !0xfff, (pa + STUB_SPAN - 1) & !0xfff];
-                if frames.iter().any(|f| tables.contains(f)) || pa >= 0xfec0_0000 && pa < 1 << 32 {
+                if frames.iter().any(|f| tables.contains(f)) || (0xfec0_0000..1 << 32).contains(&pa)
+                {
                     continue;
                 }
                 if a.kind == AccessKind::Exec {
