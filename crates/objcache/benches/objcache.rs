@@ -42,7 +42,7 @@ fn alloc_free(c: &mut Criterion) {
             })
         });
         g.bench_function(BenchmarkId::new("system", "1T"), |b| {
-            let mut a = System(Layout::from_size_align(size, 64.min(size)).unwrap());
+            let mut a = System(Layout::from_size_align(size, 16).unwrap());
             b.iter_custom(|n| {
                 let t = std::time::Instant::now();
                 pairs(&mut a, n);
@@ -66,12 +66,7 @@ fn alloc_free(c: &mut Criterion) {
         });
         g.bench_function(BenchmarkId::new("system", "2T"), |b| {
             b.iter_custom(|n| {
-                two_threads(|_| {
-                    pairs(
-                        &mut System(Layout::from_size_align(size, 64.min(size)).unwrap()),
-                        n,
-                    )
-                })
+                two_threads(|_| pairs(&mut System(Layout::from_size_align(size, 16).unwrap()), n))
             })
         });
         g.finish();
