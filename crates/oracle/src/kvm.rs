@@ -243,6 +243,13 @@ mod imp {
                 .is_some_and(|(_, _, _, edx)| edx & (1 << 26) != 0)
         }
 
+        /// MAXPHYADDR the guest sees (CPUID 0x80000008.EAX[7:0]), if known.
+        pub fn maxphyaddr(&self) -> Option<u32> {
+            self.cpuid(0x8000_0008)
+                .map(|(eax, _, _, _)| eax & 0xff)
+                .filter(|&m| m > 0)
+        }
+
         fn cpuid(&self, function: u32) -> Option<(u32, u32, u32, u32)> {
             let c = self
                 .kvm
@@ -472,6 +479,10 @@ impl KvmOracle {
     /// Always false here.
     pub fn has_1g_pages(&self) -> bool {
         false
+    }
+    /// Unknown here.
+    pub fn maxphyaddr(&self) -> Option<u32> {
+        None
     }
 }
 
