@@ -986,6 +986,25 @@ mod tests {
     }
 
     #[test]
+    fn for_each_object_sees_cached_and_live_objects() {
+        let (c, d) = (Arc::new(StdAtomic::new(0)), Arc::new(StdAtomic::new(0)));
+        let cache = pattern_cache(4096, &c, &d);
+        let objs: Vec<_> = (0..5).map(|_| cache.alloc().unwrap()).collect();
+        cache.free(objs[0]).unwrap();
+        let (mut live, mut cached) = (0, 0);
+        cache.for_each_object(|p, allocated| {
+            assert_eq!(allocated, cache.is_allocated(p));
+            if allocated {
+                live += 1;
+            } else {
+                cached += 1;
+            }
+        });
+        assert_eq!(live, 4);
+        assert_eq!(live + cached, cache.stats().num_objs);
+    }
+
+    #[test]
     fn tune_validates_and_flushes() {
         let (c, d) = (Arc::new(StdAtomic::new(0)), Arc::new(StdAtomic::new(0)));
         let cache = pattern_cache(32, &c, &d);

@@ -43,9 +43,17 @@ impl Node {
     }
 }
 
+/// Levels skipped by the `low` shortcut: page-frame numbers below
+/// `2^(LEVEL_BITS * (LEVELS - SKIP))` (host addresses below 2^48 on 64-bit
+/// hosts, i.e. all of user space) start the walk at level `SKIP`.
+const SKIP: u32 = LEVELS.saturating_sub(4);
+
 /// Page-frame → slab-descriptor map (see the module docs).
 pub(crate) struct PageMap {
     root: Box<Node>,
+    /// The level-`SKIP` node under index 0 of every level above it, once it
+    /// exists (a cached prefix of the walk; owned by the tree, not by this).
+    low: AtomicPtr<()>,
 }
 
 #[inline]
@@ -59,6 +67,7 @@ impl PageMap {
     pub(crate) fn new() -> Self {
         Self {
             root: Node::new_boxed(),
+            low: AtomicPtr::new(ptr::null_mut()),
         }
     }
 
@@ -67,7 +76,19 @@ impl PageMap {
     pub(crate) fn lookup(&self, addr: usize) -> *mut () {
         let pfn = addr >> PAGE_SHIFT;
         let mut node: &Node = &self.root;
-        for level in 0..LEVELS - 1 {
+        let mut start = 0;
+        if SKIP > 0 && pfn >> (LEVEL_BITS * (LEVELS - SKIP)) == 0 {
+            let low = self.low.load(Ordering::Acquire);
+            if low.is_null() {
+                return ptr::null_mut();
+            }
+            // SAFETY: `low` holds a node pointer published by `set` (Release
+            // store after the node was linked into the tree); nodes live
+            // until `Drop`, which needs `&mut self`.
+            node = unsafe { &*(low as *const Node) };
+            start = SKIP;
+        }
+        for level in start..LEVELS - 1 {
             let next = node.slots[index(pfn, level)].load(Ordering::Acquire);
             if next.is_null() {
                 return ptr::null_mut();
@@ -113,6 +134,9 @@ impl PageMap {
             }
             // SAFETY: as in `lookup`: interior slots hold live boxed nodes.
             node = unsafe { &*(next as *const Node) };
+            if SKIP > 0 && level + 1 == SKIP && pfn >> (LEVEL_BITS * (LEVELS - SKIP)) == 0 {
+                self.low.store(next, Ordering::Release);
+            }
         }
         node.slots[index(pfn, LEVELS - 1)].store(value, Ordering::Release);
     }
@@ -159,5 +183,12 @@ mod tests {
         assert_eq!(m.lookup(usize::MAX - 5), v);
         m.set(0x7f00_1234_5000, ptr::null_mut());
         assert!(m.lookup(0x7f00_1234_5000).is_null());
+        let m = PageMap::new();
+        m.set(usize::MAX, v);
+        assert!(m.lookup(0x1000).is_null()); // no low node yet
+        m.set(0x1000, v);
+        assert_eq!(m.lookup(0x1fff), v);
+        assert!(m.lookup(0x2000).is_null());
+        assert_eq!(m.lookup(usize::MAX), v);
     }
 }
