@@ -369,3 +369,64 @@ impl RspClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A stub that answers every packet with `reply` (no-ack mode refused).
+    fn fake_stub(reply: &'static str) -> (TcpStream, std::thread::JoinHandle<()>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let h = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if buf[..n].contains(&b'#') {
+                            let sum = reply.bytes().fold(0u8, |a, b| a.wrapping_add(b));
+                            let _ = s.write_all(format!("+${reply}#{sum:02x}").as_bytes());
+                        }
+                    }
+                }
+            }
+        });
+        (TcpStream::connect(addr).unwrap(), h)
+    }
+
+    #[test]
+    fn silent_stub_times_out() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let h = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            std::thread::sleep(Duration::from_millis(600));
+            drop(s);
+        });
+        let t0 = Instant::now();
+        let r = RspClient::new(
+            TcpStream::connect(addr).unwrap(),
+            Duration::from_millis(200),
+        );
+        assert!(matches!(r, Err(OracleError::Timeout(_))), "{:?}", r.err());
+        assert!(t0.elapsed() < Duration::from_secs(2));
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn framing_acks_and_escapes() {
+        let (s, h) = fake_stub("OK");
+        let mut c = RspClient::new(s, Duration::from_secs(2)).unwrap();
+        assert!(c.no_ack);
+        c.command_ok("Pc=00").unwrap();
+        drop(c);
+        h.join().unwrap();
+        assert_eq!(RspClient::unescape(b"a}\x03b").unwrap(), b"a#b");
+        assert_eq!(RspClient::unescape(b"0* ").unwrap(), b"0000");
+        assert_eq!(hex_decode(b"0aFf").unwrap(), vec![0x0a, 0xff]);
+        assert!(hex_decode(b"0g").is_err());
+    }
+}

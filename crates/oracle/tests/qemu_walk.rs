@@ -73,3 +73,39 @@ fn four_level_walk() {
 fn five_level_walk() {
     check_mode(PagingMode::FiveLevel);
 }
+
+#[test]
+fn missing_qemu_is_reported_not_hung() {
+    let cfg = oracle::qemu::QemuConfig {
+        binary: "/nonexistent/qemu-system-x86_64".into(),
+        ..Default::default()
+    };
+    let mut q = QemuOracle::with_config(cfg);
+    assert!(!q.supports(PagingMode::FourLevel).is_yes());
+    let s = sample(PagingMode::FourLevel);
+    assert!(matches!(
+        q.load(&s.image),
+        Err(oracle::OracleError::QemuNotFound(_))
+    ));
+    assert!(matches!(
+        q.translate(0),
+        Err(oracle::OracleError::NotLoaded)
+    ));
+
+    // A "QEMU" that exits at once: a start-up error, not a hang.
+    let cfg = oracle::qemu::QemuConfig {
+        binary: "/bin/false".into(),
+        timeout: std::time::Duration::from_secs(2),
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let r = QemuOracle::with_config(cfg).load(&s.image);
+    assert!(
+        matches!(
+            r,
+            Err(oracle::OracleError::Spawn(_)) | Err(oracle::OracleError::Timeout(_))
+        ),
+        "{r:?}"
+    );
+    assert!(t0.elapsed() < std::time::Duration::from_secs(10));
+}
