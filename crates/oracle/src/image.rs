@@ -364,3 +364,57 @@ impl PagingImage {
         Some((lo, hi))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_names_and_round_trip() {
+        for (m, name) in [
+            (PagingMode::TwoLevel, "\"2level\""),
+            (PagingMode::Pae, "\"pae\""),
+            (PagingMode::FourLevel, "\"4level\""),
+            (PagingMode::FiveLevel, "\"5level\""),
+        ] {
+            assert_eq!(serde_json::to_string(&m).unwrap(), name);
+            assert_eq!(serde_json::from_str::<PagingMode>(name).unwrap(), m);
+        }
+        let mut img = PagingImage::new(PagingMode::Pae, 0x1020);
+        img.set_entry(0x1020, 3, 0x1_0000_2001);
+        img.data.push((0x1_0000_2000, vec![7; 16]));
+        let dir = std::env::temp_dir().join(format!("oracle-image-{}", std::process::id()));
+        img.save(&dir).unwrap();
+        let back = PagingImage::load(&dir).unwrap();
+        assert_eq!(back.data, img.data);
+        assert_eq!(back.read_phys(0x1038, 8), Some(0x1_0000_2001));
+        assert_eq!(back.desc.ranges[1].file, "mem-100002000.bin");
+        // Hostile file names and length mismatches are rejected.
+        let mut desc = back.desc.clone();
+        desc.ranges[0].file = "../x".into();
+        fs::write(
+            dir.join("image.json"),
+            serde_json::to_string(&desc).unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(
+            PagingImage::load(&dir),
+            Err(ImageError::Invalid(_))
+        ));
+        desc.ranges[0].file = "mem-1000.bin".into();
+        desc.ranges[0].len = 5;
+        fs::write(
+            dir.join("image.json"),
+            serde_json::to_string(&desc).unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(
+            PagingImage::load(&dir),
+            Err(ImageError::Invalid(_))
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        // Overlapping ranges are invalid.
+        img.data.push((0x1800, vec![0; 8]));
+        assert!(img.validate().is_err());
+    }
+}
