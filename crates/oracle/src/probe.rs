@@ -427,6 +427,14 @@ pub fn plan(
     };
     let w = slot.va;
 
+    if !long {
+        if let Some(a) = accesses.iter().find(|a| a.va > u64::from(u32::MAX)) {
+            return Err(OracleError::Unsupported(format!(
+                "{:#x} is not a 32-bit linear address",
+                a.va
+            )));
+        }
+    }
     let tables = table_frames(img);
     for a in accesses.iter().filter(|a| a.kind != AccessKind::Read) {
         for off in [0u64, 15] {

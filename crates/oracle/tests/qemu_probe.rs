@@ -92,6 +92,15 @@ fn check_mode(mode: PagingMode) {
         cases.push((Access::exec(nx + 0x20), pf_at(nx + 0x20, pf::P | pf::ID)));
         cases.push((Access::read(nx + 0x40), ProbeOutcome::Ok(0)));
     }
+    if mode.is_long() {
+        // Non-canonical: #GP, not #PF.
+        let nc = if mode == PagingMode::FiveLevel {
+            0x0100_0000_0000_0000
+        } else {
+            0x0000_8000_0000_0000
+        };
+        cases.push((Access::read(nc), ProbeOutcome::Exception { vector: 13 }));
+    }
     let accesses: Vec<Access> = cases.iter().map(|(a, _)| *a).collect();
     let t0 = Instant::now();
     let got = q.probe(&accesses).unwrap();
