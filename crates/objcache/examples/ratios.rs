@@ -2,8 +2,10 @@
 //!
 //! `cargo run -p objcache --release --example ratios`
 //!
-//! Each figure is the median of 7 runs of `N` alloc+free pairs; "2T" runs the
-//! same loop on two threads at once and reports aggregate throughput.
+//! Each figure is the best (and, in parentheses, the median) of 9 interleaved
+//! runs of `N` alloc+free pairs; "2 threads" runs the same loop on two
+//! threads at once and reports wall time / total pairs (aggregate throughput).
+//! The pgd rows report the best of 9.
 
 use std::alloc::Layout;
 use std::time::Instant;
@@ -12,43 +14,52 @@ use std::time::Instant;
 mod common;
 use common::*;
 
-const RUNS: usize = 7;
+const RUNS: usize = 9;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+/// One measurement: ns per pair on one thread.
+fn once<A: Alloc>(a: &mut A, n: u64, batch: usize) -> f64 {
+    let t = Instant::now();
+    if batch == 1 {
+        pairs(a, n)
+    } else {
+        batches(a, n, batch)
+    }
+    t.elapsed().as_nanos() as f64 / n as f64
 }
 
-/// ns per pair on one thread.
-fn one<A: Alloc>(mut a: A, n: u64, batch: usize) -> f64 {
-    let run = |a: &mut A| {
-        let t = Instant::now();
+/// One measurement: aggregate ns per pair (wall / total pairs), two threads.
+fn twice<A: Alloc>(make: &(impl Fn(usize) -> A + Sync), n: u64, batch: usize) -> f64 {
+    let d = two_threads(|t| {
+        let mut a = make(t);
         if batch == 1 {
-            pairs(a, n)
+            pairs(&mut a, n)
         } else {
-            batches(a, n, batch)
+            batches(&mut a, n, batch)
         }
-        t.elapsed().as_nanos() as f64 / n as f64
-    };
-    run(&mut a); // warm up (grow slabs, fault pages in)
-    median((0..RUNS).map(|_| run(&mut a)).collect())
+    });
+    d.as_nanos() as f64 / (2 * n) as f64
 }
 
-/// Aggregate ns per pair (wall / total pairs) on two threads.
-fn two<A: Alloc>(make: impl Fn(usize) -> A + Sync, n: u64, batch: usize) -> f64 {
-    let run = || {
-        let d = two_threads(|t| {
-            let mut a = make(t);
-            if batch == 1 {
-                pairs(&mut a, n)
-            } else {
-                batches(&mut a, n, batch)
-            }
-        });
-        d.as_nanos() as f64 / (2 * n) as f64
-    };
-    run();
-    median((0..RUNS).map(|_| run()).collect())
+/// Runs the measurements round-robin `RUNS` times (so background load hits
+/// all contenders alike) after one warm-up round; returns the best (minimum)
+/// and the median of each.
+fn interleaved(mut ms: Vec<Box<dyn FnMut() -> f64 + '_>>) -> Vec<(f64, f64)> {
+    for m in ms.iter_mut() {
+        m();
+    }
+    let mut samples = vec![Vec::new(); ms.len()];
+    for _ in 0..RUNS {
+        for (m, s) in ms.iter_mut().zip(samples.iter_mut()) {
+            s.push(m());
+        }
+    }
+    samples
+        .into_iter()
+        .map(|mut v| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            (v[0], v[v.len() / 2])
+        })
+        .collect()
 }
 
 fn main() {
@@ -56,7 +67,7 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(2_000_000);
-    println!("objcache ratio table: median of {RUNS} runs x {n} alloc+free pairs per thread");
+    println!("objcache ratio table: best (median) of {RUNS} interleaved runs x {n} alloc+free pairs per thread");
     let load = |when: &str| {
         if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
             println!("load average {when}: {}", l.trim());
@@ -77,35 +88,34 @@ fn main() {
         let layout = Layout::from_size_align(size, 16).unwrap_or_else(|e| panic!("{e}"));
         for batch in [1usize, 32] {
             let cache = objcache(size, 2);
-            let o = one(
-                ObjCache {
-                    cache: &cache,
-                    cpu: 0,
-                },
-                n,
-                batch,
-            );
-            let s = one(Slabmalloc::new(size), n, batch);
-            let y = one(System(layout), n, batch);
+            let mut oc = ObjCache {
+                cache: &cache,
+                cpu: 0,
+            };
+            let mut sm = Slabmalloc::new(size);
+            let mut sy = System(layout);
+            let mk_oc = |t| ObjCache {
+                cache: &cache,
+                cpu: t,
+            };
+            let mk_sm = |_| Slabmalloc::new(size);
+            let mk_sy = |_| System(layout);
+            let r = interleaved(vec![
+                Box::new(|| once(&mut oc, n, batch)),
+                Box::new(|| once(&mut sm, n, batch)),
+                Box::new(|| once(&mut sy, n, batch)),
+                Box::new(|| twice(&mk_oc, n, batch)),
+                Box::new(|| twice(&mk_sm, n, batch)),
+                Box::new(|| twice(&mk_sy, n, batch)),
+            ]);
+            let [o, s, y, o2, s2, y2] = [r[0], r[1], r[2], r[3], r[4], r[5]];
             println!(
-                "| {size} B, 1 thread, batch {batch} | {o:.1} | {s:.1} | {y:.1} | {:.2}x | {:.2}x |",
-                s / o,
-                y / o
+                "| {size} B, 1 thread, batch {batch} | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.2}x ({:.2}x) | {:.2}x ({:.2}x) |",
+                o.0, o.1, s.0, s.1, y.0, y.1, s.0 / o.0, s.1 / o.1, y.0 / o.0, y.1 / o.1
             );
-            let o2 = two(
-                |t| ObjCache {
-                    cache: &cache,
-                    cpu: t,
-                },
-                n,
-                batch,
-            );
-            let s2 = two(|_| Slabmalloc::new(size), n, batch);
-            let y2 = two(|_| System(layout), n, batch);
             println!(
-                "| {size} B, 2 threads, batch {batch} | {o2:.1} | {s2:.1} | {y2:.1} | {:.2}x | {:.2}x |",
-                s2 / o2,
-                y2 / o2
+                "| {size} B, 2 threads, batch {batch} | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.2}x ({:.2}x) | {:.2}x ({:.2}x) |",
+                o2.0, o2.1, s2.0, s2.1, y2.0, y2.1, s2.0 / o2.0, s2.1 / o2.1, y2.0 / o2.0, y2.1 / o2.1
             );
             let st = cache.stats();
             churn.push((
@@ -116,14 +126,23 @@ fn main() {
                 st.alloc_misses,
                 st.free_misses,
             ));
-            scaling.push((size, batch, o / o2, s / s2, y / y2));
+            scaling.push((
+                size,
+                batch,
+                (o.0 / o2.0, o.1 / o2.1),
+                (s.0 / s2.0, s.1 / s2.1),
+                (y.0 / y2.0, y.1 / y2.1),
+            ));
         }
     }
     println!();
     println!("| workload | objcache 2T/1T throughput | slabmalloc 2T/1T | system 2T/1T |");
     println!("|---|---|---|---|");
     for (size, batch, o, s, y) in scaling {
-        println!("| {size} B, batch {batch} | {o:.2}x | {s:.2}x | {y:.2}x |");
+        println!(
+            "| {size} B, batch {batch} | {:.2}x ({:.2}x) | {:.2}x ({:.2}x) | {:.2}x ({:.2}x) |",
+            o.0, o.1, s.0, s.1, y.0, y.1
+        );
     }
     println!();
     println!("| objcache cache after workload | slabs grown | slabs reaped | refills | flushes |");
@@ -134,15 +153,16 @@ fn main() {
     println!();
     let pattern: &'static [u8] = Box::leak(kernel_pattern().into_boxed_slice());
     let cache = pgd_cache(pattern);
-    let pre = one(
-        ObjCache {
-            cache: &cache,
-            cpu: 0,
-        },
-        n,
-        1,
-    );
-    let every = one(ConstructEveryTime { pattern }, n, 1);
+    let mut pre_a = ObjCache {
+        cache: &cache,
+        cpu: 0,
+    };
+    let mut every_a = ConstructEveryTime { pattern };
+    let r = interleaved(vec![
+        Box::new(|| once(&mut pre_a, n, 1)),
+        Box::new(|| once(&mut every_a, n, 1)),
+    ]);
+    let (pre, every) = (r[0].0, r[1].0);
     println!("| pgd (4 KiB: 3 KiB zero + 1 KiB copy) | ns/pair | ratio |");
     println!("|---|---|---|");
     println!(
