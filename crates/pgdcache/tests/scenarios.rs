@@ -174,3 +174,79 @@ fn vmalloc_is_lazily_faulted_in() {
         let _ = PAGE_SIZE;
     }
 }
+
+/// A conversion between `pgd_alloc` and the join to `mmlist`: the ticket
+/// scheme refreshes at the join; the unpatched 2.5.69 code loses it (its
+/// pgd_alloc copies swapper before dup_mmap links the mm).
+#[test]
+fn conversion_between_alloc_and_join() {
+    let mut outcome = Vec::new();
+    for scheme in [Scheme::Uncached, Scheme::SlabPgdList, Scheme::SlabTicket] {
+        let k = kernel(PagingMode::TwoLevel, scheme);
+        fill_cache(&k, 2);
+        let pgd = k.pgd_alloc(0).unwrap();
+        k.change_page_attr(target(&k), 1, nocache(&k)).unwrap();
+        k.mm_join(pgd).unwrap();
+        let r = k.verify().unwrap();
+        outcome.push((scheme, r.count(ViolationKind::Stale)));
+        k.mm_leave(pgd);
+        k.clear_page_tables(pgd).unwrap();
+        k.pgd_free(0, pgd).unwrap();
+    }
+    assert_eq!(
+        outcome,
+        [
+            (Scheme::Uncached, 1),
+            (Scheme::SlabPgdList, 0),
+            (Scheme::SlabTicket, 0)
+        ]
+    );
+}
+
+/// The ticket scheme leaves cached pgds stale on purpose and refreshes
+/// them at join: the checker counts them as known-stale, never as violations.
+#[test]
+fn ticket_scheme_refreshes_at_join() {
+    let k = kernel(PagingMode::TwoLevel, Scheme::SlabTicket);
+    fill_cache(&k, 4);
+    k.change_page_attr(target(&k), 1, nocache(&k)).unwrap();
+    let r = k.verify().unwrap();
+    assert!(r.is_clean());
+    assert!(
+        r.known_stale >= 4,
+        "cached pgds are known-stale: {}",
+        r.known_stale
+    );
+    let mms: Vec<_> = (0..4)
+        .map(|_| k.exec_mm(0, TaskSize::SMALL).unwrap())
+        .collect();
+    assert!(k.stats().ticket_refreshes >= 4);
+    assert!(k.verify().unwrap().is_clean());
+    for mm in mms {
+        k.exit_mm(0, mm).unwrap();
+    }
+}
+
+/// Accounting figures per scheme: bytes blitted per pgd_alloc.
+#[test]
+fn bytes_blitted_per_alloc() {
+    let k = kernel(PagingMode::TwoLevel, Scheme::Uncached);
+    fill_cache(&k, 10);
+    assert_eq!(k.stats().bytes_per_alloc(), 4096.0);
+    let k = kernel(PagingMode::TwoLevel, Scheme::SlabPgdList);
+    fill_cache(&k, 1);
+    for _ in 0..9 {
+        fill_cache(&k, 1);
+    }
+    let s = k.stats();
+    assert_eq!(s.pgd_allocs, 10);
+    assert!(
+        s.bytes_per_alloc() < 4096.0 / 2.0,
+        "{}",
+        s.bytes_per_alloc()
+    );
+    assert_eq!(s.pgd_list_len as u64, s.pgd_ctors - s.pgd_dtors);
+    let k = kernel(PagingMode::Pae, Scheme::Uncached);
+    fill_cache(&k, 4);
+    assert_eq!(k.stats().bytes_per_alloc(), 8.0 + 3.0 * 4096.0);
+}
