@@ -1,0 +1,204 @@
+//! What a run measured: throughput, latencies, the pgd system's counters,
+//! and every violation the live checks and the final checker found.
+//!
+//! Latencies are hdrhistogram summaries in nanoseconds. fork/exec/exit are
+//! timed around `Kernel::fork_mm`/`exec_mm`/`exit_mm`. `pgd_alloc` and
+//! `pgd_free` run *inside* those, so they are sampled separately: every
+//! `sample_every` tasks a CPU times a direct `pgd_alloc` + `pgd_free` pair
+//! (same cache, same CPU, same contention). The share of fork spent in
+//! `pgd_alloc` is then estimated as mean `pgd_alloc` / mean fork.
+
+use hdrhistogram::Histogram;
+use objcache::CacheStats;
+use pgdcache::KernelStats;
+
+/// A latency summary in nanoseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Latency {
+    /// Samples.
+    pub count: u64,
+    /// Mean.
+    pub mean_ns: f64,
+    /// Median.
+    pub p50_ns: u64,
+    /// 99th percentile.
+    pub p99_ns: u64,
+    /// Maximum.
+    pub max_ns: u64,
+}
+
+/// A latency recorder (a histogram from 1 ns to an hour, 2 significant digits).
+#[derive(Debug)]
+pub struct LatencyRecorder {
+    h: Option<Histogram<u64>>,
+}
+
+impl Default for LatencyRecorder {
+    fn default() -> Self {
+        LatencyRecorder {
+            // 1 ns .. 1 hour, 2 significant digits.
+            h: Histogram::new_with_bounds(1, 3_600_000_000_000, 2).ok(),
+        }
+    }
+}
+
+impl LatencyRecorder {
+    /// Records one duration.
+    pub fn record(&mut self, d: std::time::Duration) {
+        if let Some(h) = &mut self.h {
+            let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1);
+            h.saturating_record(ns);
+        }
+    }
+
+    /// Adds another recorder's samples.
+    pub fn merge(&mut self, other: &LatencyRecorder) {
+        if let (Some(a), Some(b)) = (&mut self.h, &other.h) {
+            let _ = a.add(b);
+        }
+    }
+
+    /// The summary.
+    pub fn summary(&self) -> Latency {
+        match &self.h {
+            Some(h) if !h.is_empty() => Latency {
+                count: h.len(),
+                mean_ns: h.mean(),
+                p50_ns: h.value_at_quantile(0.5),
+                p99_ns: h.value_at_quantile(0.99),
+                max_ns: h.max(),
+            },
+            _ => Latency::default(),
+        }
+    }
+}
+
+/// Violations by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ViolationCounts {
+    /// A kernel access translated to the wrong physical address or with
+    /// stale attributes (cacheability), or a pgd entry differs from swapper's.
+    pub stale: u64,
+    /// A walk reached a freed table, or an entry points at one.
+    pub dangling: u64,
+    /// A kernel access faulted where it must not (not a lazy vmalloc fault).
+    pub fault: u64,
+    /// A cached pgd/pmd not in constructed state (final check).
+    pub not_constructed: u64,
+    /// Frames leaked (final check).
+    pub leak: u64,
+}
+
+impl ViolationCounts {
+    /// Total.
+    pub fn total(&self) -> u64 {
+        self.stale + self.dangling + self.fault + self.not_constructed + self.leak
+    }
+}
+
+/// The result of `Kernel::verify` after every thread stopped and every
+/// task exited.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FinalCheck {
+    /// Live pgds checked (should be 0: every task exited).
+    pub live_pgds: usize,
+    /// Cached pgds checked.
+    pub cached_pgds: usize,
+    /// vmalloc entries not faulted in yet (allowed).
+    pub lazy_missing: usize,
+    /// Cached slab-ticket pgds with an old ticket (allowed).
+    pub known_stale: usize,
+    /// Violations by kind.
+    pub violations: ViolationCounts,
+    /// Frames in use at the end (excluding reserved).
+    pub frames_used: u64,
+    /// Frames in use that nothing owns.
+    pub leaked_frames: u64,
+    /// The first few violations.
+    pub first: Vec<String>,
+}
+
+/// The verdict of a run.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// No violation of any kind.
+    Correct,
+    /// Violations; the kind of the first one.
+    Caught(String),
+    /// The combination cannot exist.
+    NotApplicable(String),
+    /// The run failed.
+    Error(String),
+}
+
+impl Verdict {
+    /// Short text for tables: `correct`, `caught stale`, `n/a`, `error`.
+    pub fn short(&self) -> String {
+        match self {
+            Verdict::Correct => "correct".into(),
+            Verdict::Caught(k) => format!("caught {k}"),
+            Verdict::NotApplicable(_) => "n/a".into(),
+            Verdict::Error(_) => "error".into(),
+        }
+    }
+
+    /// True for `correct`.
+    pub fn is_correct(&self) -> bool {
+        matches!(self, Verdict::Correct)
+    }
+
+    /// True for `caught …`.
+    pub fn is_caught(&self) -> bool {
+        matches!(self, Verdict::Caught(_))
+    }
+}
+
+/// Everything one run measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RunReport {
+    /// The configuration.
+    pub config: crate::SimConfig,
+    /// Tasks completed.
+    pub tasks: u64,
+    /// Wall time of the task phase, seconds.
+    pub wall_s: f64,
+    /// Tasks per second.
+    pub tasks_per_s: f64,
+    /// fork (`fork_mm`) latency.
+    pub fork: Latency,
+    /// exec (`exec_mm`) latency.
+    pub exec: Latency,
+    /// exit (`exit_mm`) latency.
+    pub exit: Latency,
+    /// Sampled direct `pgd_alloc` latency.
+    pub pgd_alloc: Latency,
+    /// Sampled direct `pgd_free` latency.
+    pub pgd_free: Latency,
+    /// Estimated share of fork time spent in `pgd_alloc`.
+    pub pgd_alloc_share_of_fork: f64,
+    /// Bytes zeroed or copied per `pgd_alloc` (alloc path plus ctors).
+    pub bytes_per_alloc: f64,
+    /// The pgd system's counters (ctor/dtor calls, lock figures, conversions).
+    pub kernel: KernelStats,
+    /// Slab caches at the end.
+    pub slab: Vec<CacheStats>,
+    /// Graphics-agent toggles (each: every target page uncached or back, then a flush).
+    pub cpa_toggles: u64,
+    /// vmalloc + vfree calls by the vmalloc agent.
+    pub vmalloc_ops: u64,
+    /// Flush IPIs (`global_flush_tlb` and `vfree`).
+    pub flush_ipis: u64,
+    /// Kernel accesses checked through the CPUs' pgds.
+    pub accesses: u64,
+    /// Of which served by a TLB.
+    pub tlb_hits: u64,
+    /// Violations the live CPU accesses saw.
+    pub live_violations: ViolationCounts,
+    /// The first few live violations.
+    pub first_live: Vec<String>,
+    /// The final checker.
+    pub final_check: FinalCheck,
+    /// The verdict.
+    pub verdict: Verdict,
+}
