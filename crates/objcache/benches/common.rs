@@ -38,6 +38,34 @@ impl Alloc for ObjCache<'_> {
     }
 }
 
+/// objcache through a pinned CPU slot (`lock_cpu`: no per-call lock).
+pub struct Pinned<'a>(pub objcache::CpuCache<'a, SystemPageSource>);
+
+impl<'a> Pinned<'a> {
+    pub fn new(cache: &'a KmemCache<SystemPageSource>, cpu: usize) -> Self {
+        match cache.lock_cpu(cpu) {
+            Ok(h) => Self(h),
+            Err(e) => panic!("lock_cpu: {e}"),
+        }
+    }
+}
+
+impl Alloc for Pinned<'_> {
+    #[inline]
+    fn alloc(&mut self) -> NonNull<u8> {
+        match self.0.alloc() {
+            Ok(p) => p,
+            Err(e) => panic!("objcache alloc: {e}"),
+        }
+    }
+    #[inline]
+    fn free(&mut self, p: NonNull<u8>) {
+        if let Err(e) = self.0.free(p) {
+            panic!("objcache free: {e}");
+        }
+    }
+}
+
 /// A plain objcache for `size`-byte objects (no ctor), `ncpus` slots.
 pub fn objcache(size: usize, ncpus: usize) -> KmemCache<SystemPageSource> {
     match CacheBuilder::new("bench", size)

@@ -79,8 +79,8 @@ fn main() {
         std::thread::available_parallelism().map(|n| n.get())
     );
     println!();
-    println!("| workload | objcache ns/pair | slabmalloc ns/pair | system ns/pair | vs slabmalloc | vs system |");
-    println!("|---|---|---|---|---|---|");
+    println!("| workload | objcache ns/pair | slabmalloc ns/pair | system ns/pair | vs slabmalloc | vs system | objcache pinned (`lock_cpu`) ns/pair | pinned vs slabmalloc | pinned vs system |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut scaling = Vec::new();
     let mut churn = Vec::new();
     for size in [32usize, 4096] {
@@ -100,6 +100,8 @@ fn main() {
             };
             let mk_sm = |_| Slabmalloc::new(size);
             let mk_sy = |_| System(layout);
+            let pin_cache = objcache(size, 2);
+            let mk_pin = |t| Pinned::new(&pin_cache, t);
             let r = interleaved(vec![
                 Box::new(|| once(&mut oc, n, batch)),
                 Box::new(|| once(&mut sm, n, batch)),
@@ -107,15 +109,19 @@ fn main() {
                 Box::new(|| twice(&mk_oc, n, batch)),
                 Box::new(|| twice(&mk_sm, n, batch)),
                 Box::new(|| twice(&mk_sy, n, batch)),
+                Box::new(|| once(&mut Pinned::new(&pin_cache, 0), n, batch)),
+                Box::new(|| twice(&mk_pin, n, batch)),
             ]);
-            let [o, s, y, o2, s2, y2] = [r[0], r[1], r[2], r[3], r[4], r[5]];
+            let [o, s, y, o2, s2, y2, p, p2] = [r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]];
             println!(
-                "| {size} B, 1 thread, batch {batch} | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.2}x ({:.2}x) | {:.2}x ({:.2}x) |",
-                o.0, o.1, s.0, s.1, y.0, y.1, s.0 / o.0, s.1 / o.1, y.0 / o.0, y.1 / o.1
+                "| {size} B, 1 thread, batch {batch} | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.2}x ({:.2}x) | {:.2}x ({:.2}x) | {:.1} ({:.1}) | {:.2}x | {:.2}x |",
+                o.0, o.1, s.0, s.1, y.0, y.1, s.0 / o.0, s.1 / o.1, y.0 / o.0, y.1 / o.1,
+                p.0, p.1, s.0 / p.0, y.0 / p.0
             );
             println!(
-                "| {size} B, 2 threads, batch {batch} | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.2}x ({:.2}x) | {:.2}x ({:.2}x) |",
-                o2.0, o2.1, s2.0, s2.1, y2.0, y2.1, s2.0 / o2.0, s2.1 / o2.1, y2.0 / o2.0, y2.1 / o2.1
+                "| {size} B, 2 threads, batch {batch} | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.2}x ({:.2}x) | {:.2}x ({:.2}x) | {:.1} ({:.1}) | {:.2}x | {:.2}x |",
+                o2.0, o2.1, s2.0, s2.1, y2.0, y2.1, s2.0 / o2.0, s2.1 / o2.1, y2.0 / o2.0, y2.1 / o2.1,
+                p2.0, p2.1, s2.0 / p2.0, y2.0 / p2.0
             );
             let st = cache.stats();
             churn.push((
@@ -132,16 +138,17 @@ fn main() {
                 (o.0 / o2.0, o.1 / o2.1),
                 (s.0 / s2.0, s.1 / s2.1),
                 (y.0 / y2.0, y.1 / y2.1),
+                (p.0 / p2.0, p.1 / p2.1),
             ));
         }
     }
     println!();
-    println!("| workload | objcache 2T/1T throughput | slabmalloc 2T/1T | system 2T/1T |");
-    println!("|---|---|---|---|");
-    for (size, batch, o, s, y) in scaling {
+    println!("| workload | objcache 2T/1T throughput | slabmalloc 2T/1T | system 2T/1T | objcache pinned 2T/1T |");
+    println!("|---|---|---|---|---|");
+    for (size, batch, o, s, y, p) in scaling {
         println!(
-            "| {size} B, batch {batch} | {:.2}x ({:.2}x) | {:.2}x ({:.2}x) | {:.2}x ({:.2}x) |",
-            o.0, o.1, s.0, s.1, y.0, y.1
+            "| {size} B, batch {batch} | {:.2}x ({:.2}x) | {:.2}x ({:.2}x) | {:.2}x ({:.2}x) | {:.2}x ({:.2}x) |",
+            o.0, o.1, s.0, s.1, y.0, y.1, p.0, p.1
         );
     }
     println!();
@@ -161,13 +168,18 @@ fn main() {
     let r = interleaved(vec![
         Box::new(|| once(&mut pre_a, n, 1)),
         Box::new(|| once(&mut every_a, n, 1)),
+        Box::new(|| once(&mut Pinned::new(&cache, 1), n, 1)),
     ]);
-    let (pre, every) = (r[0].0, r[1].0);
+    let (pre, every, pinned) = (r[0].0, r[1].0, r[2].0);
     println!("| pgd (4 KiB: 3 KiB zero + 1 KiB copy) | ns/pair | ratio |");
     println!("|---|---|---|");
     println!(
         "| preconstructed (objcache, ctor once) | {pre:.1} | {:.2}x |",
         every / pre
+    );
+    println!(
+        "| preconstructed, pinned CPU (`lock_cpu`) | {pinned:.1} | {:.2}x |",
+        every / pinned
     );
     println!("| construct on every alloc (system + memset + memcpy) | {every:.1} | 1.00x |");
     load("after");

@@ -23,9 +23,9 @@ use core::sync::atomic::Ordering;
 use crate::error::{AllocError, CreateError, FreeError, TuneError};
 use crate::page::{PageSource, PAGE_SIZE};
 use crate::pagemap::PageMap;
-use crate::slab::{DeadSlab, Entry, Geometry, Lists, NewSlab, SlabShared, CACHE_LINE};
+use crate::slab::{pop_entry, DeadSlab, Entry, Geometry, Lists, NewSlab, SlabShared, CACHE_LINE};
 use crate::stats::CacheStats;
-use crate::sync::{AtomicUsize, Mutex};
+use crate::sync::{AtomicUsize, Mutex, MutexGuard};
 
 /// Object constructor: brings the object at the given address (of
 /// `object_size` bytes, exclusively the callee's for the call) to constructed
@@ -343,6 +343,39 @@ pub struct DestroyError<P: PageSource> {
     pub cache: Box<KmemCache<P>>,
 }
 
+/// A pinned CPU slot (see [`KmemCache::lock_cpu`]): the kernel's
+/// `get_cpu()` region, with the slot's array lock held throughout.
+pub struct CpuCache<'a, P: PageSource> {
+    cache: &'a KmemCache<P>,
+    ac: MutexGuard<'a, ArrayCache>,
+}
+
+impl<P: PageSource> CpuCache<'_, P> {
+    /// `alloc` on the pinned slot without taking its lock per call.
+    #[inline]
+    pub fn alloc(&mut self) -> Result<NonNull<u8>, AllocError> {
+        let e = self.cache.alloc_from(&mut self.ac)?;
+        Ok(self.cache.hand_out(e))
+    }
+
+    /// `free` on the pinned slot without taking its lock per call.
+    #[inline]
+    pub fn free(&mut self, obj: NonNull<u8>) -> Result<(), FreeError> {
+        let e = self.cache.take_back(obj)?;
+        self.cache.free_into(&mut self.ac, e);
+        Ok(())
+    }
+}
+
+impl<P: PageSource> fmt::Debug for CpuCache<'_, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CpuCache")
+            .field("cache", &self.cache.name)
+            .field("avail", &self.ac.entries.len())
+            .finish()
+    }
+}
+
 impl<P: PageSource> fmt::Debug for DestroyError<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DestroyError")
@@ -442,25 +475,55 @@ impl<P: PageSource> KmemCache<P> {
             .get(cpu)
             .ok_or(AllocError::InvalidCpu { cpu, ncpus })?;
         let mut ac = slot.array.lock();
-        let e = match ac.entries.pop() {
+        let e = self.alloc_from(&mut ac)?;
+        drop(ac);
+        Ok(self.hand_out(e))
+    }
+
+    /// Pops an object from `ac`, refilling it if empty (array lock held).
+    #[inline(always)]
+    fn alloc_from(&self, ac: &mut ArrayCache) -> Result<Entry, AllocError> {
+        match pop_entry(&mut ac.entries) {
             Some(e) => {
                 ac.alloc_hits += 1;
-                e
+                Ok(e)
             }
             None => {
                 ac.alloc_misses += 1;
-                self.refill(&mut ac)?
+                self.refill(ac)
             }
-        };
-        drop(ac);
-        // SAFETY: `e.owned` points into the `owned` array of a slab
-        // descriptor, which lives until the cache is dropped (`&self`).
+        }
+    }
+
+    /// Marks an object taken from an array as owned by the caller.
+    #[inline(always)]
+    fn hand_out(&self, e: Entry) -> NonNull<u8> {
+        // SAFETY: `e.owned` points into the `owned` map of a slab descriptor,
+        // which lives until the cache is dropped (`&self`).
         unsafe { e.owned.as_ref() }.store(1, Ordering::Relaxed);
-        Ok(e.obj)
+        e.obj
+    }
+
+    /// Pins CPU slot `cpu` for a batch of operations, like the kernel's
+    /// `get_cpu()` … `put_cpu()`: the slot's array lock is held until the
+    /// returned [`CpuCache`] is dropped, so its `alloc`/`free` skip the
+    /// per-call lock.  While it is held, any other use of slot `cpu`, and
+    /// `shrink`, `tune`, `stats` and `destroy`, spin until it is dropped:
+    /// keep it short-lived and never call them from the holding thread.
+    pub fn lock_cpu(&self, cpu: usize) -> Result<CpuCache<'_, P>, AllocError> {
+        let ncpus = self.cpus.len();
+        let slot = self
+            .cpus
+            .get(cpu)
+            .ok_or(AllocError::InvalidCpu { cpu, ncpus })?;
+        Ok(CpuCache {
+            cache: self,
+            ac: slot.array.lock(),
+        })
     }
 
     /// Finds the slab descriptor and index of `obj` without reading it.
-    #[inline]
+    #[inline(always)]
     fn locate(&self, obj: NonNull<u8>) -> Result<(&SlabShared, usize), FreeError> {
         let addr = obj.as_ptr() as usize;
         let p = self.map.lookup(addr) as *const SlabShared;
@@ -491,6 +554,15 @@ impl<P: PageSource> KmemCache<P> {
         let Some(slot) = self.cpus.get(cpu) else {
             return Err(FreeError::InvalidCpu { cpu, ncpus });
         };
+        let e = self.take_back(obj)?;
+        let mut ac = slot.array.lock();
+        self.free_into(&mut ac, e);
+        Ok(())
+    }
+
+    /// Validates `obj` and takes it back from its owner (no array lock).
+    #[inline(always)]
+    fn take_back(&self, obj: NonNull<u8>) -> Result<Entry, FreeError> {
         let (slab, idx) = self.locate(obj).inspect_err(|_| self.count_error())?;
         let owned = slab.owned.get(idx);
         if let Some(verify) = &self.verify {
@@ -507,13 +579,16 @@ impl<P: PageSource> KmemCache<P> {
             self.count_error();
             return Err(FreeError::DoubleFree);
         }
-        let e = Entry {
+        Ok(Entry {
             obj,
             owned: NonNull::from(owned),
-            slab: slab.id,
-            idx: idx as u32,
-        };
-        let mut ac = slot.array.lock();
+        })
+    }
+
+    /// Pushes a taken-back object onto `ac`, flushing first if it is full
+    /// (array lock held).
+    #[inline(always)]
+    fn free_into(&self, ac: &mut ArrayCache, e: Entry) {
         if ac.entries.len() >= ac.limit {
             ac.free_misses += 1;
             let n = ac.batchcount;
@@ -522,7 +597,6 @@ impl<P: PageSource> KmemCache<P> {
             ac.free_hits += 1;
         }
         ac.entries.push(e);
-        Ok(())
     }
 
     fn count_error(&self) {
@@ -716,10 +790,17 @@ impl<P: PageSource> KmemCache<P> {
 
     /// Returns one object to its slab (list lock held).
     fn free_block(&self, lists: &mut Lists, e: Entry, dead: &mut Vec<DeadSlab>) {
-        match lists.put(e, &self.geo) {
+        // The entry's slab is still registered (it has an object out of its
+        // free stack), so the page-map lookup cannot fail for a real entry.
+        let Ok((slab, idx)) = self.locate(e.obj) else {
+            self.count_error();
+            return;
+        };
+        let id = slab.id;
+        match lists.put(id, idx, &self.geo) {
             Ok(false) => {}
             Ok(true) => {
-                if let Some(d) = self.unlink_slab(lists, e.slab) {
+                if let Some(d) = self.unlink_slab(lists, id) {
                     dead.push(d);
                 }
             }
@@ -1002,6 +1083,26 @@ mod tests {
         });
         assert_eq!(live, 4);
         assert_eq!(live + cached, cache.stats().num_objs);
+    }
+
+    #[test]
+    fn pinned_cpu_handle() {
+        let (c, d) = (Arc::new(StdAtomic::new(0)), Arc::new(StdAtomic::new(0)));
+        let cache = pattern_cache(64, &c, &d);
+        {
+            let mut h = cache.lock_cpu(1).unwrap();
+            let objs: Vec<_> = (0..50).map(|_| h.alloc().unwrap()).collect();
+            for o in &objs {
+                h.free(*o).unwrap();
+            }
+            assert_eq!(h.free(objs[0]), Err(FreeError::DoubleFree));
+            // The other slot is still usable meanwhile.
+            let p = cache.alloc_on(0).unwrap();
+            cache.free_on(0, p).unwrap();
+        }
+        assert!(cache.lock_cpu(2).is_err());
+        assert_eq!(cache.stats().live_objs, 0);
+        assert_eq!(cache.destroy().unwrap().errors, 1);
     }
 
     #[test]

@@ -67,7 +67,9 @@ mod slab;
 mod stats;
 mod sync;
 
-pub use cache::{CacheBuilder, Ctor, DestroyError, Dtor, KmemCache, SlabFlags, Verify, MAX_LIMIT};
+pub use cache::{
+    CacheBuilder, CpuCache, Ctor, DestroyError, Dtor, KmemCache, SlabFlags, Verify, MAX_LIMIT,
+};
 pub use error::{AllocError, CreateError, FreeError, TuneError};
 #[cfg(feature = "std")]
 pub use page::SystemPageSource;

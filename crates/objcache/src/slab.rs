@@ -200,13 +200,36 @@ pub(crate) enum ListKind {
 }
 
 /// An object handed from the slab layer to a per-CPU array (and back).
+///
+/// 16 bytes, 16-aligned, so that a push and the next pop of the same slot
+/// are single, same-sized accesses (store-to-load forwarding on the
+/// alloc/free ping-pong path).  The slab and index are recomputed through
+/// the page map when the entry goes back to its slab.
 #[derive(Clone, Copy)]
+#[repr(C, align(16))]
 pub(crate) struct Entry {
     pub obj: NonNull<u8>,
     /// `&SlabShared::owned[idx]`, so `alloc` can mark ownership without a lookup.
     pub owned: NonNull<AtomicU8>,
-    pub slab: u32,
-    pub idx: u32,
+}
+
+/// `Vec::pop` for per-CPU arrays, reading the two fields with separate
+/// 8-byte loads.  A whole-struct pop compiles to one 16-byte load, which
+/// cannot be store-forwarded from the two 8-byte stores of the `push` just
+/// before it (the alloc/free ping-pong), and stalls until the stores retire.
+#[inline(always)]
+pub(crate) fn pop_entry(v: &mut Vec<Entry>) -> Option<Entry> {
+    let n = v.len().checked_sub(1)?;
+    // SAFETY: `n < len`, so the element is initialised; `Entry` is `Copy`, so
+    // reading it out and shrinking the length by one is exactly `pop`.  The
+    // volatile reads only pin the access width.
+    unsafe {
+        let p = v.as_ptr().add(n);
+        let obj = core::ptr::read_volatile(core::ptr::addr_of!((*p).obj));
+        let owned = core::ptr::read_volatile(core::ptr::addr_of!((*p).owned));
+        v.set_len(n);
+        Some(Entry { obj, owned })
+    }
 }
 
 // SAFETY: an `Entry` is a token for an object of a slab owned by the cache;
@@ -376,8 +399,6 @@ impl Lists {
                     // live slab, and `obj` lies inside that slab.
                     obj: unsafe { NonNull::new_unchecked(obj as *mut u8) },
                     owned: NonNull::from(shared.owned.get(i)),
-                    slab: id,
-                    idx,
                 });
                 got += 1;
             }
@@ -390,19 +411,19 @@ impl Lists {
     /// Returns one object to its slab.  Returns `Err(())` if the object was
     /// already free in the slab (an undetected racing double free upstream);
     /// returns `Ok(true)` if the slab became empty and should be reaped.
-    pub(crate) fn put(&mut self, e: Entry, geo: &Geometry) -> Result<bool, ()> {
-        let Some(s) = self.slabs.get_mut(e.slab as usize) else {
+    pub(crate) fn put(&mut self, id: u32, idx: usize, geo: &Geometry) -> Result<bool, ()> {
+        let Some(s) = self.slabs.get_mut(id as usize) else {
             return Err(());
         };
-        let i = e.idx as usize;
+        let i = idx;
         if s.pages.is_none() || i >= geo.num || s.free_map[i / 64] & (1 << (i % 64)) != 0 {
             return Err(());
         }
         s.free_map[i / 64] |= 1 << (i % 64);
-        s.free.push(e.idx);
+        s.free.push(i as u32);
         s.inuse -= 1;
         let empty = s.inuse == 0;
-        self.relist(e.slab, geo.num);
+        self.relist(id, geo.num);
         self.free_objects += 1;
         Ok(empty && self.free_objects > self.free_limit)
     }
