@@ -33,6 +33,15 @@ fn alloc_free(c: &mut Criterion) {
                 t.elapsed()
             })
         });
+        let pin_cache = objcache(size, 2);
+        g.bench_function(BenchmarkId::new("objcache_pinned", "1T"), |b| {
+            let mut a = Pinned::new(&pin_cache, 0);
+            b.iter_custom(|n| {
+                let t = std::time::Instant::now();
+                pairs(&mut a, n);
+                t.elapsed()
+            })
+        });
         g.bench_function(BenchmarkId::new("slabmalloc", "1T"), |b| {
             let mut a = Slabmalloc::new(size);
             b.iter_custom(|n| {
@@ -63,6 +72,12 @@ fn alloc_free(c: &mut Criterion) {
                     )
                 })
             })
+        });
+        g.bench_function(BenchmarkId::new("objcache_pinned", "2T"), |b| {
+            b.iter_custom(|n| two_threads(|t| pairs(&mut Pinned::new(&pin_cache, t), n)))
+        });
+        g.bench_function(BenchmarkId::new("slabmalloc", "2T"), |b| {
+            b.iter_custom(|n| two_threads(|_| pairs(&mut Slabmalloc::new(size), n)))
         });
         g.bench_function(BenchmarkId::new("system", "2T"), |b| {
             b.iter_custom(|n| {
