@@ -168,7 +168,7 @@ fn main() {
     let r = interleaved(vec![
         Box::new(|| once(&mut pre_a, n, 1)),
         Box::new(|| once(&mut every_a, n, 1)),
-        Box::new(|| once(&mut Pinned::new(&cache, 1), n, 1)),
+        Box::new(|| once(&mut Pinned::new(&cache, 0), n, 1)),
     ]);
     let (pre, every, pinned) = (r[0].0, r[1].0, r[2].0);
     println!("| pgd (4 KiB: 3 KiB zero + 1 KiB copy) | ns/pair | ratio |");
