@@ -242,16 +242,16 @@ impl Shared {
         Ok(n)
     }
 
-    /// The ticket a 2-level pgd carries (`page->private` of its page).
+    /// The ticket a 2-level pgd carries (`page->index` of its page).
     pub(crate) fn ticket(&self, pgd: PhysAddr) -> Option<u64> {
         self.pm
             .page(pgd.frame())
-            .map(|p| p.private.load(Ordering::Acquire))
+            .map(|p| p.index.load(Ordering::Acquire))
     }
 
     pub(crate) fn set_ticket(&self, pgd: PhysAddr, t: u64) {
         if let Some(p) = self.pm.page(pgd.frame()) {
-            p.private.store(t, Ordering::Release);
+            p.index.store(t, Ordering::Release);
         }
     }
 

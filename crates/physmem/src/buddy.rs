@@ -272,6 +272,7 @@ impl<M: PhysMem> PhysMemory<M> {
                 p.owner.store(owner as u32, Ordering::Relaxed);
                 p.count.store(0, Ordering::Relaxed);
                 p.private.store(0, Ordering::Relaxed);
+                p.index.store(0, Ordering::Relaxed);
             }
         }
         if let Some(p) = self.pages.get(head) {

@@ -95,9 +95,12 @@ pub struct Page {
     pub flags: AtomicU32,
     /// [`Owner`] tag.
     pub owner: AtomicU32,
-    /// Free-form word for the owner (`page->private`): the buddy order of a
-    /// free or allocated block head, a slab's id, a pgd's generation ticket.
+    /// `page->private`: the buddy allocator's word — the order of a free or
+    /// allocated block head. Not for the owner's use.
     pub private: AtomicU64,
+    /// `page->index`: the owner's word (a pgd's generation ticket, …).
+    /// Zeroed when the frame is allocated.
+    pub index: AtomicU64,
     /// `lru.next` as a pfn, or [`NIL`].
     pub lru_next: AtomicU64,
     /// `lru.prev` as a pfn, or [`NIL`].
@@ -111,6 +114,7 @@ impl Page {
             flags: AtomicU32::new(0),
             owner: AtomicU32::new(Owner::Free as u32),
             private: AtomicU64::new(0),
+            index: AtomicU64::new(0),
             lru_next: AtomicU64::new(NIL),
             lru_prev: AtomicU64::new(NIL),
         }
