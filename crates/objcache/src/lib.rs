@@ -43,7 +43,9 @@
 //! # CPU identity
 //!
 //! See [`cpu`]: `alloc_on(cpu)` / `free_on(cpu, obj)` take it explicitly;
-//! `alloc()` / `free()` use a per-thread slot assigned round-robin.
+//! `alloc()` / `free()` use a per-thread slot assigned round-robin;
+//! [`KmemCache::lock_cpu`] pins a slot for a batch of operations (the
+//! kernel's `get_cpu()` … `put_cpu()`), skipping the per-call lock.
 //!
 //! # Locks
 //!
