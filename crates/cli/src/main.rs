@@ -1,10 +1,20 @@
 //! `pgdcache`: the command-line front end of pgdcache.
 //!
 //! One module per subcommand; [`args`] holds the value parsers shared by
-//! them. With no subcommand it runs `dump --mode 2level`.
+//! them. With no subcommand it runs `compare` (every scheme × {2level, pae}
+//! on the X-restart workload).
 
 mod args;
+mod check;
+mod compare;
 mod dump;
+mod export;
+mod oracle_check;
+mod translate;
+mod error;
+mod run;
+mod settings;
+mod slabinfo;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -23,21 +33,50 @@ enum Command {
     /// Boot a kernel address space (swapper_pg_dir) in simulated RAM and
     /// print its page tables like /sys/kernel/debug/page_tables/kernel.
     Dump(dump::DumpArgs),
+    /// Export the page tables of a pgd-system scenario (swapper, fork,
+    /// cpa-split) as a hardware-oracle image directory.
+    Export(export::ExportArgs),
+    /// Walk an oracle image with our software MMU and print each address's
+    /// translation or fault (exit 2 on a bad address).
+    Translate(translate::TranslateArgs),
+    /// Differential check of our walker against QEMU/KVM on random layouts
+    /// and the pgd-system scenario tables (exit 1 on disagreement, 3 when
+    /// QEMU is not installed).
+    Oracle(oracle_check::OracleArgs),
+    /// Compare every scheme × {2level, pae} on one workload (the default).
+    Compare(compare::CompareArgs),
+    /// Run one configuration of the SMP simulator and print its metrics.
+    Run(run::RunArgs),
+    /// Run the correctness scenarios; exit 1 if a correct scheme fails or
+    /// the unsynced slabification is not caught.
+    Check(check::CheckArgs),
+    /// Run a short workload and print /proc/slabinfo (version 2.1).
+    Slabinfo(slabinfo::SlabinfoArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli
         .command
-        .unwrap_or_else(|| Command::Dump(dump::DumpArgs::default()));
+        .unwrap_or_else(|| Command::Compare(compare::CompareArgs::default()));
     let result = match command {
         Command::Dump(a) => dump::run(&a),
+        Command::Export(a) => return export::main(&a),
+        Command::Translate(a) => return translate::main(&a),
+        Command::Oracle(a) => return oracle_check::main(&a),
+        Command::Compare(a) => compare::run(&a),
+        Command::Run(a) => run::run(&a),
+        Command::Check(a) => check::run(&a),
+        Command::Slabinfo(a) => slabinfo::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pgdcache: {e}");
-            ExitCode::from(1)
+            let code = e
+                .downcast_ref::<error::CliError>()
+                .map_or(1, error::CliError::code);
+            ExitCode::from(code)
         }
     }
 }

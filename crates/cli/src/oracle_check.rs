@@ -1,0 +1,275 @@
+//! `pgdcache oracle`: the differential check of our software MMU against a
+//! hardware MMU (QEMU's TCG through its gdbstub, or KVM).
+//!
+//! Per paging mode: `--cases` random layouts from [`x86paging::gen`] plus
+//! the pgd system's own tables (every [`Scenario`] under every scheme that
+//! can exist in the mode), each exported as an oracle image. Our walker runs
+//! on the image's bytes ([`pgdcache_scenarios::ImageMem`]); the oracle is
+//! asked `gva2gpa` for every address of interest and (QEMU) `info tlb` for
+//! the whole mapping list. See [`pgdcache_scenarios::diff`].
+//!
+//! Exit codes: 0 all agree; 1 a disagreement, or the backend failed; 2 bad
+//! arguments; 3 the backend is not available here (QEMU not installed, or
+//! `/dev/kvm` missing for `--backend kvm`).
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Args;
+use oracle::kvm::KvmOracle;
+use oracle::qemu::QemuOracle;
+use oracle::{MmuOracle, OracleError, Support};
+use pgdcache::Scheme;
+use pgdcache_scenarios::diff::{check_image, DiffReport, GenCase, QEMU_MAXPHYADDR};
+use pgdcache_scenarios::scenario::leaves;
+use pgdcache_scenarios::{oracle_mode, ImageMem, Scenario, ScenarioError, ScenarioState};
+use x86paging::PagingMode;
+
+/// Arguments of `oracle`.
+#[derive(Args, Debug)]
+pub struct OracleArgs {
+    /// Paging mode to check, or `all`.
+    #[arg(long, default_value = "all", value_parser = parse_modes)]
+    pub mode: ModeSel,
+    /// Random layouts per mode.
+    #[arg(long, default_value_t = 10)]
+    pub cases: u64,
+    /// First random seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Backend: qemu, kvm, or auto (QEMU if installed, else KVM).
+    #[arg(long, default_value = "qemu", value_parser = ["qemu", "kvm", "auto"])]
+    pub backend: String,
+    /// Skip the pgd-system scenario tables (random layouts only).
+    #[arg(long)]
+    pub no_scenarios: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--mode`: one mode or all four.
+#[derive(Clone, Debug)]
+pub struct ModeSel(pub Vec<PagingMode>);
+
+fn parse_modes(s: &str) -> Result<ModeSel, String> {
+    if s == "all" {
+        return Ok(ModeSel(vec![
+            PagingMode::TwoLevel,
+            PagingMode::Pae,
+            PagingMode::FourLevel,
+            PagingMode::FiveLevel,
+        ]));
+    }
+    crate::args::parse_mode(s)
+        .map(|m| ModeSel(vec![m]))
+        .map_err(|e| format!("{e} (or all)"))
+}
+
+/// Failures of `oracle` other than disagreements.
+#[derive(Debug, thiserror::Error)]
+pub enum OracleCmdError {
+    /// The backend cannot run here (exit 3).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The backend failed mid-check (exit 1).
+    #[error("{case}: oracle failed: {err}")]
+    Oracle {
+        /// The case being checked.
+        case: String,
+        /// The error.
+        err: OracleError,
+    },
+    /// A case could not be built (exit 1).
+    #[error("{case}: {err}")]
+    Build {
+        /// The case.
+        case: String,
+        /// The error.
+        err: ScenarioError,
+    },
+    /// JSON output failed.
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Results for one mode.
+#[derive(Debug, Default)]
+struct ModeResult {
+    mode: Option<PagingMode>,
+    skipped: Option<String>,
+    cases: u64,
+    scenario_tables: u64,
+    report: DiffReport,
+    seconds: f64,
+}
+
+/// Runs `oracle`; prints errors itself (see the module docs for exit codes).
+pub fn main(a: &OracleArgs) -> ExitCode {
+    match run(a) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("pgdcache oracle: {e}");
+            ExitCode::from(match e {
+                OracleCmdError::Unavailable(_) => 3,
+                _ => 1,
+            })
+        }
+    }
+}
+
+fn backend(name: &str) -> Result<Box<dyn MmuOracle>, OracleCmdError> {
+    let q = QemuOracle::new();
+    let qemu_ok = q.available();
+    let qemu_missing = format!(
+        "QEMU not available: {} cannot be run (install it with \
+         `apt-get install -y --no-install-recommends qemu-system-x86`, or set PGDCACHE_QEMU)",
+        q.config().binary.display()
+    );
+    let kvm_ok = std::path::Path::new("/dev/kvm").exists();
+    match name {
+        "qemu" if qemu_ok => Ok(Box::new(q)),
+        "qemu" => Err(OracleCmdError::Unavailable(qemu_missing)),
+        "kvm" if kvm_ok => Ok(Box::new(KvmOracle::new())),
+        "kvm" => Err(OracleCmdError::Unavailable("KVM not available: no /dev/kvm".into())),
+        _ if qemu_ok => Ok(Box::new(q)),
+        _ if kvm_ok => Ok(Box::new(KvmOracle::new())),
+        _ => Err(OracleCmdError::Unavailable(format!(
+            "{qemu_missing}; and no /dev/kvm"
+        ))),
+    }
+}
+
+fn run(a: &OracleArgs) -> Result<bool, OracleCmdError> {
+    let mut o = backend(&a.backend)?;
+    let mut results = Vec::new();
+    for &mode in &a.mode.0 {
+        let r = check_mode(o.as_mut(), mode, a)?;
+        if !a.json {
+            print_mode(&r);
+        }
+        results.push(r);
+    }
+    let total: usize = results.iter().map(|r| r.report.disagreements.len()).sum();
+    for r in &results {
+        for d in r.report.disagreements.iter().take(20) {
+            eprintln!("DISAGREE {d}");
+        }
+    }
+    if a.json {
+        let modes: Vec<_> = results
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "mode": r.mode.map(|m| m.to_string()),
+                    "skipped": r.skipped,
+                    "cases": r.cases,
+                    "scenario_tables": r.scenario_tables,
+                    "addresses": r.report.addresses,
+                    "mappings": r.report.mappings,
+                    "disagreements": r.report.disagreements.len(),
+                    "details": r.report.disagreements.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+                    "seconds": r.seconds,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "backend": o.name(),
+            "agree": total == 0,
+            "modes": modes,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "backend {}: {}",
+            o.name(),
+            if total == 0 {
+                "all agree".to_string()
+            } else {
+                format!("{total} disagreements")
+            }
+        );
+    }
+    Ok(total == 0)
+}
+
+fn print_mode(r: &ModeResult) {
+    let mode = r.mode.map(|m| m.to_string()).unwrap_or_default();
+    if let Some(why) = &r.skipped {
+        println!("{mode:7} skipped: {why}");
+        return;
+    }
+    println!(
+        "{mode:7} cases {:5}  scenario tables {:3}  addresses {:7}  mappings {:7}  disagreements {:3}  {:.1}s",
+        r.cases,
+        r.scenario_tables,
+        r.report.addresses,
+        r.report.mappings,
+        r.report.disagreements.len(),
+        r.seconds
+    );
+}
+
+fn check_mode(
+    o: &mut dyn MmuOracle,
+    mode: PagingMode,
+    a: &OracleArgs,
+) -> Result<ModeResult, OracleCmdError> {
+    let t0 = Instant::now();
+    let mut r = ModeResult {
+        mode: Some(mode),
+        ..ModeResult::default()
+    };
+    if let Support::No(why) = o.supports(oracle_mode(mode)) {
+        r.skipped = Some(why);
+        return Ok(r);
+    }
+    let kvm = o.name() == "kvm";
+    for seed in a.seed..a.seed.saturating_add(a.cases) {
+        let case = format!("{mode} gen seed {seed}");
+        let c = GenCase::new(mode, seed, QEMU_MAXPHYADDR).map_err(|err| {
+            OracleCmdError::Build {
+                case: case.clone(),
+                err,
+            }
+        })?;
+        let mut cpu = c.gen.cpu;
+        if kvm {
+            // Stay within what the host walker supports.
+            cpu.gbpages = true;
+        }
+        let mem = ImageMem::new(&c.img);
+        let rep = check_image(o, &c.img, &mem, &cpu, &c.vas, &c.leaves(), &case)
+            .map_err(|err| OracleCmdError::Oracle { case, err })?;
+        r.report.merge(rep);
+        r.cases += 1;
+    }
+    if !a.no_scenarios {
+        for scheme in Scheme::ALL {
+            for sc in Scenario::ALL {
+                let case = format!("{mode} {sc} {scheme}");
+                let st = match ScenarioState::build(sc, mode, scheme) {
+                    Ok(st) => st,
+                    Err(ScenarioError::Kernel(pgdcache::KernelError::SchemeUnsupported {
+                        ..
+                    })) => continue,
+                    Err(err) => return Err(OracleCmdError::Build { case, err }),
+                };
+                let img = st.image().map_err(|err| OracleCmdError::Build {
+                    case: case.clone(),
+                    err,
+                })?;
+                let mem = ImageMem::new(&img);
+                let ours = leaves(&mem, &st.cpu);
+                let vas = st.addresses(a.seed, 32);
+                let rep = check_image(o, &img, &mem, &st.cpu, &vas, &ours, &case)
+                    .map_err(|err| OracleCmdError::Oracle { case, err })?;
+                r.report.merge(rep);
+                r.scenario_tables += 1;
+            }
+        }
+    }
+    r.seconds = t0.elapsed().as_secs_f64();
+    Ok(r)
+}

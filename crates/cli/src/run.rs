@@ -1,0 +1,183 @@
+//! `pgdcache run`: one configuration of the simulator, with every metric of
+//! the run report (text or `--json`), and a progress bar on stderr for runs
+//! that last more than a second when stderr is a terminal.
+
+use crate::error::CliError;
+use crate::settings::{RunFlags, SimFlags};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sim::RunReport;
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Arguments of `run`.
+#[derive(Args, Debug, Default)]
+pub struct RunArgs {
+    #[command(flatten)]
+    /// Shared settings.
+    pub sim: SimFlags,
+    #[command(flatten)]
+    /// Run settings.
+    pub run: RunFlags,
+}
+
+/// Runs `run`.
+pub fn run(a: &RunArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let cfg = a.run.config(&a.sim)?;
+    let tty = std::io::stderr().is_terminal();
+    let start = Instant::now();
+    let bar: Mutex<Option<ProgressBar>> = Mutex::new(None);
+    let progress = |done: u64, total: u64| {
+        if !tty || start.elapsed().as_secs_f64() < 1.0 {
+            return;
+        }
+        let Ok(mut slot) = bar.lock() else { return };
+        let b = slot.get_or_insert_with(|| {
+            let b = if total == u64::MAX {
+                ProgressBar::new_spinner()
+            } else {
+                ProgressBar::new(total)
+            };
+            b.set_draw_target(ProgressDrawTarget::stderr());
+            if let Ok(s) = ProgressStyle::with_template(
+                "{spinner} {bar:40} {pos}/{len} tasks {per_sec} eta {eta}",
+            ) {
+                b.set_style(s);
+            }
+            b
+        });
+        b.set_position(done);
+    };
+    let r = sim::run_with_progress(&cfg, Some(&progress)).map_err(CliError::from);
+    if let Ok(mut slot) = bar.lock() {
+        if let Some(b) = slot.take() {
+            b.finish_and_clear();
+        }
+    }
+    let r = r?;
+    if a.sim.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", text(&r));
+    }
+    Ok(())
+}
+
+fn us(ns: u64) -> String {
+    format!("{:.2}µs", ns as f64 / 1000.0)
+}
+
+fn text(r: &RunReport) -> String {
+    use std::fmt::Write;
+    let c = &r.config;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{} {} lock {} · {} CPUs · workload {} · {} pages/task · cpa {} · {} MiB · seed {}",
+        c.mode,
+        c.scheme,
+        c.lock,
+        c.cpus,
+        c.workload,
+        c.task_size().pages(),
+        c.cpa_rate,
+        c.ram >> 20,
+        c.seed
+    );
+    let _ = writeln!(o, "verdict          {}", r.verdict.short());
+    let _ = writeln!(
+        o,
+        "tasks            {} in {:.2}s = {:.0} tasks/s",
+        r.tasks, r.wall_s, r.tasks_per_s
+    );
+    for (name, l) in [
+        ("fork", &r.fork),
+        ("exec", &r.exec),
+        ("exit", &r.exit),
+        ("pgd_alloc", &r.pgd_alloc),
+        ("pgd_free", &r.pgd_free),
+    ] {
+        let _ = writeln!(
+            o,
+            "{name:<16} p50 {:>10} p99 {:>10} max {:>10} (n={})",
+            us(l.p50_ns),
+            us(l.p99_ns),
+            us(l.max_ns),
+            l.count
+        );
+    }
+    let k = &r.kernel;
+    let _ = writeln!(
+        o,
+        "pgd_alloc share  {:.1}% of fork (mean sampled pgd_alloc / mean fork)",
+        r.pgd_alloc_share_of_fork * 100.0
+    );
+    let _ = writeln!(o, "bytes/alloc      {:.1}", r.bytes_per_alloc);
+    let _ = writeln!(
+        o,
+        "ctor/dtor        pgd_ctor {} pgd_dtor {} pmd_ctor {} ticket refreshes {}",
+        k.pgd_ctors, k.pgd_dtors, k.pmd_ctors, k.ticket_refreshes
+    );
+    for (name, l) in [("pgd_lock", &k.pgd_lock), ("mmlist_lock", &k.mmlist_lock)] {
+        let _ = writeln!(
+            o,
+            "{name:<16} {} acquisitions, {} contended, held {} total, {} max",
+            l.acquisitions,
+            l.contended,
+            us(l.hold_ns),
+            us(l.max_hold_ns)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "conversions      {} (cpa toggles {}), {} entries propagated in {}",
+        k.conversions,
+        r.cpa_toggles,
+        k.propagated_entries,
+        us(k.propagation_ns)
+    );
+    let _ = writeln!(
+        o,
+        "vmalloc          {} agent ops, {} lazy faults; flush IPIs {}",
+        r.vmalloc_ops, k.vmalloc_faults, r.flush_ipis
+    );
+    let _ = writeln!(
+        o,
+        "accesses         {} checked ({} TLB hits)",
+        r.accesses, r.tlb_hits
+    );
+    let v = &r.live_violations;
+    let _ = writeln!(
+        o,
+        "live violations  stale {} dangling {} fault {}",
+        v.stale, v.dangling, v.fault
+    );
+    let f = &r.final_check;
+    let _ = writeln!(
+        o,
+        "final check      {} cached pgds, {} live; stale {} dangling {} not-constructed {} leak {}",
+        f.cached_pgds,
+        f.live_pgds,
+        f.violations.stale,
+        f.violations.dangling,
+        f.violations.not_constructed,
+        f.violations.leak
+    );
+    let _ = writeln!(
+        o,
+        "frames           {} in use at the end, {} leaked",
+        f.frames_used, f.leaked_frames
+    );
+    for s in &r.slab {
+        let _ = writeln!(
+            o,
+            "slab {:<11} {} objs in {} slabs, {} active, {} cpu-cached",
+            s.name, s.num_objs, s.num_slabs, s.active_objs, s.cpu_cached
+        );
+    }
+    for l in r.first_live.iter().chain(f.first.iter()) {
+        let _ = writeln!(o, "  {l}");
+    }
+    o
+}
