@@ -8,13 +8,13 @@ mod args;
 mod check;
 mod compare;
 mod dump;
+mod error;
 mod export;
 mod oracle_check;
-mod translate;
-mod error;
 mod run;
 mod settings;
 mod slabinfo;
+mod translate;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

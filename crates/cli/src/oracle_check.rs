@@ -132,7 +132,9 @@ fn backend(name: &str) -> Result<Box<dyn MmuOracle>, OracleCmdError> {
         "qemu" if qemu_ok => Ok(Box::new(q)),
         "qemu" => Err(OracleCmdError::Unavailable(qemu_missing)),
         "kvm" if kvm_ok => Ok(Box::new(KvmOracle::new())),
-        "kvm" => Err(OracleCmdError::Unavailable("KVM not available: no /dev/kvm".into())),
+        "kvm" => Err(OracleCmdError::Unavailable(
+            "KVM not available: no /dev/kvm".into(),
+        )),
         _ if qemu_ok => Ok(Box::new(q)),
         _ if kvm_ok => Ok(Box::new(KvmOracle::new())),
         _ => Err(OracleCmdError::Unavailable(format!(
@@ -228,11 +230,9 @@ fn check_mode(
     let kvm = o.name() == "kvm";
     for seed in a.seed..a.seed.saturating_add(a.cases) {
         let case = format!("{mode} gen seed {seed}");
-        let c = GenCase::new(mode, seed, QEMU_MAXPHYADDR).map_err(|err| {
-            OracleCmdError::Build {
-                case: case.clone(),
-                err,
-            }
+        let c = GenCase::new(mode, seed, QEMU_MAXPHYADDR).map_err(|err| OracleCmdError::Build {
+            case: case.clone(),
+            err,
         })?;
         let mut cpu = c.gen.cpu;
         if kvm {

@@ -67,8 +67,14 @@ fn json_parses() {
 }
 
 #[test]
-fn no_arguments_dumps_2level() {
+fn no_arguments_runs_compare() {
+    // `pgdcache` alone is `compare`; `dump` still gives the 2level dump.
     let out = run(&[]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("slab-pgd-list"), "{text}");
+    assert!(text.contains("verdict"), "{text}");
+    let out = run(&["dump"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("0xc0000000-0xc4000000"), "{text}");
