@@ -1,0 +1,263 @@
+//! Our software MMU against a hardware oracle, on one image.
+//!
+//! Two questions are asked of the oracle's *debug walk* (no permission or
+//! reserved-bit checks, so neither is ours):
+//!
+//! 1. for every address of interest: where does a supervisor read go?
+//!    (`gva2gpa` vs [`x86paging::translate`] on the image's own bytes);
+//! 2. the whole mapping list (`info tlb`: va, pa, size, leaf flags) vs every
+//!    leaf our table walk finds.
+//!
+//! Cases come from the pgd system ([`crate::scenario`]) or from the random
+//! generator [`x86paging::gen`] ([`GenCase`], the same recipe as
+//! `crates/oracle/tests/differential.rs`: 40 mappings, MAXPHYADDR 40 as
+//! QEMU's `-cpu max`).
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use oracle::{MmuOracle, OracleError, PagingImage};
+use physmem::{PhysMem, PhysMemory, Ram, VirtAddr};
+use x86paging::gen::{generate, GenConfig, Generated};
+use x86paging::{CpuState, EntryFlags, PagingMode, WalkFault};
+
+use crate::scenario::{export_image, Leaf, ScenarioError};
+
+/// MAXPHYADDR of QEMU's TCG `-cpu max` (phys-bits defaults to 40).
+pub const QEMU_MAXPHYADDR: u32 = 40;
+/// Simulated RAM for generated cases.
+pub const GEN_RAM: u64 = 16 << 20;
+
+/// One point where our walker and the oracle disagree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Disagreement {
+    /// Which case ("4level gen seed 7", "pae fork slab-pgd-list").
+    pub case: String,
+    /// What differs.
+    pub what: String,
+}
+
+impl fmt::Display for Disagreement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.case, self.what)
+    }
+}
+
+/// Counts of one or more comparisons.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiffReport {
+    /// Addresses whose translation was compared.
+    pub addresses: usize,
+    /// Mappings (leaves) compared against `info tlb`.
+    pub mappings: usize,
+    /// Everything that differed.
+    pub disagreements: Vec<Disagreement>,
+}
+
+impl DiffReport {
+    /// Adds `other`'s counts and disagreements to `self`.
+    pub fn merge(&mut self, other: DiffReport) {
+        self.addresses += other.addresses;
+        self.mappings += other.mappings;
+        self.disagreements.extend(other.disagreements);
+    }
+}
+
+/// Compares supervisor-read translations of `vas`: our walker over `pm`
+/// with `cpu` vs `o.translate` (the image must already be loaded).
+/// Addresses our walker answers with something other than a translation or
+/// a not-present fault (non-canonical, reserved bits, tables outside the
+/// image) are not debug-walk questions and are skipped — except that for
+/// KVM, whose walker honours reserved bits, a reserved-bit fault means
+/// "no translation".
+pub fn compare_translations<P: PhysMem + ?Sized>(
+    o: &mut dyn MmuOracle,
+    pm: &P,
+    cpu: &CpuState,
+    vas: &[u64],
+    case: &str,
+) -> Result<DiffReport, OracleError> {
+    let mut r = DiffReport::default();
+    let kvm = o.name() == "kvm";
+    for &va in vas {
+        let ours = match x86paging::translate(pm, cpu, VirtAddr::new(va), x86paging::Access::READ)
+        {
+            Ok(t) => Some(t.pa.as_u64()),
+            Err(WalkFault::PageFault { code, .. }) if code.bits() & 1 == 0 => None,
+            Err(WalkFault::PageFault { .. }) if kvm => None,
+            Err(_) => continue,
+        };
+        r.addresses += 1;
+        let theirs = o.translate(va)?;
+        if ours != theirs {
+            r.disagreements.push(Disagreement {
+                case: case.to_string(),
+                what: format!("{va:#x}: walker {ours:#x?}, {} {theirs:#x?}", o.name()),
+            });
+        }
+    }
+    Ok(r)
+}
+
+fn key(va: u64, pa: u64, size: u64, bits: [bool; 8]) -> String {
+    let b = |i: usize| u8::from(bits[i]);
+    format!(
+        "{va:#x} -> {pa:#x} size {size:#x} W{} U{} X{} G{} A{} D{} C{} T{}",
+        b(0),
+        b(1),
+        b(2),
+        b(3),
+        b(4),
+        b(5),
+        b(6),
+        b(7)
+    )
+}
+
+fn leaf_key(l: &Leaf) -> String {
+    let f = l.flags;
+    key(
+        l.va,
+        l.pa,
+        l.size.bytes(),
+        [
+            f.contains(EntryFlags::RW),
+            f.contains(EntryFlags::USER),
+            f.contains(EntryFlags::NX),
+            f.contains(EntryFlags::GLOBAL),
+            f.contains(EntryFlags::ACCESSED),
+            f.contains(EntryFlags::DIRTY),
+            f.contains(EntryFlags::PCD),
+            f.contains(EntryFlags::PWT),
+        ],
+    )
+}
+
+/// Compares `ours` (every leaf, with leaf flags) with the oracle's whole
+/// mapping list. Returns an empty report (0 mappings) when the backend has
+/// no mapping dump (KVM).
+pub fn compare_mappings(
+    o: &mut dyn MmuOracle,
+    ours: &[Leaf],
+    case: &str,
+) -> Result<DiffReport, OracleError> {
+    let theirs = match o.mappings() {
+        Ok(m) => m,
+        Err(OracleError::Unsupported(_)) => return Ok(DiffReport::default()),
+        Err(e) => return Err(e),
+    };
+    let a: BTreeSet<String> = ours.iter().map(leaf_key).collect();
+    let b: BTreeSet<String> = theirs
+        .iter()
+        .map(|m| {
+            let f = m.flags;
+            key(
+                m.va,
+                m.pa,
+                m.size,
+                [
+                    f.writable, f.user, f.nx, f.global, f.accessed, f.dirty, f.pcd, f.pwt,
+                ],
+            )
+        })
+        .collect();
+    let mut r = DiffReport {
+        mappings: a.len().max(b.len()),
+        ..DiffReport::default()
+    };
+    for x in a.difference(&b) {
+        r.disagreements.push(Disagreement {
+            case: case.to_string(),
+            what: format!("only in our walk: {x}"),
+        });
+    }
+    for x in b.difference(&a) {
+        r.disagreements.push(Disagreement {
+            case: case.to_string(),
+            what: format!("only in {}'s mapping list: {x}", o.name()),
+        });
+    }
+    Ok(r)
+}
+
+/// Loads `img` into `o` and runs both comparisons. `pm`/`cpu` are what our
+/// walker reads (normally an [`crate::ImageMem`] of `img`).
+pub fn check_image<P: PhysMem + ?Sized>(
+    o: &mut dyn MmuOracle,
+    img: &PagingImage,
+    pm: &P,
+    cpu: &CpuState,
+    vas: &[u64],
+    ours: &[Leaf],
+    case: &str,
+) -> Result<DiffReport, OracleError> {
+    o.load(img)?;
+    let mut r = compare_translations(o, pm, cpu, vas, case)?;
+    r.merge(compare_mappings(o, ours, case)?);
+    Ok(r)
+}
+
+/// A random page table from [`x86paging::gen`], exported.
+pub struct GenCase {
+    /// Simulated RAM holding the tables.
+    pub pm: PhysMemory<Ram>,
+    /// What the generator made.
+    pub gen: Generated,
+    /// The exported image.
+    pub img: PagingImage,
+    /// Addresses of interest.
+    pub vas: Vec<u64>,
+}
+
+impl GenCase {
+    /// Generates case `seed` for `mode` (40 mappings, large pages, high
+    /// physical addresses, MAXPHYADDR `maxphyaddr`).
+    pub fn new(mode: PagingMode, seed: u64, maxphyaddr: u32) -> Result<Self, ScenarioError> {
+        let pm = PhysMemory::new(GEN_RAM).map_err(|e| ScenarioError::Ram(e.to_string()))?;
+        let cfg = GenConfig {
+            mappings: 40,
+            maxphyaddr,
+            ..GenConfig::new(mode, seed)
+        };
+        let gen = generate(&pm, &cfg).map_err(|e| ScenarioError::Ram(e.to_string()))?;
+        let img = export_image(&pm, &gen.cpu)?;
+        let vas = interesting(&gen, seed);
+        Ok(GenCase { pm, gen, img, vas })
+    }
+
+    /// The generator's mappings as leaves.
+    pub fn leaves(&self) -> Vec<Leaf> {
+        self.gen
+            .mappings
+            .iter()
+            .map(|m| Leaf {
+                va: m.va.as_u64(),
+                pa: m.pa.as_u64(),
+                size: m.size,
+                flags: m.flags,
+            })
+            .collect()
+    }
+}
+
+/// Start, a random inside address, last byte and the byte after each
+/// mapping, plus 16 random probes.
+fn interesting(gen: &Generated, seed: u64) -> Vec<u64> {
+    let mut vas = Vec::new();
+    let mut rng = x86paging::gen::Rng::new(seed ^ 0x5eed);
+    let mode = gen.cpu.mode;
+    for m in &gen.mappings {
+        let (va, size) = (m.va.as_u64(), m.size.bytes());
+        vas.push(va);
+        vas.push(va + (rng.below(size) & !7));
+        vas.push(va + size - 1);
+        vas.push(mode.canonicalize(va.wrapping_add(size)).as_u64());
+    }
+    for p in gen.probes(seed, 16) {
+        vas.push(p.va.as_u64());
+    }
+    vas.retain(|&v| mode.is_64bit() || v < 1 << 32);
+    vas.sort_unstable();
+    vas.dedup();
+    vas
+}
