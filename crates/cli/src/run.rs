@@ -40,13 +40,13 @@ pub fn run(a: &RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                 ProgressBar::new(total)
             };
             b.set_draw_target(ProgressDrawTarget::stderr());
-            if let Ok(s) = ProgressStyle::with_template(
-                "{spinner} {bar:40} {pos}/{len} tasks {per_sec} eta {eta}",
-            ) {
+            if let Ok(s) = ProgressStyle::with_template("{spinner} {bar:30} {pos}/{len} {msg}") {
                 b.set_style(s);
             }
             b
         });
+        let secs = start.elapsed().as_secs_f64();
+        b.set_message(format!("tasks, {:.0}/s", done as f64 / secs.max(1e-9)));
         b.set_position(done);
     };
     let r = sim::run_with_progress(&cfg, Some(&progress)).map_err(CliError::from);
