@@ -11,7 +11,7 @@
 use pgdcache::mm::TaskSize;
 use pgdcache::{Kernel, KernelConfig, LockKind, Scheme};
 use physmem::{SimMemory, VirtAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use x86paging::{EntryFlags, PagingMode};
 
@@ -22,9 +22,11 @@ fn run(mode: PagingMode, scheme: Scheme, lock: LockKind, tasks: usize) {
     cfg.timed_locks = true;
     let k = Arc::new(Kernel::new(pm, &cfg).unwrap());
     let done = Arc::new(AtomicBool::new(false));
+    let toggled = Arc::new(AtomicU64::new(0));
     let agent = {
         let k = k.clone();
         let done = done.clone();
+        let toggled = toggled.clone();
         std::thread::spawn(move || {
             let va = VirtAddr::new(k.mode().page_offset() + (16 << 20));
             let def = k.page_kernel_at(va).unwrap();
@@ -36,6 +38,7 @@ fn run(mode: PagingMode, scheme: Scheme, lock: LockKind, tasks: usize) {
                 k.change_page_attr(va, 1, def).unwrap();
                 k.global_flush_tlb();
                 n += 1;
+                toggled.store(n, Ordering::Release);
             }
             n
         })
@@ -46,7 +49,10 @@ fn run(mode: PagingMode, scheme: Scheme, lock: LockKind, tasks: usize) {
         stack: 1,
     };
     let mut live = Vec::new();
-    for i in 0..tasks {
+    // Run at least `tasks` tasks, and on until the agent has converted a
+    // few times, so the two really overlap even on a loaded machine.
+    let mut i = 0;
+    while i < tasks || toggled.load(Ordering::Acquire) < 8 {
         let mm = if i % 3 == 0 || live.is_empty() {
             k.exec_mm(0, size).unwrap()
         } else {
@@ -60,6 +66,7 @@ fn run(mode: PagingMode, scheme: Scheme, lock: LockKind, tasks: usize) {
         if i % 500 == 499 {
             k.shrink();
         }
+        i += 1;
     }
     done.store(true, Ordering::Release);
     let toggles = agent.join().unwrap();
