@@ -80,8 +80,7 @@ pub fn compare_translations<P: PhysMem + ?Sized>(
     let mut r = DiffReport::default();
     let kvm = o.name() == "kvm";
     for &va in vas {
-        let ours = match x86paging::translate(pm, cpu, VirtAddr::new(va), x86paging::Access::READ)
-        {
+        let ours = match x86paging::translate(pm, cpu, VirtAddr::new(va), x86paging::Access::READ) {
             Ok(t) => Some(t.pa.as_u64()),
             Err(WalkFault::PageFault { code, .. }) if code.bits() & 1 == 0 => None,
             Err(WalkFault::PageFault { .. }) if kvm => None,

@@ -10,8 +10,7 @@
 //! walker's [`CpuState`] from the image's CR0/CR3/CR4/EFER.
 
 use oracle::image::{
-    ImageDesc, CR0_WP, CR4_LA57, CR4_PAE, CR4_PGE, CR4_PSE, CR4_SMAP, CR4_SMEP, EFER_LME,
-    EFER_NXE,
+    ImageDesc, CR0_WP, CR4_LA57, CR4_PAE, CR4_PGE, CR4_PSE, CR4_SMAP, CR4_SMEP, EFER_LME, EFER_NXE,
 };
 use oracle::PagingImage;
 use physmem::{MemError, PhysAddr, PhysMem};

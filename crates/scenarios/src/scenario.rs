@@ -132,7 +132,8 @@ impl ScenarioState {
         mode: PagingMode,
         scheme: Scheme,
     ) -> Result<Self, ScenarioError> {
-        let pm = Arc::new(SimMemory::new(SCENARIO_RAM).map_err(|e| ScenarioError::Ram(e.to_string()))?);
+        let pm =
+            Arc::new(SimMemory::new(SCENARIO_RAM).map_err(|e| ScenarioError::Ram(e.to_string()))?);
         let kernel = Kernel::new(pm, &KernelConfig::new(mode, scheme))?;
         let mut mms = Vec::new();
         let mut cpa_target = None;

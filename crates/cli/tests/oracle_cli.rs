@@ -1,0 +1,219 @@
+//! End-to-end tests of `pgdcache export`, `pgdcache translate` and
+//! `pgdcache oracle`.
+//!
+//! export + translate need no QEMU: every scenario in every mode is exported
+//! by the binary, walked by the binary, and compared with the in-process
+//! walker on the simulator's RAM of the same (deterministic) scenario.
+//! `oracle` needs QEMU: without it the test prints `SKIP:` and checks the
+//! documented exit code 3 instead.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use pgdcache::Scheme;
+use pgdcache_scenarios::{Scenario, ScenarioState};
+use physmem::VirtAddr;
+use x86paging::{Access, PagingMode, WalkFault};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pgdcache"))
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pgdcache-oracle-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn export_then_translate_matches_in_process_walker() {
+    for mode in ["2level", "pae", "4level", "5level"] {
+        let m: PagingMode = mode.parse().unwrap();
+        for sc in Scenario::ALL {
+            let dir = tmpdir(&format!("{mode}-{sc}"));
+            let out = bin()
+                .args(["export", "--scenario", sc.name(), "--mode", mode, "--out"])
+                .arg(&dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let st = ScenarioState::build(sc, m, Scheme::SlabPgdList).unwrap();
+            let vas = st.addresses(7, 24);
+            let mut cmd = bin();
+            cmd.args(["translate", "--json", "--image"]).arg(&dir);
+            cmd.args(vas.iter().map(|v| format!("{v:#x}")));
+            let out = cmd.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(
+                v["cr3"].as_str().unwrap(),
+                format!("{:#x}", st.cpu.cr3.as_u64()),
+                "{mode} {sc}: exported CR3"
+            );
+            let results = v["results"].as_array().unwrap();
+            assert_eq!(results.len(), vas.len());
+            let (mut ok, mut faults) = (0, 0);
+            for (va, r) in vas.iter().zip(results) {
+                let want = st.kernel.kernel_space().translate_in(
+                    &**st.kernel.pm(),
+                    st.cpu.cr3,
+                    VirtAddr::new(*va),
+                    Access::READ,
+                );
+                match want {
+                    Ok(t) => {
+                        ok += 1;
+                        assert_eq!(
+                            r["pa"],
+                            format!("{:#x}", t.pa.as_u64()),
+                            "{mode} {sc} {va:#x}"
+                        );
+                        assert_eq!(r["page_size"], t.size.name(), "{mode} {sc} {va:#x}");
+                        assert_eq!(r["level"], t.level.name(), "{mode} {sc} {va:#x}");
+                    }
+                    Err(WalkFault::PageFault { code, level, .. }) => {
+                        faults += 1;
+                        assert_eq!(r["fault"], "page_fault", "{mode} {sc} {va:#x}: {r}");
+                        assert_eq!(r["error_code"], code.bits(), "{mode} {sc} {va:#x}");
+                        assert_eq!(r["level"], level.name(), "{mode} {sc} {va:#x}");
+                    }
+                    Err(e) => panic!("{mode} {sc} {va:#x}: unexpected {e}"),
+                }
+            }
+            assert!(
+                ok > 10 && faults > 0,
+                "{mode} {sc}: {ok} ok, {faults} faults"
+            );
+            // Text output works too.
+            let out = bin()
+                .args(["translate", "--image"])
+                .arg(&dir)
+                .arg(format!("{:#x}", vas[0]))
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            assert!(String::from_utf8_lossy(&out.stdout).starts_with(&format!("{:#x}", vas[0])));
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
+#[test]
+fn translate_rejects_bad_addresses_and_images() {
+    let dir = tmpdir("bad");
+    let out = bin()
+        .args([
+            "export",
+            "--scenario",
+            "swapper",
+            "--mode",
+            "4level",
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for bad in ["zz", "0x800000000000", "0x1_0000_0000_0000_0000", "-1"] {
+        let out = bin()
+            .args(["translate", "--image"])
+            .arg(&dir)
+            .args(["--", bad])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("bad address"),
+            "{bad}"
+        );
+    }
+    let out = bin()
+        .args(["translate", "--image", "/nonexistent/img", "0x1000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    // 32-bit image: addresses above 4 GiB are refused.
+    let dir32 = tmpdir("bad32");
+    assert!(bin()
+        .args(["export", "--scenario", "fork", "--mode", "pae", "--out"])
+        .arg(&dir32)
+        .status()
+        .unwrap()
+        .success());
+    let out = bin()
+        .args(["translate", "--image"])
+        .arg(&dir32)
+        .arg("0x100000000")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // shared-kernel cannot exist on 2-level: a usage error.
+    let out = bin()
+        .args([
+            "export",
+            "--scenario",
+            "swapper",
+            "--mode",
+            "2level",
+            "--scheme",
+            "shared-kernel",
+            "--out",
+        ])
+        .arg(tmpdir("sk"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&dir32);
+}
+
+#[test]
+fn oracle_three_cases_all_modes() {
+    let q = oracle::qemu::QemuOracle::new();
+    let out = bin()
+        .args(["oracle", "--cases", "3", "--mode", "all", "--json"])
+        .output()
+        .unwrap();
+    if !q.available() {
+        eprintln!("SKIP: QEMU not installed ({})", q.config().binary.display());
+        assert_eq!(out.status.code(), Some(3));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("QEMU not available"));
+        return;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(
+        out.status.success(),
+        "{v}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(v["agree"], true);
+    let modes = v["modes"].as_array().unwrap();
+    assert_eq!(modes.len(), 4);
+    for m in modes {
+        assert_eq!(m["disagreements"], 0, "{m}");
+        assert_eq!(m["cases"], 3, "{m}");
+        assert!(m["scenario_tables"].as_u64().unwrap() >= 12, "{m}");
+        assert!(m["addresses"].as_u64().unwrap() > 500, "{m}");
+        assert!(m["mappings"].as_u64().unwrap() > 500, "{m}");
+    }
+}
+
+#[test]
+fn oracle_missing_qemu_exits_3() {
+    let out = bin()
+        .env("PGDCACHE_QEMU", "/nonexistent/qemu-system-x86_64")
+        .args(["oracle", "--cases", "1", "--mode", "pae"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("QEMU not available"));
+}
