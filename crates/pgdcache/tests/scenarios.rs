@@ -250,3 +250,54 @@ fn bytes_blitted_per_alloc() {
     fill_cache(&k, 4);
     assert_eq!(k.stats().bytes_per_alloc(), 8.0 + 3.0 * 4096.0);
 }
+
+/// Invalid `change_page_attr` requests return a typed error and change nothing.
+#[test]
+fn invalid_cpa_requests_change_nothing() {
+    use pgdcache::CpaError;
+    for mode in PagingMode::ALL {
+        let k = kernel(mode, Scheme::SlabPgdList);
+        let mm = k.exec_mm(0, TaskSize::SMALL).unwrap();
+        let before = format!("{:?}", k.kernel_space().ptdump(&**k.pm(), k.swapper().0));
+        let free = k.pm().free_frames();
+        let t = target(&k);
+        let prot = nocache(&k);
+        let off = k.mode().page_offset();
+        let (_, map_end) = (off, k.kernel_space().layout.direct_map_end);
+        let cases: Vec<(VirtAddr, u64, EntryFlags)> = vec![
+            (t, 0, prot),                                  // zero pages
+            (VirtAddr::new(t.as_u64() + 8), 1, prot),      // misaligned
+            (t, u64::MAX / 2, prot),                       // overflow
+            (VirtAddr::new(map_end - PAGE_SIZE), 2, prot), // runs past the direct map
+            (VirtAddr::new(0x40_0000), 1, prot),           // user address
+            (t, 1, prot - EntryFlags::PRESENT),            // not present
+            (t, 1, prot | EntryFlags::USER),               // user-accessible
+            (t, 1, prot | EntryFlags::PAT),                // PAT index
+        ];
+        for (va, n, p) in cases {
+            let e = k.change_page_attr(va, n, p).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    CpaError::Empty
+                        | CpaError::Misaligned(_)
+                        | CpaError::Overflow { .. }
+                        | CpaError::OutsideDirectMap { .. }
+                        | CpaError::BadProt { .. }
+                ),
+                "{mode}: {e}"
+            );
+            assert!(!e.to_string().is_empty());
+        }
+        if mode == PagingMode::TwoLevel {
+            let e = k.change_page_attr(t, 1, prot | EntryFlags::NX).unwrap_err();
+            assert!(matches!(e, CpaError::BadProt { .. }), "{e}");
+        }
+        let after = format!("{:?}", k.kernel_space().ptdump(&**k.pm(), k.swapper().0));
+        assert_eq!(before, after, "{mode}: the kernel page table changed");
+        assert_eq!(free, k.pm().free_frames(), "{mode}: frames changed");
+        assert_eq!(k.stats().conversions, 0);
+        k.exit_mm(0, mm).unwrap();
+        assert!(k.verify().unwrap().is_clean());
+    }
+}
