@@ -50,12 +50,12 @@ impl Default for CompareSpec {
 
 impl CompareSpec {
     /// Tasks per run when `ops` is not given: sized so the default compare
-    /// (9 runs) finishes within a few seconds on two cores in release.
+    /// (9 runs) finishes in about 3–5 s on two cores in release.
     pub fn default_ops(workload: Workload) -> u64 {
         match workload {
-            Workload::Kernbench => 40,
-            Workload::Mixed => 1_500,
-            _ => 4_000,
+            Workload::Kernbench => 60,
+            Workload::Mixed => 2_500,
+            _ => 8_000,
         }
     }
 
