@@ -267,9 +267,9 @@ mod imp {
                 return Support::No(self.open_error.clone());
             };
             if mode == PagingMode::FiveLevel
-                && !self
+                && self
                     .cpuid(7)
-                    .is_some_and(|(_, _, ecx, _)| ecx & (1 << 16) != 0)
+                    .is_none_or(|(_, _, ecx, _)| ecx & (1 << 16) == 0)
             {
                 return Support::No("KVM's CPUID has no LA57".into());
             }

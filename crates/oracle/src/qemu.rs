@@ -600,7 +600,7 @@ impl MmuOracle for QemuOracle {
                     PagingMode::FourLevel | PagingMode::FiveLevel => {
                         let next = raw.get(i + 1).map(|n| n.va);
                         let gap = next.map(|n| n.wrapping_sub(l.va));
-                        let may_be_1g = l.va % GIB == 0 && gap.map_or(true, |g| g >= GIB);
+                        let may_be_1g = l.va % GIB == 0 && gap.is_none_or(|g| g >= GIB);
                         if may_be_1g && s.gva2gpa(l.va + 2 * MIB)? == Some(l_pa + 2 * MIB) {
                             (GIB, l_pa)
                         } else {

@@ -203,7 +203,7 @@ impl RspClient {
                         .get(i + 1)
                         .ok_or_else(|| OracleError::Protocol("RLE without count".into()))?;
                     let reps = usize::from(n.saturating_sub(29));
-                    out.extend(std::iter::repeat(last).take(reps));
+                    out.extend(std::iter::repeat_n(last, reps));
                     i += 2;
                 }
                 c => {

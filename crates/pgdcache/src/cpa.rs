@@ -100,9 +100,9 @@ type FlushHook = Arc<dyn Fn() + Send + Sync>;
 pub(crate) struct CpaLock {
     /// `cpa_lock`: serialises `change_page_attr` and protects the split
     /// set and the deferred list.
-    state: parking_lot::Mutex<CpaState>,
+    state: crate::sync::Mutex<CpaState>,
     /// `flush_kernel_map` on every CPU (installed by the simulator).
-    flush: parking_lot::RwLock<Option<FlushHook>>,
+    flush: crate::sync::RwLock<Option<FlushHook>>,
     large: PageSize,
     map_start: VirtAddr,
     map_end: VirtAddr,
@@ -118,11 +118,11 @@ impl CpaLock {
         let map_start = VirtAddr::new(sh.mode.page_offset());
         let map_end = VirtAddr::new(ks.layout.direct_map_end);
         CpaLock {
-            state: parking_lot::Mutex::new(CpaState {
+            state: crate::sync::Mutex::new(CpaState {
                 split: BTreeMap::new(),
                 deferred: Vec::new(),
             }),
-            flush: parking_lot::RwLock::new(None),
+            flush: crate::sync::RwLock::new(None),
             large,
             map_start,
             map_end,

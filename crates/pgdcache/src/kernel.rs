@@ -184,11 +184,49 @@ pub(crate) struct Shared {
     pub(crate) mmlist: StatLock<BTreeSet<PhysAddr>>,
     /// `slab-ticket`: generation of the kernel part; bumped under
     /// `mmlist_lock` by every conversion.
-    pub(crate) generation: AtomicU64,
+    pub(crate) generation: crate::sync::AtomicU64,
     pub(crate) counters: Counters,
+    /// `--cfg loom` only: a deliberately broken protocol variant, so the
+    /// negative models can show that loom finds the race.
+    #[cfg(loom)]
+    pub(crate) bug: std::sync::atomic::AtomicU8,
+}
+
+/// Deliberately broken protocol variants for the negative `loom` models.
+#[cfg(loom)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Bug {
+    /// The protocol as written.
+    None = 0,
+    /// `pgd_ctor` copies the kernel part before taking `pgd_lock`.
+    CtorCopiesOutsideLock = 1,
+    /// `pgd_ctor` links the pgd in a second critical section, after the copy's.
+    ListAddAfterUnlock = 2,
+    /// `mm_join` checks the ticket and refreshes before taking `mmlist_lock`.
+    TicketReadBeforeJoin = 3,
 }
 
 impl Shared {
+    #[cfg(loom)]
+    fn bug(&self) -> Bug {
+        match self.bug.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => Bug::CtorCopiesOutsideLock,
+            2 => Bug::ListAddAfterUnlock,
+            3 => Bug::TicketReadBeforeJoin,
+            _ => Bug::None,
+        }
+    }
+    #[cfg(not(loom))]
+    #[inline(always)]
+    fn bug_is(&self, _b: u8) -> bool {
+        false
+    }
+    #[cfg(loom)]
+    fn bug_is(&self, b: u8) -> bool {
+        self.bug() as u8 == b
+    }
+
     /// Number of entries in the kernel part of a pgd and the first one.
     pub(crate) fn kernel_range(&self) -> (usize, usize) {
         let m = self.mode;
@@ -269,10 +307,25 @@ impl Shared {
         self.counters.pgd_ctors.fetch_add(1, Ordering::Relaxed);
         let mut bytes = 0;
         if self.propagates() && self.scheme == Scheme::SlabPgdList {
-            let mut list = self.pgd_lock.lock();
-            bytes += self.copy_kernel_part(pgd).unwrap_or(0);
-            // The pgd's page is not on any list yet (fresh slab object).
-            let _ = list.add(self.pm.pages(), pgd.frame());
+            if self.bug_is(1) {
+                // Negative model: the copy races with set_pmd_pte.
+                bytes += self.copy_kernel_part(pgd).unwrap_or(0);
+                let mut list = self.pgd_lock.lock();
+                let _ = list.add(self.pm.pages(), pgd.frame());
+            } else if self.bug_is(2) {
+                // Negative model: a conversion can slip between the two.
+                {
+                    let _list = self.pgd_lock.lock();
+                    bytes += self.copy_kernel_part(pgd).unwrap_or(0);
+                }
+                let mut list = self.pgd_lock.lock();
+                let _ = list.add(self.pm.pages(), pgd.frame());
+            } else {
+                let mut list = self.pgd_lock.lock();
+                bytes += self.copy_kernel_part(pgd).unwrap_or(0);
+                // The pgd's page is not on any list yet (fresh slab object).
+                let _ = list.add(self.pm.pages(), pgd.frame());
+            }
         } else if self.propagates() && self.scheme == Scheme::SlabTicket {
             // Read the generation *before* copying: a conversion that bumps
             // it after this load wrote swapper first, so either the copy saw
@@ -348,8 +401,10 @@ impl Kernel {
             swapper: ks.pgd,
             pgd_lock: StatLock::new(cfg.lock, FrameList::new(), cfg.timed_locks),
             mmlist: StatLock::new(cfg.lock, BTreeSet::new(), cfg.timed_locks),
-            generation: AtomicU64::new(0),
+            generation: crate::sync::AtomicU64::new(0),
             counters: Counters::default(),
+            #[cfg(loom)]
+            bug: std::sync::atomic::AtomicU8::new(0),
         });
         if cfg.scheme == Scheme::SharedKernel {
             crate::vmalloc::preallocate_kernel_tables(&sh, &ks)?;
@@ -458,6 +513,14 @@ impl Kernel {
     /// `swapper_pg_dir`.
     pub fn swapper(&self) -> Pgd {
         Pgd(self.sh.swapper)
+    }
+
+    /// `--cfg loom` only: switch to a deliberately broken protocol variant.
+    #[cfg(loom)]
+    pub fn inject_bug(&self, bug: Bug) {
+        self.sh
+            .bug
+            .store(bug as u8, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Current generation of the ticket scheme.
@@ -629,6 +692,16 @@ impl Kernel {
     /// refresh and the join.
     pub fn mm_join(&self, pgd: Pgd) -> Result<(), KernelError> {
         let sh = &self.sh;
+        if sh.bug_is(3) && sh.scheme == Scheme::SlabTicket && sh.propagates() {
+            // Negative model: check and refresh outside mmlist_lock.
+            let g = sh.generation.load(Ordering::Acquire);
+            if sh.ticket(pgd.0) != Some(g) {
+                sh.copy_kernel_part(pgd.0)?;
+                sh.set_ticket(pgd.0, g);
+            }
+            sh.mmlist.lock().insert(pgd.0);
+            return Ok(());
+        }
         let mut live = sh.mmlist.lock();
         if sh.scheme == Scheme::SlabTicket && sh.propagates() {
             let g = sh.generation.load(Ordering::Acquire);

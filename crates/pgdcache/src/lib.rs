@@ -15,10 +15,13 @@ pub mod lock;
 pub mod mm;
 pub mod pages;
 pub mod scheme;
+mod sync;
 pub mod vmalloc;
 
 pub use check::{Report, Violation, ViolationKind};
 pub use cpa::CpaError;
+#[cfg(loom)]
+pub use kernel::Bug;
 pub use kernel::{Kernel, KernelConfig, KernelError, KernelStats, Pgd};
 pub use lock::{LockKind, LockStats, StatLock};
 pub use mm::{Mm, MmError};

@@ -91,7 +91,12 @@ struct Counters {
     max_hold_ns: AtomicU64,
 }
 
+#[cfg_attr(loom, allow(dead_code))]
 enum Inner<T> {
+    /// Under `--cfg loom` every kind is loom's mutex (loom cannot see
+    /// inside a spinlock's busy-wait).
+    #[cfg(loom)]
+    Loom(loom::sync::Mutex<T>, LockKind),
     Tas(spin::mutex::SpinMutex<T>),
     Ticket(spin::mutex::TicketMutex<T>),
     Mutex(parking_lot::Mutex<T>),
@@ -111,7 +116,10 @@ pub struct StatGuard<'a, T> {
     since: Option<Instant>,
 }
 
+#[cfg_attr(loom, allow(dead_code))]
 enum GuardInner<'a, T> {
+    #[cfg(loom)]
+    Loom(loom::sync::MutexGuard<'a, T>),
     Tas(spin::mutex::SpinMutexGuard<'a, T>),
     Ticket(spin::mutex::TicketMutexGuard<'a, T>),
     Mutex(parking_lot::MutexGuard<'a, T>),
@@ -121,6 +129,9 @@ impl<T> StatLock<T> {
     /// A lock of kind `kind` around `value`. With `timed`, hold times are
     /// measured (two clock reads per acquisition).
     pub fn new(kind: LockKind, value: T, timed: bool) -> Self {
+        #[cfg(loom)]
+        let inner = Inner::Loom(loom::sync::Mutex::new(value), kind);
+        #[cfg(not(loom))]
         let inner = match kind {
             LockKind::Tas => Inner::Tas(spin::mutex::SpinMutex::new(value)),
             LockKind::Ticket => Inner::Ticket(spin::mutex::TicketMutex::new(value)),
@@ -136,6 +147,8 @@ impl<T> StatLock<T> {
     /// The lock's kind.
     pub fn kind(&self) -> LockKind {
         match self.inner {
+            #[cfg(loom)]
+            Inner::Loom(_, k) => k,
             Inner::Tas(_) => LockKind::Tas,
             Inner::Ticket(_) => LockKind::Ticket,
             Inner::Mutex(_) => LockKind::Mutex,
@@ -145,6 +158,14 @@ impl<T> StatLock<T> {
     /// Takes the lock (`spin_lock_irqsave`).
     pub fn lock(&self) -> StatGuard<'_, T> {
         let (guard, contended) = match &self.inner {
+            #[cfg(loom)]
+            Inner::Loom(l, _) => match l.try_lock() {
+                Ok(g) => (GuardInner::Loom(g), false),
+                Err(_) => (
+                    GuardInner::Loom(l.lock().unwrap_or_else(|e| e.into_inner())),
+                    true,
+                ),
+            },
             Inner::Tas(l) => match l.try_lock() {
                 Some(g) => (GuardInner::Tas(g), false),
                 None => (GuardInner::Tas(l.lock()), true),
@@ -192,6 +213,8 @@ impl<T> core::ops::Deref for StatGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
         match &self.guard {
+            #[cfg(loom)]
+            GuardInner::Loom(g) => g,
             GuardInner::Tas(g) => g,
             GuardInner::Ticket(g) => g,
             GuardInner::Mutex(g) => g,
@@ -202,6 +225,8 @@ impl<T> core::ops::Deref for StatGuard<'_, T> {
 impl<T> core::ops::DerefMut for StatGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         match &mut self.guard {
+            #[cfg(loom)]
+            GuardInner::Loom(g) => &mut *g,
             GuardInner::Tas(g) => &mut *g,
             GuardInner::Ticket(g) => &mut *g,
             GuardInner::Mutex(g) => &mut *g,

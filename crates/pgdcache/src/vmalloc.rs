@@ -52,7 +52,7 @@ pub(crate) struct VmState {
 pub(crate) struct VmLock {
     /// `vmlist_lock`: protects the list of areas and serialises the
     /// population of swapper's vmalloc tables.
-    state: parking_lot::Mutex<VmState>,
+    state: crate::sync::Mutex<VmState>,
     start: u64,
     end: u64,
 }
@@ -60,7 +60,7 @@ pub(crate) struct VmLock {
 impl VmLock {
     pub(crate) fn new(ks: &KernelSpace) -> Self {
         VmLock {
-            state: parking_lot::Mutex::new(VmState {
+            state: crate::sync::Mutex::new(VmState {
                 areas: BTreeMap::new(),
             }),
             start: ks.layout.vmalloc_start,

@@ -23,7 +23,10 @@ pub mod fault;
 pub mod list;
 pub mod mem;
 pub mod page;
-#[cfg(feature = "std")]
+#[cfg(all(feature = "std", not(loom)))]
+pub mod ram;
+#[cfg(all(feature = "std", loom))]
+#[path = "ram_loom.rs"]
 pub mod ram;
 
 pub use addr::{Frame, PhysAddr, VirtAddr, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE};
