@@ -1,0 +1,717 @@
+//! The whole benchmark suite behind `pgdcache bench`: micro-measurements
+//! with their same-run baselines, the real SMP sweep, the virtual-time
+//! projection with its validation, and the seed's targets checked against
+//! the measured ratios.
+
+use crate::micro::{self, AllocFree, CpaCycle, ForkExit, Freelist, MicroError, Subject, Timing};
+use crate::smp::{self, SmpRow};
+use crate::vtime::{self, Calibration, VResult};
+use pgdcache::{LockKind, Scheme};
+use sim::SimError;
+use std::fmt::Write;
+use std::time::Instant;
+use x86paging::PagingMode;
+
+/// Errors of the suite.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A micro-measurement failed.
+    #[error(transparent)]
+    Micro(#[from] MicroError),
+    /// A simulator run failed.
+    #[error(transparent)]
+    Sim(#[from] SimError),
+}
+
+/// How long to measure.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Settings {
+    /// Interleaved rounds per micro-measurement (median kept).
+    pub rounds: usize,
+    /// `pgd_alloc` + `pgd_free` pairs per round.
+    pub alloc_iters: u64,
+    /// Small fork + exit pairs per round.
+    pub fork_small_iters: u64,
+    /// Large fork + exit pairs per round.
+    pub fork_large_iters: u64,
+    /// Pages of the small and the large task.
+    pub task_pages: (u64, u64),
+    /// Total pgds of the cpa rows.
+    pub cpa_pgds: Vec<usize>,
+    /// Tasks per real SMP run.
+    pub smp_ops: u64,
+    /// Repetitions per real SMP run (median kept).
+    pub smp_reps: usize,
+    /// Modes of the SMP sweep and the projection.
+    pub smp_modes: Vec<PagingMode>,
+    /// Tasks per calibration.
+    pub calib_tasks: u64,
+    /// Projected CPU counts.
+    pub vtime_cpus: Vec<usize>,
+    /// Also time the default `pgdcache` run (compare).
+    pub time_default_run: bool,
+}
+
+impl Settings {
+    /// The quick default (well under a minute on two cores).
+    pub fn quick() -> Settings {
+        Settings {
+            rounds: 5,
+            alloc_iters: 20_000,
+            fork_small_iters: 1_000,
+            fork_large_iters: 8,
+            task_pages: (28, 4096),
+            cpa_pgds: vec![10, 1_000, 10_000],
+            smp_ops: 3_000,
+            smp_reps: 1,
+            smp_modes: vec![PagingMode::TwoLevel],
+            calib_tasks: 2_000,
+            vtime_cpus: vec![1, 2, 4, 8, 16, 32, 64],
+            time_default_run: true,
+        }
+    }
+
+    /// The long version.
+    pub fn full() -> Settings {
+        Settings {
+            rounds: 11,
+            alloc_iters: 100_000,
+            fork_small_iters: 5_000,
+            fork_large_iters: 30,
+            smp_ops: 20_000,
+            smp_reps: 3,
+            smp_modes: vec![PagingMode::TwoLevel, PagingMode::Pae],
+            calib_tasks: 10_000,
+            ..Settings::quick()
+        }
+    }
+}
+
+/// `pgd_alloc` + `pgd_free` of one scheme.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AllocRow {
+    /// Mode.
+    pub mode: PagingMode,
+    /// Scheme.
+    pub scheme: Scheme,
+    /// ns per pair.
+    pub ns: Timing,
+    /// `uncached` time / this time (speed-up).
+    pub vs_uncached: f64,
+    /// This time / bare freelist time (1.0 = the physical limit).
+    pub vs_freelist: f64,
+}
+
+/// fork + exit of one scheme.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ForkRow {
+    /// Mode.
+    pub mode: PagingMode,
+    /// Scheme.
+    pub scheme: Scheme,
+    /// Small task, ns per fork + exit.
+    pub small: Timing,
+    /// `uncached` / this (small).
+    pub small_vs_uncached: f64,
+    /// Large task, ns per fork + exit.
+    pub large: Timing,
+    /// `uncached` / this (large).
+    pub large_vs_uncached: f64,
+}
+
+/// cpa split + revert with a pgd population.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CpaRow {
+    /// Constructed pgds in total.
+    pub pgds: usize,
+    /// Of which live (on `mmlist`).
+    pub live: usize,
+    /// `slab-pgd-list`, ns per cycle.
+    pub pgd_list: Timing,
+    /// `slab-ticket`, ns per cycle.
+    pub ticket: Timing,
+    /// pgd-list / ticket.
+    pub ratio: f64,
+    /// `slab-ticket`: ns per later join of a stale cached pgd (the refresh
+    /// the scheme defers to `mm_join`).
+    pub ticket_refresh_ns: f64,
+}
+
+/// Calibration, projection and validation of one configuration.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct VtimeRow {
+    /// The calibration.
+    pub cal: Calibration,
+    /// Projections, one per CPU count.
+    pub projected: Vec<VResult>,
+    /// (model − real) / real at 1 CPU.
+    pub err_1cpu: Option<f64>,
+    /// (model − real) / real at 2 CPUs.
+    pub err_2cpu: Option<f64>,
+}
+
+/// One target of the performance issue.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Target {
+    /// What.
+    pub name: String,
+    /// The goal.
+    pub goal: String,
+    /// The measured figure.
+    pub measured: String,
+    /// Met?
+    pub met: bool,
+}
+
+/// Everything the suite measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Report {
+    /// Settings.
+    pub settings: Settings,
+    /// Host CPUs and load average at the start.
+    pub host: String,
+    /// Bare freelist pop + push, ns, per mode.
+    pub freelist: Freelists,
+    /// pgd_alloc + pgd_free.
+    pub alloc: Vec<AllocRow>,
+    /// fork + exit.
+    pub fork: Vec<ForkRow>,
+    /// cpa propagation.
+    pub cpa: Vec<CpaRow>,
+    /// Real SMP runs.
+    pub smp: Vec<SmpRow>,
+    /// Virtual-time projections.
+    pub vtime: Vec<VtimeRow>,
+    /// Wall time of the default `pgdcache` run (compare), seconds.
+    pub default_run_s: Option<f64>,
+    /// Targets.
+    pub targets: Vec<Target>,
+    /// Wall time of the suite, seconds.
+    pub wall_s: f64,
+}
+
+/// Bare-freelist timings per mode.
+pub type Freelists = Vec<(PagingMode, Timing)>;
+
+const MODES: [PagingMode; 2] = [PagingMode::TwoLevel, PagingMode::Pae];
+
+fn schemes_of(mode: PagingMode) -> Vec<Scheme> {
+    Scheme::ALL
+        .into_iter()
+        .filter(|&s| !(s == Scheme::SharedKernel && mode == PagingMode::TwoLevel))
+        .collect()
+}
+
+fn host() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into());
+    format!("{cpus} CPUs, load average {load}")
+}
+
+/// Measures `pgd_alloc` + `pgd_free` of every scheme and the bare freelist,
+/// interleaved per mode.
+pub fn alloc_rows(s: &Settings) -> Result<(Freelists, Vec<AllocRow>), MicroError> {
+    let mut fl = Vec::new();
+    let mut rows = Vec::new();
+    for mode in MODES {
+        let schemes = schemes_of(mode);
+        let mut subjects: Vec<AllocFree> = schemes
+            .iter()
+            .map(|&sc| AllocFree::new(mode, sc))
+            .collect::<Result<_, _>>()?;
+        let mut free = Freelist::new(mode)?;
+        let mut refs: Vec<&mut dyn Subject> = Vec::new();
+        for a in subjects.iter_mut() {
+            refs.push(a);
+        }
+        refs.push(&mut free);
+        let t = micro::interleaved(&mut refs, s.rounds, s.alloc_iters)?;
+        let (ft, st) = t.split_last().ok_or(MicroError::Kernel {
+            what: "alloc",
+            why: "no measurement".into(),
+        })?;
+        let unc = schemes
+            .iter()
+            .position(|&x| x == Scheme::Uncached)
+            .map_or(0.0, |i| st[i].median_ns);
+        for (i, &scheme) in schemes.iter().enumerate() {
+            rows.push(AllocRow {
+                mode,
+                scheme,
+                ns: st[i],
+                vs_uncached: unc / st[i].median_ns,
+                vs_freelist: st[i].median_ns / ft.median_ns,
+            });
+        }
+        fl.push((mode, *ft));
+    }
+    Ok((fl, rows))
+}
+
+/// fork + exit of a small and a large task, every scheme, interleaved.
+pub fn fork_rows(s: &Settings) -> Result<Vec<ForkRow>, MicroError> {
+    let mut rows = Vec::new();
+    for mode in MODES {
+        let schemes = schemes_of(mode);
+        let mut res = Vec::new();
+        for (pages, iters, ram) in [
+            (s.task_pages.0, s.fork_small_iters, 64u64 << 20),
+            (s.task_pages.1, s.fork_large_iters, 256u64 << 20),
+        ] {
+            let mut subjects: Vec<ForkExit> = schemes
+                .iter()
+                .map(|&sc| ForkExit::new(mode, sc, pages, ram))
+                .collect::<Result<_, _>>()?;
+            let mut refs: Vec<&mut dyn Subject> = Vec::new();
+            for a in subjects.iter_mut() {
+                refs.push(a);
+            }
+            res.push(micro::interleaved(&mut refs, s.rounds, iters)?);
+        }
+        let unc = schemes.iter().position(|&x| x == Scheme::Uncached);
+        for (i, &scheme) in schemes.iter().enumerate() {
+            let (small, large) = (res[0][i], res[1][i]);
+            let u = |v: &[Timing]| unc.map_or(0.0, |j| v[j].median_ns);
+            rows.push(ForkRow {
+                mode,
+                scheme,
+                small,
+                small_vs_uncached: u(&res[0]) / small.median_ns,
+                large,
+                large_vs_uncached: u(&res[1]) / large.median_ns,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// cpa split + revert with `pgds` pgds, all cached and 10 % live.
+pub fn cpa_rows(s: &Settings) -> Result<Vec<CpaRow>, MicroError> {
+    let mut rows = Vec::new();
+    for &n in &s.cpa_pgds {
+        for live in [0, n.div_ceil(10)] {
+            let mut a = CpaCycle::new(PagingMode::TwoLevel, Scheme::SlabPgdList, n, live)?;
+            let mut b = CpaCycle::new(PagingMode::TwoLevel, Scheme::SlabTicket, n, live)?;
+            // About 2 ms of pgd-list work per round.
+            let iters = (200_000 / n.max(1) as u64).clamp(4, 2_000);
+            let t = micro::interleaved(&mut [&mut a, &mut b], s.rounds, iters)?;
+            let refresh = b.join_cost(1000)?;
+            rows.push(CpaRow {
+                pgds: n,
+                live,
+                pgd_list: t[0],
+                ticket: t[1],
+                ratio: t[0].median_ns / t[1].median_ns,
+                ticket_refresh_ns: refresh,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// The SMP schemes of the sweep (shared-kernel only on PAE).
+pub fn smp_schemes() -> Vec<Scheme> {
+    vec![
+        Scheme::Uncached,
+        Scheme::SlabUnsynced,
+        Scheme::SlabPgdList,
+        Scheme::SlabTicket,
+        Scheme::SharedKernel,
+    ]
+}
+
+/// Calibrates and projects every (mode, scheme, lock) of `smp`, validating
+/// against the real rows.
+pub fn vtime_rows(s: &Settings, smp: &[SmpRow]) -> Result<Vec<VtimeRow>, MicroError> {
+    let xw = (vtime::measure_xfer(), vtime::measure_wake());
+    let mut rows = Vec::new();
+    for &mode in &s.smp_modes {
+        for scheme in smp_schemes() {
+            if scheme == Scheme::SharedKernel && mode == PagingMode::TwoLevel {
+                continue;
+            }
+            let costs = vtime::scheme_costs(mode, scheme)?;
+            for lock in LockKind::ALL {
+                let cal = vtime::calibrate(mode, scheme, lock, s.calib_tasks, xw, costs)?;
+                let projected: Vec<VResult> = s
+                    .vtime_cpus
+                    .iter()
+                    .map(|&c| vtime::project(&cal, lock, c, (c as u64 * 150).max(3_000)))
+                    .collect();
+                let err = |cpus: usize| {
+                    let real = smp.iter().find(|r| {
+                        r.mode == mode && r.scheme == scheme && r.lock == lock && r.cpus == cpus
+                    })?;
+                    let model = projected
+                        .iter()
+                        .find(|p| p.cpus == cpus)
+                        .map(|p| p.tasks_per_s)
+                        .unwrap_or_else(|| vtime::project(&cal, lock, cpus, 3_000).tasks_per_s);
+                    (real.tasks_per_s > 0.0).then(|| (model - real.tasks_per_s) / real.tasks_per_s)
+                };
+                rows.push(VtimeRow {
+                    err_1cpu: err(1),
+                    err_2cpu: err(2),
+                    cal,
+                    projected,
+                });
+            }
+        }
+    }
+    Ok(rows)
+}
+
+fn find_alloc(r: &[AllocRow], mode: PagingMode, s: Scheme) -> Option<&AllocRow> {
+    r.iter().find(|x| x.mode == mode && x.scheme == s)
+}
+
+fn find_fork(r: &[ForkRow], mode: PagingMode, s: Scheme) -> Option<&ForkRow> {
+    r.iter().find(|x| x.mode == mode && x.scheme == s)
+}
+
+/// The targets of the performance issue, checked against `r`.
+pub fn targets(r: &Report) -> Vec<Target> {
+    let mut t = Vec::new();
+    let mut add = |name: &str, goal: &str, measured: String, met: bool| {
+        t.push(Target {
+            name: name.into(),
+            goal: goal.into(),
+            measured,
+            met,
+        })
+    };
+    let l2 = PagingMode::TwoLevel;
+    let pae = PagingMode::Pae;
+    let slab = [Scheme::SlabPgdList, Scheme::SlabTicket];
+    let fmt_all = |f: &dyn Fn(Scheme) -> Option<f64>| {
+        slab.iter()
+            .map(|&s| format!("{s} {}", f(s).map_or("-".into(), |v| format!("{v:.2}x"))))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let a2 = |s| find_alloc(&r.alloc, l2, s).map(|x| x.vs_uncached);
+    add(
+        "2-level pgd_alloc+free vs uncached",
+        ">= 30x",
+        fmt_all(&a2),
+        slab.iter().all(|&s| a2(s).is_some_and(|v| v >= 30.0)),
+    );
+    let f2 = |s| find_alloc(&r.alloc, l2, s).map(|x| x.vs_freelist);
+    add(
+        "2-level pgd_alloc+free vs bare freelist",
+        "<= 2x the freelist's time",
+        fmt_all(&f2),
+        slab.iter().all(|&s| f2(s).is_some_and(|v| v <= 2.0)),
+    );
+    let ap = |s| find_alloc(&r.alloc, pae, s).map(|x| x.vs_uncached);
+    add(
+        "PAE pgd_alloc+free vs uncached",
+        ">= 50x",
+        fmt_all(&ap),
+        slab.iter().all(|&s| ap(s).is_some_and(|v| v >= 50.0)),
+    );
+    for mode in [l2, pae] {
+        let fs = |s| find_fork(&r.fork, mode, s).map(|x| x.small_vs_uncached);
+        add(
+            &format!("{} small-task fork+exit vs uncached", mode.name()),
+            ">= 1.3x",
+            fmt_all(&fs),
+            slab.iter().all(|&s| fs(s).is_some_and(|v| v >= 1.3)),
+        );
+        let fl = |s| find_fork(&r.fork, mode, s).map(|x| x.large_vs_uncached);
+        add(
+            &format!("{} large-task fork+exit vs uncached", mode.name()),
+            "within 5% (0.95x..1.05x)",
+            fmt_all(&fl),
+            slab.iter()
+                .all(|&s| fl(s).is_some_and(|v| (0.95..=1.05).contains(&v))),
+        );
+    }
+    let big: Vec<&CpaRow> = r.cpa.iter().filter(|c| c.pgds >= 10_000).collect();
+    if !big.is_empty() {
+        add(
+            "cpa, 10 000 mostly-cached pgds: slab-ticket vs slab-pgd-list",
+            ">= 5x cheaper",
+            big.iter()
+                .map(|c| format!("{} live: {:.1}x", c.live, c.ratio))
+                .collect::<Vec<_>>()
+                .join(", "),
+            big.iter().all(|c| c.ratio >= 5.0),
+        );
+    }
+    if let Some(s) = r.default_run_s {
+        add(
+            "default `pgdcache` run (compare)",
+            "<= 10 s on 2 cores",
+            format!("{s:.1} s"),
+            s <= 10.0,
+        );
+    }
+    t
+}
+
+/// Runs the suite; `progress` gets a line per phase.
+pub fn run(s: &Settings, mut progress: impl FnMut(&str)) -> Result<Report, BenchError> {
+    let t0 = Instant::now();
+    let host = host();
+    progress("pgd_alloc + pgd_free");
+    let (freelist, alloc) = alloc_rows(s)?;
+    progress("fork + exit");
+    let fork = fork_rows(s)?;
+    progress("change_page_attr propagation");
+    let cpa = cpa_rows(s)?;
+    progress("SMP script workload (real threads)");
+    let smp = smp::sweep(
+        &s.smp_modes,
+        &smp_schemes(),
+        &LockKind::ALL,
+        s.smp_ops,
+        s.smp_reps,
+        |_| {},
+    )?;
+    progress("virtual-time calibration and projection");
+    let vtime = vtime_rows(s, &smp)?;
+    let default_run_s = if s.time_default_run {
+        progress("default pgdcache run (compare)");
+        let t = Instant::now();
+        sim::compare(&sim::CompareSpec::default(), |_| {})?;
+        Some(t.elapsed().as_secs_f64())
+    } else {
+        None
+    };
+    let mut r = Report {
+        settings: s.clone(),
+        host,
+        freelist,
+        alloc,
+        fork,
+        cpa,
+        smp,
+        vtime,
+        default_run_s,
+        targets: Vec::new(),
+        wall_s: 0.0,
+    };
+    r.targets = targets(&r);
+    r.wall_s = t0.elapsed().as_secs_f64();
+    Ok(r)
+}
+
+fn us(ns: f64) -> String {
+    if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{ns:.1} ns")
+    }
+}
+
+fn pct(e: Option<f64>) -> String {
+    e.map_or("-".into(), |e| format!("{:+.0}%", e * 100.0))
+}
+
+/// The report as Markdown tables (what `pgdcache bench` prints).
+pub fn markdown(r: &Report) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "host: {} · suite wall time {:.1} s\n", r.host, r.wall_s);
+    let _ = writeln!(o, "### pgd_alloc + pgd_free, warm cache, one CPU\n");
+    let _ = writeln!(
+        o,
+        "| mode | scheme | ns/pair (median, min) | vs uncached | × bare freelist |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|");
+    for (m, t) in &r.freelist {
+        let _ = writeln!(
+            o,
+            "| {} | bare freelist (Vec pop+push) | {:.1} ({:.1}) | - | 1.00 |",
+            m.name(),
+            t.median_ns,
+            t.min_ns
+        );
+    }
+    for a in &r.alloc {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {:.1} ({:.1}) | {:.1}x | {:.1} |",
+            a.mode.name(),
+            a.scheme,
+            a.ns.median_ns,
+            a.ns.min_ns,
+            a.vs_uncached,
+            a.vs_freelist
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n### fork + exit (small: {} pages, large: {} pages = {} MiB), one CPU\n",
+        r.settings.task_pages.0,
+        r.settings.task_pages.1,
+        r.settings.task_pages.1 * 4 / 1024
+    );
+    let _ = writeln!(
+        o,
+        "| mode | scheme | small | vs uncached | large | vs uncached |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|");
+    for f in &r.fork {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {:.2}x | {} | {:.3}x |",
+            f.mode.name(),
+            f.scheme,
+            us(f.small.median_ns),
+            f.small_vs_uncached,
+            us(f.large.median_ns),
+            f.large_vs_uncached
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n### change_page_attr split + flush + revert + flush, 2-level\n"
+    );
+    let _ = writeln!(
+        o,
+        "| pgds | live | slab-pgd-list | slab-ticket | pgd-list / ticket | ticket: later join of a stale pgd |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|");
+    for c in &r.cpa {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {:.1}x | {} |",
+            c.pgds,
+            c.live,
+            us(c.pgd_list.median_ns),
+            us(c.ticket.median_ns),
+            c.ratio,
+            us(c.ticket_refresh_ns)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n### SMP: script workload, real threads (live checks off)\n"
+    );
+    let _ = writeln!(
+        o,
+        "| mode | scheme | lock | CPUs | tasks/s | 2/1 CPU | pgd_lock acq / contended / hold | mmlist_lock acq / contended / hold | verdict |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
+    for s in &r.smp {
+        let l = |x: &pgdcache::LockStats| {
+            format!(
+                "{} / {} / {}",
+                x.acquisitions,
+                x.contended,
+                us(x.hold_ns as f64 / x.acquisitions.max(1) as f64)
+            )
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} |",
+            s.mode.name(),
+            s.scheme,
+            s.lock,
+            s.cpus,
+            s.tasks_per_s,
+            s.scaling.map_or("-".into(), |x| format!("{x:.2}x")),
+            l(&s.pgd_lock),
+            l(&s.mmlist_lock),
+            s.verdict
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n### Virtual-time projection (tasks/s), validated against the real runs\n"
+    );
+    let cpus = &r.settings.vtime_cpus;
+    let _ = write!(o, "| mode | scheme | lock | err 1 CPU | err 2 CPUs |");
+    for c in cpus {
+        let _ = write!(o, " {c} |");
+    }
+    let _ = writeln!(
+        o,
+        " busiest lock at {} |",
+        cpus.last().copied().unwrap_or(0)
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|{}---|", "---|".repeat(cpus.len()));
+    for v in &r.vtime {
+        let c = &v.cal;
+        let _ = write!(
+            o,
+            "| {} | {} | {} | {} | {} |",
+            c.mode.map_or("-", |m| m.name()),
+            c.scheme.map_or("-", |s| s.name()),
+            c.lock.map_or("-", |l| l.name()),
+            pct(v.err_1cpu),
+            pct(v.err_2cpu)
+        );
+        for p in &v.projected {
+            let _ = write!(o, " {:.0} |", p.tasks_per_s);
+        }
+        let busiest = v.projected.last().and_then(|p| {
+            (0..3)
+                .max_by(|&a, &b| p.locks[a].hold_ns.total_cmp(&p.locks[b].hold_ns))
+                .map(|i| {
+                    let l = p.locks[i];
+                    format!(
+                        "{} {:.0}% busy, {:.0}% of acq. waited",
+                        vtime::LOCK_NAMES[i],
+                        100.0 * l.hold_ns / p.makespan_ns.max(1.0),
+                        100.0 * l.contended as f64 / l.acquisitions.max(1) as f64
+                    )
+                })
+        });
+        let _ = writeln!(o, " {} |", busiest.unwrap_or_default());
+    }
+    let _ = writeln!(
+        o,
+        "\n### Calibration (per-operation costs measured on this machine)\n"
+    );
+    let _ = writeln!(
+        o,
+        "| mode | scheme | lock | task | zone acq/task × hold | mmlist acq/task × hold | pgd_lock acq/task × hold | alloc hit | alloc miss | prop/pgd | xfer | mutex wake |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for v in &r.vtime {
+        let c = &v.cal;
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {:.1} × {} | {:.2} × {} | {:.3} × {} | {} | {} | {} | {} | {} |",
+            c.mode.map_or("-", |m| m.name()),
+            c.scheme.map_or("-", |s| s.name()),
+            c.lock.map_or("-", |l| l.name()),
+            us(c.task_ns),
+            c.acq_per_task[0],
+            us(c.hold_ns[0]),
+            c.acq_per_task[1],
+            us(c.hold_ns[1]),
+            c.acq_per_task[2],
+            us(c.hold_ns[2]),
+            us(c.alloc_hit_ns),
+            us(c.alloc_miss_ns),
+            us(c.prop_per_pgd_ns),
+            us(c.xfer_ns),
+            us(c.wake_ns)
+        );
+    }
+    if let Some(s) = r.default_run_s {
+        let _ = writeln!(o, "\ndefault `pgdcache` run (compare): {s:.1} s");
+    }
+    let _ = writeln!(o, "\n### Targets\n");
+    let _ = writeln!(o, "| target | goal | measured | met |");
+    let _ = writeln!(o, "|---|---|---|---|");
+    for t in &r.targets {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} |",
+            t.name,
+            t.goal,
+            t.measured,
+            if t.met { "yes" } else { "**no**" }
+        );
+    }
+    o
+}
