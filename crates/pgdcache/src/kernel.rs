@@ -802,6 +802,9 @@ impl Kernel {
 
     /// Counters and lock figures.
     pub fn stats(&self) -> KernelStats {
+        // Lock figures first: reading the list lengths takes the locks.
+        let pgd_lock = self.sh.pgd_lock.stats();
+        let mmlist_lock = self.sh.mmlist.stats();
         let c = &self.sh.counters;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         KernelStats {
@@ -819,8 +822,8 @@ impl Kernel {
             vmalloc_faults: l(&c.vmalloc_faults),
             pgd_list_len: self.sh.pgd_lock.lock().len(),
             mmlist_len: self.sh.mmlist.lock().len(),
-            pgd_lock: self.sh.pgd_lock.stats(),
-            mmlist_lock: self.sh.mmlist.stats(),
+            pgd_lock,
+            mmlist_lock,
         }
     }
 
