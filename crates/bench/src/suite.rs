@@ -26,7 +26,8 @@ pub enum BenchError {
 /// How long to measure.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Settings {
-    /// Interleaved rounds per micro-measurement (median kept).
+    /// Interleaved rounds per micro-measurement (ratios use the fastest
+    /// round of each side: on a shared host the least disturbed one).
     pub rounds: usize,
     /// `pgd_alloc` + `pgd_free` pairs per round.
     pub alloc_iters: u64,
@@ -40,7 +41,7 @@ pub struct Settings {
     pub cpa_pgds: Vec<usize>,
     /// Tasks per real SMP run.
     pub smp_ops: u64,
-    /// Repetitions per real SMP run (median kept).
+    /// Interleaved repetitions of calibration and real runs (best kept).
     pub smp_reps: usize,
     /// Modes of the SMP sweep and the projection.
     pub smp_modes: Vec<PagingMode>,
@@ -56,16 +57,16 @@ impl Settings {
     /// The quick default (well under a minute on two cores).
     pub fn quick() -> Settings {
         Settings {
-            rounds: 5,
+            rounds: 7,
             alloc_iters: 20_000,
             fork_small_iters: 1_000,
             fork_large_iters: 8,
             task_pages: (28, 4096),
             cpa_pgds: vec![10, 1_000, 10_000],
-            smp_ops: 3_000,
-            smp_reps: 1,
+            smp_ops: 2_000,
+            smp_reps: 3,
             smp_modes: vec![PagingMode::TwoLevel],
-            calib_tasks: 2_000,
+            calib_tasks: 1_500,
             vtime_cpus: vec![1, 2, 4, 8, 16, 32, 64],
             time_default_run: true,
         }
@@ -78,8 +79,8 @@ impl Settings {
             alloc_iters: 100_000,
             fork_small_iters: 5_000,
             fork_large_iters: 30,
-            smp_ops: 20_000,
-            smp_reps: 3,
+            smp_ops: 10_000,
+            smp_reps: 7,
             smp_modes: vec![PagingMode::TwoLevel, PagingMode::Pae],
             calib_tasks: 10_000,
             ..Settings::quick()
@@ -148,6 +149,12 @@ pub struct VtimeRow {
     pub err_1cpu: Option<f64>,
     /// (model − real) / real at 2 CPUs.
     pub err_2cpu: Option<f64>,
+    /// Parallel speed-up the host gave two share-nothing spinning threads
+    /// during this row's runs (2.0 on an idle 2-core machine).
+    pub host_speedup_2: f64,
+    /// The 2-CPU error after scaling the model by `host_speedup_2 / 2`:
+    /// what is left once the host's missing capacity is accounted for.
+    pub err_2cpu_host: Option<f64>,
 }
 
 /// One target of the performance issue.
@@ -236,14 +243,14 @@ pub fn alloc_rows(s: &Settings) -> Result<(Freelists, Vec<AllocRow>), MicroError
         let unc = schemes
             .iter()
             .position(|&x| x == Scheme::Uncached)
-            .map_or(0.0, |i| st[i].median_ns);
+            .map_or(0.0, |i| st[i].min_ns);
         for (i, &scheme) in schemes.iter().enumerate() {
             rows.push(AllocRow {
                 mode,
                 scheme,
                 ns: st[i],
-                vs_uncached: unc / st[i].median_ns,
-                vs_freelist: st[i].median_ns / ft.median_ns,
+                vs_uncached: unc / st[i].min_ns,
+                vs_freelist: st[i].min_ns / ft.min_ns,
             });
         }
         fl.push((mode, *ft));
@@ -274,14 +281,14 @@ pub fn fork_rows(s: &Settings) -> Result<Vec<ForkRow>, MicroError> {
         let unc = schemes.iter().position(|&x| x == Scheme::Uncached);
         for (i, &scheme) in schemes.iter().enumerate() {
             let (small, large) = (res[0][i], res[1][i]);
-            let u = |v: &[Timing]| unc.map_or(0.0, |j| v[j].median_ns);
+            let u = |v: &[Timing]| unc.map_or(0.0, |j| v[j].min_ns);
             rows.push(ForkRow {
                 mode,
                 scheme,
                 small,
-                small_vs_uncached: u(&res[0]) / small.median_ns,
+                small_vs_uncached: u(&res[0]) / small.min_ns,
                 large,
-                large_vs_uncached: u(&res[1]) / large.median_ns,
+                large_vs_uncached: u(&res[1]) / large.min_ns,
             });
         }
     }
@@ -304,7 +311,7 @@ pub fn cpa_rows(s: &Settings) -> Result<Vec<CpaRow>, MicroError> {
                 live,
                 pgd_list: t[0],
                 ticket: t[1],
-                ratio: t[0].median_ns / t[1].median_ns,
+                ratio: t[0].min_ns / t[1].min_ns,
                 ticket_refresh_ns: refresh,
             });
         }
@@ -323,11 +330,18 @@ pub fn smp_schemes() -> Vec<Scheme> {
     ]
 }
 
-/// Calibrates and projects every (mode, scheme, lock) of `smp`, validating
-/// against the real rows.
-pub fn vtime_rows(s: &Settings, smp: &[SmpRow]) -> Result<Vec<VtimeRow>, MicroError> {
+/// The real SMP runs and the virtual-time model of every (mode, scheme,
+/// lock), measured in interleaved repetitions — calibrate, run on 1 CPU,
+/// run on 2 CPUs — keeping the best of each, so that the model and the
+/// runs it is validated against see the same host conditions.
+pub fn smp_and_vtime(s: &Settings) -> Result<(Vec<SmpRow>, Vec<VtimeRow>), BenchError> {
     let xw = (vtime::measure_xfer(), vtime::measure_wake());
+    let mut smp_rows = Vec::new();
     let mut rows = Vec::new();
+    let best = |a: Option<SmpRow>, b: SmpRow| match a {
+        Some(a) if a.tasks_per_s >= b.tasks_per_s => a,
+        _ => b,
+    };
     for &mode in &s.smp_modes {
         for scheme in smp_schemes() {
             if scheme == Scheme::SharedKernel && mode == PagingMode::TwoLevel {
@@ -335,33 +349,67 @@ pub fn vtime_rows(s: &Settings, smp: &[SmpRow]) -> Result<Vec<VtimeRow>, MicroEr
             }
             let costs = vtime::scheme_costs(mode, scheme)?;
             for lock in LockKind::ALL {
-                let cal = vtime::calibrate(mode, scheme, lock, s.calib_tasks, xw, costs)?;
+                let mut cal: Option<Calibration> = None;
+                let (mut one, mut two) = (None, None);
+                let mut host = Vec::new();
+                for _ in 0..s.smp_reps.max(1) {
+                    host.push(vtime::host_speedup());
+                    let c = vtime::calibrate(mode, scheme, lock, s.calib_tasks, xw, costs)?;
+                    if cal.as_ref().is_none_or(|b| c.task_ns < b.task_ns) {
+                        cal = Some(c);
+                    }
+                    one = Some(best(
+                        one,
+                        smp::run_row(mode, scheme, lock, 1, s.smp_ops, 1)?,
+                    ));
+                    two = Some(best(
+                        two,
+                        smp::run_row(mode, scheme, lock, 2, s.smp_ops, 1)?,
+                    ));
+                }
+                let (Some(cal), Some(one), Some(mut two)) = (cal, one, two) else {
+                    continue;
+                };
+                if one.tasks_per_s > 0.0 {
+                    two.scaling = Some(two.tasks_per_s / one.tasks_per_s);
+                }
                 let projected: Vec<VResult> = s
                     .vtime_cpus
                     .iter()
                     .map(|&c| vtime::project(&cal, lock, c, (c as u64 * 150).max(3_000)))
                     .collect();
-                let err = |cpus: usize| {
-                    let real = smp.iter().find(|r| {
-                        r.mode == mode && r.scheme == scheme && r.lock == lock && r.cpus == cpus
-                    })?;
+                let err = |real: &SmpRow| {
                     let model = projected
                         .iter()
-                        .find(|p| p.cpus == cpus)
+                        .find(|p| p.cpus == real.cpus)
                         .map(|p| p.tasks_per_s)
-                        .unwrap_or_else(|| vtime::project(&cal, lock, cpus, 3_000).tasks_per_s);
+                        .unwrap_or_else(|| {
+                            vtime::project(&cal, lock, real.cpus, 3_000).tasks_per_s
+                        });
                     (real.tasks_per_s > 0.0).then(|| (model - real.tasks_per_s) / real.tasks_per_s)
                 };
+                let host_speedup_2 = micro::median(&mut host);
+                let err_2cpu_host = projected
+                    .iter()
+                    .find(|p| p.cpus == 2)
+                    .filter(|_| two.tasks_per_s > 0.0)
+                    .map(|p| {
+                        (p.tasks_per_s * host_speedup_2 / 2.0 - two.tasks_per_s) / two.tasks_per_s
+                    });
                 rows.push(VtimeRow {
-                    err_1cpu: err(1),
-                    err_2cpu: err(2),
+                    err_1cpu: err(&one),
+                    err_2cpu: err(&two),
+                    host_speedup_2,
+                    err_2cpu_host,
                     cal,
                     projected,
                 });
+                smp_rows.push(one);
+                smp_rows.push(two);
             }
         }
     }
-    Ok(rows)
+    Ok((smp_rows, rows))
 }
 
 fn find_alloc(r: &[AllocRow], mode: PagingMode, s: Scheme) -> Option<&AllocRow> {
@@ -463,17 +511,8 @@ pub fn run(s: &Settings, mut progress: impl FnMut(&str)) -> Result<Report, Bench
     let fork = fork_rows(s)?;
     progress("change_page_attr propagation");
     let cpa = cpa_rows(s)?;
-    progress("SMP script workload (real threads)");
-    let smp = smp::sweep(
-        &s.smp_modes,
-        &smp_schemes(),
-        &LockKind::ALL,
-        s.smp_ops,
-        s.smp_reps,
-        |_| {},
-    )?;
-    progress("virtual-time calibration and projection");
-    let vtime = vtime_rows(s, &smp)?;
+    progress("SMP script workload (real threads) and virtual-time model");
+    let (smp, vtime) = smp_and_vtime(s)?;
     let default_run_s = if s.time_default_run {
         progress("default pgdcache run (compare)");
         let t = Instant::now();
@@ -627,7 +666,10 @@ pub fn markdown(r: &Report) -> String {
         "\n### Virtual-time projection (tasks/s), validated against the real runs\n"
     );
     let cpus = &r.settings.vtime_cpus;
-    let _ = write!(o, "| mode | scheme | lock | err 1 CPU | err 2 CPUs |");
+    let _ = write!(
+        o,
+        "| mode | scheme | lock | err 1 CPU | err 2 CPUs | host 2-thread speed-up | err 2 CPUs, host-corrected |"
+    );
     for c in cpus {
         let _ = write!(o, " {c} |");
     }
@@ -636,17 +678,23 @@ pub fn markdown(r: &Report) -> String {
         " busiest lock at {} |",
         cpus.last().copied().unwrap_or(0)
     );
-    let _ = writeln!(o, "|---|---|---|---|---|{}---|", "---|".repeat(cpus.len()));
+    let _ = writeln!(
+        o,
+        "|---|---|---|---|---|---|---|{}---|",
+        "---|".repeat(cpus.len())
+    );
     for v in &r.vtime {
         let c = &v.cal;
         let _ = write!(
             o,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {:.2}x | {} |",
             c.mode.map_or("-", |m| m.name()),
             c.scheme.map_or("-", |s| s.name()),
             c.lock.map_or("-", |l| l.name()),
             pct(v.err_1cpu),
-            pct(v.err_2cpu)
+            pct(v.err_2cpu),
+            v.host_speedup_2,
+            pct(v.err_2cpu_host)
         );
         for p in &v.projected {
             let _ = write!(o, " {:.0} |", p.tasks_per_s);
@@ -657,7 +705,7 @@ pub fn markdown(r: &Report) -> String {
                 .map(|i| {
                     let l = p.locks[i];
                     format!(
-                        "{} {:.0}% busy, {:.0}% of acq. waited",
+                        "{} {:.0}% occupied, {:.0}% of acq. waited",
                         vtime::LOCK_NAMES[i],
                         100.0 * l.hold_ns / p.makespan_ns.max(1.0),
                         100.0 * l.contended as f64 / l.acquisitions.max(1) as f64

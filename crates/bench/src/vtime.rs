@@ -129,7 +129,7 @@ pub struct VLockStats {
     pub contended: u64,
     /// Total wait, ns.
     pub wait_ns: f64,
-    /// Total hold, ns.
+    /// Total occupancy (cache-line transfer + hold), ns.
     pub hold_ns: f64,
 }
 
@@ -222,7 +222,7 @@ pub fn simulate(
         st.owner = Some(cpu);
         st.last = Some(cpu);
         ls.acquisitions += 1;
-        ls.hold_ns += hold;
+        ls.hold_ns += xfer + hold;
         push(heap, t + xfer + hold, Ev::Release(lock, cpu));
     };
     while let Some(Reverse((tps, _, ev))) = heap.pop() {
@@ -431,23 +431,34 @@ pub fn measure_xfer() -> f64 {
             }
         }
     });
-    let deadline = Instant::now() + Duration::from_millis(300);
+    // A round during which the peer was descheduled (a shared host) is
+    // dropped; the peer always answers eventually, so the protocol stays
+    // in step. The whole measurement gives up after two seconds.
+    let hard = Instant::now() + Duration::from_secs(2);
     let mut rounds = Vec::new();
     let mut v = 0u64;
-    'outer: for _ in 0..20 {
+    'outer: for _ in 0..40 {
         let t = Instant::now();
+        let soft = t + Duration::from_millis(5);
+        let mut ok = true;
         for _ in 0..200 {
             v += 1;
             flag.store(v, Ordering::Release);
             v += 1;
             while flag.load(Ordering::Acquire) != v {
-                if Instant::now() > deadline {
+                let now = Instant::now();
+                if now > hard {
                     break 'outer;
+                }
+                if now > soft {
+                    ok = false;
                 }
                 std::hint::spin_loop();
             }
         }
-        rounds.push(t.elapsed().as_nanos() as f64 / 400.0);
+        if ok {
+            rounds.push(t.elapsed().as_nanos() as f64 / 400.0);
+        }
     }
     stop.store(true, Ordering::Relaxed);
     let _ = peer.join();
@@ -455,6 +466,37 @@ pub fn measure_xfer() -> f64 {
         100.0
     } else {
         median(&mut rounds)
+    }
+}
+
+/// How much faster two share-nothing threads finish a fixed amount of
+/// spinning than one thread does the same work twice: the parallel
+/// capacity the host actually offers a 2-thread run right now.
+pub fn host_speedup() -> f64 {
+    fn spin(n: u64) -> u64 {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+        }
+        x
+    }
+    let n = 3_000_000;
+    let t = Instant::now();
+    std::hint::black_box(spin(2 * n));
+    let one = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        let a = s.spawn(|| std::hint::black_box(spin(n)));
+        std::hint::black_box(spin(n));
+        let _ = a.join();
+    });
+    let two = t.elapsed().as_secs_f64();
+    if two > 0.0 {
+        (one / two).clamp(0.1, 2.0)
+    } else {
+        1.0
     }
 }
 
@@ -543,11 +585,17 @@ pub fn calibrate(
     }
     let frames = task(&k)?;
     let s0 = k.stats();
-    let t = Instant::now();
-    for _ in 0..tasks.max(1) {
-        task(&k)?;
+    // Fastest of five chunks: the undisturbed speed on a shared host.
+    let chunk = tasks.div_ceil(5).max(1);
+    let mut task_ns = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        for _ in 0..chunk {
+            task(&k)?;
+        }
+        task_ns = task_ns.min(t.elapsed().as_nanos() as f64 / chunk as f64);
     }
-    let task_ns = t.elapsed().as_nanos() as f64 / tasks.max(1) as f64;
+    let tasks = chunk * 5;
     let s1 = k.stats();
     let n = tasks.max(1) as f64;
     // stats() takes each lock once.

@@ -5,6 +5,7 @@
 //! on the X-restart workload).
 
 mod args;
+mod bench;
 mod check;
 mod compare;
 mod dump;
@@ -52,6 +53,9 @@ enum Command {
     Check(check::CheckArgs),
     /// Run a short workload and print /proc/slabinfo (version 2.1).
     Slabinfo(slabinfo::SlabinfoArgs),
+    /// Measure the pgd system against its baselines (pgd_alloc/free, fork,
+    /// change_page_attr, SMP, virtual-time projection) and print the ratios.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run::run(&a),
         Command::Check(a) => check::run(&a),
         Command::Slabinfo(a) => slabinfo::run(&a),
+        Command::Bench(a) => bench::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
