@@ -1,0 +1,176 @@
+//! Criterion benchmarks of the pgd system against its same-run baselines:
+//!
+//! * `alloc_free/<mode>/<scheme>` — `pgd_alloc` + `pgd_free`, warm cache,
+//!   and `alloc_free/<mode>/freelist`, a bare `Vec<PhysAddr>` pop + push of
+//!   preconstructed pgds (the physical limit of a cached allocation);
+//! * `fork_exit/<mode>/<small|large>/<scheme>` — fork + exit of a child of a
+//!   28-page and a 4096-page (16 MiB) task;
+//! * `cpa/<pgds>pgds_<live>live/<scheme>` — `change_page_attr` split +
+//!   `global_flush_tlb` + revert + `global_flush_tlb` on 2-level with 10,
+//!   1 000 and 10 000 constructed pgds, all cached or 10 % live.
+//!
+//! Criterion prints times; after it, a summary measures the same subjects
+//! in interleaved rounds with `Instant` and prints the ratios (vs
+//! `uncached`, vs the freelist, pgd-list vs ticket) — the figures of
+//! docs/PERFORMANCE.md. The measurement code is `crates/bench/src/micro.rs`,
+//! shared with `pgdcache bench` (included by path: it needs only this
+//! crate's own dependencies).
+
+use criterion::{BenchmarkId, Criterion};
+use pgdcache::Scheme;
+use std::time::Duration;
+use x86paging::PagingMode;
+
+#[allow(dead_code)]
+#[path = "../../bench/src/micro.rs"]
+mod micro;
+use micro::{interleaved, AllocFree, CpaCycle, ForkExit, Freelist, Subject};
+
+const MODES: [PagingMode; 2] = [PagingMode::TwoLevel, PagingMode::Pae];
+const SMALL: u64 = 28;
+const LARGE: u64 = 4096;
+const CPA_PGDS: [usize; 3] = [10, 1_000, 10_000];
+
+fn schemes(mode: PagingMode) -> Vec<Scheme> {
+    Scheme::ALL
+        .into_iter()
+        .filter(|&s| !(s == Scheme::SharedKernel && mode == PagingMode::TwoLevel))
+        .collect()
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .configure_from_args()
+}
+
+fn time<S: Subject>(s: &mut S, n: u64) -> Duration {
+    let t = std::time::Instant::now();
+    s.run(n).expect("bench subject");
+    t.elapsed()
+}
+
+fn alloc_free(c: &mut Criterion) {
+    for mode in MODES {
+        let mut g = c.benchmark_group(format!("alloc_free/{}", mode.name()));
+        for scheme in schemes(mode) {
+            let mut a = AllocFree::new(mode, scheme).expect("boot");
+            g.bench_function(BenchmarkId::from_parameter(scheme.name()), |b| {
+                b.iter_custom(|n| time(&mut a, n))
+            });
+        }
+        let mut f = Freelist::new(mode).expect("boot");
+        g.bench_function(BenchmarkId::from_parameter("freelist"), |b| {
+            b.iter_custom(|n| time(&mut f, n))
+        });
+        g.finish();
+    }
+}
+
+fn fork_exit(c: &mut Criterion) {
+    for mode in MODES {
+        for (name, pages, ram) in [("small", SMALL, 64u64 << 20), ("large", LARGE, 256 << 20)] {
+            let mut g = c.benchmark_group(format!("fork_exit/{}/{name}", mode.name()));
+            for scheme in schemes(mode) {
+                let mut f = ForkExit::new(mode, scheme, pages, ram).expect("boot");
+                g.bench_function(BenchmarkId::from_parameter(scheme.name()), |b| {
+                    b.iter_custom(|n| time(&mut f, n))
+                });
+            }
+            g.finish();
+        }
+    }
+}
+
+fn cpa(c: &mut Criterion) {
+    for n in CPA_PGDS {
+        for live in [0, n.div_ceil(10)] {
+            let mut g = c.benchmark_group(format!("cpa/{n}pgds_{live}live"));
+            for scheme in [Scheme::SlabPgdList, Scheme::SlabTicket] {
+                let mut k = CpaCycle::new(PagingMode::TwoLevel, scheme, n, live).expect("boot");
+                g.bench_function(BenchmarkId::from_parameter(scheme.name()), |b| {
+                    b.iter_custom(|n| time(&mut k, n))
+                });
+            }
+            g.finish();
+        }
+    }
+}
+
+/// Ratios, measured in interleaved rounds in this same run (fastest round
+/// of each side).
+fn summary() {
+    println!("\n== ratios (interleaved rounds, fastest of 7, same run) ==");
+    for mode in MODES {
+        let sc = schemes(mode);
+        let mut subjects: Vec<AllocFree> = sc
+            .iter()
+            .map(|&s| AllocFree::new(mode, s).expect("boot"))
+            .collect();
+        let mut fl = Freelist::new(mode).expect("boot");
+        let mut refs: Vec<&mut dyn Subject> =
+            subjects.iter_mut().map(|a| a as &mut dyn Subject).collect();
+        refs.push(&mut fl);
+        let t = interleaved(&mut refs, 7, 20_000).expect("measure");
+        let free = t[t.len() - 1].min_ns;
+        let unc = t[0].min_ns;
+        for (i, s) in sc.iter().enumerate() {
+            println!(
+                "alloc_free {:<6} {:<14} {:>8.1} ns  {:>6.1}x vs uncached  {:>6.1}x the freelist ({free:.1} ns)",
+                mode.name(),
+                s.name(),
+                t[i].min_ns,
+                unc / t[i].min_ns,
+                t[i].min_ns / free
+            );
+        }
+        for (name, pages, ram, iters) in [
+            ("small", SMALL, 64u64 << 20, 1_000),
+            ("large", LARGE, 256 << 20, 8),
+        ] {
+            let mut subjects: Vec<ForkExit> = sc
+                .iter()
+                .map(|&s| ForkExit::new(mode, s, pages, ram).expect("boot"))
+                .collect();
+            let mut refs: Vec<&mut dyn Subject> =
+                subjects.iter_mut().map(|a| a as &mut dyn Subject).collect();
+            let t = interleaved(&mut refs, 7, iters).expect("measure");
+            for (i, s) in sc.iter().enumerate() {
+                println!(
+                    "fork_exit  {:<6} {name} {:<14} {:>10.2} µs  {:>6.3}x vs uncached",
+                    mode.name(),
+                    s.name(),
+                    t[i].min_ns / 1e3,
+                    t[0].min_ns / t[i].min_ns
+                );
+            }
+        }
+    }
+    for n in CPA_PGDS {
+        for live in [0, n.div_ceil(10)] {
+            let mut a =
+                CpaCycle::new(PagingMode::TwoLevel, Scheme::SlabPgdList, n, live).expect("boot");
+            let mut b =
+                CpaCycle::new(PagingMode::TwoLevel, Scheme::SlabTicket, n, live).expect("boot");
+            let iters = (200_000 / n as u64).clamp(4, 2_000);
+            let t = interleaved(&mut [&mut a, &mut b], 7, iters).expect("measure");
+            println!(
+                "cpa {n:>6} pgds {live:>5} live: slab-pgd-list {:>9.2} µs  slab-ticket {:>9.2} µs  ticket {:.1}x cheaper",
+                t[0].min_ns / 1e3,
+                t[1].min_ns / 1e3,
+                t[0].min_ns / t[1].min_ns
+            );
+        }
+    }
+}
+
+fn main() {
+    let mut c = config();
+    alloc_free(&mut c);
+    fork_exit(&mut c);
+    cpa(&mut c);
+    c.final_summary();
+    summary();
+}
