@@ -238,26 +238,16 @@ impl Shared {
     }
 
     /// Copies the kernel part of `swapper_pg_dir` into `pgd` (the `memcpy`
-    /// of `pgd_ctor`), one atomic entry at a time.
+    /// of `pgd_ctor`), one atomic 64-bit word at a time: on 2-level a word
+    /// holds two entries, and each is read whole, never torn. Nobody else
+    /// writes `pgd` meanwhile (it is not yet on a list a conversion walks,
+    /// or the walker's lock is held), so the paired stores lose nothing.
     pub(crate) fn copy_kernel_part(&self, pgd: PhysAddr) -> Result<u64, KernelError> {
         let (lo, hi) = self.kernel_range();
-        let eb = self.mode.entry_bytes();
-        let len = (hi - lo) as u64 * eb;
-        if eb == 4 {
-            for i in lo..hi {
-                let v = self
-                    .pm
-                    .load_u32(self.entry_at(self.swapper, i))
-                    .map_err(mem_err)?;
-                self.pm
-                    .store_u32(self.entry_at(pgd, i), v)
-                    .map_err(mem_err)?;
-            }
-        } else {
-            self.pm
-                .copy(self.entry_at(pgd, lo), self.entry_at(self.swapper, lo), len)
-                .map_err(mem_err)?;
-        }
+        let len = (hi - lo) as u64 * self.mode.entry_bytes();
+        self.pm
+            .copy(self.entry_at(pgd, lo), self.entry_at(self.swapper, lo), len)
+            .map_err(mem_err)?;
         Ok(len)
     }
 
@@ -596,19 +586,21 @@ impl Kernel {
     /// taken so far goes back (`out_oom`).
     fn pae_attach_pmds(&self, cpu: usize, pgd: PhysAddr) -> Result<(), KernelError> {
         let sh = &self.sh;
-        let mut got: Vec<PhysAddr> = Vec::with_capacity(3);
-        for _ in 0..sh.mode.user_ptrs_per_pgd() {
+        // USER_PTRS_PER_PGD is 3 on PAE: no heap allocation on this path.
+        let mut got = [PhysAddr::new(0); 4];
+        let n = sh.mode.user_ptrs_per_pgd().min(got.len());
+        for i in 0..n {
             match self.pmd_get(cpu) {
-                Ok(pmd) => got.push(pmd),
+                Ok(pmd) => got[i] = pmd,
                 Err(e) => {
-                    for pmd in got {
+                    for &pmd in &got[..i] {
                         self.pmd_put(cpu, pmd);
                     }
                     return Err(e);
                 }
             }
         }
-        for (i, pmd) in got.into_iter().enumerate() {
+        for (i, &pmd) in got[..n].iter().enumerate() {
             let e = Entry::from_raw(pmd.as_u64() | 1);
             x86paging::table::write_entry(&*sh.pm, sh.mode, sh.entry_at(pgd, i), e)
                 .map_err(mem_err)?;

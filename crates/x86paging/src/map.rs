@@ -359,12 +359,15 @@ fn clear_level<M: PhysMem>(
     freed: &mut u64,
 ) -> Result<(), MapError> {
     check_table(pm, level, table)?;
-    let span = mode.span(level) as u128;
-    let n = mode.entries(level) as u128;
+    // Spans and table sizes are powers of two: shift and mask, no division
+    // (this runs on every exit).
+    let shift = mode.shift(level);
+    let span = 1u128 << shift;
+    let n_mask = mode.entries(level) as u128 - 1;
     let mut a = start;
     while a < end {
-        let idx = ((a / span) % n) as usize;
-        let entry_start = a - a % span;
+        let idx = ((a >> shift) & n_mask) as usize;
+        let entry_start = a & !(span - 1);
         let entry_end = entry_start + span;
         let at = entry_pa_at(mode, table, idx);
         let e = read_entry(pm, mode, at)?;
@@ -376,8 +379,12 @@ fn clear_level<M: PhysMem>(
                 }
             } else if let Some(next) = mode.next_level(level) {
                 let child = e.table_addr(mode);
-                clear_level(pm, mode, child, next, a, end.min(entry_end), freed)?;
                 let owned_by_pgd = mode == PagingMode::Pae && level == Level::Pgd;
+                // A whole pte table that is about to be freed (and poisoned)
+                // need not have its entries cleared one by one first.
+                if !(whole && !owned_by_pgd && next == Level::Pte) {
+                    clear_level(pm, mode, child, next, a, end.min(entry_end), freed)?;
+                }
                 if whole && !owned_by_pgd {
                     write_entry(pm, mode, at, Entry::EMPTY)?;
                     if pm.free_frame(child.frame()).is_ok() {
