@@ -575,7 +575,19 @@ impl<P: PageSource> KmemCache<P> {
                 return Err(FreeError::Verify(why));
             }
         }
-        if owned.swap(0, Ordering::Relaxed) == 0 {
+        // Double-free detection. In debug mode an atomic exchange, so even
+        // two CPUs freeing the same object at the same instant are caught;
+        // otherwise a plain load and store (no locked instruction on the
+        // fast path), which catches every double free that is not itself a
+        // simultaneous race between two CPUs.
+        let was_owned = if self.verify.is_some() {
+            owned.swap(0, Ordering::Relaxed)
+        } else {
+            let v = owned.load(Ordering::Relaxed);
+            owned.store(0, Ordering::Relaxed);
+            v
+        };
+        if was_owned == 0 {
             self.count_error();
             return Err(FreeError::DoubleFree);
         }

@@ -90,15 +90,54 @@ pub enum KernelError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Pgd(pub PhysAddr);
 
+/// A per-CPU statistic, like the kernel's per-CPU counters: each CPU bumps
+/// its own cache line with a plain load and store (no locked instruction on
+/// the `pgd_alloc` fast path); readers sum the slots. Exact as long as each
+/// CPU index is used by one thread at a time, as it is in a kernel.
+#[derive(Debug)]
+pub struct PerCpuStat {
+    slots: Box<[PaddedU64]>,
+}
+
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct PaddedU64(AtomicU64);
+
+impl PerCpuStat {
+    fn new(cpus: usize) -> Self {
+        PerCpuStat {
+            slots: (0..cpus.max(1)).map(|_| PaddedU64::default()).collect(),
+        }
+    }
+
+    /// Adds `n` on CPU `cpu`.
+    #[inline]
+    pub fn add(&self, cpu: usize, n: u64) {
+        let slot = &self.slots[cpu % self.slots.len()].0;
+        slot.store(
+            slot.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The sum over all CPUs.
+    pub fn sum(&self) -> u64 {
+        self.slots
+            .iter()
+            .map(|s| s.0.load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
+    }
+}
+
 /// Counters of the pgd system (cumulative).
-#[derive(Default, Debug)]
+#[derive(Debug)]
 pub struct Counters {
-    /// `pgd_alloc` calls that succeeded.
-    pub pgd_allocs: AtomicU64,
-    /// `pgd_free` calls.
-    pub pgd_frees: AtomicU64,
-    /// Bytes zeroed or copied inside `pgd_alloc` itself (not in ctors).
-    pub alloc_bytes: AtomicU64,
+    /// `pgd_alloc` calls that succeeded (per CPU).
+    pub pgd_allocs: PerCpuStat,
+    /// `pgd_free` calls (per CPU).
+    pub pgd_frees: PerCpuStat,
+    /// Bytes zeroed or copied inside `pgd_alloc` itself, not in ctors (per CPU).
+    pub alloc_bytes: PerCpuStat,
     /// `pgd_ctor` calls.
     pub pgd_ctors: AtomicU64,
     /// `pgd_dtor` calls.
@@ -117,6 +156,25 @@ pub struct Counters {
     pub propagation_ns: AtomicU64,
     /// Entries copied by `vmalloc_fault`.
     pub vmalloc_faults: AtomicU64,
+}
+
+impl Counters {
+    fn new(cpus: usize) -> Self {
+        Counters {
+            pgd_allocs: PerCpuStat::new(cpus),
+            pgd_frees: PerCpuStat::new(cpus),
+            alloc_bytes: PerCpuStat::new(cpus),
+            pgd_ctors: AtomicU64::new(0),
+            pgd_dtors: AtomicU64::new(0),
+            pmd_ctors: AtomicU64::new(0),
+            ctor_bytes: AtomicU64::new(0),
+            ticket_refreshes: AtomicU64::new(0),
+            propagated_entries: AtomicU64::new(0),
+            conversions: AtomicU64::new(0),
+            propagation_ns: AtomicU64::new(0),
+            vmalloc_faults: AtomicU64::new(0),
+        }
+    }
 }
 
 /// A snapshot of [`Counters`] plus lock and cache figures.
@@ -392,7 +450,7 @@ impl Kernel {
             pgd_lock: StatLock::new(cfg.lock, FrameList::new(), cfg.timed_locks),
             mmlist: StatLock::new(cfg.lock, BTreeSet::new(), cfg.timed_locks),
             generation: crate::sync::AtomicU64::new(0),
-            counters: Counters::default(),
+            counters: Counters::new(cpus),
             #[cfg(loom)]
             bug: std::sync::atomic::AtomicU8::new(0),
         });
@@ -531,7 +589,7 @@ impl Kernel {
     pub fn pgd_alloc(&self, cpu: usize) -> Result<Pgd, KernelError> {
         let sh = &self.sh;
         let pgd = match (&self.pgd_cache, sh.mode) {
-            (None, _) => self.pgd_alloc_page()?,
+            (None, _) => self.pgd_alloc_page(cpu)?,
             (Some(cache), PagingMode::Pae) => {
                 let obj = cache
                     .alloc_on(cpu)
@@ -542,7 +600,7 @@ impl Kernel {
                     .ok_or(KernelError::OutOfMemory("pgd_alloc"))?;
                 if !sh.scheme.preconstructed() {
                     let n = sh.copy_kernel_part(pgd)?;
-                    sh.counters.alloc_bytes.fetch_add(n, Ordering::Relaxed);
+                    sh.counters.alloc_bytes.add(cpu, n);
                 }
                 if let Err(e) = self.pae_attach_pmds(cpu, pgd) {
                     let _ = cache.free_on(cpu, obj);
@@ -560,13 +618,13 @@ impl Kernel {
                     .ok_or(KernelError::OutOfMemory("pgd_alloc"))?)
             }
         };
-        sh.counters.pgd_allocs.fetch_add(1, Ordering::Relaxed);
+        sh.counters.pgd_allocs.add(cpu, 1);
         Ok(pgd)
     }
 
     /// 2.5.69 before the patch (and modern x86): a fresh page, user part
     /// zeroed, kernel part copied.
-    fn pgd_alloc_page(&self) -> Result<Pgd, KernelError> {
+    fn pgd_alloc_page(&self, cpu: usize) -> Result<Pgd, KernelError> {
         let sh = &self.sh;
         let f = sh
             .pm
@@ -575,9 +633,7 @@ impl Kernel {
         let pgd = f.start();
         let zeroed = sh.zero_user_part(pgd)?;
         let copied = sh.copy_kernel_part(pgd)?;
-        sh.counters
-            .alloc_bytes
-            .fetch_add(zeroed + copied, Ordering::Relaxed);
+        sh.counters.alloc_bytes.add(cpu, zeroed + copied);
         Ok(Pgd(pgd))
     }
 
@@ -622,9 +678,7 @@ impl Kernel {
                     .pm
                     .alloc_zeroed_frame(Owner::UserTable)
                     .map_err(|_| KernelError::OutOfMemory("pgd_alloc: pmd page"))?;
-                sh.counters
-                    .alloc_bytes
-                    .fetch_add(PAGE_SIZE, Ordering::Relaxed);
+                sh.counters.alloc_bytes.add(cpu, PAGE_SIZE);
                 Ok(f.start())
             }
         }
@@ -674,7 +728,7 @@ impl Kernel {
                     .map_err(|_| KernelError::BadPgd(pgd.0, "not an allocated pgd page"))?;
             }
         }
-        sh.counters.pgd_frees.fetch_add(1, Ordering::Relaxed);
+        sh.counters.pgd_frees.add(cpu, 1);
         Ok(())
     }
 
@@ -800,9 +854,9 @@ impl Kernel {
         let c = &self.sh.counters;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         KernelStats {
-            pgd_allocs: l(&c.pgd_allocs),
-            pgd_frees: l(&c.pgd_frees),
-            alloc_bytes: l(&c.alloc_bytes),
+            pgd_allocs: c.pgd_allocs.sum(),
+            pgd_frees: c.pgd_frees.sum(),
+            alloc_bytes: c.alloc_bytes.sum(),
             pgd_ctors: l(&c.pgd_ctors),
             pgd_dtors: l(&c.pgd_dtors),
             pmd_ctors: l(&c.pmd_ctors),
