@@ -155,7 +155,7 @@ impl Kernel {
                 continue; // reported by the entry checks
             }
             if !tables.insert(t.frame()) {
-                continue; // shared (PAE kernel pmd, COW-shared? no: tables are never shared below)
+                continue; // already counted (the PAE kernel pmd is shared by every pgd)
             }
             if let Some(next) = mode.next_level(level) {
                 self.collect_tables(t, next, 0, mode.entries(next), tables, data)?;
