@@ -27,7 +27,7 @@ pub struct CompareArgs {
 
 /// Runs `compare`.
 pub fn run(a: &CompareArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let (m, file) = a.sim.merge(Workload::XRestart)?;
+    let (m, file) = a.sim.merge(Workload::Script)?;
     let mut spec = CompareSpec {
         workload: m.workload,
         lock: m.lock,

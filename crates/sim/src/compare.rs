@@ -36,7 +36,7 @@ pub struct CompareSpec {
 impl Default for CompareSpec {
     fn default() -> Self {
         CompareSpec {
-            workload: Workload::XRestart,
+            workload: Workload::Script,
             modes: vec![PagingMode::TwoLevel, PagingMode::Pae],
             schemes: Scheme::ALL.to_vec(),
             lock: LockKind::Tas,
