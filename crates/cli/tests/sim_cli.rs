@@ -69,6 +69,8 @@ fn compare_text_table_and_plot() {
     let svg = dir.join("cmp.svg");
     let out = run(&[
         "compare",
+        "--workload",
+        "xrestart",
         "--ops",
         ops("500", "150"),
         "--plot",
