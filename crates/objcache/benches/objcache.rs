@@ -50,8 +50,18 @@ fn alloc_free(c: &mut Criterion) {
                 t.elapsed()
             })
         });
-        g.bench_function(BenchmarkId::new("system", "1T"), |b| {
+        g.bench_function(BenchmarkId::new("system_align16", "1T"), |b| {
             let mut a = System(Layout::from_size_align(size, 16).unwrap());
+            b.iter_custom(|n| {
+                let t = std::time::Instant::now();
+                pairs(&mut a, n);
+                t.elapsed()
+            })
+        });
+        // The system allocator at the alignment the object cache gives.
+        let aligned = Layout::from_size_align(size, cache.align()).unwrap();
+        g.bench_function(BenchmarkId::new("system_cache_align", "1T"), |b| {
+            let mut a = System(aligned);
             b.iter_custom(|n| {
                 let t = std::time::Instant::now();
                 pairs(&mut a, n);
@@ -79,10 +89,13 @@ fn alloc_free(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("slabmalloc", "2T"), |b| {
             b.iter_custom(|n| two_threads(|_| pairs(&mut Slabmalloc::new(size), n)))
         });
-        g.bench_function(BenchmarkId::new("system", "2T"), |b| {
+        g.bench_function(BenchmarkId::new("system_align16", "2T"), |b| {
             b.iter_custom(|n| {
                 two_threads(|_| pairs(&mut System(Layout::from_size_align(size, 16).unwrap()), n))
             })
+        });
+        g.bench_function(BenchmarkId::new("system_cache_align", "2T"), |b| {
+            b.iter_custom(|n| two_threads(|_| pairs(&mut System(aligned), n)))
         });
         g.finish();
     }

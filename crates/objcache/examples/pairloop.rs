@@ -1,27 +1,40 @@
-//! Profiling loop: alloc+free of one object, 2e7 times.
-//! `pairloop [size] [p]` (`p` = pinned CPU via `lock_cpu`), e.g. under `perf record`.
+//! Profiling loop: alloc+free of one object, `n` (default 2e7) times.
+//! `pairloop [size] [mode] [n]`, mode `c` = per-call `alloc_on`/`free_on`
+//! (default), `p` = pinned CPU via `lock_cpu`, `s` = system allocator at
+//! 16-byte alignment, `S` = system allocator at the cache's alignment;
+//! e.g. under `perf record` or `valgrind --tool=callgrind`.
+use std::alloc::Layout;
+
 #[path = "../benches/common.rs"]
 mod common;
 use common::*;
 fn main() {
-    let size: usize = std::env::args()
-        .nth(1)
+    let mut args = std::env::args().skip(1);
+    let size: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(32);
+    let mode = args.next().unwrap_or_else(|| "c".into());
+    let n: u64 = args
+        .next()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(32);
-    let pinned = std::env::args().nth(2).is_some();
+        .unwrap_or(20_000_000);
     let cache = objcache(size, 2);
-    let n = 20_000_000;
     let t = std::time::Instant::now();
-    if pinned {
-        pairs(&mut Pinned::new(&cache, 0), n);
-    } else {
-        pairs(
+    match mode.as_str() {
+        "p" => pairs(&mut Pinned::new(&cache, 0), n),
+        "s" | "S" => {
+            let align = if mode == "s" { 16 } else { cache.align() };
+            let layout = Layout::from_size_align(size, align).unwrap_or_else(|e| panic!("{e}"));
+            pairs(&mut System(layout), n)
+        }
+        _ => pairs(
             &mut ObjCache {
                 cache: &cache,
                 cpu: 0,
             },
             n,
-        );
+        ),
     }
-    println!("{:.1} ns/pair", t.elapsed().as_nanos() as f64 / n as f64);
+    println!(
+        "{mode}: {:.1} ns/pair",
+        t.elapsed().as_nanos() as f64 / n as f64
+    );
 }

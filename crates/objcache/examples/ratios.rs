@@ -79,50 +79,42 @@ fn main() {
         std::thread::available_parallelism().map(|n| n.get())
     );
     println!();
-    println!("| workload | objcache ns/pair | slabmalloc ns/pair | system ns/pair | vs slabmalloc | vs system | objcache pinned (`lock_cpu`) ns/pair | pinned vs slabmalloc | pinned vs system |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    let mut scaling = Vec::new();
+    let mut times = Vec::new();
     let mut churn = Vec::new();
     for size in [32usize, 4096] {
         // malloc's natural alignment (16): the fastest system-allocator path.
-        let layout = Layout::from_size_align(size, 16).unwrap_or_else(|e| panic!("{e}"));
+        let natural = Layout::from_size_align(size, 16).unwrap_or_else(|e| panic!("{e}"));
         for batch in [1usize, 32] {
             let cache = objcache(size, 2);
-            let mut oc = ObjCache {
-                cache: &cache,
-                cpu: 0,
-            };
-            let mut sm = Slabmalloc::new(size);
-            let mut sy = System(layout);
+            let pin_cache = objcache(size, 2);
+            // The alignment the object cache guarantees for these objects
+            // (HWCACHE_ALIGN: 32 for 32 B, 64 for 4 KiB).
+            let aligned =
+                Layout::from_size_align(size, cache.align()).unwrap_or_else(|e| panic!("{e}"));
             let mk_oc = |t| ObjCache {
                 cache: &cache,
                 cpu: t,
             };
-            let mk_sm = |_| Slabmalloc::new(size);
-            let mk_sy = |_| System(layout);
-            let pin_cache = objcache(size, 2);
             let mk_pin = |t| Pinned::new(&pin_cache, t);
+            let mk_sm = |_| Slabmalloc::new(size);
+            let mk_sy = |_| System(natural);
+            let mk_sya = |_| System(aligned);
+            let mut oc = mk_oc(0);
+            let mut sm = Slabmalloc::new(size);
+            let mut sy = System(natural);
+            let mut sya = System(aligned);
             let r = interleaved(vec![
                 Box::new(|| once(&mut oc, n, batch)),
+                Box::new(|| once(&mut Pinned::new(&pin_cache, 0), n, batch)),
                 Box::new(|| once(&mut sm, n, batch)),
                 Box::new(|| once(&mut sy, n, batch)),
+                Box::new(|| once(&mut sya, n, batch)),
                 Box::new(|| twice(&mk_oc, n, batch)),
+                Box::new(|| twice(&mk_pin, n, batch)),
                 Box::new(|| twice(&mk_sm, n, batch)),
                 Box::new(|| twice(&mk_sy, n, batch)),
-                Box::new(|| once(&mut Pinned::new(&pin_cache, 0), n, batch)),
-                Box::new(|| twice(&mk_pin, n, batch)),
+                Box::new(|| twice(&mk_sya, n, batch)),
             ]);
-            let [o, s, y, o2, s2, y2, p, p2] = [r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]];
-            println!(
-                "| {size} B, 1 thread, batch {batch} | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.2}x ({:.2}x) | {:.2}x ({:.2}x) | {:.1} ({:.1}) | {:.2}x | {:.2}x |",
-                o.0, o.1, s.0, s.1, y.0, y.1, s.0 / o.0, s.1 / o.1, y.0 / o.0, y.1 / o.1,
-                p.0, p.1, s.0 / p.0, y.0 / p.0
-            );
-            println!(
-                "| {size} B, 2 threads, batch {batch} | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.2}x ({:.2}x) | {:.2}x ({:.2}x) | {:.1} ({:.1}) | {:.2}x | {:.2}x |",
-                o2.0, o2.1, s2.0, s2.1, y2.0, y2.1, s2.0 / o2.0, s2.1 / o2.1, y2.0 / o2.0, y2.1 / o2.1,
-                p2.0, p2.1, s2.0 / p2.0, y2.0 / p2.0
-            );
             let st = cache.stats();
             churn.push((
                 size,
@@ -132,23 +124,61 @@ fn main() {
                 st.alloc_misses,
                 st.free_misses,
             ));
-            scaling.push((
-                size,
-                batch,
-                (o.0 / o2.0, o.1 / o2.1),
-                (s.0 / s2.0, s.1 / s2.1),
-                (y.0 / y2.0, y.1 / y2.1),
-                (p.0 / p2.0, p.1 / p2.1),
-            ));
+            times.push((size, batch, cache.align(), r));
+        }
+    }
+    let f = |x: (f64, f64)| format!("{:.1} ({:.1})", x.0, x.1);
+    let q = |a: (f64, f64), b: (f64, f64)| format!("{:.2}x ({:.2}x)", a.0 / b.0, a.1 / b.1);
+    println!("ns per alloc+free pair, best (median); 2 threads: wall time / total pairs");
+    println!();
+    println!("| workload | objcache per-call (`alloc_on`/`free_on`) | objcache pinned (`lock_cpu`) | slabmalloc | system, natural 16 B align | system, cache's align |");
+    println!("|---|---|---|---|---|---|");
+    for (size, batch, align, r) in &times {
+        for (threads, o) in [(1, 0), (2, 5)] {
+            println!(
+                "| {size} B, {threads} thread{}, batch {batch} | {} | {} | {} | {} | {} (align {align}) |",
+                if threads == 1 { "" } else { "s" },
+                f(r[o]), f(r[o + 1]), f(r[o + 2]), f(r[o + 3]), f(r[o + 4])
+            );
         }
     }
     println!();
-    println!("| workload | objcache 2T/1T throughput | slabmalloc 2T/1T | system 2T/1T | objcache pinned 2T/1T |");
-    println!("|---|---|---|---|---|");
-    for (size, batch, o, s, y, p) in scaling {
+    println!("Speed-up of objcache over each baseline (baseline ns / objcache ns), best (median):");
+    println!();
+    println!("| workload | baseline | per-call objcache | pinned objcache |");
+    println!("|---|---|---|---|");
+    for (size, batch, align, r) in &times {
+        for (threads, o) in [(1, 0), (2, 5)] {
+            let w = format!(
+                "{size} B, {threads} thread{}, batch {batch}",
+                if threads == 1 { "" } else { "s" }
+            );
+            for (name, b) in [
+                ("slabmalloc".to_string(), 2),
+                ("system, natural 16 B align".to_string(), 3),
+                (format!("system, cache's align ({align} B)"), 4),
+            ] {
+                println!(
+                    "| {w} | {name} | {} | {} |",
+                    q(r[o + b], r[o]),
+                    q(r[o + b], r[o + 1])
+                );
+            }
+        }
+    }
+    println!();
+    println!("Two-thread scaling: aggregate throughput of 2 threads / 1 thread (1T ns / 2T ns), best (median):");
+    println!();
+    println!("| workload | objcache per-call | objcache pinned | slabmalloc | system, 16 B align | system, cache's align |");
+    println!("|---|---|---|---|---|---|");
+    for (size, batch, _, r) in &times {
         println!(
-            "| {size} B, batch {batch} | {:.2}x ({:.2}x) | {:.2}x ({:.2}x) | {:.2}x ({:.2}x) | {:.2}x ({:.2}x) |",
-            o.0, o.1, s.0, s.1, y.0, y.1, p.0, p.1
+            "| {size} B, batch {batch} | {} | {} | {} | {} | {} |",
+            q(r[0], r[5]),
+            q(r[1], r[6]),
+            q(r[2], r[7]),
+            q(r[3], r[8]),
+            q(r[4], r[9])
         );
     }
     println!();

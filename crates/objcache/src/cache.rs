@@ -526,6 +526,30 @@ impl<P: PageSource> KmemCache<P> {
     #[inline(always)]
     fn locate(&self, obj: NonNull<u8>) -> Result<(&SlabShared, usize), FreeError> {
         let addr = obj.as_ptr() as usize;
+        // Fast path: the page map's direct-mapped hint, accepted only if the
+        // descriptor it names is in use for the slab that contains `addr`
+        // (slabs are naturally aligned to `slab_bytes`, so the slab of an
+        // address is its address rounded down).  That is exactly what the
+        // tree walk below would return, read at the same kind of instant.
+        let hint = self.map.hint(addr) as *const SlabShared;
+        if !hint.is_null() {
+            // SAFETY: as below: hints, like map leaves, only ever hold
+            // pointers to this cache's slab descriptors, which live until
+            // `Drop` (needs `&mut self`).
+            let slab = unsafe { &*hint };
+            let first = slab.first.load(Ordering::Acquire);
+            if first != 0 && (first ^ addr) >> self.geo.slab_shift == 0 {
+                let off = addr.checked_sub(first).ok_or(FreeError::NotObjectStart)?;
+                let idx = self.geo.index_of(off).ok_or(FreeError::NotObjectStart)?;
+                return Ok((slab, idx));
+            }
+        }
+        self.locate_slow(addr)
+    }
+
+    /// `locate` through the page-map tree (the hint missed).
+    #[inline(never)]
+    fn locate_slow(&self, addr: usize) -> Result<(&SlabShared, usize), FreeError> {
         let p = self.map.lookup(addr) as *const SlabShared;
         if p.is_null() {
             return Err(FreeError::Foreign);
@@ -564,7 +588,8 @@ impl<P: PageSource> KmemCache<P> {
     #[inline(always)]
     fn take_back(&self, obj: NonNull<u8>) -> Result<Entry, FreeError> {
         let (slab, idx) = self.locate(obj).inspect_err(|_| self.count_error())?;
-        let owned = slab.owned.get(idx);
+        // SAFETY: `locate` returns `idx < geo.num` (`Geometry::index_of`).
+        let owned = unsafe { slab.owned.get_unchecked(idx) };
         if let Some(verify) = &self.verify {
             if owned.load(Ordering::Relaxed) == 0 {
                 self.count_error();
@@ -1132,6 +1157,91 @@ mod tests {
         assert_eq!(cache.stats().cpu_cached, 64);
         cache.tune(8, 4).unwrap();
         assert_eq!(cache.stats().cpu_cached, 8);
+    }
+
+    /// Hands out single pages exactly `HINT_STRIDE` pages apart, so that
+    /// every slab collides in the page map's direct-mapped hint table.
+    struct CollidingPages {
+        base: usize,
+        next: StdAtomic,
+    }
+
+    const HINT_STRIDE: usize = 1024;
+    const REGION_PAGES: usize = 3 * HINT_STRIDE + 1;
+
+    impl CollidingPages {
+        fn new() -> Self {
+            let layout =
+                std::alloc::Layout::from_size_align(REGION_PAGES * PAGE_SIZE, PAGE_SIZE).unwrap();
+            // SAFETY: non-zero size; freed in `Drop` with the same layout.
+            let base = unsafe { std::alloc::alloc(layout) } as usize;
+            assert_ne!(base, 0);
+            Self {
+                base,
+                next: StdAtomic::new(0),
+            }
+        }
+        fn page(&self, i: usize) -> NonNull<u8> {
+            NonNull::new((self.base + i * HINT_STRIDE * PAGE_SIZE) as *mut u8).unwrap()
+        }
+    }
+
+    impl Drop for CollidingPages {
+        fn drop(&mut self) {
+            let layout =
+                std::alloc::Layout::from_size_align(REGION_PAGES * PAGE_SIZE, PAGE_SIZE).unwrap();
+            // SAFETY: allocated in `new` with this layout.
+            unsafe { std::alloc::dealloc(self.base as *mut u8, layout) }
+        }
+    }
+
+    impl PageSource for CollidingPages {
+        fn alloc_pages(&self, order: u32) -> Result<NonNull<u8>, crate::PageAllocError> {
+            assert_eq!(order, 0);
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if i >= 3 {
+                return Err(crate::PageAllocError::OutOfMemory);
+            }
+            Ok(self.page(i))
+        }
+        unsafe fn free_pages(&self, _addr: NonNull<u8>, _order: u32) {}
+    }
+
+    #[test]
+    fn colliding_page_map_hints_fall_back_to_the_tree() {
+        let cache = CacheBuilder::new("collide", 4096)
+            .tunables(1, 1)
+            .build(CollidingPages::new())
+            .unwrap();
+        let a = cache.alloc().unwrap();
+        let b = cache.alloc().unwrap();
+        let src = cache.page_source();
+        assert_eq!((a, b), (src.page(0), src.page(1)));
+        // The hint slot of page 0 now names b's slab: a is found by the walk.
+        assert!(cache.is_allocated(a) && cache.is_allocated(b));
+        // SAFETY: pointer arithmetic only; never dereferenced.
+        let inner = unsafe { NonNull::new_unchecked(a.as_ptr().add(64)) };
+        assert_eq!(cache.free(inner), Err(FreeError::NotObjectStart));
+        assert_eq!(cache.free(src.page(2)), Err(FreeError::Foreign));
+        cache.free(a).unwrap();
+        assert_eq!(cache.free(a), Err(FreeError::DoubleFree));
+        // SAFETY: as above.
+        let inner = unsafe { NonNull::new_unchecked(b.as_ptr().add(64)) };
+        assert_eq!(cache.free(inner), Err(FreeError::NotObjectStart));
+        cache.free(b).unwrap();
+        assert_eq!(cache.free(b), Err(FreeError::DoubleFree));
+        assert_eq!(cache.shrink(), 2);
+        // Destroyed slabs are gone from the tree and the hints alike.
+        assert_eq!(cache.free(a), Err(FreeError::Foreign));
+        assert_eq!(cache.free(b), Err(FreeError::Foreign));
+        // A new slab on a colliding page reuses a spare descriptor.
+        let c = cache.alloc().unwrap();
+        assert_eq!(c, src.page(2));
+        assert_eq!(cache.free(a), Err(FreeError::Foreign));
+        cache.free(c).unwrap();
+        let st = cache.destroy().unwrap();
+        assert_eq!(st.ctor_calls, st.dtor_calls);
+        assert_eq!(st.errors, 8);
     }
 
     #[test]

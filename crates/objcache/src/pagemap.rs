@@ -48,8 +48,20 @@ impl Node {
 /// hosts, i.e. all of user space) start the walk at level `SKIP`.
 const SKIP: u32 = LEVELS.saturating_sub(4);
 
+/// Entries in the direct-mapped hint table (8 KiB on 64-bit hosts).
+const HINTS: usize = 1024;
+
 /// Page-frame → slab-descriptor map (see the module docs).
 pub(crate) struct PageMap {
+    /// A direct-mapped table in front of the tree, indexed by
+    /// `pfn % HINTS`: the value last `set` for some page with that index,
+    /// or null.  It is only a *hint* — a colliding page may have
+    /// overwritten it, and removal clears the slot whichever page it
+    /// described — so callers must validate what [`PageMap::hint`] returns
+    /// and fall back to [`PageMap::lookup`] (see `KmemCache::locate`).  It
+    /// turns the usual free-path lookup from a six-load dependent chain
+    /// into one load.
+    hints: Box<[AtomicPtr<()>; HINTS]>,
     root: Box<Node>,
     /// The level-`SKIP` node under index 0 of every level above it, once it
     /// exists (a cached prefix of the walk; owned by the tree, not by this).
@@ -66,9 +78,19 @@ fn index(pfn: usize, level: u32) -> usize {
 impl PageMap {
     pub(crate) fn new() -> Self {
         Self {
+            hints: Box::new([const { AtomicPtr::new(ptr::null_mut()) }; HINTS]),
             root: Node::new_boxed(),
             low: AtomicPtr::new(ptr::null_mut()),
         }
+    }
+
+    /// The hint for the page containing `addr`: null, or a value that was
+    /// `set` for *some* page whose frame number is congruent modulo
+    /// `HINTS` (not necessarily this one; the caller must validate it).
+    #[inline(always)]
+    pub(crate) fn hint(&self, addr: usize) -> *mut () {
+        let i = (addr >> PAGE_SHIFT) % HINTS;
+        self.hints[i].load(Ordering::Acquire)
     }
 
     /// Returns the value stored for the page containing `addr`, or null.
@@ -139,6 +161,10 @@ impl PageMap {
             }
         }
         node.slots[index(pfn, LEVELS - 1)].store(value, Ordering::Release);
+        // After the tree, so a hint never names a value the tree lacks.
+        // Removal clears the slot even if another page's value sits there:
+        // that only costs the other page a tree walk.
+        self.hints[pfn % HINTS].store(value, Ordering::Release);
     }
 }
 
@@ -189,6 +215,11 @@ mod tests {
         m.set(0x1000, v);
         assert_eq!(m.lookup(0x1fff), v);
         assert!(m.lookup(0x2000).is_null());
+        assert_eq!(m.lookup(usize::MAX), v);
+        assert_eq!(m.hint(0x1fff), v);
+        assert_eq!(m.hint(0x1000 + HINTS * 4096), v); // a colliding page: only a hint
+        m.set(0x1000, ptr::null_mut());
+        assert!(m.hint(0x1000).is_null());
         assert_eq!(m.lookup(usize::MAX), v);
     }
 }

@@ -31,6 +31,9 @@ pub const MAX_ORDER: u32 = 5;
 /// L1 cache line size used by `SLAB_HWCACHE_ALIGN` and for colouring.
 pub const CACHE_LINE: usize = 64;
 
+/// Fixed-point shift of [`Geometry::recip`].
+const RECIP_SHIFT: u32 = 40;
+
 /// Shape of every slab of one cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Geometry {
@@ -40,8 +43,12 @@ pub(crate) struct Geometry {
     pub align: usize,
     /// Distance between objects: `size` rounded up to `align`.
     pub stride: usize,
-    /// `log2(stride)` if `stride` is a power of two (fast index computation).
-    pub stride_shift: Option<u32>,
+    /// `ceil(2^RECIP_SHIFT / stride)`: `off / stride` is
+    /// `(off * recip) >> RECIP_SHIFT` for every `off` inside a slab (Linux's
+    /// `reciprocal_divide`, used by `obj_to_index`).
+    pub recip: u64,
+    /// `log2(PAGE_SIZE << order)`: slabs are naturally aligned to their size.
+    pub slab_shift: u32,
     /// Slab size is `PAGE_SIZE << order`.
     pub order: u32,
     /// Objects per slab.
@@ -90,7 +97,8 @@ impl Geometry {
             size,
             align,
             stride,
-            stride_shift: stride.is_power_of_two().then(|| stride.trailing_zeros()),
+            recip: (1u64 << RECIP_SHIFT).div_ceil(stride as u64),
+            slab_shift: PAGE_SIZE.trailing_zeros() + order,
             order,
             num,
             colours: left_over / colour_step + 1,
@@ -112,11 +120,14 @@ impl Geometry {
     /// an object boundary inside the slab.
     #[inline]
     pub(crate) fn index_of(&self, off: usize) -> Option<usize> {
-        let (idx, rem) = match self.stride_shift {
-            Some(s) => (off >> s, off & (self.stride - 1)),
-            None => (off / self.stride, off % self.stride),
-        };
-        (rem == 0 && idx < self.num).then_some(idx)
+        if off >= self.num * self.stride {
+            return None;
+        }
+        // Exact for off < 2^17 (the largest slab) and stride <= 2^17: with
+        // recip = (2^40 + e) / stride, e < stride, the error term
+        // off * e / 2^40 < 1/stride never carries into the next integer.
+        let idx = ((off as u64 * self.recip) >> RECIP_SHIFT) as usize;
+        (idx * self.stride == off).then_some(idx)
     }
 }
 
@@ -148,6 +159,19 @@ impl OwnedMap {
     #[inline]
     pub(crate) fn get(&self, i: usize) -> &AtomicU8 {
         &self.0[i / OWNED_PER_LINE].0[i % OWNED_PER_LINE]
+    }
+
+    /// [`OwnedMap::get`] without the bounds check, for the free fast path.
+    ///
+    /// # Safety
+    /// `i` must be less than the `num` the map was created with (as
+    /// `Geometry::index_of` guarantees).
+    #[inline(always)]
+    pub(crate) unsafe fn get_unchecked(&self, i: usize) -> &AtomicU8 {
+        debug_assert!(i / OWNED_PER_LINE < self.0.len());
+        // SAFETY: the map has `num.div_ceil(OWNED_PER_LINE)` lines and
+        // `i < num` (caller's contract).
+        unsafe { &self.0.get_unchecked(i / OWNED_PER_LINE).0[i % OWNED_PER_LINE] }
     }
 }
 
@@ -488,5 +512,31 @@ mod tests {
         assert_eq!(g.index_of(96), Some(1));
         assert_eq!(g.index_of(95), None);
         assert_eq!(g.index_of(96 * g.num), None);
+        assert_eq!(g.index_of(usize::MAX), None);
+    }
+
+    #[test]
+    fn reciprocal_index_is_exact() {
+        // Every offset of every slab, for a spread of strides and orders
+        // (against plain division).
+        for size in (1..=PAGE_SIZE << MAX_ORDER).step_by(997).chain([
+            8,
+            24,
+            3000,
+            4096,
+            4097,
+            (PAGE_SIZE << MAX_ORDER) / 3,
+            PAGE_SIZE << MAX_ORDER,
+        ]) {
+            let g = Geometry::new(size, 8).unwrap();
+            assert_eq!(g.slab_bytes(), 1 << g.slab_shift);
+            for off in (0..g.slab_bytes()).step_by(if size < 5000 { 1 } else { 7 }) {
+                let want = (off % g.stride == 0 && off / g.stride < g.num).then(|| off / g.stride);
+                assert_eq!(g.index_of(off), want, "size {size} off {off}");
+            }
+            for i in 0..g.num {
+                assert_eq!(g.index_of(i * g.stride), Some(i));
+            }
+        }
     }
 }
