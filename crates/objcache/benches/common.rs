@@ -11,6 +11,11 @@ use objcache::{CacheBuilder, KmemCache, SlabFlags, SystemPageSource};
 use slabmalloc::{Allocator, LargeObjectPage, ObjectPage, ZoneAllocator};
 
 /// One thread's view of an allocator under test.
+///
+/// Every implementation's `alloc`/`free` is `#[inline(always)]`, so that
+/// whether an adapter (with its panic-on-error path) gets inlined into the
+/// measured loop is not left to the inliner's mood: it once differed between
+/// the `pairloop` and `ratios` binaries for the same adapter.
 pub trait Alloc {
     fn alloc(&mut self) -> NonNull<u8>;
     fn free(&mut self, p: NonNull<u8>);
@@ -23,14 +28,14 @@ pub struct ObjCache<'a> {
 }
 
 impl Alloc for ObjCache<'_> {
-    #[inline]
+    #[inline(always)]
     fn alloc(&mut self) -> NonNull<u8> {
         match self.cache.alloc_on(self.cpu) {
             Ok(p) => p,
             Err(e) => panic!("objcache alloc: {e}"),
         }
     }
-    #[inline]
+    #[inline(always)]
     fn free(&mut self, p: NonNull<u8>) {
         if let Err(e) = self.cache.free_on(self.cpu, p) {
             panic!("objcache free: {e}");
@@ -51,14 +56,14 @@ impl<'a> Pinned<'a> {
 }
 
 impl Alloc for Pinned<'_> {
-    #[inline]
+    #[inline(always)]
     fn alloc(&mut self) -> NonNull<u8> {
         match self.0.alloc() {
             Ok(p) => p,
             Err(e) => panic!("objcache alloc: {e}"),
         }
     }
-    #[inline]
+    #[inline(always)]
     fn free(&mut self, p: NonNull<u8>) {
         if let Err(e) = self.0.free(p) {
             panic!("objcache free: {e}");
@@ -82,7 +87,7 @@ pub fn objcache(size: usize, ncpus: usize) -> KmemCache<SystemPageSource> {
 pub struct System(pub Layout);
 
 impl Alloc for System {
-    #[inline]
+    #[inline(always)]
     fn alloc(&mut self) -> NonNull<u8> {
         // SAFETY: non-zero-sized layout.
         match NonNull::new(unsafe { std::alloc::alloc(self.0) }) {
@@ -90,7 +95,7 @@ impl Alloc for System {
             None => std::alloc::handle_alloc_error(self.0),
         }
     }
-    #[inline]
+    #[inline(always)]
     fn free(&mut self, p: NonNull<u8>) {
         // SAFETY: `p` came from `alloc` with the same layout.
         unsafe { std::alloc::dealloc(p.as_ptr(), self.0) }
@@ -128,7 +133,7 @@ impl Slabmalloc {
 }
 
 impl Alloc for Slabmalloc {
-    #[inline]
+    #[inline(always)]
     fn alloc(&mut self) -> NonNull<u8> {
         if let Ok(p) = self.zone.allocate(self.layout) {
             return p;
@@ -151,7 +156,7 @@ impl Alloc for Slabmalloc {
             .allocate(self.layout)
             .unwrap_or_else(|e| panic!("{e:?}"))
     }
-    #[inline]
+    #[inline(always)]
     fn free(&mut self, p: NonNull<u8>) {
         self.zone
             .deallocate(p, self.layout)
@@ -186,9 +191,17 @@ pub fn batches<A: Alloc>(a: &mut A, n: u64, batch: usize) {
 
 /// Runs `f(thread_index)` on two threads at once; returns the wall time.
 pub fn two_threads(f: impl Fn(usize) + Sync) -> Duration {
-    let barrier = std::sync::Barrier::new(3);
+    threads(2, f)
+}
+
+/// Runs `f(thread_index)` on `k` freshly spawned threads at once (started
+/// together behind a barrier); returns the wall time.  One-thread
+/// measurements use this too (`k = 1`), so that 1T and 2T figures come
+/// from identically set-up threads rather than main thread vs spawned ones.
+pub fn threads(k: usize, f: impl Fn(usize) + Sync) -> Duration {
+    let barrier = std::sync::Barrier::new(k + 1);
     std::thread::scope(|s| {
-        for t in 0..2 {
+        for t in 0..k {
             let (f, barrier) = (&f, &barrier);
             s.spawn(move || {
                 barrier.wait();
@@ -239,7 +252,7 @@ pub struct ConstructEveryTime {
 }
 
 impl Alloc for ConstructEveryTime {
-    #[inline]
+    #[inline(always)]
     fn alloc(&mut self) -> NonNull<u8> {
         let p = System(Layout::from_size_align(PGD, PGD).unwrap_or_else(|e| panic!("{e}"))).alloc();
         // SAFETY: fresh 4 KiB allocation.
@@ -253,7 +266,7 @@ impl Alloc for ConstructEveryTime {
         }
         p
     }
-    #[inline]
+    #[inline(always)]
     fn free(&mut self, p: NonNull<u8>) {
         System(Layout::from_size_align(PGD, PGD).unwrap_or_else(|e| panic!("{e}"))).free(p)
     }

@@ -3,12 +3,13 @@
 //! `cargo run -p objcache --release --example ratios`
 //!
 //! Each figure is the best (and, in parentheses, the median) of 9 interleaved
-//! runs of `N` alloc+free pairs; "2 threads" runs the same loop on two
-//! threads at once and reports wall time / total pairs (aggregate throughput).
-//! The pgd rows report the best of 9.
+//! runs of `N` alloc+free pairs per thread; "2 threads" runs the same loop on
+//! two threads at once and reports wall time / total pairs (aggregate
+//! throughput).  One-thread figures are measured on a freshly spawned thread
+//! exactly like the two-thread ones (not on the main thread), so 2T/1T
+//! compares like with like.  The pgd rows report the best of 9.
 
 use std::alloc::Layout;
-use std::time::Instant;
 
 #[path = "../benches/common.rs"]
 mod common;
@@ -16,20 +17,11 @@ use common::*;
 
 const RUNS: usize = 9;
 
-/// One measurement: ns per pair on one thread.
-fn once<A: Alloc>(a: &mut A, n: u64, batch: usize) -> f64 {
-    let t = Instant::now();
-    if batch == 1 {
-        pairs(a, n)
-    } else {
-        batches(a, n, batch)
-    }
-    t.elapsed().as_nanos() as f64 / n as f64
-}
-
-/// One measurement: aggregate ns per pair (wall / total pairs), two threads.
-fn twice<A: Alloc>(make: &(impl Fn(usize) -> A + Sync), n: u64, batch: usize) -> f64 {
-    let d = two_threads(|t| {
+/// One measurement: aggregate ns per pair (wall / total pairs) of `k`
+/// threads (k = 1 or 2), each running `n` pairs on its own allocator
+/// handle `make(thread_index)`.
+fn on<A: Alloc>(k: usize, make: &(impl Fn(usize) -> A + Sync), n: u64, batch: usize) -> f64 {
+    let d = threads(k, |t| {
         let mut a = make(t);
         if batch == 1 {
             pairs(&mut a, n)
@@ -37,7 +29,7 @@ fn twice<A: Alloc>(make: &(impl Fn(usize) -> A + Sync), n: u64, batch: usize) ->
             batches(&mut a, n, batch)
         }
     });
-    d.as_nanos() as f64 / (2 * n) as f64
+    d.as_nanos() as f64 / (k as u64 * n) as f64
 }
 
 /// Runs the measurements round-robin `RUNS` times (so background load hits
@@ -81,12 +73,36 @@ fn main() {
     println!();
     let mut times = Vec::new();
     let mut churn = Vec::new();
-    for size in [32usize, 4096] {
+    // The last row repeats 4 KiB batch 32 with the per-CPU arrays tuned
+    // (`tune(64, 32)`, a /proc/slabinfo write) so that the 32-object working
+    // set fits: with Linux's default limit of 24 it overflows every batch.
+    for (size, batch, tuned) in [
+        (32usize, 1usize, None),
+        (32, 32, None),
+        (4096, 1, None),
+        (4096, 32, None),
+        (4096, 32, Some((64, 32))),
+    ] {
         // malloc's natural alignment (16): the fastest system-allocator path.
         let natural = Layout::from_size_align(size, 16).unwrap_or_else(|e| panic!("{e}"));
-        for batch in [1usize, 32] {
+        {
             let cache = objcache(size, 2);
             let pin_cache = objcache(size, 2);
+            if let Some((limit, bc)) = tuned {
+                for c in [&cache, &pin_cache] {
+                    c.tune(limit, bc).unwrap_or_else(|e| panic!("{e}"));
+                }
+            }
+            let label = |threads: usize| {
+                format!(
+                    "{size} B, {threads} thread{}, batch {batch}{}",
+                    if threads == 1 { "" } else { "s" },
+                    match tuned {
+                        Some((l, b)) => format!(", tune({l}, {b})"),
+                        None => String::new(),
+                    }
+                )
+            };
             // The alignment the object cache guarantees for these objects
             // (HWCACHE_ALIGN: 32 for 32 B, 64 for 4 KiB).
             let aligned =
@@ -99,32 +115,31 @@ fn main() {
             let mk_sm = |_| Slabmalloc::new(size);
             let mk_sy = |_| System(natural);
             let mk_sya = |_| System(aligned);
-            let mut oc = mk_oc(0);
-            let mut sm = Slabmalloc::new(size);
-            let mut sy = System(natural);
-            let mut sya = System(aligned);
             let r = interleaved(vec![
-                Box::new(|| once(&mut oc, n, batch)),
-                Box::new(|| once(&mut Pinned::new(&pin_cache, 0), n, batch)),
-                Box::new(|| once(&mut sm, n, batch)),
-                Box::new(|| once(&mut sy, n, batch)),
-                Box::new(|| once(&mut sya, n, batch)),
-                Box::new(|| twice(&mk_oc, n, batch)),
-                Box::new(|| twice(&mk_pin, n, batch)),
-                Box::new(|| twice(&mk_sm, n, batch)),
-                Box::new(|| twice(&mk_sy, n, batch)),
-                Box::new(|| twice(&mk_sya, n, batch)),
+                Box::new(|| on(1, &mk_oc, n, batch)),
+                Box::new(|| on(1, &mk_pin, n, batch)),
+                Box::new(|| on(1, &mk_sm, n, batch)),
+                Box::new(|| on(1, &mk_sy, n, batch)),
+                Box::new(|| on(1, &mk_sya, n, batch)),
+                Box::new(|| on(2, &mk_oc, n, batch)),
+                Box::new(|| on(2, &mk_pin, n, batch)),
+                Box::new(|| on(2, &mk_sm, n, batch)),
+                Box::new(|| on(2, &mk_sy, n, batch)),
+                Box::new(|| on(2, &mk_sya, n, batch)),
             ]);
             let st = cache.stats();
             churn.push((
-                size,
-                batch,
+                label(0).replace(", 0 threads", ""),
                 st.grown,
                 st.reaped,
                 st.alloc_misses,
                 st.free_misses,
             ));
-            times.push((size, batch, cache.align(), r));
+            times.push((
+                [label(1), label(2), label(0).replace(", 0 threads", "")],
+                cache.align(),
+                r,
+            ));
         }
     }
     let f = |x: (f64, f64)| format!("{:.1} ({:.1})", x.0, x.1);
@@ -133,12 +148,16 @@ fn main() {
     println!();
     println!("| workload | objcache per-call (`alloc_on`/`free_on`) | objcache pinned (`lock_cpu`) | slabmalloc | system, natural 16 B align | system, cache's align |");
     println!("|---|---|---|---|---|---|");
-    for (size, batch, align, r) in &times {
-        for (threads, o) in [(1, 0), (2, 5)] {
+    for (w, align, r) in &times {
+        for (t, o) in [(0, 0), (1, 5)] {
             println!(
-                "| {size} B, {threads} thread{}, batch {batch} | {} | {} | {} | {} | {} (align {align}) |",
-                if threads == 1 { "" } else { "s" },
-                f(r[o]), f(r[o + 1]), f(r[o + 2]), f(r[o + 3]), f(r[o + 4])
+                "| {} | {} | {} | {} | {} | {} (align {align}) |",
+                w[t],
+                f(r[o]),
+                f(r[o + 1]),
+                f(r[o + 2]),
+                f(r[o + 3]),
+                f(r[o + 4])
             );
         }
     }
@@ -147,12 +166,9 @@ fn main() {
     println!();
     println!("| workload | baseline | per-call objcache | pinned objcache |");
     println!("|---|---|---|---|");
-    for (size, batch, align, r) in &times {
-        for (threads, o) in [(1, 0), (2, 5)] {
-            let w = format!(
-                "{size} B, {threads} thread{}, batch {batch}",
-                if threads == 1 { "" } else { "s" }
-            );
+    for (w, align, r) in &times {
+        for (t, o) in [(0, 0), (1, 5)] {
+            let w = &w[t];
             for (name, b) in [
                 ("slabmalloc".to_string(), 2),
                 ("system, natural 16 B align".to_string(), 3),
@@ -171,9 +187,10 @@ fn main() {
     println!();
     println!("| workload | objcache per-call | objcache pinned | slabmalloc | system, 16 B align | system, cache's align |");
     println!("|---|---|---|---|---|---|");
-    for (size, batch, _, r) in &times {
+    for (w, _, r) in &times {
         println!(
-            "| {size} B, batch {batch} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
+            w[2],
             q(r[0], r[5]),
             q(r[1], r[6]),
             q(r[2], r[7]),
@@ -184,21 +201,22 @@ fn main() {
     println!();
     println!("| objcache cache after workload | slabs grown | slabs reaped | refills | flushes |");
     println!("|---|---|---|---|---|");
-    for (size, batch, g, r, m, f) in churn {
-        println!("| {size} B, batch {batch} | {g} | {r} | {m} | {f} |");
+    for (w, g, r, m, f) in churn {
+        println!("| {w} | {g} | {r} | {m} | {f} |");
     }
     println!();
     let pattern: &'static [u8] = Box::leak(kernel_pattern().into_boxed_slice());
     let cache = pgd_cache(pattern);
-    let mut pre_a = ObjCache {
+    let mk_pre = |t| ObjCache {
         cache: &cache,
-        cpu: 0,
+        cpu: t,
     };
-    let mut every_a = ConstructEveryTime { pattern };
+    let mk_every = |_| ConstructEveryTime { pattern };
+    let mk_pin = |t| Pinned::new(&cache, t);
     let r = interleaved(vec![
-        Box::new(|| once(&mut pre_a, n, 1)),
-        Box::new(|| once(&mut every_a, n, 1)),
-        Box::new(|| once(&mut Pinned::new(&cache, 0), n, 1)),
+        Box::new(|| on(1, &mk_pre, n, 1)),
+        Box::new(|| on(1, &mk_every, n, 1)),
+        Box::new(|| on(1, &mk_pin, n, 1)),
     ]);
     let (pre, every, pinned) = (r[0].0, r[1].0, r[2].0);
     println!("| pgd (4 KiB: 3 KiB zero + 1 KiB copy) | ns/pair | ratio |");

@@ -352,14 +352,14 @@ pub struct CpuCache<'a, P: PageSource> {
 
 impl<P: PageSource> CpuCache<'_, P> {
     /// `alloc` on the pinned slot without taking its lock per call.
-    #[inline]
+    #[inline(always)]
     pub fn alloc(&mut self) -> Result<NonNull<u8>, AllocError> {
         let e = self.cache.alloc_from(&mut self.ac)?;
         Ok(self.cache.hand_out(e))
     }
 
     /// `free` on the pinned slot without taking its lock per call.
-    #[inline]
+    #[inline(always)]
     pub fn free(&mut self, obj: NonNull<u8>) -> Result<(), FreeError> {
         let e = self.cache.take_back(obj)?;
         self.cache.free_into(&mut self.ac, e);
