@@ -590,27 +590,18 @@ impl<P: PageSource> KmemCache<P> {
         let (slab, idx) = self.locate(obj).inspect_err(|_| self.count_error())?;
         // SAFETY: `locate` returns `idx < geo.num` (`Geometry::index_of`).
         let owned = unsafe { slab.owned.get_unchecked(idx) };
-        if let Some(verify) = &self.verify {
-            if owned.load(Ordering::Relaxed) == 0 {
-                self.count_error();
-                return Err(FreeError::DoubleFree);
-            }
-            if let Err(why) = verify(obj) {
-                self.count_error();
-                return Err(FreeError::Verify(why));
-            }
-        }
         // Double-free detection. In debug mode an atomic exchange, so even
         // two CPUs freeing the same object at the same instant are caught;
         // otherwise a plain load and store (no locked instruction on the
         // fast path), which catches every double free that is not itself a
         // simultaneous race between two CPUs.
-        let was_owned = if self.verify.is_some() {
-            owned.swap(0, Ordering::Relaxed)
-        } else {
-            let v = owned.load(Ordering::Relaxed);
-            owned.store(0, Ordering::Relaxed);
-            v
+        let was_owned = match &self.verify {
+            Some(verify) => self.take_back_debug(verify, obj, owned)?,
+            None => {
+                let v = owned.load(Ordering::Relaxed);
+                owned.store(0, Ordering::Relaxed);
+                v
+            }
         };
         if was_owned == 0 {
             self.count_error();
@@ -620,6 +611,27 @@ impl<P: PageSource> KmemCache<P> {
             obj,
             owned: NonNull::from(owned),
         })
+    }
+
+    /// Debug mode's part of `take_back`: refuses an object that is not
+    /// allocated or fails `verify`, then clears its owned flag with an
+    /// atomic exchange and returns the old value.
+    #[inline(never)]
+    fn take_back_debug(
+        &self,
+        verify: &Verify,
+        obj: NonNull<u8>,
+        owned: &crate::sync::AtomicU8,
+    ) -> Result<u8, FreeError> {
+        if owned.load(Ordering::Relaxed) == 0 {
+            self.count_error();
+            return Err(FreeError::DoubleFree);
+        }
+        if let Err(why) = verify(obj) {
+            self.count_error();
+            return Err(FreeError::Verify(why));
+        }
+        Ok(owned.swap(0, Ordering::Relaxed))
     }
 
     /// Pushes a taken-back object onto `ac`, flushing first if it is full

@@ -53,6 +53,8 @@ pub(crate) struct Geometry {
     pub order: u32,
     /// Objects per slab.
     pub num: usize,
+    /// `num * stride`: offsets below this can be object starts.
+    pub span: usize,
     /// Number of distinct colour offsets (>= 1).
     pub colours: usize,
     /// Distance between successive colour offsets.
@@ -101,6 +103,7 @@ impl Geometry {
             slab_shift: PAGE_SIZE.trailing_zeros() + order,
             order,
             num,
+            span: num * stride,
             colours: left_over / colour_step + 1,
             colour_step,
         })
@@ -120,7 +123,7 @@ impl Geometry {
     /// an object boundary inside the slab.
     #[inline]
     pub(crate) fn index_of(&self, off: usize) -> Option<usize> {
-        if off >= self.num * self.stride {
+        if off >= self.span {
             return None;
         }
         // Exact for off < 2^17 (the largest slab) and stride <= 2^17: with
