@@ -104,11 +104,11 @@ impl Kernel {
         })
     }
 
-    /// exec: a fresh address space with `size` pages mapped (text at 4 MiB,
-    /// data after it, stack below the top of user space), joined to `mmlist`.
-    pub fn exec_mm(&self, cpu: usize, size: TaskSize) -> Result<Mm, MmError> {
+    /// `mm_init` + the join to `mmlist`: an empty address space with a
+    /// fresh pgd, visible to conversions (and, in `slab-ticket`, refreshed).
+    fn mm_init(&self, cpu: usize) -> Result<Mm, MmError> {
         let pgd = self.pgd_alloc(cpu)?;
-        let mut mm = Mm {
+        let mm = Mm {
             pgd,
             pages: BTreeMap::new(),
         };
@@ -116,6 +116,13 @@ impl Kernel {
             self.teardown(cpu, mm)?;
             return Err(e.into());
         }
+        Ok(mm)
+    }
+
+    /// exec: a fresh address space with `size` pages mapped (text at 4 MiB,
+    /// data after it, stack below the top of user space), joined to `mmlist`.
+    pub fn exec_mm(&self, cpu: usize, size: TaskSize) -> Result<Mm, MmError> {
+        let mut mm = self.mm_init(cpu)?;
         let text = 0x40_0000u64;
         let data = text + size.text * PAGE_SIZE;
         let stack_top = self.kernel_space().layout.user_end - 16 * PAGE_SIZE;
@@ -150,15 +157,7 @@ impl Kernel {
     /// `copy_page_range`: every parent pte is copied read-only and the data
     /// frame shared.
     pub fn fork_mm(&self, cpu: usize, parent: &Mm) -> Result<Mm, MmError> {
-        let pgd = self.pgd_alloc(cpu)?;
-        let mut mm = Mm {
-            pgd,
-            pages: BTreeMap::new(),
-        };
-        if let Err(e) = self.mm_join(pgd) {
-            self.teardown(cpu, mm)?;
-            return Err(e.into());
-        }
+        let mut mm = self.mm_init(cpu)?;
         for (&va, &f) in &parent.pages {
             if let Some(p) = self.pm().page(f) {
                 p.get();
