@@ -21,7 +21,7 @@
 //! list, a slab page, a pgd page, a user table or data page of a live
 //! address space, or a vmalloc page — else it is a leak.
 
-use crate::kernel::{Kernel, KernelError, Pgd};
+use crate::kernel::{Kernel, KernelError, KernelMem, Pgd};
 use crate::scheme::Scheme;
 use physmem::{Frame, FrameState, Owner, PhysAddr, PhysMem};
 use std::collections::BTreeSet;
@@ -107,7 +107,7 @@ impl Report {
     }
 }
 
-impl Kernel {
+impl<M: KernelMem> Kernel<M> {
     /// Swapper's kernel page tables (the live ones a kernel entry may point at).
     fn swapper_tables(&self) -> Result<BTreeSet<Frame>, KernelError> {
         let mut out = BTreeSet::new();

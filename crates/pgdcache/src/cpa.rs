@@ -18,7 +18,7 @@
 //! pte pages every split will need are allocated before anything changes, so
 //! an invalid request or an allocation failure leaves the tables untouched.
 
-use crate::kernel::{mem_err, Kernel, KernelError, Shared};
+use crate::kernel::{mem_err, Kernel, KernelError, KernelMem, Shared};
 use crate::scheme::Scheme;
 use physmem::{Frame, Owner, PhysAddr, VirtAddr, PAGE_SIZE};
 use std::collections::BTreeMap;
@@ -109,7 +109,7 @@ pub(crate) struct CpaLock {
 }
 
 impl CpaLock {
-    pub(crate) fn new(sh: &Shared, ks: &KernelSpace) -> Self {
+    pub(crate) fn new<M: KernelMem>(sh: &Shared<M>, ks: &KernelSpace) -> Self {
         let large = if sh.mode == PagingMode::TwoLevel {
             PageSize::Size4M
         } else {
@@ -130,7 +130,7 @@ impl CpaLock {
     }
 }
 
-impl Kernel {
+impl<M: KernelMem> Kernel<M> {
     /// `PAGE_KERNEL` for vmalloc and other kernel data pages in this mode.
     pub fn page_kernel(&self) -> EntryFlags {
         let mut f = (EntryFlags::PAGE_KERNEL | EntryFlags::GLOBAL).for_mode(self.mode());

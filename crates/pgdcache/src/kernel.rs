@@ -16,7 +16,9 @@ use crate::lock::{LockKind, LockStats, StatLock};
 use crate::pages::SimPages;
 use crate::scheme::Scheme;
 use objcache::{CacheStats, KmemCache, SlabFlags};
-use physmem::{Frame, FrameList, Owner, PhysAddr, PhysMem, SimMemory, VirtAddr, PAGE_SIZE};
+use physmem::{
+    DirectMap, Frame, FrameList, Owner, PhysAddr, PhysMem, PhysMemory, Ram, VirtAddr, PAGE_SIZE,
+};
 use std::collections::BTreeSet;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -225,8 +227,8 @@ impl KernelStats {
 }
 
 /// State shared with the cache constructors.
-pub(crate) struct Shared {
-    pub(crate) pm: Arc<SimMemory>,
+pub(crate) struct Shared<M: KernelMem> {
+    pub(crate) pm: Arc<PhysMemory<M>>,
     pub(crate) mode: PagingMode,
     pub(crate) scheme: Scheme,
     /// `swapper_pg_dir`.
@@ -265,7 +267,7 @@ pub enum Bug {
     TicketReadBeforeJoin = 3,
 }
 
-impl Shared {
+impl<M: KernelMem> Shared<M> {
     #[cfg(loom)]
     fn bug(&self) -> Bug {
         match self.bug.load(std::sync::atomic::Ordering::Relaxed) {
@@ -414,23 +416,30 @@ pub(crate) fn mem_err(e: physmem::MemError) -> KernelError {
     KernelError::Mem(e.to_string())
 }
 
-/// The simulated kernel's page-directory allocator.
-pub struct Kernel {
-    pub(crate) sh: Arc<Shared>,
+/// Memory the pgd system can run on: physical memory with a direct map
+/// (the simulator's [`Ram`], or a kernel's own lowmem).
+pub trait KernelMem: PhysMem + DirectMap + Send + Sync + 'static {}
+
+impl<T: PhysMem + DirectMap + Send + Sync + 'static> KernelMem for T {}
+
+/// The simulated kernel's page-directory allocator, over memory `M`
+/// (by default the simulator's RAM).
+pub struct Kernel<M: KernelMem = Ram> {
+    pub(crate) sh: Arc<Shared<M>>,
     pub(crate) ks: KernelSpace,
     /// `pgd_cache`: preconstructed pgds (slab schemes), or ctor-less 32-byte
     /// PAE pgds (`uncached`, `shared-kernel`). `None` when pgds are pages.
-    pub(crate) pgd_cache: Option<KmemCache<SimPages>>,
+    pub(crate) pgd_cache: Option<KmemCache<SimPages<M>>>,
     /// `pmd_cache`: zeroed pmds for PAE slab schemes.
-    pub(crate) pmd_cache: Option<KmemCache<SimPages>>,
+    pub(crate) pmd_cache: Option<KmemCache<SimPages<M>>>,
     pub(crate) cpa: crate::cpa::CpaLock,
     pub(crate) vm: crate::vmalloc::VmLock,
     cpus: usize,
 }
 
-impl Kernel {
+impl<M: KernelMem> Kernel<M> {
     /// Boots a kernel in `pm` with the given configuration.
-    pub fn new(pm: Arc<SimMemory>, cfg: &KernelConfig) -> Result<Kernel, KernelError> {
+    pub fn new(pm: Arc<PhysMemory<M>>, cfg: &KernelConfig) -> Result<Kernel<M>, KernelError> {
         let mode = cfg.mode;
         if cfg.scheme == Scheme::SharedKernel && mode == PagingMode::TwoLevel {
             return Err(KernelError::SchemeUnsupported {
@@ -471,10 +480,10 @@ impl Kernel {
     }
 
     fn make_pgd_cache(
-        sh: &Arc<Shared>,
+        sh: &Arc<Shared<M>>,
         cfg: &KernelConfig,
         cpus: usize,
-    ) -> Result<Option<KmemCache<SimPages>>, KernelError> {
+    ) -> Result<Option<KmemCache<SimPages<M>>>, KernelError> {
         let mode = cfg.mode;
         let size = mode.pgd_bytes() as usize;
         let src = SimPages::new(sh.pm.clone());
@@ -510,10 +519,10 @@ impl Kernel {
     }
 
     fn make_pmd_cache(
-        sh: &Arc<Shared>,
+        sh: &Arc<Shared<M>>,
         cfg: &KernelConfig,
         cpus: usize,
-    ) -> Result<Option<KmemCache<SimPages>>, KernelError> {
+    ) -> Result<Option<KmemCache<SimPages<M>>>, KernelError> {
         if cfg.mode != PagingMode::Pae || !cfg.scheme.preconstructed() {
             return Ok(None);
         }
@@ -549,7 +558,7 @@ impl Kernel {
     }
 
     /// The simulated physical memory.
-    pub fn pm(&self) -> &Arc<SimMemory> {
+    pub fn pm(&self) -> &Arc<PhysMemory<M>> {
         &self.sh.pm
     }
 
@@ -885,7 +894,7 @@ impl Kernel {
     }
 }
 
-impl Shared {
+impl<M: KernelMem> Shared<M> {
     /// Debug mode: a pgd goes back to the cache only in constructed state.
     fn verify_pgd_on_free(&self, obj: NonNull<u8>) -> Result<(), &'static str> {
         let pgd = self.pm.pa_of(obj).ok_or("pgd outside RAM")?;

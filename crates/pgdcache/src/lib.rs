@@ -22,7 +22,7 @@ pub use check::{Report, Violation, ViolationKind};
 pub use cpa::CpaError;
 #[cfg(loom)]
 pub use kernel::Bug;
-pub use kernel::{Kernel, KernelConfig, KernelError, KernelStats, Pgd};
+pub use kernel::{Kernel, KernelConfig, KernelError, KernelMem, KernelStats, Pgd};
 pub use lock::{LockKind, LockStats, StatLock};
 pub use mm::{Mm, MmError};
 pub use scheme::Scheme;

@@ -7,7 +7,7 @@
 //! that dominate for large tasks) and shares data pages copy-on-write:
 //! both map them read-only and the frame's `page_count` counts the sharers.
 
-use crate::kernel::{mem_err, Kernel, KernelError, Pgd};
+use crate::kernel::{mem_err, Kernel, KernelError, KernelMem, Pgd};
 use physmem::{Frame, Owner, VirtAddr, PAGE_SIZE};
 use std::collections::BTreeMap;
 use x86paging::table::{entry_pa_at, read_entry, write_entry};
@@ -75,7 +75,7 @@ impl TaskSize {
     }
 }
 
-impl Kernel {
+impl<M: KernelMem> Kernel<M> {
     fn user_flags(&self, writable: bool, exec: bool) -> EntryFlags {
         let mut f = EntryFlags::PRESENT | EntryFlags::USER;
         if writable {

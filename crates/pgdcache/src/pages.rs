@@ -7,25 +7,33 @@
 //! direct-map address: `pa_of` is the simulator's `__pa` and `ptr_of` its
 //! `__va`, exactly the kernel's arrangement for lowmem.
 
+use crate::kernel::KernelMem;
 use objcache::{PageAllocError, PageSource};
-use physmem::{Frame, Owner, PhysAddr, SimMemory};
+use physmem::{Frame, Owner, PhysAddr, PhysMemory};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
 /// Allocates slab pages as [`Owner::Slab`] frames of the simulated machine.
-#[derive(Clone)]
-pub struct SimPages {
-    pm: Arc<SimMemory>,
+pub struct SimPages<M: KernelMem> {
+    pm: Arc<PhysMemory<M>>,
 }
 
-impl SimPages {
+impl<M: KernelMem> Clone for SimPages<M> {
+    fn clone(&self) -> Self {
+        SimPages {
+            pm: self.pm.clone(),
+        }
+    }
+}
+
+impl<M: KernelMem> SimPages<M> {
     /// A page source over `pm`.
-    pub fn new(pm: Arc<SimMemory>) -> Self {
+    pub fn new(pm: Arc<PhysMemory<M>>) -> Self {
         SimPages { pm }
     }
 }
 
-impl PageSource for SimPages {
+impl<M: KernelMem> PageSource for SimPages<M> {
     fn alloc_pages(&self, order: u32) -> Result<NonNull<u8>, PageAllocError> {
         let f = self
             .pm
@@ -50,6 +58,6 @@ impl PageSource for SimPages {
 }
 
 /// `__pa` of an object pointer.
-pub fn pa_of(pm: &SimMemory, p: NonNull<u8>) -> Option<PhysAddr> {
+pub fn pa_of<M: KernelMem>(pm: &PhysMemory<M>, p: NonNull<u8>) -> Option<PhysAddr> {
     pm.pa_of(p)
 }

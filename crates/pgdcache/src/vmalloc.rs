@@ -9,7 +9,7 @@
 //! dangle. A large-page conversion replaces one *present* entry with another
 //! and frees tables, which is why it needs `pgd_list` and this does not.
 
-use crate::kernel::{mem_err, Kernel, KernelError, Pgd, Shared};
+use crate::kernel::{mem_err, Kernel, KernelError, KernelMem, Pgd, Shared};
 use physmem::{Frame, Owner, PhysAddr, VirtAddr, PAGE_SIZE};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -72,7 +72,10 @@ impl VmLock {
 /// `shared-kernel`: give every kernel pgd entry of swapper a table now, so
 /// no pgd ever needs a kernel entry propagated or faulted in later (what
 /// x86_64 does with `preallocate_vmalloc_pages`).
-pub(crate) fn preallocate_kernel_tables(sh: &Shared, _ks: &KernelSpace) -> Result<(), KernelError> {
+pub(crate) fn preallocate_kernel_tables<M: KernelMem>(
+    sh: &Shared<M>,
+    _ks: &KernelSpace,
+) -> Result<(), KernelError> {
     let mode = sh.mode;
     if mode == PagingMode::Pae || mode == PagingMode::TwoLevel {
         return Ok(()); // PAE: the kernel pmd is already shared
@@ -95,7 +98,7 @@ pub(crate) fn preallocate_kernel_tables(sh: &Shared, _ks: &KernelSpace) -> Resul
     Ok(())
 }
 
-impl Kernel {
+impl<M: KernelMem> Kernel<M> {
     /// The vmalloc area `[start, end)`.
     pub fn vmalloc_area(&self) -> (VirtAddr, VirtAddr) {
         (VirtAddr::new(self.vm.start), VirtAddr::new(self.vm.end))

@@ -136,13 +136,15 @@ impl PhysMemory<crate::ram::Ram> {
     pub fn new(size: u64) -> Result<Self, crate::ram::RamError> {
         Ok(Self::with_memory(crate::ram::Ram::new(size)?, 1 << 20))
     }
+}
 
-    /// The simulator's `__va`.
+impl<M: PhysMem + crate::mem::DirectMap> PhysMemory<M> {
+    /// `__va` through the memory's direct map.
     pub fn ptr_of(&self, pa: PhysAddr) -> Option<core::ptr::NonNull<u8>> {
         self.mem.ptr_of(pa)
     }
 
-    /// The simulator's `__pa`.
+    /// `__pa` through the memory's direct map.
     pub fn pa_of(&self, p: core::ptr::NonNull<u8>) -> Option<PhysAddr> {
         self.mem.pa_of(p)
     }

@@ -33,7 +33,7 @@ pub use addr::{Frame, PhysAddr, VirtAddr, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE};
 pub use buddy::{AllocError, FrameStats, FreeError, PhysMemory, MAX_ORDER, POISON_FREE};
 pub use fault::{AllocRequest, FaultInjector};
 pub use list::{FrameList, ListError};
-pub use mem::{FrameState, MemError, PhysMem};
+pub use mem::{DirectMap, FrameState, MemError, PhysMem};
 pub use page::{Owner, Page, PageTable};
 #[cfg(feature = "std")]
 pub use ram::{Ram, RamError, MAX_RAM, MIN_RAM};

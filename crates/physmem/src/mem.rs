@@ -126,3 +126,17 @@ pub trait PhysMem: Sync {
         Ok(())
     }
 }
+
+/// The direct map: how the kernel turns a physical address into a pointer
+/// it can hand to an object cache and back (`__va` / `__pa`).
+///
+/// Object caches deal in pointers; page tables in physical addresses. Any
+/// memory that can be direct-mapped implements this, so the pgd caches can
+/// live in it: the simulator's RAM (one contiguous mapping), or a Rust
+/// kernel's own lowmem mapping.
+pub trait DirectMap {
+    /// `__va`: the pointer at which physical address `pa` is mapped.
+    fn ptr_of(&self, pa: PhysAddr) -> Option<core::ptr::NonNull<u8>>;
+    /// `__pa`: the physical address a direct-map pointer refers to.
+    fn pa_of(&self, p: core::ptr::NonNull<u8>) -> Option<PhysAddr>;
+}

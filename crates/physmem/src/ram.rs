@@ -187,6 +187,15 @@ impl PhysMem for Ram {
     }
 }
 
+impl crate::mem::DirectMap for Ram {
+    fn ptr_of(&self, pa: PhysAddr) -> Option<NonNull<u8>> {
+        Ram::ptr_of(self, pa)
+    }
+    fn pa_of(&self, p: NonNull<u8>) -> Option<PhysAddr> {
+        Ram::pa_of(self, p)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

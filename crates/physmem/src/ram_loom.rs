@@ -193,3 +193,12 @@ impl PhysMem for Ram {
         self.update_word(w, |_| v)
     }
 }
+
+impl crate::mem::DirectMap for Ram {
+    fn ptr_of(&self, pa: PhysAddr) -> Option<NonNull<u8>> {
+        Ram::ptr_of(self, pa)
+    }
+    fn pa_of(&self, p: NonNull<u8>) -> Option<PhysAddr> {
+        Ram::pa_of(self, p)
+    }
+}
