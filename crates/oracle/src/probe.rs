@@ -680,6 +680,46 @@ fn gen_stub(stub: u64, w: u64, gdt: &[u8]) -> Result<(Vec<u8>, u64), OracleError
     Ok((page, done_ip))
 }
 
+/// The kernel half of a probe program once assembled at its page in the
+/// probe window: the IDT handler addresses (vector 14 goes to the #PF
+/// handler, every other vector to its stub), the entry and done addresses,
+/// and the code bytes.
+struct KernelCode {
+    handlers: Vec<u64>,
+    entry_ip: u64,
+    done_ip: u64,
+    kcode: Vec<u8>,
+}
+
+/// Assembles the kernel code of a probe program (32- or 64-bit: the caller
+/// emitted it into `a`) at `w + PG_KCODE * 4096`.
+fn assemble_kernel_code(
+    a: &mut CodeAssembler,
+    w: u64,
+    stubs: &[CodeLabel],
+    pf: &CodeLabel,
+    entry: &CodeLabel,
+    done: &CodeLabel,
+) -> Result<KernelCode, OracleError> {
+    let r = a
+        .assemble_options(
+            w + PG_KCODE * 4096,
+            BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS,
+        )
+        .map_err(asm_err)?;
+    let mut handlers = Vec::with_capacity(stubs.len());
+    for (v, l) in stubs.iter().enumerate() {
+        let label = if v == 14 { pf } else { l };
+        handlers.push(r.label_ip(label).map_err(asm_err)?);
+    }
+    Ok(KernelCode {
+        handlers,
+        entry_ip: r.label_ip(entry).map_err(asm_err)?,
+        done_ip: r.label_ip(done).map_err(asm_err)?,
+        kcode: r.inner.code_buffer,
+    })
+}
+
 fn gen_main64(w: u64) -> Result<Program, OracleError> {
     let mut a = CodeAssembler::new(64).map_err(asm_err)?;
     let mut entry = a.create_label();
@@ -785,23 +825,12 @@ fn gen_main64(w: u64) -> Result<Program, OracleError> {
         Ok(())
     })()
     .map_err(asm_err)?;
-    let r = a
-        .assemble_options(
-            w + PG_KCODE * 4096,
-            BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS,
-        )
-        .map_err(asm_err)?;
-    let mut handlers = Vec::with_capacity(32);
-    for (v, l) in stubs.iter().enumerate() {
-        handlers.push(if v == 14 {
-            r.label_ip(&pf).map_err(asm_err)?
-        } else {
-            r.label_ip(l).map_err(asm_err)?
-        });
-    }
-    let entry_ip = r.label_ip(&entry).map_err(asm_err)?;
-    let done_ip = r.label_ip(&done).map_err(asm_err)?;
-    let kcode = r.inner.code_buffer;
+    let KernelCode {
+        handlers,
+        entry_ip,
+        done_ip,
+        kcode,
+    } = assemble_kernel_code(&mut a, w, &stubs, &pf, &entry, &done)?;
 
     let mut u = CodeAssembler::new(64).map_err(asm_err)?;
     (|| -> Result<(), iced_x86::IcedError> {
@@ -939,23 +968,12 @@ fn gen_main32(w: u64) -> Result<Program, OracleError> {
         Ok(())
     })()
     .map_err(asm_err)?;
-    let r = a
-        .assemble_options(
-            w + PG_KCODE * 4096,
-            BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS,
-        )
-        .map_err(asm_err)?;
-    let mut handlers = Vec::with_capacity(32);
-    for (v, l) in stubs.iter().enumerate() {
-        handlers.push(if v == 14 {
-            r.label_ip(&pf).map_err(asm_err)?
-        } else {
-            r.label_ip(l).map_err(asm_err)?
-        });
-    }
-    let entry_ip = r.label_ip(&entry).map_err(asm_err)?;
-    let done_ip = r.label_ip(&done).map_err(asm_err)?;
-    let kcode = r.inner.code_buffer;
+    let KernelCode {
+        handlers,
+        entry_ip,
+        done_ip,
+        kcode,
+    } = assemble_kernel_code(&mut a, w, &stubs, &pf, &entry, &done)?;
 
     let mut u = CodeAssembler::new(32).map_err(asm_err)?;
     (|| -> Result<(), iced_x86::IcedError> {
