@@ -134,6 +134,7 @@ fn main() {
                 st.reaped,
                 st.alloc_misses,
                 st.free_misses,
+                (st.limit, st.batchcount, st.resized),
             ));
             times.push((
                 [label(1), label(2), label(0).replace(", 0 threads", "")],
@@ -199,10 +200,10 @@ fn main() {
         );
     }
     println!();
-    println!("| objcache cache after workload | slabs grown | slabs reaped | refills | flushes |");
-    println!("|---|---|---|---|---|");
-    for (w, g, r, m, f) in churn {
-        println!("| {w} | {g} | {r} | {m} | {f} |");
+    println!("| objcache cache after workload | slabs grown | slabs reaped | refills | flushes | limit / batchcount at the end (dynamic resizes) |");
+    println!("|---|---|---|---|---|---|");
+    for (w, g, r, m, f, (l, b, z)) in churn {
+        println!("| {w} | {g} | {r} | {m} | {f} | {l} / {b} ({z}) |");
     }
     println!();
     let pattern: &'static [u8] = Box::leak(kernel_pattern().into_boxed_slice());

@@ -23,7 +23,9 @@ use core::sync::atomic::Ordering;
 use crate::error::{AllocError, CreateError, FreeError, TuneError};
 use crate::page::{PageSource, PAGE_SIZE};
 use crate::pagemap::PageMap;
-use crate::slab::{pop_entry, DeadSlab, Entry, Geometry, Lists, NewSlab, SlabShared, CACHE_LINE};
+use crate::slab::{
+    pop_entry, push_entry, DeadSlab, Entry, Geometry, Lists, NewSlab, SlabShared, CACHE_LINE,
+};
 use crate::stats::CacheStats;
 use crate::sync::{AtomicUsize, Mutex, MutexGuard};
 
@@ -40,6 +42,43 @@ pub type Verify = Box<dyn Fn(NonNull<u8>) -> Result<(), String> + Send + Sync>;
 
 /// Largest per-CPU array accepted by `tune`.
 pub const MAX_LIMIT: usize = 4096;
+
+/// [`ResizePolicy::contention`] of the default policy.
+pub const RESIZE_CONTENTION: u32 = 8;
+/// [`ResizePolicy::window`] of the default policy.
+pub const RESIZE_WINDOW: u32 = 128;
+/// [`ResizePolicy::max_factor`] of the default policy.
+pub const RESIZE_MAX_FACTOR: usize = 4;
+
+/// Dynamic resizing of the per-CPU arrays (Bonwick & Adams 2001, §3.6: a
+/// magazine grows when the depot lock is contended).
+///
+/// Each CPU counts its trips to `list_lock` (refills and flushes) and how
+/// many of them found the lock held by another CPU.  When `contention`
+/// contended trips fall within one window of `window` trips, that CPU's
+/// `limit` doubles (and `batchcount` becomes `(limit + 1) / 2`), up to
+/// `max_factor` times the initial `limit` and never beyond [`MAX_LIMIT`].
+/// Arrays never shrink by themselves; `tune` sets fixed tunables and turns
+/// resizing off, like a write to `/proc/slabinfo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResizePolicy {
+    /// Contended trips within one window that trigger a doubling (>= 1).
+    pub contention: u32,
+    /// Trips per window (>= `contention`).
+    pub window: u32,
+    /// Largest `limit` as a multiple of the initial one (1 = never grow).
+    pub max_factor: usize,
+}
+
+impl Default for ResizePolicy {
+    fn default() -> Self {
+        Self {
+            contention: RESIZE_CONTENTION,
+            window: RESIZE_WINDOW,
+            max_factor: RESIZE_MAX_FACTOR,
+        }
+    }
+}
 
 /// `SLAB_*` cache-creation flags (values as in Linux 2.5 `<linux/slab.h>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -98,6 +137,37 @@ struct ArrayCache {
     alloc_misses: usize,
     free_hits: usize,
     free_misses: usize,
+    /// Trips to `list_lock` in the current resize window.
+    trips: u32,
+    /// How many of them found `list_lock` held by another CPU.
+    contended: u32,
+    /// The largest `limit` dynamic resizing may set; 0 when the tunables
+    /// were fixed by the builder or by `tune` (the administrator's choice).
+    resize_cap: usize,
+}
+
+impl ArrayCache {
+    fn new(limit: usize, batchcount: usize, resize_cap: usize) -> Self {
+        Self {
+            entries: Vec::with_capacity(limit),
+            limit,
+            batchcount,
+            alloc_hits: 0,
+            alloc_misses: 0,
+            free_hits: 0,
+            free_misses: 0,
+            trips: 0,
+            contended: 0,
+            resize_cap,
+        }
+    }
+
+    /// Counts one trip to `list_lock` for dynamic resizing.
+    #[inline(always)]
+    fn note_trip(&mut self, contended: bool) {
+        self.trips += 1;
+        self.contended += u32::from(contended);
+    }
 }
 
 /// A per-CPU slot, padded to its own cache lines so CPUs do not false-share.
@@ -117,6 +187,7 @@ struct Counters {
     dtor_calls: AtomicUsize,
     grown: AtomicUsize,
     reaped: AtomicUsize,
+    resized: AtomicUsize,
     errors: AtomicUsize,
     colour_next: AtomicUsize,
 }
@@ -132,6 +203,7 @@ pub struct CacheBuilder {
     verify: Option<Verify>,
     ncpus: usize,
     tunables: Option<(usize, usize)>,
+    resize: Option<Option<ResizePolicy>>,
     shared_factor: Option<usize>,
     cpu_id: Option<fn() -> usize>,
 }
@@ -161,6 +233,7 @@ impl CacheBuilder {
             verify: None,
             ncpus: 1,
             tunables: None,
+            resize: None,
             shared_factor: None,
             cpu_id: None,
         }
@@ -204,6 +277,15 @@ impl CacheBuilder {
         self.tunables = Some((limit, batchcount));
         self
     }
+
+    /// Dynamic resizing of the per-CPU arrays.  Default: on, with
+    /// [`ResizePolicy::default`], when the tunables are Linux's defaults; off
+    /// when [`tunables`](Self::tunables) fixes them.  `Some(policy)` turns it
+    /// on from whatever tunables the cache starts with; `None` turns it off.
+    pub fn resize(mut self, policy: Option<ResizePolicy>) -> Self {
+        self.resize = Some(policy);
+        self
+    }
     /// Shared array size in batches (`sharedfactor`; 0 disables the shared
     /// array).  Default: 8 when there is more than one CPU and objects are at
     /// most a page (Linux 2.6 `enable_cpucache`), else 0.
@@ -242,17 +324,26 @@ impl CacheBuilder {
         if batchcount == 0 || batchcount > limit || limit > MAX_LIMIT {
             return Err(CreateError::BadTunables { limit, batchcount });
         }
+        // Default tunables adapt to contention; explicit ones stay put
+        // unless a policy is given as well.
+        let policy = match self.resize {
+            Some(p) => p,
+            None if self.tunables.is_none() => Some(ResizePolicy::default()),
+            None => None,
+        };
+        if let Some(p) = policy {
+            if p.contention == 0 || p.window < p.contention || p.max_factor == 0 {
+                return Err(CreateError::BadResizePolicy);
+            }
+        }
+        let resize_cap = match policy {
+            Some(p) => limit.saturating_mul(p.max_factor).min(MAX_LIMIT),
+            None => 0,
+        };
+        let policy = policy.unwrap_or_default();
         let cpus = (0..self.ncpus)
             .map(|_| CpuSlot {
-                array: Mutex::new(ArrayCache {
-                    entries: Vec::with_capacity(limit),
-                    limit,
-                    batchcount,
-                    alloc_hits: 0,
-                    alloc_misses: 0,
-                    free_hits: 0,
-                    free_misses: 0,
-                }),
+                array: Mutex::new(ArrayCache::new(limit, batchcount, resize_cap)),
             })
             .collect();
         let shared_factor =
@@ -283,6 +374,8 @@ impl CacheBuilder {
             dtor: self.dtor,
             verify,
             cpu_id: self.cpu_id.unwrap_or(crate::cpu::current),
+            resize_contention: policy.contention,
+            resize_window: policy.window,
             source,
             map: PageMap::new(),
             cpus,
@@ -318,6 +411,11 @@ pub struct KmemCache<P: PageSource> {
     /// per-CPU refill/flush and on grow/shrink, never on the fast path.
     lists: Mutex<Lists>,
     cpus: Box<[CpuSlot]>,
+    /// [`ResizePolicy::contention`] (whether resizing is on is per array:
+    /// `ArrayCache::resize_cap`).
+    resize_contention: u32,
+    /// [`ResizePolicy::window`].
+    resize_window: u32,
     /// Shared array capacity in batches.
     shared_factor: usize,
     counters: Counters,
@@ -354,8 +452,7 @@ impl<P: PageSource> CpuCache<'_, P> {
     /// `alloc` on the pinned slot without taking its lock per call.
     #[inline(always)]
     pub fn alloc(&mut self) -> Result<NonNull<u8>, AllocError> {
-        let e = self.cache.alloc_from(&mut self.ac)?;
-        Ok(self.cache.hand_out(e))
+        self.cache.alloc_from(&mut self.ac)
     }
 
     /// `free` on the pinned slot without taking its lock per call.
@@ -475,24 +572,30 @@ impl<P: PageSource> KmemCache<P> {
             .get(cpu)
             .ok_or(AllocError::InvalidCpu { cpu, ncpus })?;
         let mut ac = slot.array.lock();
-        let e = self.alloc_from(&mut ac)?;
-        drop(ac);
-        Ok(self.hand_out(e))
+        self.alloc_from(&mut ac)
     }
 
-    /// Pops an object from `ac`, refilling it if empty (array lock held).
+    /// Pops an object from `ac` and marks it owned by the caller, refilling
+    /// the array first if it is empty (array lock held).
     #[inline(always)]
-    fn alloc_from(&self, ac: &mut ArrayCache) -> Result<Entry, AllocError> {
+    fn alloc_from(&self, ac: &mut ArrayCache) -> Result<NonNull<u8>, AllocError> {
         match pop_entry(&mut ac.entries) {
             Some(e) => {
                 ac.alloc_hits += 1;
-                Ok(e)
+                Ok(self.hand_out(e))
             }
-            None => {
-                ac.alloc_misses += 1;
-                self.refill(ac)
-            }
+            None => self.alloc_miss(ac),
         }
+    }
+
+    /// `alloc_from` with an empty array: refill, then maybe resize.
+    #[cold]
+    #[inline(never)]
+    fn alloc_miss(&self, ac: &mut ArrayCache) -> Result<NonNull<u8>, AllocError> {
+        ac.alloc_misses += 1;
+        let e = self.refill(ac);
+        self.maybe_resize(ac);
+        Ok(self.hand_out(e?))
     }
 
     /// Marks an object taken from an array as owned by the caller.
@@ -641,11 +744,16 @@ impl<P: PageSource> KmemCache<P> {
         if ac.entries.len() >= ac.limit {
             ac.free_misses += 1;
             let n = ac.batchcount;
-            self.flush(&mut ac.entries, n, true);
+            let contended = self.flush(&mut ac.entries, n, true);
+            ac.note_trip(contended);
+            self.maybe_resize(ac);
         } else {
             ac.free_hits += 1;
         }
-        ac.entries.push(e);
+        // SAFETY: `len < limit` now (a full array was just flushed by
+        // `batchcount >= 1`), and the array's capacity is reserved up to
+        // `limit` by `ArrayCache::new`, `grow_array` and `tune`.
+        unsafe { push_entry(&mut ac.entries, e) };
     }
 
     fn count_error(&self) {
@@ -717,7 +825,8 @@ impl<P: PageSource> KmemCache<P> {
         let want = ac.batchcount.max(1);
         loop {
             {
-                let mut lists = self.lists.lock();
+                let (mut lists, contended) = self.lock_lists();
+                ac.note_trip(contended);
                 let avail = lists.shared.len();
                 if avail > 0 {
                     // Take the most recently shared (cache-warm) objects.
@@ -814,14 +923,18 @@ impl<P: PageSource> KmemCache<P> {
     /// `cache_flusharray`: moves the `n` oldest entries of a per-CPU array to
     /// the shared array while it has room, and the rest back to their slabs
     /// (`free_block`), destroying slabs that become empty beyond `free_limit`.
-    fn flush(&self, entries: &mut Vec<Entry>, n: usize, via_shared: bool) {
+    ///
+    /// Returns whether `list_lock` was contended (held by another CPU).
+    fn flush(&self, entries: &mut Vec<Entry>, n: usize, via_shared: bool) -> bool {
         let n = n.min(entries.len());
         if n == 0 {
-            return;
+            return false;
         }
         let mut dead = Vec::new();
+        let contended;
         {
-            let mut lists = self.lists.lock();
+            let (mut lists, c) = self.lock_lists();
+            contended = c;
             let mut rest = n;
             if via_shared {
                 let k = rest.min(lists.shared_limit.saturating_sub(lists.shared.len()));
@@ -835,6 +948,49 @@ impl<P: PageSource> KmemCache<P> {
         for d in dead {
             self.destroy_slab(d);
         }
+        contended
+    }
+
+    /// Takes `list_lock`, reporting whether another CPU held it.
+    fn lock_lists(&self) -> (MutexGuard<'_, Lists>, bool) {
+        match self.lists.try_lock() {
+            Some(g) => (g, false),
+            None => (self.lists.lock(), true),
+        }
+    }
+
+    /// Dynamic magazine resizing (Bonwick & Adams 2001, §3.6): when this
+    /// CPU's trips to `list_lock` keep finding it held by another CPU, the
+    /// array is too small for the load, so double `limit` (and with it
+    /// `batchcount`, the shared array and `free_limit`) up to `resize_cap`.
+    /// An array that no longer overflows stops going to `list_lock` at all.
+    #[inline(always)]
+    fn maybe_resize(&self, ac: &mut ArrayCache) {
+        if ac.contended >= self.resize_contention {
+            self.grow_array(ac);
+        }
+        if ac.trips >= self.resize_window || ac.contended >= self.resize_contention {
+            ac.trips = 0;
+            ac.contended = 0;
+        }
+    }
+
+    #[cold]
+    fn grow_array(&self, ac: &mut ArrayCache) {
+        let limit = ac.limit.saturating_mul(2).min(ac.resize_cap);
+        if limit <= ac.limit {
+            return;
+        }
+        ac.limit = limit;
+        ac.batchcount = limit.div_ceil(2);
+        ac.entries.reserve(limit.saturating_sub(ac.entries.len()));
+        let mut lists = self.lists.lock();
+        let free = free_limit(self.flags, self.cpus.len(), ac.batchcount, self.geo.num);
+        lists.free_limit = lists.free_limit.max(free);
+        let shared = self.shared_factor.saturating_mul(ac.batchcount);
+        lists.shared_limit = lists.shared_limit.max(shared);
+        drop(lists);
+        self.counters.resized.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Returns one object to its slab (list lock held).
@@ -906,8 +1062,11 @@ impl<P: PageSource> KmemCache<P> {
             let mut ac = slot.array.lock();
             ac.limit = limit;
             ac.batchcount = batchcount;
+            ac.resize_cap = 0;
             let excess = ac.entries.len().saturating_sub(limit);
             self.flush(&mut ac.entries, excess, false);
+            let room = limit - ac.entries.len();
+            ac.entries.reserve(room);
         }
         let mut dead = Vec::new();
         {
@@ -940,8 +1099,8 @@ impl<P: PageSource> KmemCache<P> {
         };
         for slot in self.cpus.iter() {
             let ac = slot.array.lock();
-            s.limit = ac.limit;
-            s.batchcount = ac.batchcount;
+            s.limit = s.limit.max(ac.limit);
+            s.batchcount = s.batchcount.max(ac.batchcount);
             s.cpu_cached += ac.entries.len();
             s.alloc_hits += ac.alloc_hits;
             s.alloc_misses += ac.alloc_misses;
@@ -965,6 +1124,7 @@ impl<P: PageSource> KmemCache<P> {
         s.dtor_calls = self.counters.dtor_calls.load(Ordering::Relaxed);
         s.grown = self.counters.grown.load(Ordering::Relaxed);
         s.reaped = self.counters.reaped.load(Ordering::Relaxed);
+        s.resized = self.counters.resized.load(Ordering::Relaxed);
         s.errors = self.counters.errors.load(Ordering::Relaxed);
         s
     }
@@ -1152,6 +1312,102 @@ mod tests {
         assert!(cache.lock_cpu(2).is_err());
         assert_eq!(cache.stats().live_objs, 0);
         assert_eq!(cache.destroy().unwrap().errors, 1);
+    }
+
+    /// Makes this thread's next `alloc_on(0)` a refill that finds
+    /// `list_lock` held by another thread: `n` times.  Returns the objects.
+    fn contended_refills(cache: &KmemCache<SystemPageSource>, n: u32) -> Vec<NonNull<u8>> {
+        use std::sync::mpsc::channel;
+        let mut objs = Vec::new();
+        for _ in 0..n {
+            // Empty the array: every cached object is a hit, the next a miss.
+            let cached = cache.stats().cpu_cached;
+            for _ in 0..cached {
+                objs.push(cache.alloc_on(0).expect("alloc"));
+            }
+            let (held_tx, held_rx) = channel();
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let lists = cache.lists.lock();
+                    held_tx.send(()).expect("send");
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    drop(lists);
+                });
+                held_rx.recv().expect("recv");
+                objs.push(cache.alloc_on(0).expect("alloc"));
+            });
+        }
+        objs
+    }
+
+    #[test]
+    fn array_grows_when_list_lock_is_contended() {
+        let cache = CacheBuilder::new("resize", 4096)
+            .cpus(1)
+            .build(SystemPageSource)
+            .expect("build");
+        let (limit, batch) = (cache.stats().limit, cache.stats().batchcount);
+        assert_eq!((limit, batch), (24, 12), "Linux default for 4 KiB");
+        // One short of the threshold: no change.
+        let mut objs = contended_refills(&cache, RESIZE_CONTENTION - 1);
+        assert_eq!(cache.stats().limit, 24);
+        assert_eq!(cache.stats().resized, 0);
+        objs.extend(contended_refills(&cache, 1));
+        let st = cache.stats();
+        assert_eq!((st.limit, st.batchcount, st.resized), (48, 24, 1));
+        // Grows up to RESIZE_MAX_FACTOR x the default and stops there.
+        for _ in 0..4 {
+            objs.extend(contended_refills(&cache, RESIZE_CONTENTION));
+        }
+        let st = cache.stats();
+        assert_eq!(st.limit, 24 * RESIZE_MAX_FACTOR);
+        assert_eq!(st.resized, 2);
+        assert!(st.batchcount == st.limit / 2);
+        for o in objs {
+            cache.free_on(0, o).expect("free");
+        }
+        let st = cache.destroy().expect("destroy");
+        assert_eq!(st.ctor_calls, st.dtor_calls);
+    }
+
+    #[test]
+    fn uncontended_churn_and_fixed_tunables_never_resize() {
+        // One thread overflowing its array on every batch: misses, but the
+        // list lock is never contended, so nothing grows.
+        let cache = CacheBuilder::new("churn", 4096)
+            .cpus(1)
+            .build(SystemPageSource)
+            .expect("build");
+        let mut objs = Vec::new();
+        for _ in 0..200 {
+            for _ in 0..32 {
+                objs.push(cache.alloc_on(0).expect("alloc"));
+            }
+            for o in objs.drain(..) {
+                cache.free_on(0, o).expect("free");
+            }
+        }
+        let st = cache.stats();
+        assert!(st.alloc_misses >= 200 && st.free_misses >= 200, "{st:?}");
+        assert_eq!((st.limit, st.resized), (24, 0));
+        // Tunables set by `tune` (or the builder) are the administrator's:
+        // contention does not change them.
+        cache.tune(24, 12).expect("tune");
+        let objs = contended_refills(&cache, 2 * RESIZE_CONTENTION);
+        assert_eq!((cache.stats().limit, cache.stats().resized), (24, 0));
+        for o in objs {
+            cache.free_on(0, o).expect("free");
+        }
+        let fixed = CacheBuilder::new("fixed", 4096)
+            .cpus(1)
+            .tunables(24, 12)
+            .build(SystemPageSource)
+            .expect("build");
+        let objs = contended_refills(&fixed, 2 * RESIZE_CONTENTION);
+        assert_eq!((fixed.stats().limit, fixed.stats().resized), (24, 0));
+        for o in objs {
+            fixed.free_on(0, o).expect("free");
+        }
     }
 
     #[test]

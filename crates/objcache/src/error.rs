@@ -24,6 +24,9 @@ pub enum CreateError {
         /// Requested transfer batch.
         batchcount: usize,
     },
+    /// A [`ResizePolicy`](crate::ResizePolicy) needs `contention >= 1`,
+    /// `window >= contention` and `max_factor >= 1`.
+    BadResizePolicy,
 }
 
 impl fmt::Display for CreateError {
@@ -36,6 +39,9 @@ impl fmt::Display for CreateError {
             Self::BadTunables { limit, batchcount } => {
                 write!(f, "invalid tunables limit={limit} batchcount={batchcount}")
             }
+            Self::BadResizePolicy => f.write_str(
+                "invalid resize policy: need contention >= 1, window >= contention, max_factor >= 1",
+            ),
         }
     }
 }

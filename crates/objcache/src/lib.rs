@@ -57,7 +57,7 @@
 #![warn(missing_docs)]
 
 extern crate alloc;
-#[cfg(feature = "std")]
+#[cfg(any(feature = "std", loom))]
 extern crate std;
 
 mod cache;
@@ -70,7 +70,8 @@ mod stats;
 mod sync;
 
 pub use cache::{
-    CacheBuilder, CpuCache, Ctor, DestroyError, Dtor, KmemCache, SlabFlags, Verify, MAX_LIMIT,
+    CacheBuilder, CpuCache, Ctor, DestroyError, Dtor, KmemCache, ResizePolicy, SlabFlags, Verify,
+    MAX_LIMIT, RESIZE_CONTENTION, RESIZE_MAX_FACTOR, RESIZE_WINDOW,
 };
 pub use error::{AllocError, CreateError, FreeError, TuneError};
 #[cfg(feature = "std")]

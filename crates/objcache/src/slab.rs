@@ -33,6 +33,8 @@ pub const CACHE_LINE: usize = 64;
 
 /// Fixed-point shift of [`Geometry::recip`].
 const RECIP_SHIFT: u32 = 40;
+/// [`Geometry::stride_shift`] of a stride that is not a power of two.
+pub(crate) const NOT_POW2: u32 = u32::MAX;
 
 /// Shape of every slab of one cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +49,9 @@ pub(crate) struct Geometry {
     /// `(off * recip) >> RECIP_SHIFT` for every `off` inside a slab (Linux's
     /// `reciprocal_divide`, used by `obj_to_index`).
     pub recip: u64,
+    /// `log2(stride)` when `stride` is a power of two (then `off / stride` is
+    /// a shift), else [`NOT_POW2`].
+    pub stride_shift: u32,
     /// `log2(PAGE_SIZE << order)`: slabs are naturally aligned to their size.
     pub slab_shift: u32,
     /// Slab size is `PAGE_SIZE << order`.
@@ -100,6 +105,11 @@ impl Geometry {
             align,
             stride,
             recip: (1u64 << RECIP_SHIFT).div_ceil(stride as u64),
+            stride_shift: if stride.is_power_of_two() {
+                stride.trailing_zeros()
+            } else {
+                NOT_POW2
+            },
             slab_shift: PAGE_SIZE.trailing_zeros() + order,
             order,
             num,
@@ -125,6 +135,10 @@ impl Geometry {
     pub(crate) fn index_of(&self, off: usize) -> Option<usize> {
         if off >= self.span {
             return None;
+        }
+        if self.stride_shift != NOT_POW2 {
+            // Power-of-two strides (32 B PAE pgds, 4 KiB pgds and pmds).
+            return (off & (self.stride - 1) == 0).then_some(off >> self.stride_shift);
         }
         // Exact for off < 2^17 (the largest slab) and stride <= 2^17: with
         // recip = (2^40 + e) / stride, e < stride, the error term
@@ -256,6 +270,23 @@ pub(crate) fn pop_entry(v: &mut Vec<Entry>) -> Option<Entry> {
         let owned = core::ptr::read_volatile(core::ptr::addr_of!((*p).owned));
         v.set_len(n);
         Some(Entry { obj, owned })
+    }
+}
+
+/// `Vec::push` for per-CPU arrays, whose capacity is reserved up to `limit`
+/// when the array is created or resized: no capacity check on the fast path.
+///
+/// # Safety
+/// `v.len() < v.capacity()`.
+#[inline(always)]
+pub(crate) unsafe fn push_entry(v: &mut Vec<Entry>, e: Entry) {
+    debug_assert!(v.len() < v.capacity());
+    let n = v.len();
+    // SAFETY: `n < capacity` (caller), so slot `n` is allocated and unused;
+    // writing it and growing the length by one is exactly `push`.
+    unsafe {
+        v.as_mut_ptr().add(n).write(e);
+        v.set_len(n + 1);
     }
 }
 
@@ -525,6 +556,8 @@ mod tests {
         for size in (1..=PAGE_SIZE << MAX_ORDER).step_by(997).chain([
             8,
             24,
+            32,
+            64,
             3000,
             4096,
             4097,

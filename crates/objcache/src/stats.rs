@@ -26,9 +26,10 @@ pub struct CacheStats {
     pub objs_per_slab: usize,
     /// Pages per slab.
     pub pages_per_slab: usize,
-    /// Per-CPU array capacity.
+    /// Per-CPU array capacity (the largest over the CPUs: dynamic resizing
+    /// grows each CPU's array on its own).
     pub limit: usize,
-    /// Objects moved per refill / flush.
+    /// Objects moved per refill / flush (the largest over the CPUs).
     pub batchcount: usize,
     /// Shared array size in batches (`sharedfactor`).
     pub shared_factor: usize,
@@ -72,6 +73,8 @@ pub struct CacheStats {
     pub grown: usize,
     /// Slabs destroyed (by reaping, `shrink` or `destroy`).
     pub reaped: usize,
+    /// Per-CPU arrays doubled by dynamic resizing (`list_lock` contention).
+    pub resized: usize,
     /// Frees rejected with an error.
     pub errors: usize,
 }
@@ -112,15 +115,16 @@ pub fn slabinfo(caches: &[CacheStats]) -> String {
 /// `CONFIG_DEBUG_SLAB` (`globalstat` and `cpustat`), filled from our counters
 /// (`listallocs` = misses, `maxobjs` = num_objs now, `maxfreeable`,
 /// `nodeallocs`, `remotefrees`, `alienoverflow` = 0), plus a trailing
-/// `: ctorstat <ctor_calls> <dtor_calls>` group.
+/// `: ctorstat <ctor_calls> <dtor_calls>` group and a `: resizestat <resized>`
+/// group (per-CPU arrays grown by dynamic resizing).
 pub fn slabinfo_with_stats(caches: &[CacheStats]) -> String {
     let mut out = String::from(HEADER);
-    out.push_str(" : globalstat <listallocs> <maxobjs> <grown> <reaped> <error> <maxfreeable> <nodeallocs> <remotefrees> <alienoverflow> : cpustat <allochit> <allocmiss> <freehit> <freemiss> : ctorstat <ctors> <dtors>\n");
+    out.push_str(" : globalstat <listallocs> <maxobjs> <grown> <reaped> <error> <maxfreeable> <nodeallocs> <remotefrees> <alienoverflow> : cpustat <allochit> <allocmiss> <freehit> <freemiss> : ctorstat <ctors> <dtors> : resizestat <resized>\n");
     for s in caches {
         line(&mut out, s);
         let _ = writeln!(
             out,
-            " : globalstat {:>7} {:>6} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>4} : cpustat {:>6} {:>6} {:>6} {:>6} : ctorstat {:>6} {:>6}",
+            " : globalstat {:>7} {:>6} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>4} : cpustat {:>6} {:>6} {:>6} {:>6} : ctorstat {:>6} {:>6} : resizestat {:>4}",
             s.alloc_misses,
             s.num_objs,
             s.grown,
@@ -135,7 +139,8 @@ pub fn slabinfo_with_stats(caches: &[CacheStats]) -> String {
             s.free_hits,
             s.free_misses,
             s.ctor_calls,
-            s.dtor_calls
+            s.dtor_calls,
+            s.resized
         );
     }
     out

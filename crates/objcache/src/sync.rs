@@ -61,4 +61,21 @@ impl<T> Mutex<T> {
             self.inner.lock().unwrap_or_else(|e| e.into_inner())
         }
     }
+
+    /// Acquires the lock if it is free, without spinning.
+    #[inline]
+    pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+        #[cfg(not(loom))]
+        {
+            self.inner.try_lock()
+        }
+        #[cfg(loom)]
+        {
+            match self.inner.try_lock() {
+                Ok(g) => Some(g),
+                Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            }
+        }
+    }
 }

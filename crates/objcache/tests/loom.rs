@@ -12,7 +12,7 @@
 use std::ptr::NonNull;
 
 use loom::sync::Arc;
-use objcache::{CacheBuilder, FaultyPageSource, SlabFlags, SystemPageSource};
+use objcache::{CacheBuilder, FaultyPageSource, ResizePolicy, SlabFlags, SystemPageSource};
 
 /// The page source is not part of the model: plain `std` Arc.
 type Source = std::sync::Arc<FaultyPageSource<SystemPageSource>>;
@@ -97,6 +97,53 @@ fn flush_vs_refill_two_cpus() {
 #[test]
 fn flush_vs_refill_through_shared_array() {
     flush_vs_refill(1);
+}
+
+/// Dynamic resizing on every contended trip: a CPU that finds `list_lock`
+/// held doubles its array (limit 2 -> 4) while the other CPU flushes and
+/// refills; the same invariants must hold whether or not it happens.
+#[test]
+fn flush_vs_refill_with_dynamic_resizing() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static RESIZED: AtomicUsize = AtomicUsize::new(0);
+    model(|| {
+        let source: Source = std::sync::Arc::new(FaultyPageSource::new(SystemPageSource));
+        let cache = Arc::new(
+            CacheBuilder::new("loom-resize", OBJ)
+                .cpus(2)
+                .tunables(2, 1)
+                .resize(Some(ResizePolicy {
+                    contention: 1,
+                    window: 1,
+                    max_factor: 2,
+                }))
+                .shared_factor(0)
+                .ctor(|p| {
+                    // SAFETY: the ctor owns OBJ bytes at `p`.
+                    unsafe { std::ptr::write_bytes(p.as_ptr(), 0, OBJ) }
+                })
+                .build(source.clone())
+                .expect("create"),
+        );
+        let c2 = cache.clone();
+        let t = loom::thread::spawn(move || worker(&c2, 1));
+        worker(&cache, 0);
+        t.join().expect("join");
+        let cache = Arc::try_unwrap(cache).expect("sole owner");
+        let st = cache.stats();
+        assert_eq!(st.live_objs, 0);
+        assert_eq!(st.errors, 0);
+        assert!(st.limit == 2 + 2 * st.resized.min(1), "{st:?}");
+        if st.resized > 0 {
+            RESIZED.fetch_add(1, Ordering::Relaxed);
+        }
+        let st = cache.destroy().expect("no live objects");
+        assert_eq!(st.ctor_calls, st.dtor_calls);
+        assert_eq!(source.outstanding_pages(), 0);
+    });
+    let n = RESIZED.load(Ordering::Relaxed);
+    println!("{n} executions resized an array");
+    assert!(n > 0, "no explored execution contended list_lock");
 }
 
 #[test]
