@@ -2,12 +2,17 @@
 //!
 //! `cargo run -p objcache --release --example ratios`
 //!
-//! Each figure is the best (and, in parentheses, the median) of 9 interleaved
-//! runs of `N` alloc+free pairs per thread; "2 threads" runs the same loop on
-//! two threads at once and reports wall time / total pairs (aggregate
-//! throughput).  One-thread figures are measured on a freshly spawned thread
-//! exactly like the two-thread ones (not on the main thread), so 2T/1T
-//! compares like with like.  The pgd rows report the best of 9.
+//! Every workload runs `RUNS` (11) rounds, each round running every contender
+//! once, back to back, `N` alloc+free pairs per thread; "2 threads" runs the
+//! same loop on two threads at once and reports wall time / total pairs
+//! (aggregate throughput).  Times are the best (and, in parentheses, the
+//! median) of the rounds.  Ratios are *paired*: the ratio of two contenders
+//! is computed per round and the median (and lower quartile) of those
+//! per-round ratios is printed, so load that drifts over the run (this is a
+//! shared 2-vCPU VM) hits both sides of each ratio alike.  One-thread figures
+//! are measured on a freshly spawned thread exactly like the two-thread ones
+//! (not on the main thread), so 2T/1T compares like with like.  The pgd rows
+//! report the best of the rounds.
 
 use std::alloc::Layout;
 
@@ -15,7 +20,7 @@ use std::alloc::Layout;
 mod common;
 use common::*;
 
-const RUNS: usize = 9;
+const RUNS: usize = 11;
 
 /// One measurement: aggregate ns per pair (wall / total pairs) of `k`
 /// threads (k = 1 or 2), each running `n` pairs on its own allocator
@@ -32,10 +37,34 @@ fn on<A: Alloc>(k: usize, make: &(impl Fn(usize) -> A + Sync), n: u64, batch: us
     d.as_nanos() as f64 / (k as u64 * n) as f64
 }
 
+/// Samples of one measurement, in round order (round `i` of every
+/// measurement ran back to back, so pairing by round cancels slow drifts in
+/// background load).
+#[derive(Clone)]
+struct Samples(Vec<f64>);
+
+impl Samples {
+    fn sorted(&self) -> Vec<f64> {
+        let mut v = self.0.clone();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v
+    }
+    /// Best (minimum) and median ns/pair.
+    fn best_median(&self) -> (f64, f64) {
+        let v = self.sorted();
+        (v[0], v[v.len() / 2])
+    }
+    /// Paired ratios `self_i / other_i` per round: (median, lower quartile).
+    fn ratio_to(&self, other: &Samples) -> (f64, f64) {
+        let mut r: Vec<f64> = self.0.iter().zip(&other.0).map(|(a, b)| a / b).collect();
+        r.sort_by(|a, b| a.total_cmp(b));
+        (r[r.len() / 2], r[r.len() / 4])
+    }
+}
+
 /// Runs the measurements round-robin `RUNS` times (so background load hits
-/// all contenders alike) after one warm-up round; returns the best (minimum)
-/// and the median of each.
-fn interleaved(mut ms: Vec<Box<dyn FnMut() -> f64 + '_>>) -> Vec<(f64, f64)> {
+/// all contenders alike) after one warm-up round; returns each one's samples.
+fn interleaved(mut ms: Vec<Box<dyn FnMut() -> f64 + '_>>) -> Vec<Samples> {
     for m in ms.iter_mut() {
         m();
     }
@@ -45,13 +74,7 @@ fn interleaved(mut ms: Vec<Box<dyn FnMut() -> f64 + '_>>) -> Vec<(f64, f64)> {
             s.push(m());
         }
     }
-    samples
-        .into_iter()
-        .map(|mut v| {
-            v.sort_by(|a, b| a.total_cmp(b));
-            (v[0], v[v.len() / 2])
-        })
-        .collect()
+    samples.into_iter().map(Samples).collect()
 }
 
 fn main() {
@@ -143,8 +166,15 @@ fn main() {
             ));
         }
     }
-    let f = |x: (f64, f64)| format!("{:.1} ({:.1})", x.0, x.1);
-    let q = |a: (f64, f64), b: (f64, f64)| format!("{:.2}x ({:.2}x)", a.0 / b.0, a.1 / b.1);
+    let f = |x: &Samples| {
+        let (b, m) = x.best_median();
+        format!("{b:.1} ({m:.1})")
+    };
+    // Paired per-round ratio a/b: median (lower quartile).
+    let q = |a: &Samples, b: &Samples| {
+        let (m, q1) = a.ratio_to(b);
+        format!("{m:.2}x ({q1:.2}x)")
+    };
     println!("ns per alloc+free pair, best (median); 2 threads: wall time / total pairs");
     println!();
     println!("| workload | objcache per-call (`alloc_on`/`free_on`) | objcache pinned (`lock_cpu`) | slabmalloc | system, natural 16 B align | system, cache's align |");
@@ -154,16 +184,16 @@ fn main() {
             println!(
                 "| {} | {} | {} | {} | {} | {} (align {align}) |",
                 w[t],
-                f(r[o]),
-                f(r[o + 1]),
-                f(r[o + 2]),
-                f(r[o + 3]),
-                f(r[o + 4])
+                f(&r[o]),
+                f(&r[o + 1]),
+                f(&r[o + 2]),
+                f(&r[o + 3]),
+                f(&r[o + 4])
             );
         }
     }
     println!();
-    println!("Speed-up of objcache over each baseline (baseline ns / objcache ns), best (median):");
+    println!("Speed-up of objcache over each baseline (baseline ns / objcache ns, paired by round): median (lower quartile) of the {RUNS} per-round ratios:");
     println!();
     println!("| workload | baseline | per-call objcache | pinned objcache |");
     println!("|---|---|---|---|");
@@ -177,14 +207,14 @@ fn main() {
             ] {
                 println!(
                     "| {w} | {name} | {} | {} |",
-                    q(r[o + b], r[o]),
-                    q(r[o + b], r[o + 1])
+                    q(&r[o + b], &r[o]),
+                    q(&r[o + b], &r[o + 1])
                 );
             }
         }
     }
     println!();
-    println!("Two-thread scaling: aggregate throughput of 2 threads / 1 thread (1T ns / 2T ns), best (median):");
+    println!("Two-thread scaling: aggregate throughput of 2 threads / 1 thread (1T ns / 2T ns, paired by round): median (lower quartile) of the {RUNS} per-round ratios:");
     println!();
     println!("| workload | objcache per-call | objcache pinned | slabmalloc | system, 16 B align | system, cache's align |");
     println!("|---|---|---|---|---|---|");
@@ -192,11 +222,11 @@ fn main() {
         println!(
             "| {} | {} | {} | {} | {} | {} |",
             w[2],
-            q(r[0], r[5]),
-            q(r[1], r[6]),
-            q(r[2], r[7]),
-            q(r[3], r[8]),
-            q(r[4], r[9])
+            q(&r[0], &r[5]),
+            q(&r[1], &r[6]),
+            q(&r[2], &r[7]),
+            q(&r[3], &r[8]),
+            q(&r[4], &r[9])
         );
     }
     println!();
@@ -219,7 +249,11 @@ fn main() {
         Box::new(|| on(1, &mk_every, n, 1)),
         Box::new(|| on(1, &mk_pin, n, 1)),
     ]);
-    let (pre, every, pinned) = (r[0].0, r[1].0, r[2].0);
+    let (pre, every, pinned) = (
+        r[0].best_median().0,
+        r[1].best_median().0,
+        r[2].best_median().0,
+    );
     println!("| pgd (4 KiB: 3 KiB zero + 1 KiB copy) | ns/pair | ratio |");
     println!("|---|---|---|");
     println!(

@@ -141,13 +141,10 @@ struct ArrayCache {
     trips: u32,
     /// How many of them found `list_lock` held by another CPU.
     contended: u32,
-    /// The largest `limit` dynamic resizing may set; 0 when the tunables
-    /// were fixed by the builder or by `tune` (the administrator's choice).
-    resize_cap: usize,
 }
 
 impl ArrayCache {
-    fn new(limit: usize, batchcount: usize, resize_cap: usize) -> Self {
+    fn new(limit: usize, batchcount: usize) -> Self {
         Self {
             entries: Vec::with_capacity(limit),
             limit,
@@ -158,7 +155,6 @@ impl ArrayCache {
             free_misses: 0,
             trips: 0,
             contended: 0,
-            resize_cap,
         }
     }
 
@@ -343,7 +339,7 @@ impl CacheBuilder {
         let policy = policy.unwrap_or_default();
         let cpus = (0..self.ncpus)
             .map(|_| CpuSlot {
-                array: Mutex::new(ArrayCache::new(limit, batchcount, resize_cap)),
+                array: Mutex::new(ArrayCache::new(limit, batchcount)),
             })
             .collect();
         let shared_factor =
@@ -376,6 +372,8 @@ impl CacheBuilder {
             cpu_id: self.cpu_id.unwrap_or(crate::cpu::current),
             resize_contention: policy.contention,
             resize_window: policy.window,
+            resize_cap: AtomicUsize::new(resize_cap),
+            resize_limit: AtomicUsize::new(limit),
             source,
             map: PageMap::new(),
             cpus,
@@ -411,11 +409,18 @@ pub struct KmemCache<P: PageSource> {
     /// per-CPU refill/flush and on grow/shrink, never on the fast path.
     lists: Mutex<Lists>,
     cpus: Box<[CpuSlot]>,
-    /// [`ResizePolicy::contention`] (whether resizing is on is per array:
-    /// `ArrayCache::resize_cap`).
+    /// [`ResizePolicy::contention`].
     resize_contention: u32,
     /// [`ResizePolicy::window`].
     resize_window: u32,
+    /// The largest `limit` dynamic resizing may set; 0 when resizing is off
+    /// (tunables fixed by the builder or by `tune`: the administrator's
+    /// choice).  Read on the array-miss path only.
+    resize_cap: AtomicUsize,
+    /// The cache-wide array size dynamic resizing has reached (Bonwick and
+    /// Adams's per-cache magazine size): a CPU whose array is smaller adopts
+    /// it at its next refill or flush.  Only ever grows.
+    resize_limit: AtomicUsize,
     /// Shared array capacity in batches.
     shared_factor: usize,
     counters: Counters,
@@ -959,25 +964,47 @@ impl<P: PageSource> KmemCache<P> {
         }
     }
 
-    /// Dynamic magazine resizing (Bonwick & Adams 2001, §3.6): when this
-    /// CPU's trips to `list_lock` keep finding it held by another CPU, the
-    /// array is too small for the load, so double `limit` (and with it
-    /// `batchcount`, the shared array and `free_limit`) up to `resize_cap`.
-    /// An array that no longer overflows stops going to `list_lock` at all.
+    /// Dynamic magazine resizing (Bonwick & Adams 2001, §3.6), on the
+    /// array-miss path (slot lock held).  When this CPU's trips to
+    /// `list_lock` keep finding it held by another CPU, the arrays are too
+    /// small for the load: double the cache-wide size, up to `resize_cap`.
+    /// Every CPU adopts the cache-wide size at its next miss, so the CPUs
+    /// that never saw contention stop overflowing as well.
     #[inline(always)]
     fn maybe_resize(&self, ac: &mut ArrayCache) {
+        let mut target = self.resize_limit.load(Ordering::Relaxed);
         if ac.contended >= self.resize_contention {
-            self.grow_array(ac);
+            target = self.double_resize_limit(ac.limit.max(target));
         }
         if ac.trips >= self.resize_window || ac.contended >= self.resize_contention {
             ac.trips = 0;
             ac.contended = 0;
         }
+        if target > ac.limit {
+            self.grow_array(ac, target);
+        }
     }
 
+    /// Doubles the cache-wide array size from `from`; returns the new one.
     #[cold]
-    fn grow_array(&self, ac: &mut ArrayCache) {
-        let limit = ac.limit.saturating_mul(2).min(ac.resize_cap);
+    fn double_resize_limit(&self, from: usize) -> usize {
+        let cap = self.resize_cap.load(Ordering::Relaxed);
+        let want = from.saturating_mul(2).min(cap);
+        let before = self.resize_limit.fetch_max(want, Ordering::Relaxed);
+        if want > before {
+            self.counters.resized.fetch_add(1, Ordering::Relaxed);
+        }
+        before.max(want)
+    }
+
+    /// Grows this CPU's array to `limit` (slot lock held), unless `tune`
+    /// has turned resizing off since the size was chosen.
+    #[cold]
+    fn grow_array(&self, ac: &mut ArrayCache, limit: usize) {
+        // `tune` clears `resize_cap` before it takes the slot locks, so a
+        // CPU that runs after `tune` has been through its slot sees 0 here.
+        let cap = self.resize_cap.load(Ordering::Relaxed);
+        let limit = limit.min(cap);
         if limit <= ac.limit {
             return;
         }
@@ -989,8 +1016,6 @@ impl<P: PageSource> KmemCache<P> {
         lists.free_limit = lists.free_limit.max(free);
         let shared = self.shared_factor.saturating_mul(ac.batchcount);
         lists.shared_limit = lists.shared_limit.max(shared);
-        drop(lists);
-        self.counters.resized.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Returns one object to its slab (list lock held).
@@ -1058,11 +1083,12 @@ impl<P: PageSource> KmemCache<P> {
         if batchcount == 0 || batchcount > limit || limit > MAX_LIMIT {
             return Err(TuneError { limit, batchcount });
         }
+        // Fixed tunables from now on: no CPU may adopt a resized limit.
+        self.resize_cap.store(0, Ordering::Relaxed);
         for slot in self.cpus.iter() {
             let mut ac = slot.array.lock();
             ac.limit = limit;
             ac.batchcount = batchcount;
-            ac.resize_cap = 0;
             let excess = ac.entries.len().saturating_sub(limit);
             self.flush(&mut ac.entries, excess, false);
             let room = limit - ac.entries.len();
@@ -1343,7 +1369,7 @@ mod tests {
     #[test]
     fn array_grows_when_list_lock_is_contended() {
         let cache = CacheBuilder::new("resize", 4096)
-            .cpus(1)
+            .cpus(2)
             .build(SystemPageSource)
             .expect("build");
         let (limit, batch) = (cache.stats().limit, cache.stats().batchcount);
@@ -1355,6 +1381,12 @@ mod tests {
         objs.extend(contended_refills(&cache, 1));
         let st = cache.stats();
         assert_eq!((st.limit, st.batchcount, st.resized), (48, 24, 1));
+        // The size is cache-wide: CPU 1 never saw contention and adopts it
+        // at its first miss.
+        assert_eq!(cache.cpus[1].array.lock().limit, 24);
+        objs.push(cache.alloc_on(1).expect("alloc"));
+        assert_eq!(cache.cpus[1].array.lock().limit, 48);
+        assert_eq!(cache.cpus[1].array.lock().batchcount, 24);
         // Grows up to RESIZE_MAX_FACTOR x the default and stops there.
         for _ in 0..4 {
             objs.extend(contended_refills(&cache, RESIZE_CONTENTION));
