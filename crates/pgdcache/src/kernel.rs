@@ -654,17 +654,7 @@ impl<M: KernelMem> Kernel<M> {
         // USER_PTRS_PER_PGD is 3 on PAE: no heap allocation on this path.
         let mut got = [PhysAddr::new(0); 4];
         let n = sh.mode.user_ptrs_per_pgd().min(got.len());
-        for i in 0..n {
-            match self.pmd_get(cpu) {
-                Ok(pmd) => got[i] = pmd,
-                Err(e) => {
-                    for &pmd in &got[..i] {
-                        self.pmd_put(cpu, pmd);
-                    }
-                    return Err(e);
-                }
-            }
-        }
+        self.pmds_get(cpu, &mut got[..n])?;
         for (i, &pmd) in got[..n].iter().enumerate() {
             let e = Entry::from_raw(pmd.as_u64() | 1);
             x86paging::table::write_entry(&*sh.pm, sh.mode, sh.entry_at(pgd, i), e)
@@ -673,35 +663,72 @@ impl<M: KernelMem> Kernel<M> {
         Ok(())
     }
 
-    fn pmd_get(&self, cpu: usize) -> Result<PhysAddr, KernelError> {
+    /// Fills `out` with constructed (zeroed) pmds, all or none.  From the
+    /// pmd cache they come through one pinned CPU slot (`get_cpu()` once
+    /// for the three, as the kernel's per-CPU array is used with interrupts
+    /// off), not one slot-lock round trip each.
+    fn pmds_get(&self, cpu: usize, out: &mut [PhysAddr]) -> Result<(), KernelError> {
         let sh = &self.sh;
+        let oom = KernelError::OutOfMemory("pgd_alloc: pmd_cache");
         match &self.pmd_cache {
             Some(c) => {
-                let p = c
-                    .alloc_on(cpu)
-                    .map_err(|_| KernelError::OutOfMemory("pgd_alloc: pmd_cache"))?;
-                sh.pm.pa_of(p).ok_or(KernelError::OutOfMemory("pmd"))
+                let mut pinned = c.lock_cpu(cpu).map_err(|_| oom.clone())?;
+                for i in 0..out.len() {
+                    let got = pinned
+                        .alloc()
+                        .map_err(|_| oom.clone())
+                        .and_then(|p| sh.pm.pa_of(p).ok_or(KernelError::OutOfMemory("pmd")));
+                    match got {
+                        Ok(pmd) => out[i] = pmd,
+                        Err(e) => {
+                            for &pmd in &out[..i] {
+                                if let Ok(p) = self.ptr_of(pmd) {
+                                    let _ = pinned.free(p);
+                                }
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
+                Ok(())
             }
             None => {
-                let f = sh
-                    .pm
-                    .alloc_zeroed_frame(Owner::UserTable)
-                    .map_err(|_| KernelError::OutOfMemory("pgd_alloc: pmd page"))?;
-                sh.counters.alloc_bytes.add(cpu, PAGE_SIZE);
-                Ok(f.start())
+                for i in 0..out.len() {
+                    match sh.pm.alloc_zeroed_frame(Owner::UserTable) {
+                        Ok(f) => {
+                            sh.counters.alloc_bytes.add(cpu, PAGE_SIZE);
+                            out[i] = f.start();
+                        }
+                        Err(_) => {
+                            for &pmd in &out[..i] {
+                                let _ = sh.pm.free_frame(pmd.frame());
+                            }
+                            return Err(KernelError::OutOfMemory("pgd_alloc: pmd page"));
+                        }
+                    }
+                }
+                Ok(())
             }
         }
     }
 
-    fn pmd_put(&self, cpu: usize, pmd: PhysAddr) {
+    /// Gives empty pmds back (through one pinned CPU slot for the cache).
+    fn pmds_put(&self, cpu: usize, pmds: &[PhysAddr]) {
         match &self.pmd_cache {
             Some(c) => {
-                if let Ok(p) = self.ptr_of(pmd) {
-                    let _ = c.free_on(cpu, p);
+                let Ok(mut pinned) = c.lock_cpu(cpu) else {
+                    return;
+                };
+                for &pmd in pmds {
+                    if let Ok(p) = self.ptr_of(pmd) {
+                        let _ = pinned.free(p);
+                    }
                 }
             }
             None => {
-                let _ = self.sh.pm.free_frame(pmd.frame());
+                for &pmd in pmds {
+                    let _ = self.sh.pm.free_frame(pmd.frame());
+                }
             }
         }
     }
@@ -715,15 +742,19 @@ impl<M: KernelMem> Kernel<M> {
             return Err(KernelError::BadPgd(pgd.0, "swapper_pg_dir is never freed"));
         }
         if sh.mode == PagingMode::Pae {
-            for i in 0..sh.mode.user_ptrs_per_pgd() {
+            let mut pmds = [PhysAddr::new(0); 4];
+            let mut n = 0;
+            for i in 0..sh.mode.user_ptrs_per_pgd().min(pmds.len()) {
                 let at = sh.entry_at(pgd.0, i);
                 let e = x86paging::table::read_entry(&*sh.pm, sh.mode, at).map_err(mem_err)?;
                 if e.is_present() {
-                    self.pmd_put(cpu, e.table_addr(sh.mode));
+                    pmds[n] = e.table_addr(sh.mode);
+                    n += 1;
                 }
                 // "in the PAE case user pgd entries are overwritten before
                 // usage": the stale pointer stays in the cached object.
             }
+            self.pmds_put(cpu, &pmds[..n]);
         }
         match &self.pgd_cache {
             Some(c) => {
