@@ -8,12 +8,54 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use objcache::{CacheBuilder, FaultyPageSource, SystemPageSource};
+use objcache::{CacheBuilder, FaultyPageSource, ResizePolicy, SystemPageSource};
 
 const OBJ: usize = 256;
 
+/// How a stress thread reaches its CPU slot.
+#[derive(Clone, Copy)]
+enum Path {
+    /// `alloc`/`free` (this thread's slot, its lock per call).
+    PerCall,
+    /// `lock_cpu(t)` held for bursts of `BURST` operations.
+    Pinned,
+}
+
+const BURST: usize = 16;
+
 #[test]
 fn two_threads_never_share_an_object() {
+    stress(Path::PerCall, None);
+}
+
+/// Dynamic resizing on every contended `list_lock` trip, from tiny arrays:
+/// the arrays grow while both threads refill and flush.
+#[test]
+fn two_threads_with_dynamic_resizing() {
+    stress(
+        Path::PerCall,
+        Some(ResizePolicy {
+            contention: 1,
+            window: 4,
+            max_factor: 8,
+        }),
+    );
+}
+
+/// The kernel-style path: each thread pins its slot for bursts.
+#[test]
+fn two_threads_pinned_slots_with_dynamic_resizing() {
+    stress(
+        Path::Pinned,
+        Some(ResizePolicy {
+            contention: 2,
+            window: 16,
+            max_factor: 8,
+        }),
+    );
+}
+
+fn stress(path: Path, policy: Option<ResizePolicy>) {
     let total_ops: usize = if cfg!(debug_assertions) {
         100_000
     } else {
@@ -23,6 +65,7 @@ fn two_threads_never_share_an_object() {
     let cache = CacheBuilder::new("stress", OBJ)
         .cpus(2)
         .tunables(16, 8)
+        .resize(policy)
         .ctor(|p| {
             // SAFETY: the ctor owns OBJ bytes at `p`.
             unsafe { std::ptr::write_bytes(p.as_ptr(), 0, OBJ) }
@@ -44,13 +87,23 @@ fn two_threads_never_share_an_object() {
                 let mut held: Vec<(NonNull<u8>, usize)> = Vec::new();
                 let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(t);
                 let mut ops = 0;
+                let mut pinned = None;
                 while ops < total_ops / 2 {
+                    if let Path::Pinned = path {
+                        if ops % BURST == 0 {
+                            drop(pinned.take()); // put_cpu(), then get_cpu() again
+                            pinned = Some(cache.lock_cpu(usize::from(t)).unwrap());
+                        }
+                    }
                     rng ^= rng << 13;
                     rng ^= rng >> 7;
                     rng ^= rng << 17;
                     let alloc = held.is_empty() || (held.len() < 200 && rng % 2 == 0);
                     if alloc {
-                        let p = cache.alloc().unwrap();
+                        let p = match pinned.as_mut() {
+                            Some(c) => c.alloc().unwrap(),
+                            None => cache.alloc().unwrap(),
+                        };
                         let a = p.as_ptr() as usize;
                         // The cache of bit numbers is only consulted when a
                         // new slab appears; use a per-thread memo for speed.
@@ -79,10 +132,14 @@ fn two_threads_never_share_an_object() {
                             *p.as_ptr().add(OBJ - 1) = 0;
                         }
                         bitmap[bit / 64].fetch_and(!(1 << (bit % 64)), Ordering::AcqRel);
-                        cache.free(p).unwrap();
+                        match pinned.as_mut() {
+                            Some(c) => c.free(p).unwrap(),
+                            None => cache.free(p).unwrap(),
+                        }
                     }
                     ops += 1;
                 }
+                drop(pinned);
                 for (p, bit) in held {
                     // SAFETY: we own the object.
                     unsafe {
@@ -96,6 +153,13 @@ fn two_threads_never_share_an_object() {
         }
     });
     let st = cache.stats();
+    println!(
+        "limit {} batchcount {} after {} resizes; {} refills, {} flushes",
+        st.limit, st.batchcount, st.resized, st.alloc_misses, st.free_misses
+    );
+    if policy.is_none() {
+        assert_eq!((st.limit, st.resized), (16, 0));
+    }
     assert_eq!(st.live_objs, 0);
     assert_eq!(st.errors, 0);
     assert!(st.alloc_hits > st.alloc_misses);
