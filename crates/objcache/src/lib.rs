@@ -13,7 +13,9 @@
 //!   the cache, or automatic reaping of surplus empty slabs (Linux's
 //!   `free_limit`; disable it with [`SlabFlags::NO_REAP`]).
 //! * In front of the slabs sits one `array_cache` per CPU slot, with tunable
-//!   `limit` and `batchcount` ([`KmemCache::tune`]).
+//!   `limit` and `batchcount` ([`KmemCache::tune`]).  With default tunables
+//!   the arrays grow when CPUs contend on the slab lists' lock (Bonwick &
+//!   Adams's dynamic magazine resizing, [`ResizePolicy`]).
 //!
 //! # Object-state contract
 //!
@@ -45,7 +47,10 @@
 //! See [`cpu`]: `alloc_on(cpu)` / `free_on(cpu, obj)` take it explicitly;
 //! `alloc()` / `free()` use a per-thread slot assigned round-robin;
 //! [`KmemCache::lock_cpu`] pins a slot for a batch of operations (the
-//! kernel's `get_cpu()` … `put_cpu()`), skipping the per-call lock.
+//! kernel's `get_cpu()` … `put_cpu()`), skipping the per-call lock.  The
+//! pinned [`CpuCache`] is the kernel API: its `alloc`/`free` run no atomic
+//! read-modify-write instruction, as `kmem_cache_alloc` with interrupts off
+//! does not; the per-call forms pay one `lock cmpxchg` each.
 //!
 //! # Locks
 //!
