@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace --release
+# The no_std cores build without their std feature.
+echo "== no_std: objcache without std"
+cargo build --release -p objcache --no-default-features
 if ls crates/*/tests/loom*.rs >/dev/null 2>&1; then
   for t in crates/*/tests/loom*.rs; do
     crate=$(basename "$(dirname "$(dirname "$t")")")
