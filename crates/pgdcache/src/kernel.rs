@@ -115,7 +115,10 @@ impl PerCpuStat {
     /// Adds `n` on CPU `cpu`.
     #[inline]
     pub fn add(&self, cpu: usize, n: u64) {
-        let slot = &self.slots[cpu % self.slots.len()].0;
+        let n_slots = self.slots.len();
+        // The caller's CPU is almost always in range: skip the division.
+        let i = if cpu < n_slots { cpu } else { cpu % n_slots };
+        let slot = &self.slots[i].0;
         slot.store(
             slot.load(Ordering::Relaxed).wrapping_add(n),
             Ordering::Relaxed,
