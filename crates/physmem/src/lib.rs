@@ -7,9 +7,10 @@
 //! frame allocator with accounting, poisoning and fault injection
 //! ([`PhysMemory`]).
 //!
-//! The core is `no_std` + `alloc`; the `std` feature adds [`Ram`], one
-//! contiguous anonymous mapping that can be handed to KVM as guest memory or
-//! exported as an image for QEMU.
+//! The core is `no_std` + `alloc`, including [`Lowmem`], a kernel's own
+//! direct-mapped memory as a [`PhysMem`]; the `std` feature adds [`Ram`], a
+//! `Lowmem` over one contiguous anonymous mapping that can be handed to KVM
+//! as guest memory or exported as an image for QEMU.
 #![no_std]
 #![warn(missing_docs)]
 
@@ -21,6 +22,7 @@ pub mod addr;
 pub mod buddy;
 pub mod fault;
 pub mod list;
+pub mod lowmem;
 pub mod mem;
 pub mod page;
 #[cfg(all(feature = "std", not(loom)))]
@@ -33,6 +35,7 @@ pub use addr::{Frame, PhysAddr, VirtAddr, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE};
 pub use buddy::{AllocError, FrameStats, FreeError, PhysMemory, MAX_ORDER, POISON_FREE};
 pub use fault::{AllocRequest, FaultInjector};
 pub use list::{FrameList, ListError};
+pub use lowmem::Lowmem;
 pub use mem::{DirectMap, FrameState, MemError, PhysMem};
 pub use page::{Owner, Page, PageTable};
 #[cfg(feature = "std")]

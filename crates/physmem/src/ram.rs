@@ -5,17 +5,17 @@
 //! anonymous `mmap`, so untouched RAM costs nothing, and the same region can
 //! be handed to KVM as guest memory or written out as an image for QEMU.
 //!
-//! Every access goes through atomics. The kernel may `memcpy` a frame it owns
-//! exclusively, but in this simulator a *buggy* scheme can leave another CPU
-//! walking a table frame that was freed and reused: that is the very bug the
-//! checker reports, and it must not also be undefined behaviour in Rust. So
-//! the "exclusive ownership" argument that would justify plain `memcpy` is
-//! exactly the one we cannot make, and we do not.
+//! The accesses themselves are [`Lowmem`]'s (atomic, see there): `Ram` only
+//! owns the mapping. Every access goes through atomics. The kernel may
+//! `memcpy` a frame it owns exclusively, but in this simulator a *buggy*
+//! scheme can leave another CPU walking a table frame that was freed and
+//! reused: that is the very bug the checker reports, and it must not also be
+//! undefined behaviour in Rust.
 
 use crate::addr::PhysAddr;
+use crate::lowmem::Lowmem;
 use crate::mem::{MemError, PhysMem};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use memmap2::MmapMut;
 
 /// Smallest RAM the simulator accepts (16 MiB).
@@ -46,19 +46,13 @@ impl core::fmt::Display for RamError {
 
 impl std::error::Error for RamError {}
 
-/// Contiguous simulated physical memory starting at physical address 0.
+/// Contiguous simulated physical memory starting at physical address 0: a
+/// [`Lowmem`] over an anonymous host mapping that it owns.
 pub struct Ram {
-    map: MmapMut,
-    base: NonNull<u8>,
-    len: u64,
+    /// Keeps the mapping alive (and unmaps it on drop).
+    _map: MmapMut,
+    mem: Lowmem,
 }
-
-// SAFETY: `Ram` owns its mapping; every access to the mapped bytes goes
-// through atomic operations (see the module docs), so sharing `&Ram` across
-// threads cannot create a data race.
-unsafe impl Send for Ram {}
-// SAFETY: as above; no `&mut` to the bytes is ever handed out.
-unsafe impl Sync for Ram {}
 
 impl Ram {
     /// Maps `size` bytes of zeroed RAM.
@@ -70,129 +64,71 @@ impl Ram {
         let mut map = MmapMut::map_anon(len).map_err(RamError::Map)?;
         let base = NonNull::new(map.as_mut_ptr())
             .ok_or_else(|| RamError::Map(std::io::Error::other("mmap returned a null pointer")))?;
-        Ok(Ram {
-            map,
-            base,
-            len: size,
-        })
+        // SAFETY: the mapping is `len` bytes, page-aligned, lives as long as
+        // `Ram` (it is stored beside the view and dropped with it), and is
+        // only ever accessed through the view, atomically.
+        let mem = unsafe { Lowmem::new(base, size) };
+        Ok(Ram { _map: map, mem })
     }
 
     /// Host address of the first byte of RAM (to register with KVM).
     pub fn host_base(&self) -> NonNull<u8> {
-        self.base
+        self.mem.base()
     }
 
     /// The simulator's `__va`: host address of physical address `pa`.
+    #[inline]
     pub fn ptr_of(&self, pa: PhysAddr) -> Option<NonNull<u8>> {
-        if pa.as_u64() >= self.len {
-            return None;
-        }
-        // SAFETY: `pa < len`, so the offset stays inside the mapping.
-        Some(unsafe { self.base.add(pa.as_u64() as usize) })
+        self.mem.ptr_of(pa)
     }
 
     /// The simulator's `__pa`: physical address of host pointer `p`, if it
     /// points into RAM.
+    #[inline]
     pub fn pa_of(&self, p: NonNull<u8>) -> Option<PhysAddr> {
-        let off = (p.as_ptr() as usize).checked_sub(self.base.as_ptr() as usize)?;
-        if (off as u64) < self.len {
-            Some(PhysAddr::new(off as u64))
-        } else {
-            None
-        }
-    }
-
-    fn checked<T>(&self, pa: PhysAddr) -> Result<*mut T, MemError> {
-        let width = core::mem::size_of::<T>() as u64;
-        if !pa.is_aligned(width) {
-            return Err(MemError::Misaligned(pa));
-        }
-        match pa.as_u64().checked_add(width) {
-            Some(end) if end <= self.len => {}
-            _ => return Err(MemError::OutOfRange(pa)),
-        }
-        let _ = &self.map;
-        // SAFETY: bounds checked just above.
-        Ok(unsafe { self.base.as_ptr().add(pa.as_u64() as usize) }.cast::<T>())
+        self.mem.pa_of(p)
     }
 }
 
 impl PhysMem for Ram {
+    #[inline]
     fn size(&self) -> u64 {
-        self.len
+        self.mem.size()
     }
-
+    #[inline]
     fn load_u32(&self, pa: PhysAddr) -> Result<u32, MemError> {
-        let p = self.checked::<u32>(pa)?;
-        // SAFETY: `p` is in bounds, 4-byte aligned, valid for the life of
-        // `self`, and only ever accessed atomically (module invariant).
-        Ok(unsafe { AtomicU32::from_ptr(p) }.load(Ordering::Acquire))
+        self.mem.load_u32(pa)
     }
-
+    #[inline]
     fn load_u64(&self, pa: PhysAddr) -> Result<u64, MemError> {
-        let p = self.checked::<u64>(pa)?;
-        // SAFETY: in bounds, 8-byte aligned, only accessed atomically.
-        Ok(unsafe { AtomicU64::from_ptr(p) }.load(Ordering::Acquire))
+        self.mem.load_u64(pa)
     }
-
+    #[inline]
     fn store_u32(&self, pa: PhysAddr, v: u32) -> Result<(), MemError> {
-        let p = self.checked::<u32>(pa)?;
-        // SAFETY: in bounds, 4-byte aligned, only accessed atomically.
-        unsafe { AtomicU32::from_ptr(p) }.store(v, Ordering::Release);
-        Ok(())
+        self.mem.store_u32(pa, v)
     }
-
+    #[inline]
     fn store_u64(&self, pa: PhysAddr, v: u64) -> Result<(), MemError> {
-        let p = self.checked::<u64>(pa)?;
-        // SAFETY: in bounds, 8-byte aligned, only accessed atomically.
-        unsafe { AtomicU64::from_ptr(p) }.store(v, Ordering::Release);
-        Ok(())
+        self.mem.store_u64(pa, v)
     }
-
+    #[inline]
     fn fill(&self, pa: PhysAddr, len: u64, byte: u8) -> Result<(), MemError> {
-        if len == 0 {
-            return Ok(());
-        }
-        let first = self.checked::<u64>(pa)?;
-        let last = pa.checked_add(len - 8).ok_or(MemError::OutOfRange(pa))?;
-        self.checked::<u64>(last)?;
-        let word = u64::from_ne_bytes([byte; 8]);
-        for i in 0..(len / 8) as usize {
-            // SAFETY: first..=last were bounds- and alignment-checked above;
-            // all accesses are atomic (module invariant).
-            unsafe { AtomicU64::from_ptr(first.add(i)) }.store(word, Ordering::Relaxed);
-        }
-        core::sync::atomic::fence(Ordering::Release);
-        Ok(())
+        self.mem.fill(pa, len, byte)
     }
-
+    #[inline]
     fn copy(&self, dst: PhysAddr, src: PhysAddr, len: u64) -> Result<(), MemError> {
-        if len == 0 {
-            return Ok(());
-        }
-        let s = self.checked::<u64>(src)?;
-        let d = self.checked::<u64>(dst)?;
-        self.checked::<u64>(src.checked_add(len - 8).ok_or(MemError::OutOfRange(src))?)?;
-        self.checked::<u64>(dst.checked_add(len - 8).ok_or(MemError::OutOfRange(dst))?)?;
-        core::sync::atomic::fence(Ordering::Acquire);
-        for i in 0..(len / 8) as usize {
-            // SAFETY: both ranges were bounds- and alignment-checked above;
-            // every access is atomic (module invariant).
-            let w = unsafe { AtomicU64::from_ptr(s.add(i)) }.load(Ordering::Relaxed);
-            // SAFETY: as above.
-            unsafe { AtomicU64::from_ptr(d.add(i)) }.store(w, Ordering::Relaxed);
-        }
-        core::sync::atomic::fence(Ordering::Release);
-        Ok(())
+        self.mem.copy(dst, src, len)
     }
 }
 
 impl crate::mem::DirectMap for Ram {
+    #[inline]
     fn ptr_of(&self, pa: PhysAddr) -> Option<NonNull<u8>> {
-        Ram::ptr_of(self, pa)
+        self.mem.ptr_of(pa)
     }
+    #[inline]
     fn pa_of(&self, p: NonNull<u8>) -> Option<PhysAddr> {
-        Ram::pa_of(self, p)
+        self.mem.pa_of(p)
     }
 }
 

@@ -1,0 +1,202 @@
+//! A kernel's direct-mapped physical memory (`lowmem`), `no_std`.
+//!
+//! A kernel maps the bottom of physical memory linearly: physical address
+//! `pa` lives at virtual address `PAGE_OFFSET + pa`, which is what `__va`
+//! computes and `__pa` undoes. [`Lowmem`] is that mapping as a [`PhysMem`]
+//! and a [`DirectMap`]: a Rust kernel that wants to run the pgd system on
+//! its own memory constructs one over its direct map; the simulator's
+//! [`Ram`](crate::Ram) is a `Lowmem` over an anonymous host mapping.
+//!
+//! Every access goes through atomics. A page-table page may be read by one
+//! CPU's walker while another CPU rewrites an entry (that is what
+//! `pgd_list` propagation does), and under a buggy scheme a freed table
+//! frame can still be walked: neither may be undefined behaviour in Rust, so
+//! no access relies on exclusive ownership of a frame.
+
+use crate::addr::PhysAddr;
+use crate::mem::{DirectMap, MemError, PhysMem};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// Directly mapped physical memory `0..len` at `base` (`__va(0)`).
+#[derive(Debug)]
+pub struct Lowmem {
+    base: NonNull<u8>,
+    len: u64,
+}
+
+// SAFETY: `Lowmem` is a view of memory that `new`'s caller guarantees stays
+// valid and is only accessed atomically; sharing `&Lowmem` across threads
+// cannot create a data race.
+unsafe impl Send for Lowmem {}
+// SAFETY: as above; no `&mut` to the bytes is ever handed out.
+unsafe impl Sync for Lowmem {}
+
+impl Lowmem {
+    /// Physical memory `0..len` mapped at `base`.
+    ///
+    /// # Safety
+    /// `base..base + len` must be valid for reads and writes, 8-byte
+    /// aligned, for as long as the `Lowmem` (and anything built on it) is
+    /// used, and must only be accessed atomically by anyone else meanwhile
+    /// (a kernel's direct map that only page-table code touches qualifies).
+    pub unsafe fn new(base: NonNull<u8>, len: u64) -> Self {
+        Lowmem { base, len }
+    }
+
+    /// Address of the first byte (`__va(0)`).
+    pub fn base(&self) -> NonNull<u8> {
+        self.base
+    }
+
+    /// `__va`: the mapped address of physical address `pa`.
+    pub fn ptr_of(&self, pa: PhysAddr) -> Option<NonNull<u8>> {
+        if pa.as_u64() >= self.len {
+            return None;
+        }
+        // SAFETY: `pa < len`, so the offset stays inside the region.
+        Some(unsafe { self.base.add(pa.as_u64() as usize) })
+    }
+
+    /// `__pa`: the physical address of mapped pointer `p`, if it points
+    /// into the region.
+    pub fn pa_of(&self, p: NonNull<u8>) -> Option<PhysAddr> {
+        let off = (p.as_ptr() as usize).checked_sub(self.base.as_ptr() as usize)?;
+        if (off as u64) < self.len {
+            Some(PhysAddr::new(off as u64))
+        } else {
+            None
+        }
+    }
+
+    fn checked<T>(&self, pa: PhysAddr) -> Result<*mut T, MemError> {
+        let width = core::mem::size_of::<T>() as u64;
+        if !pa.is_aligned(width) {
+            return Err(MemError::Misaligned(pa));
+        }
+        match pa.as_u64().checked_add(width) {
+            Some(end) if end <= self.len => {}
+            _ => return Err(MemError::OutOfRange(pa)),
+        }
+        // SAFETY: bounds checked just above (`pa + width <= len`).
+        Ok(unsafe { self.base.as_ptr().add(pa.as_u64() as usize) }.cast::<T>())
+    }
+}
+
+impl PhysMem for Lowmem {
+    fn size(&self) -> u64 {
+        self.len
+    }
+
+    fn load_u32(&self, pa: PhysAddr) -> Result<u32, MemError> {
+        let p = self.checked::<u32>(pa)?;
+        // SAFETY: `p` is in bounds, 4-byte aligned, valid for the life of
+        // `self`, and only ever accessed atomically (`new`'s contract).
+        Ok(unsafe { AtomicU32::from_ptr(p) }.load(Ordering::Acquire))
+    }
+
+    fn load_u64(&self, pa: PhysAddr) -> Result<u64, MemError> {
+        let p = self.checked::<u64>(pa)?;
+        // SAFETY: in bounds, 8-byte aligned, only accessed atomically.
+        Ok(unsafe { AtomicU64::from_ptr(p) }.load(Ordering::Acquire))
+    }
+
+    fn store_u32(&self, pa: PhysAddr, v: u32) -> Result<(), MemError> {
+        let p = self.checked::<u32>(pa)?;
+        // SAFETY: in bounds, 4-byte aligned, only accessed atomically.
+        unsafe { AtomicU32::from_ptr(p) }.store(v, Ordering::Release);
+        Ok(())
+    }
+
+    fn store_u64(&self, pa: PhysAddr, v: u64) -> Result<(), MemError> {
+        let p = self.checked::<u64>(pa)?;
+        // SAFETY: in bounds, 8-byte aligned, only accessed atomically.
+        unsafe { AtomicU64::from_ptr(p) }.store(v, Ordering::Release);
+        Ok(())
+    }
+
+    fn fill(&self, pa: PhysAddr, len: u64, byte: u8) -> Result<(), MemError> {
+        if len == 0 {
+            return Ok(());
+        }
+        let first = self.checked::<u64>(pa)?;
+        let last = pa.checked_add(len - 8).ok_or(MemError::OutOfRange(pa))?;
+        self.checked::<u64>(last)?;
+        let word = u64::from_ne_bytes([byte; 8]);
+        for i in 0..(len / 8) as usize {
+            // SAFETY: first..=last were bounds- and alignment-checked above;
+            // all accesses are atomic (`new`'s contract).
+            unsafe { AtomicU64::from_ptr(first.add(i)) }.store(word, Ordering::Relaxed);
+        }
+        core::sync::atomic::fence(Ordering::Release);
+        Ok(())
+    }
+
+    fn copy(&self, dst: PhysAddr, src: PhysAddr, len: u64) -> Result<(), MemError> {
+        if len == 0 {
+            return Ok(());
+        }
+        let s = self.checked::<u64>(src)?;
+        let d = self.checked::<u64>(dst)?;
+        self.checked::<u64>(src.checked_add(len - 8).ok_or(MemError::OutOfRange(src))?)?;
+        self.checked::<u64>(dst.checked_add(len - 8).ok_or(MemError::OutOfRange(dst))?)?;
+        core::sync::atomic::fence(Ordering::Acquire);
+        for i in 0..(len / 8) as usize {
+            // SAFETY: both ranges were bounds- and alignment-checked above;
+            // every access is atomic (`new`'s contract).
+            let w = unsafe { AtomicU64::from_ptr(s.add(i)) }.load(Ordering::Relaxed);
+            // SAFETY: as above.
+            unsafe { AtomicU64::from_ptr(d.add(i)) }.store(w, Ordering::Relaxed);
+        }
+        core::sync::atomic::fence(Ordering::Release);
+        Ok(())
+    }
+}
+
+impl DirectMap for Lowmem {
+    fn ptr_of(&self, pa: PhysAddr) -> Option<NonNull<u8>> {
+        Lowmem::ptr_of(self, pa)
+    }
+    fn pa_of(&self, p: NonNull<u8>) -> Option<PhysAddr> {
+        Lowmem::pa_of(self, p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    #[test]
+    fn a_kernel_region_as_physical_memory() {
+        // A "direct map" of 64 KiB: any 8-byte aligned buffer will do.
+        let mut buf = vec![0u64; 8192];
+        let base = NonNull::new(buf.as_mut_ptr().cast::<u8>()).unwrap();
+        // SAFETY: `buf` outlives `mem` and is only used through `mem`.
+        let mem = unsafe { Lowmem::new(base, 65536) };
+        assert_eq!(mem.size(), 65536);
+        mem.store_u64(PhysAddr::new(0x1000), 0x1234_0000_0000_0063)
+            .unwrap();
+        assert_eq!(mem.load_u32(PhysAddr::new(0x1000)).unwrap(), 0x63);
+        assert_eq!(
+            mem.load_u64(PhysAddr::new(0x1002)),
+            Err(MemError::Misaligned(PhysAddr::new(0x1002)))
+        );
+        assert!(matches!(
+            mem.store_u32(PhysAddr::new(65536), 0),
+            Err(MemError::OutOfRange(_))
+        ));
+        mem.fill(PhysAddr::new(0x2000), 4096, 0x6b).unwrap();
+        mem.copy(PhysAddr::new(0x3000), PhysAddr::new(0x2000), 4096)
+            .unwrap();
+        assert_eq!(
+            mem.load_u64(PhysAddr::new(0x3ff8)).unwrap(),
+            0x6b6b_6b6b_6b6b_6b6b
+        );
+        let p = mem.ptr_of(PhysAddr::new(0x1000)).unwrap();
+        assert_eq!(mem.pa_of(p), Some(PhysAddr::new(0x1000)));
+        assert_eq!(mem.ptr_of(PhysAddr::new(65536)), None);
+        drop(mem);
+        assert_eq!(buf[0x1000 / 8], 0x1234_0000_0000_0063);
+    }
+}
