@@ -4,9 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace --release
-# The no_std cores build without their std feature.
-echo "== no_std: objcache without std"
-cargo build --release -p objcache --no-default-features
+# The layers a kernel embeds are no_std + alloc: they build without their std
+# feature, and for bare metal where that target is installed (.ci/run adds it).
+nostd="-p physmem -p x86paging -p objcache -p pgdcache"
+echo "== no_std: $nostd without std"
+cargo build --release $nostd --no-default-features
+if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-none; then
+  echo "== no_std: $nostd for x86_64-unknown-none (bare metal)"
+  cargo build --release $nostd --no-default-features --target x86_64-unknown-none
+else
+  echo "note: target x86_64-unknown-none is not installed; bare-metal build skipped (rustup target add x86_64-unknown-none)"
+fi
 if ls crates/*/tests/loom*.rs >/dev/null 2>&1; then
   for t in crates/*/tests/loom*.rs; do
     crate=$(basename "$(dirname "$(dirname "$t")")")

@@ -22,9 +22,10 @@
 //! address space, or a vmalloc page — else it is a leak.
 
 use crate::kernel::{Kernel, KernelError, KernelMem, Pgd};
+use crate::prelude::*;
 use crate::scheme::Scheme;
+use alloc::collections::BTreeSet;
 use physmem::{Frame, FrameState, Owner, PhysAddr, PhysMem};
-use std::collections::BTreeSet;
 use x86paging::table::{entry_pa_at, read_entry};
 use x86paging::{Entry, Level, PagingMode};
 

@@ -19,12 +19,12 @@
 //! an invalid request or an allocation failure leaves the tables untouched.
 
 use crate::kernel::{mem_err, Kernel, KernelError, KernelMem, Shared};
+use crate::prelude::*;
 use crate::scheme::Scheme;
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use core::sync::atomic::Ordering;
 use physmem::{Frame, Owner, PhysAddr, VirtAddr, PAGE_SIZE};
-use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Instant;
 use x86paging::boot::KernelSpace;
 use x86paging::table::write_entry;
 use x86paging::{Entry, EntryFlags, Level, PageSize, PagingMode};
@@ -404,7 +404,7 @@ impl<M: KernelMem> Kernel<M> {
         if !sh.propagates() {
             return Ok(());
         }
-        let t0 = Instant::now();
+        let t0 = crate::time::now_ns();
         let index = sh.mode.index(va, Level::Pgd);
         let n = match sh.scheme {
             Scheme::SlabPgdList => {
@@ -432,17 +432,16 @@ impl<M: KernelMem> Kernel<M> {
         sh.counters
             .propagated_entries
             .fetch_add(n, Ordering::Relaxed);
-        sh.counters.propagation_ns.fetch_add(
-            u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        sh.counters
+            .propagation_ns
+            .fetch_add(crate::time::elapsed_ns(t0), Ordering::Relaxed);
         Ok(())
     }
 
     /// `global_flush_tlb`: flush every CPU's TLB, then free the pte pages
     /// that `revert_page` replaced. Returns how many were freed.
     pub fn global_flush_tlb(&self) -> usize {
-        let deferred = std::mem::take(&mut self.cpa.state.lock().deferred);
+        let deferred = core::mem::take(&mut self.cpa.state.lock().deferred);
         self.flush_all_tlbs();
         for f in &deferred {
             let _ = self.sh.pm.free_frame(*f);

@@ -14,15 +14,16 @@
 
 use crate::lock::{LockKind, LockStats, StatLock};
 use crate::pages::SimPages;
+use crate::prelude::*;
 use crate::scheme::Scheme;
+use alloc::collections::BTreeSet;
+use alloc::sync::Arc;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
 use objcache::{CacheStats, KmemCache, SlabFlags};
 use physmem::{
-    DirectMap, Frame, FrameList, Owner, PhysAddr, PhysMem, PhysMemory, Ram, VirtAddr, PAGE_SIZE,
+    DirectMap, Frame, FrameList, Owner, PhysAddr, PhysMem, PhysMemory, VirtAddr, PAGE_SIZE,
 };
-use std::collections::BTreeSet;
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use x86paging::boot::{BootConfig, KernelSpace};
 use x86paging::{Entry, PagingMode};
 
@@ -252,7 +253,7 @@ pub(crate) struct Shared<M: KernelMem> {
     /// `--cfg loom` only: a deliberately broken protocol variant, so the
     /// negative models can show that loom finds the race.
     #[cfg(loom)]
-    pub(crate) bug: std::sync::atomic::AtomicU8,
+    pub(crate) bug: core::sync::atomic::AtomicU8,
 }
 
 /// Deliberately broken protocol variants for the negative `loom` models.
@@ -273,7 +274,7 @@ pub enum Bug {
 impl<M: KernelMem> Shared<M> {
     #[cfg(loom)]
     fn bug(&self) -> Bug {
-        match self.bug.load(std::sync::atomic::Ordering::Relaxed) {
+        match self.bug.load(core::sync::atomic::Ordering::Relaxed) {
             1 => Bug::CtorCopiesOutsideLock,
             2 => Bug::ListAddAfterUnlock,
             3 => Bug::TicketReadBeforeJoin,
@@ -420,14 +421,23 @@ pub(crate) fn mem_err(e: physmem::MemError) -> KernelError {
 }
 
 /// Memory the pgd system can run on: physical memory with a direct map
-/// (the simulator's [`Ram`], or a kernel's own lowmem).
+/// (the simulator's `Ram`, or a kernel's own lowmem, [`physmem::Lowmem`]).
 pub trait KernelMem: PhysMem + DirectMap + Send + Sync + 'static {}
 
 impl<T: PhysMem + DirectMap + Send + Sync + 'static> KernelMem for T {}
 
+/// The default memory of a [`Kernel`]: the simulator's `Ram` with `std`,
+/// a kernel's direct map ([`physmem::Lowmem`]) without.
+#[cfg(feature = "std")]
+pub type DefaultMem = physmem::Ram;
+/// The default memory of a [`Kernel`]: the simulator's `Ram` with `std`,
+/// a kernel's direct map ([`physmem::Lowmem`]) without.
+#[cfg(not(feature = "std"))]
+pub type DefaultMem = physmem::Lowmem;
+
 /// The simulated kernel's page-directory allocator, over memory `M`
-/// (by default the simulator's RAM).
-pub struct Kernel<M: KernelMem = Ram> {
+/// (by default the simulator's RAM; see [`DefaultMem`]).
+pub struct Kernel<M: KernelMem = DefaultMem> {
     pub(crate) sh: Arc<Shared<M>>,
     pub(crate) ks: KernelSpace,
     /// `pgd_cache`: preconstructed pgds (slab schemes), or ctor-less 32-byte
@@ -464,7 +474,7 @@ impl<M: KernelMem> Kernel<M> {
             generation: crate::sync::AtomicU64::new(0),
             counters: Counters::new(cpus),
             #[cfg(loom)]
-            bug: std::sync::atomic::AtomicU8::new(0),
+            bug: core::sync::atomic::AtomicU8::new(0),
         });
         if cfg.scheme == Scheme::SharedKernel {
             crate::vmalloc::preallocate_kernel_tables(&sh, &ks)?;
@@ -580,7 +590,7 @@ impl<M: KernelMem> Kernel<M> {
     pub fn inject_bug(&self, bug: Bug) {
         self.sh
             .bug
-            .store(bug as u8, std::sync::atomic::Ordering::Relaxed);
+            .store(bug as u8, core::sync::atomic::Ordering::Relaxed);
     }
 
     /// Current generation of the ticket scheme.

@@ -6,7 +6,28 @@
 //! [`Kernel::change_page_attr`] and [`Kernel::vmalloc`], and
 //! [`Kernel::verify`] checks every pgd — live and cached — against the
 //! reference.
+//!
+//! The crate is `no_std` + `alloc` (it needs atomics and a global
+//! allocator), so a Rust kernel can run it on its own direct map
+//! ([`physmem::Lowmem`]); the default `std` feature adds the simulator's
+//! RAM as the default memory, `parking_lot` for the parking `pgd_lock`
+//! variant and `std::time::Instant` as the clock for lock hold times.
+//! Without `std`, hold times need a clock from [`set_clock`], and
+//! [`LockKind::Mutex`] spins (there is no scheduler to park on).
+#![no_std]
 #![warn(missing_docs)]
+
+extern crate alloc;
+#[cfg(any(feature = "std", loom, test))]
+extern crate std;
+
+/// What `std`'s prelude would bring: the `alloc` types and macros.
+mod prelude {
+    pub(crate) use alloc::boxed::Box;
+    pub(crate) use alloc::format;
+    pub(crate) use alloc::string::{String, ToString};
+    pub(crate) use alloc::vec::Vec;
+}
 
 pub mod check;
 pub mod cpa;
@@ -16,14 +37,16 @@ pub mod mm;
 pub mod pages;
 pub mod scheme;
 mod sync;
+mod time;
 pub mod vmalloc;
 
 pub use check::{Report, Violation, ViolationKind};
 pub use cpa::CpaError;
 #[cfg(loom)]
 pub use kernel::Bug;
-pub use kernel::{Kernel, KernelConfig, KernelError, KernelMem, KernelStats, Pgd};
+pub use kernel::{DefaultMem, Kernel, KernelConfig, KernelError, KernelMem, KernelStats, Pgd};
 pub use lock::{LockKind, LockStats, StatLock};
 pub use mm::{Mm, MmError};
 pub use scheme::Scheme;
+pub use time::set_clock;
 pub use vmalloc::VmError;

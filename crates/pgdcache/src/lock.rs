@@ -12,15 +12,16 @@
 //! * [`LockKind::Ticket`] — a FIFO ticket spinlock (`spin::mutex::TicketMutex`),
 //!   what Linux adopted in 2.6.25;
 //! * [`LockKind::Mutex`] — a parking mutex (`parking_lot::Mutex`): spins
-//!   briefly, then sleeps; the stand-in for queued locks.
+//!   briefly, then sleeps; the stand-in for queued locks.  Without `std`
+//!   there is nothing to sleep on, and it is a plain spinning mutex.
 //!
 //! Every variant counts acquisitions, contended acquisitions (the first
 //! `try_lock` failed) and hold time, which the simulator reports.
 
+use crate::prelude::*;
 use core::fmt;
 use core::str::FromStr;
 use core::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 /// Which lock implementation guards `pgd_list` (and the other global lists).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -99,8 +100,17 @@ enum Inner<T> {
     Loom(loom::sync::Mutex<T>, LockKind),
     Tas(spin::mutex::SpinMutex<T>),
     Ticket(spin::mutex::TicketMutex<T>),
-    Mutex(parking_lot::Mutex<T>),
+    Mutex(ParkingMutex<T>),
 }
+
+#[cfg(feature = "std")]
+type ParkingMutex<T> = parking_lot::Mutex<T>;
+#[cfg(feature = "std")]
+type ParkingGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
+#[cfg(not(feature = "std"))]
+type ParkingMutex<T> = spin::Mutex<T>;
+#[cfg(not(feature = "std"))]
+type ParkingGuard<'a, T> = spin::MutexGuard<'a, T>;
 
 /// A lock of a selectable kind with contention counters.
 pub struct StatLock<T> {
@@ -113,7 +123,8 @@ pub struct StatLock<T> {
 pub struct StatGuard<'a, T> {
     guard: GuardInner<'a, T>,
     counters: &'a Counters,
-    since: Option<Instant>,
+    /// Acquisition time on the crate's clock (`None`: not timed).
+    since: Option<u64>,
 }
 
 #[cfg_attr(loom, allow(dead_code))]
@@ -122,7 +133,7 @@ enum GuardInner<'a, T> {
     Loom(loom::sync::MutexGuard<'a, T>),
     Tas(spin::mutex::SpinMutexGuard<'a, T>),
     Ticket(spin::mutex::TicketMutexGuard<'a, T>),
-    Mutex(parking_lot::MutexGuard<'a, T>),
+    Mutex(ParkingGuard<'a, T>),
 }
 
 impl<T> StatLock<T> {
@@ -135,7 +146,7 @@ impl<T> StatLock<T> {
         let inner = match kind {
             LockKind::Tas => Inner::Tas(spin::mutex::SpinMutex::new(value)),
             LockKind::Ticket => Inner::Ticket(spin::mutex::TicketMutex::new(value)),
-            LockKind::Mutex => Inner::Mutex(parking_lot::Mutex::new(value)),
+            LockKind::Mutex => Inner::Mutex(ParkingMutex::new(value)),
         };
         StatLock {
             inner,
@@ -186,7 +197,11 @@ impl<T> StatLock<T> {
         StatGuard {
             guard,
             counters: &self.counters,
-            since: self.timed.then(Instant::now),
+            since: if self.timed {
+                crate::time::now_ns()
+            } else {
+                None
+            },
         }
     }
 
@@ -236,8 +251,8 @@ impl<T> core::ops::DerefMut for StatGuard<'_, T> {
 
 impl<T> Drop for StatGuard<'_, T> {
     fn drop(&mut self) {
-        if let Some(t) = self.since {
-            let ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        if self.since.is_some() {
+            let ns = crate::time::elapsed_ns(self.since);
             self.counters.hold_ns.fetch_add(ns, Ordering::Relaxed);
             self.counters.max_hold_ns.fetch_max(ns, Ordering::Relaxed);
         }

@@ -8,8 +8,9 @@
 //! both map them read-only and the frame's `page_count` counts the sharers.
 
 use crate::kernel::{mem_err, Kernel, KernelError, KernelMem, Pgd};
+use crate::prelude::*;
+use alloc::collections::BTreeMap;
 use physmem::{Frame, Owner, VirtAddr, PAGE_SIZE};
-use std::collections::BTreeMap;
 use x86paging::table::{entry_pa_at, read_entry, write_entry};
 use x86paging::{Entry, EntryFlags, Level, PageSize, PagingMode};
 

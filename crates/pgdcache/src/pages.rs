@@ -8,10 +8,10 @@
 //! `__va`, exactly the kernel's arrangement for lowmem.
 
 use crate::kernel::KernelMem;
+use alloc::sync::Arc;
+use core::ptr::NonNull;
 use objcache::{PageAllocError, PageSource};
 use physmem::{Frame, Owner, PhysAddr, PhysMemory};
-use std::ptr::NonNull;
-use std::sync::Arc;
 
 /// Allocates slab pages as [`Owner::Slab`] frames of the simulated machine.
 pub struct SimPages<M: KernelMem> {

@@ -8,6 +8,7 @@
 //! | `slab-ticket` | the patch's proposed alternative | conversions bump a generation and walk live address spaces; a cached pgd with an old ticket is refreshed when its mm joins `mmlist` (fork, exec) |
 //! | `shared-kernel` | the modern design: no preconstruction; the kernel part points at lower-level tables preallocated at boot and shared by every pgd | nothing to propagate (impossible on 2-level, where large pages live in the pgd itself) |
 
+use crate::prelude::*;
 use core::fmt;
 use core::str::FromStr;
 

@@ -4,10 +4,15 @@
 //! (`--cfg loom`, see `tests/loom.rs`): the *real* code paths run, with
 //! every lock and the ticket generation replaced by loom's instrumented
 //! versions so that loom can explore every interleaving. Outside loom these
-//! are `parking_lot`'s locks and `std`'s atomics.
+//! are `parking_lot`'s locks (`spin`'s without `std`) and `core`'s atomics.
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::AtomicU64;
+pub(crate) use core::sync::atomic::AtomicU64;
+
+#[cfg(all(not(loom), feature = "std"))]
+use parking_lot as locks;
+#[cfg(all(not(loom), not(feature = "std")))]
+use spin as locks;
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::AtomicU64;
@@ -15,13 +20,13 @@ pub(crate) use loom::sync::atomic::AtomicU64;
 /// A mutex with an infallible `lock()`.
 pub(crate) struct Mutex<T> {
     #[cfg(not(loom))]
-    inner: parking_lot::Mutex<T>,
+    inner: locks::Mutex<T>,
     #[cfg(loom)]
     inner: loom::sync::Mutex<T>,
 }
 
 #[cfg(not(loom))]
-pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
+pub(crate) type MutexGuard<'a, T> = locks::MutexGuard<'a, T>;
 #[cfg(loom)]
 pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
 
@@ -29,7 +34,7 @@ impl<T> Mutex<T> {
     pub(crate) fn new(v: T) -> Self {
         Mutex {
             #[cfg(not(loom))]
-            inner: parking_lot::Mutex::new(v),
+            inner: locks::Mutex::new(v),
             #[cfg(loom)]
             inner: loom::sync::Mutex::new(v),
         }
@@ -46,7 +51,7 @@ impl<T> Mutex<T> {
 /// A reader-writer lock with infallible `read()`/`write()`.
 pub(crate) struct RwLock<T> {
     #[cfg(not(loom))]
-    inner: parking_lot::RwLock<T>,
+    inner: locks::RwLock<T>,
     #[cfg(loom)]
     inner: loom::sync::RwLock<T>,
 }
@@ -55,7 +60,7 @@ impl<T> RwLock<T> {
     pub(crate) fn new(v: T) -> Self {
         RwLock {
             #[cfg(not(loom))]
-            inner: parking_lot::RwLock::new(v),
+            inner: locks::RwLock::new(v),
             #[cfg(loom)]
             inner: loom::sync::RwLock::new(v),
         }

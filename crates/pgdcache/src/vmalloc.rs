@@ -10,9 +10,10 @@
 //! and frees tables, which is why it needs `pgd_list` and this does not.
 
 use crate::kernel::{mem_err, Kernel, KernelError, KernelMem, Pgd, Shared};
+use crate::prelude::*;
+use alloc::collections::BTreeMap;
+use core::sync::atomic::Ordering;
 use physmem::{Frame, Owner, PhysAddr, VirtAddr, PAGE_SIZE};
-use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use x86paging::boot::KernelSpace;
 use x86paging::table::{entry_pa, read_entry, write_entry};
 use x86paging::{Entry, EntryFlags, Level, PageSize, PagingMode};

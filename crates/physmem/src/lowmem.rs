@@ -196,7 +196,7 @@ mod tests {
         let p = mem.ptr_of(PhysAddr::new(0x1000)).unwrap();
         assert_eq!(mem.pa_of(p), Some(PhysAddr::new(0x1000)));
         assert_eq!(mem.ptr_of(PhysAddr::new(65536)), None);
-        drop(mem);
+        let _ = mem;
         assert_eq!(buf[0x1000 / 8], 0x1234_0000_0000_0063);
     }
 }
