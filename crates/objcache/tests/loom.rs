@@ -58,21 +58,23 @@ fn worker(cache: &objcache::KmemCache<Source>, cpu: usize) {
     }
 }
 
-fn flush_vs_refill(shared_factor: usize) {
+/// Two CPUs allocate and free through their own slots of one cache built by
+/// `configure` (on top of tiny arrays and a zeroing ctor); `check` sees the
+/// final stats of every explored execution before `destroy`.
+fn flush_vs_refill(
+    configure: impl Fn(CacheBuilder) -> CacheBuilder + Send + Sync + 'static,
+    check: impl Fn(&objcache::CacheStats) + Send + Sync + 'static,
+) {
     model(move || {
         let source: Source = std::sync::Arc::new(FaultyPageSource::new(SystemPageSource));
-        let cache = Arc::new(
-            CacheBuilder::new("loom", OBJ)
-                .cpus(2)
-                .tunables(2, 1)
-                .shared_factor(shared_factor)
-                .ctor(|p| {
-                    // SAFETY: the ctor owns OBJ bytes at `p`.
-                    unsafe { std::ptr::write_bytes(p.as_ptr(), 0, OBJ) }
-                })
-                .build(source.clone())
-                .expect("create"),
-        );
+        let builder = CacheBuilder::new("loom", OBJ)
+            .cpus(2)
+            .tunables(2, 1)
+            .ctor(|p| {
+                // SAFETY: the ctor owns OBJ bytes at `p`.
+                unsafe { std::ptr::write_bytes(p.as_ptr(), 0, OBJ) }
+            });
+        let cache = Arc::new(configure(builder).build(source.clone()).expect("create"));
         let c2 = cache.clone();
         let t = loom::thread::spawn(move || worker(&c2, 1));
         worker(&cache, 0);
@@ -81,6 +83,7 @@ fn flush_vs_refill(shared_factor: usize) {
         let st = cache.stats();
         assert_eq!(st.live_objs, 0);
         assert_eq!(st.errors, 0);
+        check(&st);
         let st = cache.destroy().expect("no live objects");
         assert_eq!(st.ctor_calls, st.dtor_calls);
         assert_eq!(source.outstanding_pages(), 0);
@@ -90,57 +93,36 @@ fn flush_vs_refill(shared_factor: usize) {
 /// Per-CPU arrays flush straight into the slab lists and refill from them.
 #[test]
 fn flush_vs_refill_two_cpus() {
-    flush_vs_refill(0);
+    flush_vs_refill(|b| b.shared_factor(0), |_| {});
 }
 
 /// Flushes and refills go through a one-object shared array first.
 #[test]
 fn flush_vs_refill_through_shared_array() {
-    flush_vs_refill(1);
+    flush_vs_refill(|b| b.shared_factor(1), |_| {});
 }
 
 /// Dynamic resizing on every contended trip: a CPU that finds `list_lock`
-/// held doubles its array (limit 2 -> 4) while the other CPU flushes and
+/// held doubles the arrays (limit 2 -> 4) while the other CPU flushes and
 /// refills; the same invariants must hold whether or not it happens.
 #[test]
 fn flush_vs_refill_with_dynamic_resizing() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static RESIZED: AtomicUsize = AtomicUsize::new(0);
-    model(|| {
-        let source: Source = std::sync::Arc::new(FaultyPageSource::new(SystemPageSource));
-        let cache = Arc::new(
-            CacheBuilder::new("loom-resize", OBJ)
-                .cpus(2)
-                .tunables(2, 1)
-                .resize(Some(ResizePolicy {
-                    contention: 1,
-                    window: 1,
-                    max_factor: 2,
-                }))
-                .shared_factor(0)
-                .ctor(|p| {
-                    // SAFETY: the ctor owns OBJ bytes at `p`.
-                    unsafe { std::ptr::write_bytes(p.as_ptr(), 0, OBJ) }
-                })
-                .build(source.clone())
-                .expect("create"),
-        );
-        let c2 = cache.clone();
-        let t = loom::thread::spawn(move || worker(&c2, 1));
-        worker(&cache, 0);
-        t.join().expect("join");
-        let cache = Arc::try_unwrap(cache).expect("sole owner");
-        let st = cache.stats();
-        assert_eq!(st.live_objs, 0);
-        assert_eq!(st.errors, 0);
-        assert!(st.limit == 2 + 2 * st.resized.min(1), "{st:?}");
-        if st.resized > 0 {
-            RESIZED.fetch_add(1, Ordering::Relaxed);
-        }
-        let st = cache.destroy().expect("no live objects");
-        assert_eq!(st.ctor_calls, st.dtor_calls);
-        assert_eq!(source.outstanding_pages(), 0);
-    });
+    let policy = ResizePolicy {
+        contention: 1,
+        window: 1,
+        max_factor: 2,
+    };
+    flush_vs_refill(
+        move |b| b.shared_factor(0).resize(Some(policy)),
+        |st| {
+            assert!(st.limit == 2 + 2 * st.resized.min(1), "{st:?}");
+            if st.resized > 0 {
+                RESIZED.fetch_add(1, Ordering::Relaxed);
+            }
+        },
+    );
     let n = RESIZED.load(Ordering::Relaxed);
     println!("{n} executions resized an array");
     assert!(n > 0, "no explored execution contended list_lock");
