@@ -107,7 +107,7 @@ pub fn sweep(
     let mut rows = Vec::new();
     for &mode in modes {
         for &scheme in schemes {
-            if scheme == Scheme::SharedKernel && mode == PagingMode::TwoLevel {
+            if scheme.supports(mode).is_err() {
                 continue;
             }
             for &lock in locks {

@@ -205,7 +205,7 @@ const MODES: [PagingMode; 2] = [PagingMode::TwoLevel, PagingMode::Pae];
 fn schemes_of(mode: PagingMode) -> Vec<Scheme> {
     Scheme::ALL
         .into_iter()
-        .filter(|&s| !(s == Scheme::SharedKernel && mode == PagingMode::TwoLevel))
+        .filter(|&s| s.supports(mode).is_ok())
         .collect()
 }
 
@@ -319,15 +319,9 @@ pub fn cpa_rows(s: &Settings) -> Result<Vec<CpaRow>, MicroError> {
     Ok(rows)
 }
 
-/// The SMP schemes of the sweep (shared-kernel only on PAE).
+/// The SMP schemes of the sweep (each run only in the modes it supports).
 pub fn smp_schemes() -> Vec<Scheme> {
-    vec![
-        Scheme::Uncached,
-        Scheme::SlabUnsynced,
-        Scheme::SlabPgdList,
-        Scheme::SlabTicket,
-        Scheme::SharedKernel,
-    ]
+    Scheme::ALL.to_vec()
 }
 
 /// The real SMP runs and the virtual-time model of every (mode, scheme,
@@ -344,7 +338,7 @@ pub fn smp_and_vtime(s: &Settings) -> Result<(Vec<SmpRow>, Vec<VtimeRow>), Bench
     };
     for &mode in &s.smp_modes {
         for scheme in smp_schemes() {
-            if scheme == Scheme::SharedKernel && mode == PagingMode::TwoLevel {
+            if scheme.supports(mode).is_err() {
                 continue;
             }
             let costs = vtime::scheme_costs(mode, scheme)?;

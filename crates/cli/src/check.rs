@@ -42,8 +42,10 @@ enum Expect {
 }
 
 fn expect(mode: PagingMode, scheme: Scheme) -> Expect {
+    if scheme.supports(mode).is_err() {
+        return Expect::Impossible;
+    }
     match (mode, scheme) {
-        (PagingMode::TwoLevel, Scheme::SharedKernel) => Expect::Impossible,
         (PagingMode::TwoLevel, Scheme::SlabUnsynced) => Expect::Caught,
         (PagingMode::TwoLevel, Scheme::Uncached) => Expect::Either,
         _ => Expect::Clean,

@@ -34,7 +34,7 @@ const CPA_PGDS: [usize; 3] = [10, 1_000, 10_000];
 fn schemes(mode: PagingMode) -> Vec<Scheme> {
     Scheme::ALL
         .into_iter()
-        .filter(|&s| !(s == Scheme::SharedKernel && mode == PagingMode::TwoLevel))
+        .filter(|&s| s.supports(mode).is_ok())
         .collect()
 }
 

@@ -245,6 +245,9 @@ impl<M: KernelMem> Kernel<M> {
                 }
             }
         }
+        if mode == PagingMode::Pae && self.has_pmd_cache() {
+            self.check_pae_pmds(&all, &mut rep)?;
+        }
         for (pmd, allocated) in self.cache_pmds() {
             if allocated {
                 continue;
@@ -350,8 +353,114 @@ impl<M: KernelMem> Kernel<M> {
                 ),
             });
         }
-        rep.leaked_frames = leaked;
+        rep.leaked_frames += leaked;
         Ok(())
+    }
+
+    /// PAE with `pmd_cache`: every allocated pmd belongs to exactly one pgd
+    /// that holds it (a live or just-allocated pgd; in `slab-prepopulated`
+    /// also a cached one), and every pmd a pgd holds is allocated. A cached
+    /// `slab-prepopulated` pgd holds all three pmds or none, and they are
+    /// empty (constructed).
+    fn check_pae_pmds(&self, all: &[(Pgd, bool)], rep: &mut Report) -> Result<(), KernelError> {
+        let mode = self.mode();
+        let pm = &**self.pm();
+        let keeps = self.scheme().keeps_pmds();
+        let allocated: BTreeSet<PhysAddr> = self
+            .cache_pmds()
+            .into_iter()
+            .filter_map(|(pa, a)| a.then_some(pa))
+            .collect();
+        let mut held = BTreeSet::new();
+        let push = |rep: &mut Report, kind, pgd: Option<Pgd>, cached, index, detail| {
+            rep.violations.push(Violation {
+                kind,
+                pgd: pgd.map(|p: Pgd| p.0.as_u64()),
+                cached,
+                index,
+                detail,
+            });
+        };
+        for &(pgd, cached) in all {
+            if cached && !keeps {
+                continue; // stale pointers to freed pmds, overwritten before use
+            }
+            let mut present = 0;
+            for i in 0..mode.user_ptrs_per_pgd() {
+                let e = self.pgd_entry(pgd, i)?;
+                if !e.is_present() {
+                    continue;
+                }
+                present += 1;
+                let pmd = e.table_addr(mode);
+                if !allocated.contains(&pmd) {
+                    let detail = format!("user entry {i} points at {pmd}, not an allocated pmd");
+                    push(
+                        rep,
+                        ViolationKind::Dangling,
+                        Some(pgd),
+                        cached,
+                        Some(i),
+                        detail,
+                    );
+                } else if !held.insert(pmd) {
+                    let detail = format!("pmd {pmd} (user entry {i}) is held by two pgds");
+                    push(
+                        rep,
+                        ViolationKind::Dangling,
+                        Some(pgd),
+                        cached,
+                        Some(i),
+                        detail,
+                    );
+                }
+                if cached {
+                    for j in 0..mode.entries(Level::Pmd) {
+                        let pe = read_entry(pm, mode, entry_pa_at(mode, pmd, j))
+                            .map_err(crate::kernel::mem_err)?;
+                        if pe != Entry::EMPTY {
+                            let detail = format!("cached pgd's pmd {pmd} has entry {j} = {pe}");
+                            push(
+                                rep,
+                                ViolationKind::NotConstructed,
+                                Some(pgd),
+                                true,
+                                Some(i),
+                                detail,
+                            );
+                            break;
+                        }
+                    }
+                }
+            }
+            let full = mode.user_ptrs_per_pgd();
+            if (keeps || !cached) && present != 0 && present != full {
+                let detail = format!("{present} of {full} user pmds attached");
+                push(
+                    rep,
+                    ViolationKind::NotConstructed,
+                    Some(pgd),
+                    cached,
+                    None,
+                    detail,
+                );
+            }
+        }
+        let orphans: Vec<PhysAddr> = allocated.difference(&held).copied().collect();
+        if !orphans.is_empty() {
+            rep.leaked_frames += orphans.len() as u64;
+            let detail = format!(
+                "{} pmd(s) allocated from pmd_cache but held by no pgd, e.g. {}",
+                orphans.len(),
+                orphans[0]
+            );
+            push(rep, ViolationKind::Leak, None, false, None, detail);
+        }
+        Ok(())
+    }
+
+    fn has_pmd_cache(&self) -> bool {
+        self.pmd_cache.is_some()
     }
 
     /// True when pgds are slab objects (so a pgd's frame is a slab page).

@@ -427,7 +427,9 @@ impl<M: KernelMem> Kernel<M> {
                 }
                 live.len() as u64
             }
-            Scheme::SharedKernel => 0,
+            // Nothing to rewrite: shared lower tables; `slab-prepopulated`
+            // exists only on PAE, which never propagates.
+            Scheme::SharedKernel | Scheme::SlabPrepopulated => 0,
         };
         sh.counters
             .propagated_entries

@@ -404,6 +404,37 @@ impl<M: KernelMem> Shared<M> {
         let _ = list.del(self.pm.pages(), pgd.frame());
     }
 
+    /// `pgd_dtor` of `slab-prepopulated`: the pgd leaves the cache, and the
+    /// user pmds it kept go back to `pmd_cache` (they are empty: every
+    /// `pgd_free` ran `clear_page_tables` first).
+    fn pgd_dtor_pmds(&self, obj: NonNull<u8>, pmds: &KmemCache<SimPages<M>>) {
+        let Some(pgd) = self.pm.pa_of(obj) else {
+            return;
+        };
+        self.counters.pgd_dtors.fetch_add(1, Ordering::Relaxed);
+        for i in 0..self.mode.user_ptrs_per_pgd() {
+            let at = self.entry_at(pgd, i);
+            let Ok(e) = x86paging::table::read_entry(&*self.pm, self.mode, at) else {
+                continue;
+            };
+            if !e.is_present() {
+                continue;
+            }
+            if let Some(p) = self.pm.ptr_of(e.table_addr(self.mode)) {
+                let _ = pmds.free(p);
+            }
+            let _ = x86paging::table::write_entry(&*self.pm, self.mode, at, Entry::EMPTY);
+        }
+    }
+
+    /// True if every user entry of PAE pgd `pgd` holds a pmd (all or none
+    /// are attached).
+    pub(crate) fn pmds_attached(&self, pgd: PhysAddr) -> Result<bool, KernelError> {
+        let e = x86paging::table::read_entry(&*self.pm, self.mode, self.entry_at(pgd, 0))
+            .map_err(mem_err)?;
+        Ok(e.is_present())
+    }
+
     /// `pmd_ctor`: a pmd is constructed when it is all zero.
     fn pmd_ctor(&self, obj: NonNull<u8>) {
         if let Some(pa) = self.pm.pa_of(obj) {
@@ -443,8 +474,9 @@ pub struct Kernel<M: KernelMem = DefaultMem> {
     /// `pgd_cache`: preconstructed pgds (slab schemes), or ctor-less 32-byte
     /// PAE pgds (`uncached`, `shared-kernel`). `None` when pgds are pages.
     pub(crate) pgd_cache: Option<KmemCache<SimPages<M>>>,
-    /// `pmd_cache`: zeroed pmds for PAE slab schemes.
-    pub(crate) pmd_cache: Option<KmemCache<SimPages<M>>>,
+    /// `pmd_cache`: zeroed pmds for PAE slab schemes (shared with the
+    /// `slab-prepopulated` `pgd_dtor`, which gives a cached pgd's pmds back).
+    pub(crate) pmd_cache: Option<Arc<KmemCache<SimPages<M>>>>,
     pub(crate) cpa: crate::cpa::CpaLock,
     pub(crate) vm: crate::vmalloc::VmLock,
     cpus: usize,
@@ -454,11 +486,11 @@ impl<M: KernelMem> Kernel<M> {
     /// Boots a kernel in `pm` with the given configuration.
     pub fn new(pm: Arc<PhysMemory<M>>, cfg: &KernelConfig) -> Result<Kernel<M>, KernelError> {
         let mode = cfg.mode;
-        if cfg.scheme == Scheme::SharedKernel && mode == PagingMode::TwoLevel {
+        if let Err(why) = cfg.scheme.supports(mode) {
             return Err(KernelError::SchemeUnsupported {
                 scheme: cfg.scheme,
                 mode,
-                why: "2-level paging has no level below the pgd to share: the kernel's 4 MiB pages live in every pgd itself",
+                why,
             });
         }
         let cpus = cfg.cpus.max(1);
@@ -479,8 +511,8 @@ impl<M: KernelMem> Kernel<M> {
         if cfg.scheme == Scheme::SharedKernel {
             crate::vmalloc::preallocate_kernel_tables(&sh, &ks)?;
         }
-        let pgd_cache = Self::make_pgd_cache(&sh, cfg, cpus)?;
-        let pmd_cache = Self::make_pmd_cache(&sh, cfg, cpus)?;
+        let pmd_cache = Self::make_pmd_cache(&sh, cfg, cpus)?.map(Arc::new);
+        let pgd_cache = Self::make_pgd_cache(&sh, cfg, cpus, pmd_cache.as_ref())?;
         Ok(Kernel {
             cpa: crate::cpa::CpaLock::new(&sh, &ks),
             vm: crate::vmalloc::VmLock::new(&ks),
@@ -496,6 +528,7 @@ impl<M: KernelMem> Kernel<M> {
         sh: &Arc<Shared<M>>,
         cfg: &KernelConfig,
         cpus: usize,
+        pmd_cache: Option<&Arc<KmemCache<SimPages<M>>>>,
     ) -> Result<Option<KmemCache<SimPages<M>>>, KernelError> {
         let mode = cfg.mode;
         let size = mode.pgd_bytes() as usize;
@@ -514,6 +547,10 @@ impl<M: KernelMem> Kernel<M> {
             if sh.propagates() && cfg.scheme == Scheme::SlabPgdList {
                 let s = sh.clone();
                 b = b.dtor(move |p| s.pgd_dtor(p));
+            }
+            if let (true, Some(pmds)) = (cfg.scheme.keeps_pmds(), pmd_cache) {
+                let (s, pmds) = (sh.clone(), pmds.clone());
+                b = b.dtor(move |p| s.pgd_dtor_pmds(p, &pmds));
             }
             if cfg.debug {
                 let s = sh.clone();
@@ -624,9 +661,15 @@ impl<M: KernelMem> Kernel<M> {
                     let n = sh.copy_kernel_part(pgd)?;
                     sh.counters.alloc_bytes.add(cpu, n);
                 }
-                if let Err(e) = self.pae_attach_pmds(cpu, pgd) {
-                    let _ = cache.free_on(cpu, obj);
-                    return Err(e);
+                // `slab-prepopulated`: a pgd that was in use before still
+                // has its (empty) pmds; only a fresh object needs them.
+                // `pgd_ctor` cannot fail, so it cannot allocate them.
+                let attached = sh.scheme.keeps_pmds() && sh.pmds_attached(pgd)?;
+                if !attached {
+                    if let Err(e) = self.pae_attach_pmds(cpu, pgd) {
+                        let _ = cache.free_on(cpu, obj);
+                        return Err(e);
+                    }
                 }
                 Pgd(pgd)
             }
@@ -754,7 +797,7 @@ impl<M: KernelMem> Kernel<M> {
         if pgd.0 == sh.swapper {
             return Err(KernelError::BadPgd(pgd.0, "swapper_pg_dir is never freed"));
         }
-        if sh.mode == PagingMode::Pae {
+        if sh.mode == PagingMode::Pae && !sh.scheme.keeps_pmds() {
             let mut pmds = [PhysAddr::new(0); 4];
             let mut n = 0;
             for i in 0..sh.mode.user_ptrs_per_pgd().min(pmds.len()) {
@@ -942,6 +985,22 @@ impl<M: KernelMem> Shared<M> {
     /// Debug mode: a pgd goes back to the cache only in constructed state.
     fn verify_pgd_on_free(&self, obj: NonNull<u8>) -> Result<(), &'static str> {
         let pgd = self.pm.pa_of(obj).ok_or("pgd outside RAM")?;
+        if self.mode == PagingMode::Pae && self.scheme.keeps_pmds() {
+            // The pgd goes back with its pmds: all three, all empty.
+            for i in 0..self.mode.user_ptrs_per_pgd() {
+                let e = x86paging::table::read_entry(&*self.pm, self.mode, self.entry_at(pgd, i))
+                    .map_err(|_| "pgd unreadable")?;
+                if !e.is_present() {
+                    return Err("slab-prepopulated pgd freed without its pmds");
+                }
+                let pmd = self
+                    .pm
+                    .ptr_of(e.table_addr(self.mode))
+                    .ok_or("pmd outside RAM")?;
+                self.verify_pmd_on_free(pmd)?;
+            }
+            return Ok(());
+        }
         if self.mode == PagingMode::Pae {
             return Ok(()); // user entries are overwritten before use
         }

@@ -141,9 +141,7 @@ fn correct_schemes() -> Vec<(PagingMode, Scheme)> {
     let mut v = Vec::new();
     for mode in PagingMode::ALL {
         for scheme in Scheme::ALL {
-            if scheme.intended_correct()
-                && !(mode == PagingMode::TwoLevel && scheme == Scheme::SharedKernel)
-            {
+            if scheme.intended_correct() && scheme.supports(mode).is_ok() {
                 v.push((mode, scheme));
             }
         }

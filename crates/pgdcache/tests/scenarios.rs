@@ -2,7 +2,7 @@
 //! page, reuse the cache, and check every pgd.
 
 use pgdcache::mm::TaskSize;
-use pgdcache::{Kernel, KernelConfig, Scheme, ViolationKind};
+use pgdcache::{Kernel, KernelConfig, Pgd, Scheme, ViolationKind};
 use physmem::{SimMemory, VirtAddr, PAGE_SIZE};
 use std::sync::Arc;
 use x86paging::{EntryFlags, PagingMode};
@@ -96,6 +96,9 @@ fn every_scheme_is_clean_on_pae_and_64bit() {
         PagingMode::FiveLevel,
     ] {
         for scheme in Scheme::ALL {
+            if scheme.supports(mode).is_err() {
+                continue;
+            }
             let k = kernel(mode, scheme);
             fill_cache(&k, 8);
             let t = target(&k);
@@ -300,4 +303,83 @@ fn invalid_cpa_requests_change_nothing() {
         k.exit_mm(0, mm).unwrap();
         assert!(k.verify().unwrap().is_clean());
     }
+}
+
+/// `slab-prepopulated` (PAE): a pgd comes back from the cache with the
+/// pmds it had, so a second pgd_alloc/pgd_free pair never touches
+/// `pmd_cache`; shrinking gives the pmds back through `pgd_dtor`.
+#[test]
+fn prepopulated_pgds_keep_their_pmds_across_the_cache() {
+    let k = kernel(PagingMode::Pae, Scheme::SlabPrepopulated);
+    let pmds_of =
+        |pgd: Pgd| -> Vec<u64> { (0..3).map(|i| k.pgd_entry(pgd, i).unwrap().raw()).collect() };
+    let pmd_ops = |k: &Kernel| {
+        let st = k.slab_stats();
+        let pmd = st.iter().find(|s| s.name == "pmd").unwrap();
+        pmd.alloc_hits + pmd.alloc_misses + pmd.free_hits + pmd.free_misses
+    };
+    let a = k.pgd_alloc(0).unwrap();
+    let first = pmds_of(a);
+    assert!(first.iter().all(|&e| e & 1 == 1), "three pmds attached");
+    k.pgd_free(0, a).unwrap();
+    let ops = pmd_ops(&k);
+    let b = k.pgd_alloc(0).unwrap();
+    assert_eq!(a, b, "LIFO per-CPU array");
+    assert_eq!(pmds_of(b), first, "the same pmds come back with the pgd");
+    k.pgd_free(0, b).unwrap();
+    assert_eq!(pmd_ops(&k), ops, "no pmd_cache operation for a warm pair");
+    // A whole task (exec, fork, exit) leaves every cached pgd with three
+    // empty pmds, and verify accounts for each of them.
+    let parent = k.exec_mm(0, TaskSize::SMALL).unwrap();
+    let child = k.fork_mm(1, &parent).unwrap();
+    k.exit_mm(1, child).unwrap();
+    k.exit_mm(0, parent).unwrap();
+    let r = k.verify().unwrap();
+    assert!(r.is_clean(), "{:?}", r.violations);
+    let held = k.cache_pmds().iter().filter(|(_, a)| *a).count();
+    assert!(held >= 3, "cached pgds hold their pmds: {held}");
+    // Shrinking destroys the empty pgd slab: pgd_dtor gives the pmds back.
+    k.shrink();
+    assert_eq!(k.cache_pmds().iter().filter(|(_, a)| *a).count(), 0);
+    let r = k.verify().unwrap();
+    assert!(r.is_clean() && r.leaked_frames == 0, "{:?}", r.violations);
+}
+
+/// The checker's pmd accounting catches what `slab-prepopulated` could get
+/// wrong: a cached pgd's pmd that is not empty, and a pmd that was detached
+/// from its pgd without going back to `pmd_cache`.
+#[test]
+fn checker_catches_dirty_and_orphaned_prepopulated_pmds() {
+    use x86paging::table::{entry_pa_at, write_entry};
+    use x86paging::Entry;
+    let k = kernel(PagingMode::Pae, Scheme::SlabPrepopulated);
+    let pgd = k.pgd_alloc(0).unwrap();
+    k.pgd_free(0, pgd).unwrap();
+    let mode = k.mode();
+    let pmd0 = k.pgd_entry(pgd, 0).unwrap().table_addr(mode);
+    // A stray pte-table pointer left in a cached pgd's pmd.
+    let stray = entry_pa_at(mode, pmd0, 7);
+    write_entry(&**k.pm(), mode, stray, Entry::from_raw(0x1234_5000 | 0x67)).unwrap();
+    let r = k.verify().unwrap();
+    assert!(
+        r.count(ViolationKind::NotConstructed) > 0,
+        "{:?}",
+        r.violations
+    );
+    write_entry(&**k.pm(), mode, stray, Entry::EMPTY).unwrap();
+    assert!(k.verify().unwrap().is_clean());
+    // Detach pmd 1 behind the cache's back: an orphan, and a pgd with 2 of 3.
+    let at = entry_pa_at(mode, pgd.0, 1);
+    let saved = k.pgd_entry(pgd, 1).unwrap();
+    write_entry(&**k.pm(), mode, at, Entry::EMPTY).unwrap();
+    let r = k.verify().unwrap();
+    assert!(r.count(ViolationKind::Leak) > 0, "{:?}", r.violations);
+    assert!(r.leaked_frames >= 1);
+    assert!(
+        r.count(ViolationKind::NotConstructed) > 0,
+        "{:?}",
+        r.violations
+    );
+    write_entry(&**k.pm(), mode, at, saved).unwrap();
+    assert!(k.verify().unwrap().is_clean());
 }

@@ -91,9 +91,10 @@ fn two_threads_every_correct_scheme_lock_and_mode() {
         for scheme in [
             Scheme::SlabPgdList,
             Scheme::SlabTicket,
+            Scheme::SlabPrepopulated,
             Scheme::SharedKernel,
         ] {
-            if mode == PagingMode::TwoLevel && scheme == Scheme::SharedKernel {
+            if scheme.supports(mode).is_err() {
                 continue;
             }
             for lock in LockKind::ALL {
