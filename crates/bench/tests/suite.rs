@@ -21,7 +21,8 @@ fn tiny_suite_produces_every_table_and_target() {
         time_default_run: false,
     };
     let r = run(&s, |_| {}).unwrap();
-    assert_eq!(r.alloc.len(), 4 + 5);
+    // 2-level: 4 schemes; PAE: all 6.
+    assert_eq!(r.alloc.len(), 4 + 6);
     assert!(r
         .alloc
         .iter()
