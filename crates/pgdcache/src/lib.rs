@@ -2,7 +2,7 @@
 //!
 //! The seed patch (Linux 2.5.69) and the designs around it, on simulated
 //! physical memory: [`Kernel`] boots `swapper_pg_dir`, hands out pgds
-//! through one of five [`Scheme`]s, changes kernel mappings with
+//! through one of six [`Scheme`]s, changes kernel mappings with
 //! [`Kernel::change_page_attr`] and [`Kernel::vmalloc`], and
 //! [`Kernel::verify`] checks every pgd — live and cached — against the
 //! reference.
