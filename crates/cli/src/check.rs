@@ -112,7 +112,7 @@ pub fn run(a: &CheckArgs) -> Result<(), Box<dyn std::error::Error>> {
             }
             if !a.json {
                 println!(
-                    "{:<6} {:<14} expected {:<10} got {:<16} {}",
+                    "{:<6} {:<17} expected {:<10} got {:<16} {}",
                     mode.name(),
                     scheme.name(),
                     format!("{want:?}").to_lowercase(),

@@ -161,7 +161,7 @@ pub fn table(rows: &[CompareRow]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<6} {:<14} {:<16} {:>10} {:>9} {:>8} {:>10} {:>10} {:>6}",
+        "{:<6} {:<17} {:<16} {:>10} {:>9} {:>8} {:>10} {:>10} {:>6}",
         "mode",
         "scheme",
         "verdict",
@@ -189,7 +189,7 @@ pub fn table(rows: &[CompareRow]) -> String {
             };
             let _ = writeln!(
                 out,
-                "{:<6} {:<14} {:<16} {why}",
+                "{:<6} {:<17} {:<16} {why}",
                 r.mode.name(),
                 r.scheme.name(),
                 r.verdict.short()
@@ -198,7 +198,7 @@ pub fn table(rows: &[CompareRow]) -> String {
         }
         let _ = writeln!(
             out,
-            "{:<6} {:<14} {:<16} {:>10.0} {:>9.0} {:>8} {:>10} {:>10} {:>6}",
+            "{:<6} {:<17} {:<16} {:>10.0} {:>9.0} {:>8} {:>10} {:>10} {:>6}",
             r.mode.name(),
             r.scheme.name(),
             r.verdict.short(),
