@@ -55,11 +55,12 @@ pub const RESIZE_MAX_FACTOR: usize = 4;
 ///
 /// Each CPU counts its trips to `list_lock` (refills and flushes) and how
 /// many of them found the lock held by another CPU.  When `contention`
-/// contended trips fall within one window of `window` trips, that CPU's
-/// `limit` doubles (and `batchcount` becomes `(limit + 1) / 2`), up to
-/// `max_factor` times the initial `limit` and never beyond [`MAX_LIMIT`].
-/// Arrays never shrink by themselves; `tune` sets fixed tunables and turns
-/// resizing off, like a write to `/proc/slabinfo`.
+/// contended trips fall within one window of `window` trips, the cache-wide
+/// array size doubles, up to `max_factor` times the initial `limit` and
+/// never beyond [`MAX_LIMIT`]; every CPU adopts it at its next refill or
+/// flush (`limit` and `batchcount = (limit + 1) / 2`).  Arrays never shrink
+/// by themselves; `tune` sets fixed tunables and turns resizing off, like a
+/// write to `/proc/slabinfo`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResizePolicy {
     /// Contended trips within one window that trigger a doubling (>= 1).
