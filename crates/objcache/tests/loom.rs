@@ -128,6 +128,54 @@ fn flush_vs_refill_with_dynamic_resizing() {
     assert!(n > 0, "no explored execution contended list_lock");
 }
 
+/// `tune` racing dynamic resizing: whatever the interleaving, `tune`'s
+/// tunables win. It turns resizing off before it takes the slot locks, so a
+/// CPU either grows its array before `tune` reaches its slot (and `tune`
+/// then overwrites it) or sees resizing off afterwards. (Contention that
+/// `tune` itself causes cannot resize: it comes after resizing is off.)
+#[test]
+fn tune_wins_over_dynamic_resizing() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static RESIZED: AtomicUsize = AtomicUsize::new(0);
+    model(|| {
+        let source: Source = std::sync::Arc::new(FaultyPageSource::new(SystemPageSource));
+        let cache = Arc::new(
+            CacheBuilder::new("loom-tune", OBJ)
+                .cpus(2)
+                .tunables(2, 1)
+                .shared_factor(0)
+                .resize(Some(ResizePolicy {
+                    contention: 1,
+                    window: 1,
+                    max_factor: 4,
+                }))
+                .ctor(|p| {
+                    // SAFETY: the ctor owns OBJ bytes at `p`.
+                    unsafe { std::ptr::write_bytes(p.as_ptr(), 0, OBJ) }
+                })
+                .build(source.clone())
+                .expect("create"),
+        );
+        let c2 = cache.clone();
+        let t = loom::thread::spawn(move || worker(&c2, 1));
+        // CPU 0's refills and flushes contend with CPU 1's (resizing), then
+        // tune races with whatever CPU 1 is still doing.
+        worker(&cache, 0);
+        cache.tune(3, 2).expect("tune");
+        t.join().expect("join");
+        let cache = Arc::try_unwrap(cache).expect("sole owner");
+        let st = cache.stats();
+        assert_eq!((st.limit, st.batchcount), (3, 2), "{st:?}");
+        RESIZED.fetch_add(st.resized, Ordering::Relaxed);
+        let st = cache.destroy().expect("no live objects");
+        assert_eq!(st.ctor_calls, st.dtor_calls);
+        assert_eq!(source.outstanding_pages(), 0);
+    });
+    let n = RESIZED.load(Ordering::Relaxed);
+    println!("{n} resizes across the explored executions");
+    assert!(n > 0, "no explored execution resized before tune");
+}
+
 #[test]
 fn shrink_races_with_alloc_free() {
     model(|| {
