@@ -20,7 +20,7 @@ use oracle::kvm::KvmOracle;
 use oracle::qemu::QemuOracle;
 use oracle::{MmuOracle, OracleError, Support};
 use pgdcache::Scheme;
-use pgdcache_scenarios::diff::{check_image, DiffReport, GenCase, QEMU_MAXPHYADDR};
+use pgdcache_scenarios::diff::{check_image, compare_probes, DiffReport, GenCase, QEMU_MAXPHYADDR};
 use pgdcache_scenarios::scenario::leaves;
 use pgdcache_scenarios::{oracle_mode, ImageMem, Scenario, ScenarioError, ScenarioState};
 use x86paging::PagingMode;
@@ -43,6 +43,12 @@ pub struct OracleArgs {
     /// Skip the pgd-system scenario tables (random layouts only).
     #[arg(long)]
     pub no_scenarios: bool,
+    /// Of the random layouts, how many (the first ones) also get
+    /// real-execution probes: every proposed access (supervisor/user ×
+    /// read/write/fetch) runs on the oracle's CPU and its outcome, #PF error
+    /// code included, must be the walker's. 0 turns probes off.
+    #[arg(long, default_value_t = 3)]
+    pub probe_cases: u64,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -101,6 +107,8 @@ struct ModeResult {
     cases: u64,
     scenario_tables: u64,
     report: DiffReport,
+    /// Layouts whose probes could not run, and why.
+    probe_skips: Vec<String>,
     seconds: f64,
 }
 
@@ -119,7 +127,32 @@ pub fn main(a: &OracleArgs) -> ExitCode {
     }
 }
 
-fn backend(name: &str) -> Result<Box<dyn MmuOracle>, OracleCmdError> {
+/// What the oracle's CPU has: the random layouts are generated for it and
+/// our walker is configured like it (QEMU's TCG `-cpu max`: MAXPHYADDR 40
+/// and 1 GiB pages; KVM: whatever the host CPU reports).
+struct CpuLimits {
+    maxphyaddr: u32,
+    gbpages: bool,
+}
+
+fn kvm_backend() -> (Box<dyn MmuOracle>, CpuLimits) {
+    let k = KvmOracle::new();
+    let limits = CpuLimits {
+        maxphyaddr: k.maxphyaddr().unwrap_or(QEMU_MAXPHYADDR),
+        gbpages: k.has_1g_pages(),
+    };
+    (Box::new(k), limits)
+}
+
+fn qemu_backend(q: QemuOracle) -> (Box<dyn MmuOracle>, CpuLimits) {
+    let limits = CpuLimits {
+        maxphyaddr: QEMU_MAXPHYADDR,
+        gbpages: true,
+    };
+    (Box::new(q), limits)
+}
+
+fn backend(name: &str) -> Result<(Box<dyn MmuOracle>, CpuLimits), OracleCmdError> {
     let q = QemuOracle::new();
     let qemu_ok = q.available();
     let qemu_missing = format!(
@@ -129,14 +162,14 @@ fn backend(name: &str) -> Result<Box<dyn MmuOracle>, OracleCmdError> {
     );
     let kvm_ok = std::path::Path::new("/dev/kvm").exists();
     match name {
-        "qemu" if qemu_ok => Ok(Box::new(q)),
+        "qemu" if qemu_ok => Ok(qemu_backend(q)),
         "qemu" => Err(OracleCmdError::Unavailable(qemu_missing)),
-        "kvm" if kvm_ok => Ok(Box::new(KvmOracle::new())),
+        "kvm" if kvm_ok => Ok(kvm_backend()),
         "kvm" => Err(OracleCmdError::Unavailable(
             "KVM not available: no /dev/kvm".into(),
         )),
-        _ if qemu_ok => Ok(Box::new(q)),
-        _ if kvm_ok => Ok(Box::new(KvmOracle::new())),
+        _ if qemu_ok => Ok(qemu_backend(q)),
+        _ if kvm_ok => Ok(kvm_backend()),
         _ => Err(OracleCmdError::Unavailable(format!(
             "{qemu_missing}; and no /dev/kvm"
         ))),
@@ -144,10 +177,10 @@ fn backend(name: &str) -> Result<Box<dyn MmuOracle>, OracleCmdError> {
 }
 
 fn run(a: &OracleArgs) -> Result<bool, OracleCmdError> {
-    let mut o = backend(&a.backend)?;
+    let (mut o, limits) = backend(&a.backend)?;
     let mut results = Vec::new();
     for &mode in &a.mode.0 {
-        let r = check_mode(o.as_mut(), mode, a)?;
+        let r = check_mode(o.as_mut(), &limits, mode, a)?;
         if !a.json {
             print_mode(&r);
         }
@@ -170,6 +203,8 @@ fn run(a: &OracleArgs) -> Result<bool, OracleCmdError> {
                     "scenario_tables": r.scenario_tables,
                     "addresses": r.report.addresses,
                     "mappings": r.report.mappings,
+                    "probes": r.report.probes,
+                    "probe_cases_skipped": r.probe_skips,
                     "disagreements": r.report.disagreements.len(),
                     "details": r.report.disagreements.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
                     "seconds": r.seconds,
@@ -203,18 +238,23 @@ fn print_mode(r: &ModeResult) {
         return;
     }
     println!(
-        "{mode:7} cases {:5}  scenario tables {:3}  addresses {:7}  mappings {:7}  disagreements {:3}  {:.1}s",
+        "{mode:7} cases {:5}  scenario tables {:3}  addresses {:7}  mappings {:7}  probes {:5}  disagreements {:3}  {:.1}s",
         r.cases,
         r.scenario_tables,
         r.report.addresses,
         r.report.mappings,
+        r.report.probes,
         r.report.disagreements.len(),
         r.seconds
     );
+    for why in &r.probe_skips {
+        println!("        probes skipped: {why}");
+    }
 }
 
 fn check_mode(
     o: &mut dyn MmuOracle,
+    limits: &CpuLimits,
     mode: PagingMode,
     a: &OracleArgs,
 ) -> Result<ModeResult, OracleCmdError> {
@@ -227,22 +267,45 @@ fn check_mode(
         r.skipped = Some(why);
         return Ok(r);
     }
-    let kvm = o.name() == "kvm";
     for seed in a.seed..a.seed.saturating_add(a.cases) {
         let case = format!("{mode} gen seed {seed}");
-        let c = GenCase::new(mode, seed, QEMU_MAXPHYADDR).map_err(|err| OracleCmdError::Build {
-            case: case.clone(),
-            err,
-        })?;
+        let c =
+            GenCase::new(mode, seed, limits.maxphyaddr).map_err(|err| OracleCmdError::Build {
+                case: case.clone(),
+                err,
+            })?;
         let mut cpu = c.gen.cpu;
-        if kvm {
-            // Stay within what the host walker supports.
-            cpu.gbpages = true;
-        }
+        cpu.gbpages = limits.gbpages;
         let mem = ImageMem::new(&c.img);
-        let rep = check_image(o, &c.img, &mem, &cpu, &c.vas, &c.leaves(), &case)
-            .map_err(|err| OracleCmdError::Oracle { case, err })?;
+        let rep =
+            check_image(o, &c.img, &mem, &cpu, &c.vas, &c.leaves(), &case).map_err(|err| {
+                OracleCmdError::Oracle {
+                    case: case.clone(),
+                    err,
+                }
+            })?;
         r.report.merge(rep);
+        if seed - a.seed < a.probe_cases {
+            let (data, fetch) = c.safe_probes(seed);
+            for set in [data, fetch] {
+                match compare_probes(o, &mem, &cpu, &set, &case) {
+                    Ok((rep, _)) => r.report.merge(rep),
+                    // The layout leaves no room for the probe program (no
+                    // unmapped slot below 4 GiB): a question this case
+                    // cannot ask, not a disagreement.
+                    Err(OracleError::Unsupported(why)) => {
+                        r.probe_skips.push(format!("{case}: {why}"));
+                        break;
+                    }
+                    Err(err) => {
+                        return Err(OracleCmdError::Oracle {
+                            case: case.clone(),
+                            err,
+                        })
+                    }
+                }
+            }
+        }
         r.cases += 1;
     }
     if !a.no_scenarios {

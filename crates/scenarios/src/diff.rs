@@ -8,15 +8,21 @@
 //! 2. the whole mapping list (`info tlb`: va, pa, size, leaf flags) vs every
 //!    leaf our table walk finds.
 //!
+//! And one of *real execution* ([`compare_probes`]): each access the
+//! generator proposes (supervisor/user × read/write/fetch) is performed by a
+//! probe program on the oracle's CPU, and its outcome (done, or #PF with
+//! CR2 and error code) must be what our walker predicts — permissions,
+//! reserved bits, NX and all.
+//!
 //! Cases come from the pgd system ([`crate::scenario`]) or from the random
-//! generator [`x86paging::gen`] ([`GenCase`], the same recipe as
-//! `crates/oracle/tests/differential.rs`: 40 mappings, MAXPHYADDR 40 as
-//! QEMU's `-cpu max`).
+//! generator [`x86paging::gen`] ([`GenCase`]: 40 mappings, MAXPHYADDR 40
+//! as QEMU's `-cpu max`, or the host CPU's for KVM). `tests/differential.rs`
+//! and `pgdcache oracle` both run on these functions.
 
 use std::collections::BTreeSet;
 use std::fmt;
 
-use oracle::{MmuOracle, OracleError, PagingImage};
+use oracle::{Access, AccessKind, MmuOracle, OracleError, PagingImage, ProbeOutcome};
 use physmem::{PhysMem, PhysMemory, Ram, VirtAddr};
 use x86paging::gen::{generate, GenConfig, Generated};
 use x86paging::{CpuState, EntryFlags, PagingMode, WalkFault};
@@ -50,6 +56,8 @@ pub struct DiffReport {
     pub addresses: usize,
     /// Mappings (leaves) compared against `info tlb`.
     pub mappings: usize,
+    /// Accesses performed for real and compared with the walker's verdict.
+    pub probes: usize,
     /// Everything that differed.
     pub disagreements: Vec<Disagreement>,
 }
@@ -59,6 +67,7 @@ impl DiffReport {
     pub fn merge(&mut self, other: DiffReport) {
         self.addresses += other.addresses;
         self.mappings += other.mappings;
+        self.probes += other.probes;
         self.disagreements.extend(other.disagreements);
     }
 }
@@ -236,6 +245,131 @@ impl GenCase {
                 flags: m.flags,
             })
             .collect()
+    }
+}
+
+/// What our walker says a real access does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Walk {
+    /// The access completes.
+    Ok,
+    /// #PF with this error code (CR2 = the access's address).
+    Fault(u64),
+}
+
+impl Walk {
+    /// True if the oracle's outcome `got` for an access at `va` is this.
+    pub fn matches(self, va: u64, got: &ProbeOutcome) -> bool {
+        match (self, got) {
+            (Walk::Ok, ProbeOutcome::Ok(_)) => true,
+            (Walk::Fault(code), ProbeOutcome::PageFault { cr2, error_code }) => {
+                *cr2 == va && *error_code == code
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Our walker's verdict on access `a` with `cpu`: `None` if it raises
+/// something other than #PF (#GP for a non-canonical address) or the walk
+/// leaves memory — not comparable with a probe.
+pub fn walker_probe<P: PhysMem + ?Sized>(pm: &P, cpu: &CpuState, a: &Access) -> Option<Walk> {
+    let kind = match a.kind {
+        AccessKind::Read => x86paging::AccessKind::Read,
+        AccessKind::Write => x86paging::AccessKind::Write,
+        AccessKind::Exec => x86paging::AccessKind::Execute,
+    };
+    let access = x86paging::Access { kind, user: a.user };
+    match x86paging::translate(pm, cpu, VirtAddr::new(a.va), access) {
+        Ok(_) => Some(Walk::Ok),
+        Err(WalkFault::PageFault { code, .. }) => Some(Walk::Fault(u64::from(code.bits()))),
+        Err(_) => None,
+    }
+}
+
+/// Performs `accesses` for real on the oracle (the image must already be
+/// loaded) and compares each outcome with our walker's verdict over `pm`
+/// with `cpu`. Returns the report and every (access, outcome) pair, so a
+/// caller can also judge a deliberately wrong walker against them.
+pub fn compare_probes<P: PhysMem + ?Sized>(
+    o: &mut dyn MmuOracle,
+    pm: &P,
+    cpu: &CpuState,
+    accesses: &[Access],
+    case: &str,
+) -> Result<(DiffReport, Vec<(Access, ProbeOutcome)>), OracleError> {
+    let mut r = DiffReport::default();
+    let got = o.probe(accesses)?;
+    for (a, g) in accesses.iter().zip(&got) {
+        let Some(w) = walker_probe(pm, cpu, a) else {
+            continue;
+        };
+        r.probes += 1;
+        if !w.matches(a.va, g) {
+            r.disagreements.push(Disagreement {
+                case: case.to_string(),
+                what: format!("{a:x?}: walker {w:x?}, {} {g}", o.name()),
+            });
+        }
+    }
+    Ok((r, accesses.iter().copied().zip(got).collect()))
+}
+
+/// The exec stub is at most 12 bytes; fetch targets stay 16 bytes apart.
+const STUB_SPAN: u64 = 16;
+
+impl GenCase {
+    /// The generator's accesses (supervisor/user × read/write/fetch, 8
+    /// unmapped addresses) that are safe to perform for real: no store or
+    /// fetch into a page-table frame or device memory, fetch targets in RAM
+    /// outside the BIOS hole and not overlapping each other. Returns the
+    /// data accesses and the fetches (two probe batches).
+    pub fn safe_probes(&self, seed: u64) -> (Vec<Access>, Vec<Access>) {
+        let tables = oracle::probe::table_frames(&self.img);
+        let (mut data, mut fetch, mut stubs) = (Vec::new(), Vec::new(), Vec::<u64>::new());
+        for p in self.gen.probes(seed, 8) {
+            let va = p.va.as_u64();
+            let kind = match p.access.kind {
+                x86paging::AccessKind::Read => AccessKind::Read,
+                x86paging::AccessKind::Write => AccessKind::Write,
+                x86paging::AccessKind::Execute => AccessKind::Exec,
+            };
+            let a = Access {
+                va,
+                kind,
+                user: p.access.user,
+                value: 0x5a5a_5a5a,
+            };
+            let target = self
+                .gen
+                .mapping_of(p.va)
+                .map(|m| m.pa.as_u64() + (va - m.va.as_u64()));
+            if let (AccessKind::Write | AccessKind::Exec, Some(pa)) = (kind, target) {
+                let frames = [pa & !0xfff, (pa + STUB_SPAN - 1) & !0xfff];
+                if frames.iter().any(|f| tables.contains(f)) || (0xfec0_0000..1 << 32).contains(&pa)
+                {
+                    continue;
+                }
+                if kind == AccessKind::Exec {
+                    if pa + STUB_SPAN > GEN_RAM || (0xa_0000..0x10_0000).contains(&pa) {
+                        continue;
+                    }
+                    if stubs
+                        .iter()
+                        .any(|&s| s != pa && s < pa + STUB_SPAN && pa < s + STUB_SPAN)
+                    {
+                        continue;
+                    }
+                    stubs.push(pa);
+                }
+            }
+            if kind == AccessKind::Exec {
+                fetch.push(a);
+            } else {
+                data.push(a);
+            }
+        }
+        (data, fetch)
     }
 }
 
