@@ -18,7 +18,7 @@
 //! EFER.LMA is set, so only long mode works there, and it has no 1 GiB pages
 //! (such a leaf faults with RSVD and `KVM_TRANSLATE` reports it invalid).
 //! [`KvmOracle::supports`] sets the registers and reads them back;
-//! [`KvmOracle::has_1g_pages`] reads CPUID 0x80000001.EDX[26].
+//! [`KvmOracle::has_1g_pages`] reads CPUID 0x80000001.EDX\[26\].
 
 use crate::tlb::Mapping;
 use crate::{Access, MmuOracle, OracleError, PagingImage, PagingMode, ProbeOutcome, Support};
@@ -243,7 +243,7 @@ mod imp {
                 .is_some_and(|(_, _, _, edx)| edx & (1 << 26) != 0)
         }
 
-        /// MAXPHYADDR the guest sees (CPUID 0x80000008.EAX[7:0]), if known.
+        /// MAXPHYADDR the guest sees (CPUID 0x80000008.EAX\[7:0\]), if known.
         pub fn maxphyaddr(&self) -> Option<u32> {
             self.cpuid(0x8000_0008)
                 .map(|(eax, _, _, _)| eax & 0xff)

@@ -13,8 +13,8 @@
 //! * [`config`] — workloads and run parameters;
 //! * [`smp`] — CPUs, TLBs and the flush IPI;
 //! * [`access`] — the live access checks;
-//! * [`run`] — one run ([`run::run`]) → [`report::RunReport`];
-//! * [`compare`] — every scheme × {2-level, PAE} side by side.
+//! * [`run`](mod@run) — one run ([`run::run`]) → [`report::RunReport`];
+//! * [`compare`](mod@compare) — every scheme × {2-level, PAE} side by side.
 #![warn(missing_docs)]
 
 pub mod access;

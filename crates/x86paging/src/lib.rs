@@ -9,9 +9,9 @@
 //! * [`table`] — atomic entry access in physical memory (`set_pte_atomic`);
 //! * [`cpu`] — the control-register state a walk depends on;
 //! * [`walk`] — the software MMU ([`translate`]) with SDM fault semantics;
-//! * [`map`] — kernel-side editing: [`map()`], [`unmap`], [`lookup`]
+//! * [`map`](mod@map) — kernel-side editing: [`map()`], [`unmap`], [`lookup`]
 //!   (`lookup_address`), [`free_user_tables`] (`clear_page_tables`);
-//! * [`layout`] and [`boot`] — the kernel layout per mode and
+//! * [`layout`] and [`boot`](mod@boot) — the kernel layout per mode and
 //!   `swapper_pg_dir` built over it;
 //! * [`ptdump`] — page tables printed as Linux's debugfs `page_tables` does;
 //! * [`gen`] — a seeded random page-table generator with expected
