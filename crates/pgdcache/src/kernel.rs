@@ -653,25 +653,14 @@ impl<M: KernelMem> Kernel<M> {
                 let obj = cache
                     .alloc_on(cpu)
                     .map_err(|_| KernelError::OutOfMemory("pgd_alloc: pgd_cache"))?;
-                let pgd = sh
-                    .pm
-                    .pa_of(obj)
-                    .ok_or(KernelError::OutOfMemory("pgd_alloc"))?;
-                if !sh.scheme.preconstructed() {
-                    let n = sh.copy_kernel_part(pgd)?;
-                    sh.counters.alloc_bytes.add(cpu, n);
-                }
-                // `slab-prepopulated`: a pgd that was in use before still
-                // has its (empty) pmds; only a fresh object needs them.
-                // `pgd_ctor` cannot fail, so it cannot allocate them.
-                let attached = sh.scheme.keeps_pmds() && sh.pmds_attached(pgd)?;
-                if !attached {
-                    if let Err(e) = self.pae_attach_pmds(cpu, pgd) {
+                match self.pae_pgd_setup(cpu, obj) {
+                    Ok(pgd) => Pgd(pgd),
+                    Err(e) => {
+                        // Nothing is lost: the object goes back as it came.
                         let _ = cache.free_on(cpu, obj);
                         return Err(e);
                     }
                 }
-                Pgd(pgd)
             }
             (Some(cache), _) => {
                 let obj = cache
@@ -684,6 +673,27 @@ impl<M: KernelMem> Kernel<M> {
             }
         };
         sh.counters.pgd_allocs.add(cpu, 1);
+        Ok(pgd)
+    }
+
+    /// PAE: completes a 32-byte pgd object from `pgd_cache` (copies the
+    /// kernel part where the cache has no ctor, attaches the user pmds).
+    fn pae_pgd_setup(&self, cpu: usize, obj: NonNull<u8>) -> Result<PhysAddr, KernelError> {
+        let sh = &self.sh;
+        let pgd = sh
+            .pm
+            .pa_of(obj)
+            .ok_or(KernelError::OutOfMemory("pgd_alloc"))?;
+        if !sh.scheme.preconstructed() {
+            let n = sh.copy_kernel_part(pgd)?;
+            sh.counters.alloc_bytes.add(cpu, n);
+        }
+        // `slab-prepopulated`: a pgd that was in use before still has its
+        // (empty) pmds; only a fresh object needs them. `pgd_ctor` cannot
+        // fail, so it cannot allocate them.
+        if !(sh.scheme.keeps_pmds() && sh.pmds_attached(pgd)?) {
+            self.pae_attach_pmds(cpu, pgd)?;
+        }
         Ok(pgd)
     }
 
@@ -713,8 +723,16 @@ impl<M: KernelMem> Kernel<M> {
         self.pmds_get(cpu, &mut got[..n])?;
         for (i, &pmd) in got[..n].iter().enumerate() {
             let e = Entry::from_raw(pmd.as_u64() | 1);
-            x86paging::table::write_entry(&*sh.pm, sh.mode, sh.entry_at(pgd, i), e)
-                .map_err(mem_err)?;
+            let at = sh.entry_at(pgd, i);
+            if let Err(err) = x86paging::table::write_entry(&*sh.pm, sh.mode, at, e) {
+                // All or none: undo the entries written and give every pmd back.
+                for j in 0..i {
+                    let at = sh.entry_at(pgd, j);
+                    let _ = x86paging::table::write_entry(&*sh.pm, sh.mode, at, Entry::EMPTY);
+                }
+                self.pmds_put(cpu, &got[..n]);
+                return Err(mem_err(err));
+            }
         }
         Ok(())
     }
