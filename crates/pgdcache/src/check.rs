@@ -434,7 +434,7 @@ impl<M: KernelMem> Kernel<M> {
                 }
             }
             let full = mode.user_ptrs_per_pgd();
-            if (keeps || !cached) && present != 0 && present != full {
+            if present != 0 && present != full {
                 let detail = format!("{present} of {full} user pmds attached");
                 push(
                     rep,
