@@ -2,8 +2,9 @@
 //!
 //! A [`KmemCache`] owns slabs of constructed objects (see [`crate::slab`]) and,
 //! in front of them, one `array_cache` per CPU (Linux 2.5; Bonwick–Adams
-//! magazines without the depot): a LIFO stack of free, constructed objects of
-//! at most `limit` entries.  `alloc` pops from the local array; when it is
+//! magazines, with Linux 2.6's shared array as the depot): a LIFO stack of
+//! free, constructed objects of at most `limit` entries, where `limit` grows
+//! when CPUs contend on `list_lock` ([`ResizePolicy`]).  `alloc` pops from the local array; when it is
 //! empty, `batchcount` objects are moved in from the slab lists (growing the
 //! cache by one slab if they have none).  `free` pushes onto the local array;
 //! when it is full, the `batchcount` oldest entries are flushed back to their
