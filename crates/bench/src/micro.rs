@@ -87,7 +87,8 @@ pub struct Timing {
 }
 
 impl Timing {
-    fn of(mut v: Vec<f64>) -> Timing {
+    /// Median and minimum of the rounds `v`.
+    pub fn of(mut v: Vec<f64>) -> Timing {
         let min = v.iter().copied().fold(f64::INFINITY, f64::min);
         Timing {
             median_ns: median(&mut v),
@@ -108,6 +109,20 @@ pub fn interleaved(
     rounds: usize,
     iters: u64,
 ) -> Result<Vec<Timing>, MicroError> {
+    Ok(interleaved_rounds(subjects, rounds, iters)?
+        .into_iter()
+        .map(Timing::of)
+        .collect())
+}
+
+/// [`interleaved`], keeping every round: `result[subject][round]` in ns/op.
+/// Round `r` of every subject ran back to back, so per-round ratios
+/// ([`paired_ratio`]) cancel load that drifts over the run.
+pub fn interleaved_rounds(
+    subjects: &mut [&mut dyn Subject],
+    rounds: usize,
+    iters: u64,
+) -> Result<Vec<Vec<f64>>, MicroError> {
     let iters = iters.max(1);
     for s in subjects.iter_mut() {
         s.run((iters / 8).max(1))?; // warm-up
@@ -120,7 +135,18 @@ pub fn interleaved(
             samples[i].push(t.elapsed().as_nanos() as f64 / iters as f64);
         }
     }
-    Ok(samples.into_iter().map(Timing::of).collect())
+    Ok(samples)
+}
+
+/// The median over rounds of `num[r] / den[r]`: a ratio of two subjects
+/// measured in the same rounds. One lucky (or unlucky) round of either side
+/// cannot decide it, as it can a ratio of two minima. NaN without rounds.
+pub fn paired_ratio(num: &[f64], den: &[f64]) -> f64 {
+    let mut r: Vec<f64> = num.iter().zip(den).map(|(a, b)| a / b).collect();
+    if r.is_empty() {
+        return f64::NAN;
+    }
+    median(&mut r)
 }
 
 /// `pgd_alloc` + `pgd_free` on CPU 0 of one kernel.

@@ -26,8 +26,9 @@ pub enum BenchError {
 /// How long to measure.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Settings {
-    /// Interleaved rounds per micro-measurement (ratios use the fastest
-    /// round of each side: on a shared host the least disturbed one).
+    /// Interleaved rounds per micro-measurement. Every ratio is paired: the
+    /// median over rounds of the two sides' per-round ratio, so load that
+    /// comes and goes on a shared host hits both sides of a ratio alike.
     pub rounds: usize,
     /// `pgd_alloc` + `pgd_free` pairs per round.
     pub alloc_iters: u64,
@@ -235,25 +236,22 @@ pub fn alloc_rows(s: &Settings) -> Result<(Freelists, Vec<AllocRow>), MicroError
             refs.push(a);
         }
         refs.push(&mut free);
-        let t = micro::interleaved(&mut refs, s.rounds, s.alloc_iters)?;
+        let t = micro::interleaved_rounds(&mut refs, s.rounds, s.alloc_iters)?;
         let (ft, st) = t.split_last().ok_or(MicroError::Kernel {
             what: "alloc",
             why: "no measurement".into(),
         })?;
-        let unc = schemes
-            .iter()
-            .position(|&x| x == Scheme::Uncached)
-            .map_or(0.0, |i| st[i].min_ns);
+        let unc = schemes.iter().position(|&x| x == Scheme::Uncached);
         for (i, &scheme) in schemes.iter().enumerate() {
             rows.push(AllocRow {
                 mode,
                 scheme,
-                ns: st[i],
-                vs_uncached: unc / st[i].min_ns,
-                vs_freelist: st[i].min_ns / ft.min_ns,
+                ns: Timing::of(st[i].clone()),
+                vs_uncached: unc.map_or(0.0, |u| micro::paired_ratio(&st[u], &st[i])),
+                vs_freelist: micro::paired_ratio(&st[i], ft),
             });
         }
-        fl.push((mode, *ft));
+        fl.push((mode, Timing::of(ft.clone())));
     }
     Ok((fl, rows))
 }
@@ -276,19 +274,18 @@ pub fn fork_rows(s: &Settings) -> Result<Vec<ForkRow>, MicroError> {
             for a in subjects.iter_mut() {
                 refs.push(a);
             }
-            res.push(micro::interleaved(&mut refs, s.rounds, iters)?);
+            res.push(micro::interleaved_rounds(&mut refs, s.rounds, iters)?);
         }
         let unc = schemes.iter().position(|&x| x == Scheme::Uncached);
         for (i, &scheme) in schemes.iter().enumerate() {
-            let (small, large) = (res[0][i], res[1][i]);
-            let u = |v: &[Timing]| unc.map_or(0.0, |j| v[j].min_ns);
+            let vs = |v: &[Vec<f64>]| unc.map_or(0.0, |j| micro::paired_ratio(&v[j], &v[i]));
             rows.push(ForkRow {
                 mode,
                 scheme,
-                small,
-                small_vs_uncached: u(&res[0]) / small.min_ns,
-                large,
-                large_vs_uncached: u(&res[1]) / large.min_ns,
+                small: Timing::of(res[0][i].clone()),
+                small_vs_uncached: vs(&res[0]),
+                large: Timing::of(res[1][i].clone()),
+                large_vs_uncached: vs(&res[1]),
             });
         }
     }
@@ -304,14 +301,14 @@ pub fn cpa_rows(s: &Settings) -> Result<Vec<CpaRow>, MicroError> {
             let mut b = CpaCycle::new(PagingMode::TwoLevel, Scheme::SlabTicket, n, live)?;
             // About 2 ms of pgd-list work per round.
             let iters = (200_000 / n.max(1) as u64).clamp(4, 2_000);
-            let t = micro::interleaved(&mut [&mut a, &mut b], s.rounds, iters)?;
+            let t = micro::interleaved_rounds(&mut [&mut a, &mut b], s.rounds, iters)?;
             let refresh = b.join_cost(1000)?;
             rows.push(CpaRow {
                 pgds: n,
                 live,
-                pgd_list: t[0],
-                ticket: t[1],
-                ratio: t[0].min_ns / t[1].min_ns,
+                pgd_list: Timing::of(t[0].clone()),
+                ticket: Timing::of(t[1].clone()),
+                ratio: micro::paired_ratio(&t[0], &t[1]),
                 ticket_refresh_ns: refresh,
             });
         }
@@ -554,6 +551,11 @@ fn pct(e: Option<f64>) -> String {
 pub fn markdown(r: &Report) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "host: {} · suite wall time {:.1} s\n", r.host, r.wall_s);
+    let _ = writeln!(
+        o,
+        "Times: median (fastest) of {} interleaved rounds. Ratios: median of the per-round ratios (paired by round).\n",
+        r.settings.rounds
+    );
     let _ = writeln!(o, "### pgd_alloc + pgd_free, warm cache, one CPU\n");
     let _ = writeln!(
         o,
