@@ -24,7 +24,9 @@ use x86paging::PagingMode;
 #[allow(dead_code)]
 #[path = "../../bench/src/micro.rs"]
 mod micro;
-use micro::{interleaved, AllocFree, CpaCycle, ForkExit, Freelist, Subject};
+use micro::{
+    interleaved_rounds, paired_ratio, AllocFree, CpaCycle, ForkExit, Freelist, Subject, Timing,
+};
 
 const MODES: [PagingMode; 2] = [PagingMode::TwoLevel, PagingMode::Pae];
 const SMALL: u64 = 28;
@@ -99,10 +101,11 @@ fn cpa(c: &mut Criterion) {
     }
 }
 
-/// Ratios, measured in interleaved rounds in this same run (fastest round
-/// of each side).
+/// Ratios, measured in interleaved rounds in this same run: the median of
+/// the per-round ratios (times: the median round).
 fn summary() {
-    println!("\n== ratios (interleaved rounds, fastest of 7, same run) ==");
+    println!("\n== ratios (7 interleaved rounds, paired by round, same run) ==");
+    let med = |v: &[f64]| Timing::of(v.to_vec()).median_ns;
     for mode in MODES {
         let sc = schemes(mode);
         let mut subjects: Vec<AllocFree> = sc
@@ -113,17 +116,17 @@ fn summary() {
         let mut refs: Vec<&mut dyn Subject> =
             subjects.iter_mut().map(|a| a as &mut dyn Subject).collect();
         refs.push(&mut fl);
-        let t = interleaved(&mut refs, 7, 20_000).expect("measure");
-        let free = t[t.len() - 1].min_ns;
-        let unc = t[0].min_ns;
+        let t = interleaved_rounds(&mut refs, 7, 20_000).expect("measure");
+        let free = &t[t.len() - 1];
         for (i, s) in sc.iter().enumerate() {
             println!(
-                "alloc_free {:<6} {:<14} {:>8.1} ns  {:>6.1}x vs uncached  {:>6.1}x the freelist ({free:.1} ns)",
+                "alloc_free {:<6} {:<17} {:>8.1} ns  {:>6.1}x vs uncached  {:>6.1}x the freelist ({:.1} ns)",
                 mode.name(),
                 s.name(),
-                t[i].min_ns,
-                unc / t[i].min_ns,
-                t[i].min_ns / free
+                med(&t[i]),
+                paired_ratio(&t[0], &t[i]),
+                paired_ratio(&t[i], free),
+                med(free)
             );
         }
         for (name, pages, ram, iters) in [
@@ -136,14 +139,14 @@ fn summary() {
                 .collect();
             let mut refs: Vec<&mut dyn Subject> =
                 subjects.iter_mut().map(|a| a as &mut dyn Subject).collect();
-            let t = interleaved(&mut refs, 7, iters).expect("measure");
+            let t = interleaved_rounds(&mut refs, 7, iters).expect("measure");
             for (i, s) in sc.iter().enumerate() {
                 println!(
-                    "fork_exit  {:<6} {name} {:<14} {:>10.2} µs  {:>6.3}x vs uncached",
+                    "fork_exit  {:<6} {name} {:<17} {:>10.2} µs  {:>6.3}x vs uncached",
                     mode.name(),
                     s.name(),
-                    t[i].min_ns / 1e3,
-                    t[0].min_ns / t[i].min_ns
+                    med(&t[i]) / 1e3,
+                    paired_ratio(&t[0], &t[i])
                 );
             }
         }
@@ -155,12 +158,12 @@ fn summary() {
             let mut b =
                 CpaCycle::new(PagingMode::TwoLevel, Scheme::SlabTicket, n, live).expect("boot");
             let iters = (200_000 / n as u64).clamp(4, 2_000);
-            let t = interleaved(&mut [&mut a, &mut b], 7, iters).expect("measure");
+            let t = interleaved_rounds(&mut [&mut a, &mut b], 7, iters).expect("measure");
             println!(
                 "cpa {n:>6} pgds {live:>5} live: slab-pgd-list {:>9.2} µs  slab-ticket {:>9.2} µs  ticket {:.1}x cheaper",
-                t[0].min_ns / 1e3,
-                t[1].min_ns / 1e3,
-                t[0].min_ns / t[1].min_ns
+                med(&t[0]) / 1e3,
+                med(&t[1]) / 1e3,
+                paired_ratio(&t[0], &t[1])
             );
         }
     }
