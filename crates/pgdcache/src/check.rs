@@ -393,26 +393,18 @@ impl<M: KernelMem> Kernel<M> {
                 }
                 present += 1;
                 let pmd = e.table_addr(mode);
-                if !allocated.contains(&pmd) {
-                    let detail = format!("user entry {i} points at {pmd}, not an allocated pmd");
-                    push(
-                        rep,
-                        ViolationKind::Dangling,
-                        Some(pgd),
-                        cached,
-                        Some(i),
-                        detail,
-                    );
+                let dangling = if !allocated.contains(&pmd) {
+                    Some(format!(
+                        "user entry {i} points at {pmd}, not an allocated pmd"
+                    ))
                 } else if !held.insert(pmd) {
-                    let detail = format!("pmd {pmd} (user entry {i}) is held by two pgds");
-                    push(
-                        rep,
-                        ViolationKind::Dangling,
-                        Some(pgd),
-                        cached,
-                        Some(i),
-                        detail,
-                    );
+                    Some(format!("pmd {pmd} (user entry {i}) is held by two pgds"))
+                } else {
+                    None
+                };
+                if let Some(detail) = dangling {
+                    let kind = ViolationKind::Dangling;
+                    push(rep, kind, Some(pgd), cached, Some(i), detail);
                 }
                 if cached {
                     for j in 0..mode.entries(Level::Pmd) {
