@@ -164,6 +164,14 @@ fn text(r: &RunReport) -> String {
         f.violations.not_constructed,
         f.violations.leak
     );
+    if let Some(c) = &f.closing_cpa {
+        let v = &c.violations;
+        let _ = writeln!(
+            o,
+            "closing cpa      {} cached pgds, split + merge; stale {} dangling {} not-constructed {} leak {}",
+            c.cached_pgds, v.stale, v.dangling, v.not_constructed, v.leak
+        );
+    }
     let _ = writeln!(
         o,
         "frames           {} in use at the end, {} leaked",

@@ -258,7 +258,7 @@ pub struct RunFlags {
     /// Paging mode: 2level, pae, 4level, 5level.
     #[arg(long, value_parser = parse_mode)]
     pub mode: Option<PagingMode>,
-    /// Scheme: uncached, slab-unsynced, slab-pgd-list, slab-ticket, shared-kernel.
+    /// Scheme: uncached, slab-unsynced, slab-pgd-list, slab-ticket, slab-prepopulated (PAE), shared-kernel.
     #[arg(long, value_parser = parse_scheme)]
     pub scheme: Option<Scheme>,
     /// Stop after this long (e.g. 2s, 500ms); with --ops, whichever comes first.

@@ -113,7 +113,7 @@ pub fn compare(
                     tasks_per_s: r.tasks_per_s,
                     bytes_per_alloc: r.bytes_per_alloc,
                     speedup_vs_uncached: None,
-                    violations: r.live_violations.total() + r.final_check.violations.total(),
+                    violations: r.live_violations.total() + r.final_check.total(),
                     leaked_frames: r.final_check.leaked_frames,
                     report: Some(r),
                 },

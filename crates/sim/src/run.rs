@@ -11,7 +11,9 @@
 
 use crate::access::{Checker, VmAreas};
 use crate::config::{CpaRate, SimConfig, SimError, Workload};
-use crate::report::{FinalCheck, LatencyRecorder, RunReport, Verdict, ViolationCounts};
+use crate::report::{
+    ClosingCheck, FinalCheck, LatencyRecorder, RunReport, Verdict, ViolationCounts,
+};
 use crate::rng::Rng;
 use crate::smp::Smp;
 use pgdcache::mm::{Mm, TaskSize};
@@ -191,11 +193,20 @@ pub fn run_with_progress(
         total.tlb_hits += r.tlb_hits;
         total.accesses += r.accesses;
     }
-    let final_check = final_check(k)?;
+    let mut final_check = final_check(k)?;
+    // The run's toggles; the closing conversion is reported on its own.
+    let cpa_toggles = world.gfx.toggles.load(Ordering::Relaxed);
+    if cfg.cpa_rate != CpaRate::Off {
+        closing_cpa(&world, &mut final_check)?;
+    }
     let (live_violations, first_live, first_kind) = world.checker.summary();
+    let closing_kind = final_check
+        .closing_cpa
+        .as_ref()
+        .and_then(|c| first_final_kind(&c.violations));
     let verdict = if let Some(kind) = first_kind {
         Verdict::Caught(kind.to_string())
-    } else if let Some(kind) = first_final_kind(&final_check.violations) {
+    } else if let Some(kind) = first_final_kind(&final_check.violations).or(closing_kind) {
         Verdict::Caught(kind.to_string())
     } else {
         Verdict::Correct
@@ -227,7 +238,7 @@ pub fn run_with_progress(
         bytes_per_alloc: stats.bytes_per_alloc(),
         kernel: stats,
         slab: k.slab_stats(),
-        cpa_toggles: world.gfx.toggles.load(Ordering::Relaxed),
+        cpa_toggles,
         vmalloc_ops: world.vm_ops.load(Ordering::Relaxed),
         flush_ipis: world.smp.requests.load(Ordering::Relaxed),
         accesses: total.accesses,
@@ -251,16 +262,53 @@ fn first_final_kind(v: &ViolationCounts) -> Option<&'static str> {
     .map(|(_, k)| k)
 }
 
-fn final_check(k: &Kernel) -> Result<FinalCheck, SimError> {
-    let r = k.verify()?;
+fn counts(r: &pgdcache::check::Report) -> ViolationCounts {
     let c = |kind| r.count(kind) as u64;
-    let violations = ViolationCounts {
+    ViolationCounts {
         stale: c(ViolationKind::Stale),
         dangling: c(ViolationKind::Dangling),
         fault: 0,
         not_constructed: c(ViolationKind::NotConstructed),
         leak: r.leaked_frames.max(c(ViolationKind::Leak)),
-    };
+    }
+}
+
+fn first_violations(r: &pgdcache::check::Report, prefix: &str) -> Vec<String> {
+    r.violations
+        .iter()
+        .take(5)
+        .map(|v| format!("{prefix}{}: {}", v.kind.name(), v.detail))
+        .collect()
+}
+
+/// The closing conversions (see [`ClosingCheck`]): with every pgd in the
+/// cache, the graphics agent's targets are split to uncached and the
+/// checker runs, then merged back and the checker runs again.
+fn closing_cpa(w: &World, f: &mut FinalCheck) -> Result<(), SimError> {
+    let mut c = ClosingCheck::default();
+    for (uncached, name) in [(true, "split"), (false, "merge")] {
+        set_targets(w, uncached)?;
+        let r = w.kernel.verify()?;
+        f.first
+            .extend(first_violations(&r, &format!("after the closing {name}: ")));
+        let v = counts(&r);
+        c.cached_pgds = c.cached_pgds.max(r.cached);
+        c.known_stale = c.known_stale.max(r.known_stale);
+        c.leaked_frames = c.leaked_frames.max(r.leaked_frames);
+        let s = &mut c.violations;
+        s.stale += v.stale;
+        s.dangling += v.dangling;
+        s.not_constructed += v.not_constructed;
+        s.leak = s.leak.max(v.leak);
+    }
+    f.leaked_frames = f.leaked_frames.max(c.leaked_frames);
+    f.closing_cpa = Some(c);
+    Ok(())
+}
+
+fn final_check(k: &Kernel) -> Result<FinalCheck, SimError> {
+    let r = k.verify()?;
+    let violations = counts(&r);
     Ok(FinalCheck {
         live_pgds: r.live,
         cached_pgds: r.cached,
@@ -269,12 +317,8 @@ fn final_check(k: &Kernel) -> Result<FinalCheck, SimError> {
         violations,
         frames_used: r.frames_used,
         leaked_frames: r.leaked_frames,
-        first: r
-            .violations
-            .iter()
-            .take(5)
-            .map(|v| format!("{}: {}", v.kind.name(), v.detail))
-            .collect(),
+        first: first_violations(&r, ""),
+        closing_cpa: None,
     })
 }
 
