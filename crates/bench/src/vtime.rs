@@ -13,8 +13,10 @@
 //! Every cost is calibrated on this machine from measured per-operation
 //! times ([`calibrate`]): the single-threaded time of a task, lock
 //! acquisitions per task and mean hold times (from the kernel's timed
-//! locks), the zone lock's hold (a page alloc + free pair minus the
-//! poisoning fill done outside the lock), the cache-line transfer cost (an
+//! locks), the zone lock's acquisitions (counted by the page allocator:
+//! the refills and trims of the CPU's page list) and hold (a batch of page
+//! alloc + free pairs minus the poisoning fill done outside the lock), the
+//! cache-line transfer cost (an
 //! atomic ping-pong between two threads), the parking mutex's wake-up
 //! latency, and the per-pgd propagation cost. Contention is resolved in
 //! virtual time: a lock is either free (taken at once), or the CPU queues;
@@ -569,6 +571,10 @@ pub fn calibrate(
     cfg.timed_locks = true;
     let k = Kernel::new(pm.clone(), &cfg).map_err(|e| err("boot")(&e))?;
     let size = TaskSize::SMALL;
+    // The tasks run as CPU 0, as the simulator's CPUs do: single frames go
+    // through the CPU's page list, and `zone->lock` is taken only for its
+    // refills and trims.
+    let cpu0 = physmem::enter_cpu(0);
     let shell = k.exec_mm(0, size).map_err(|e| err("exec")(&e))?;
     let task = |k: &Kernel| -> Result<u64, MicroError> {
         let u0 = pm.stats().used();
@@ -583,8 +589,9 @@ pub fn calibrate(
     for _ in 0..50 {
         task(&k)?;
     }
-    let frames = task(&k)?;
+    let _frames = task(&k)?;
     let s0 = k.stats();
+    let z0 = pm.pcp_stats();
     // Fastest of five chunks: the undisturbed speed on a shared host.
     let chunk = tasks.div_ceil(5).max(1);
     let mut task_ns = f64::INFINITY;
@@ -597,6 +604,7 @@ pub fn calibrate(
     }
     let tasks = chunk * 5;
     let s1 = k.stats();
+    let z1 = pm.pcp_stats();
     let n = tasks.max(1) as f64;
     // stats() takes each lock once.
     let d = |a: u64, b: u64| b.saturating_sub(a).saturating_sub(1) as f64;
@@ -613,7 +621,12 @@ pub fn calibrate(
         s1.mmlist_len as f64 + 2.0 // shell + child + image at the conversion
     };
     let _ = k.exit_mm(0, shell);
-    // Zone lock: alloc + free pair minus the poisoning fill outside the lock.
+    drop(cpu0);
+    // Zone lock: acquisitions per task as counted, each moving a batch of
+    // frames (a refill or a trim of the CPU's list); the hold per frame is
+    // a zone alloc + free pair (this thread is no CPU now, so it goes to
+    // the zone) minus the poisoning fill done outside the lock.
+    let zone_acq = (z1.zone_locks - z0.zone_locks) as f64 / n;
     let zone_pair = {
         let mut v = Vec::new();
         for _ in 0..5 {
@@ -642,13 +655,13 @@ pub fn calibrate(
         pm.free_frame(f).map_err(|e| err("free_frame")(&e))?;
         ns
     };
-    let hz = ((zone_pair - fill) / 2.0).max(5.0);
+    let hz = ((zone_pair - fill) / 2.0).max(5.0) * f64::from(z1.batch.max(1));
     Ok(Calibration {
         mode: Some(mode),
         scheme: Some(scheme),
         lock: Some(lock),
         task_ns,
-        acq_per_task: [2.0 * frames as f64, am, ap],
+        acq_per_task: [zone_acq, am, ap],
         hold_ns: [hz, hm, hp],
         xfer_ns,
         wake_ns,

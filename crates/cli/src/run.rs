@@ -147,6 +147,17 @@ fn text(r: &RunReport) -> String {
         "accesses         {} checked ({} TLB hits)",
         r.accesses, r.tlb_hits
     );
+    let z = &r.zone;
+    let _ = writeln!(
+        o,
+        "zone->lock       {} acquisitions ({:.1} per task); CPU page lists of {}..{} frames: {} refills, {} trims",
+        z.zone_locks,
+        z.zone_locks as f64 / r.tasks.max(1) as f64,
+        z.pcp_batch,
+        z.pcp_high,
+        z.refills,
+        z.trims
+    );
     let v = &r.live_violations;
     let _ = writeln!(
         o,

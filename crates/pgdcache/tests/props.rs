@@ -219,6 +219,8 @@ fn run_thread(
     pages: [usize; 3],
     page_va: &dyn Fn(usize) -> VirtAddr,
 ) -> (Model, [bool; 3], Vec<Mm>, Vec<VirtAddr>) {
+    // The thread is CPU `cpu`: its frames go through that CPU's page list.
+    let _this_cpu = physmem::enter_cpu(cpu);
     let mut model = Model::default();
     let mut uncached = [false; 3];
     let mut mms: Vec<Mm> = Vec::new();

@@ -28,6 +28,7 @@ fn run(mode: PagingMode, scheme: Scheme, lock: LockKind, tasks: usize) {
         let done = done.clone();
         let toggled = toggled.clone();
         std::thread::spawn(move || {
+            let _this_cpu = physmem::enter_cpu(1);
             let va = VirtAddr::new(k.mode().page_offset() + (16 << 20));
             let def = k.page_kernel_at(va).unwrap();
             let mut n = 0u64;
@@ -48,6 +49,8 @@ fn run(mode: PagingMode, scheme: Scheme, lock: LockKind, tasks: usize) {
         data: 1,
         stack: 1,
     };
+    // This thread is CPU 0 (the agent CPU 1): both use their page lists.
+    let _this_cpu = physmem::enter_cpu(0);
     let mut live = Vec::new();
     // Run at least `tasks` tasks, and on until the agent has converted a
     // few times, so the two really overlap even on a loaded machine.

@@ -7,12 +7,17 @@
 //! `free_area[order].free_list`, and a freed block is filled with
 //! [`POISON_FREE`] and flagged [`PG_FREE`], so a page-table walk that reaches
 //! it is reported as a dangling table rather than read as data.
+//!
+//! Single frames allocated or freed on a CPU go through that CPU's page
+//! list first ([`crate::pcp`]), as in the kernel of the seed patch.
 
 use crate::addr::{Frame, PhysAddr, PAGE_SIZE};
 use crate::fault::FaultInjector;
 use crate::list::FrameList;
 use crate::mem::{FrameState, MemError, PhysMem};
 use crate::page::{Owner, Page, PageTable, PG_BUDDY, PG_FREE, PG_HEAD, PG_RESERVED};
+use crate::pcp::{this_cpu, PcpConfig, PcpSlot, PcpStats, PCP_CPUS};
+use alloc::boxed::Box;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Largest buddy order: blocks of `2^MAX_ORDER` frames (4 MiB).
@@ -115,6 +120,11 @@ impl FrameStats {
 /// The zone's free lists (`struct free_area[]`).
 struct FreeArea {
     lists: [FrameList; MAX_ORDER as usize + 1],
+    /// Acquisitions of the lock (statistics).
+    locks: u64,
+    /// Per-CPU list refills and trims (statistics).
+    refills: u64,
+    trims: u64,
 }
 
 /// Simulated physical memory with its page allocator.
@@ -124,9 +134,14 @@ pub struct PhysMemory<M> {
     /// `zone->lock`: protects the free lists and the `PG_BUDDY`/`private`
     /// state of free block heads. Held only inside alloc and free.
     zone: spin::Mutex<FreeArea>,
-    /// Frames per owner (updated with the zone lock held, read without it).
+    /// Frames per owner (updated with the zone lock held, read without it),
+    /// not counting the per-CPU lists' own changes (in each [`Pcp`]).
     owners: [AtomicU64; Owner::COUNT],
     faults: FaultInjector,
+    /// The per-CPU page lists (see [`crate::pcp`]); each slot's lock
+    /// protects its list and its accounting delta.
+    pcp: Box<[PcpSlot]>,
+    pcp_cfg: PcpConfig,
 }
 
 #[cfg(feature = "std")]
@@ -171,9 +186,14 @@ impl<M: PhysMem> PhysMemory<M> {
             pages,
             zone: spin::Mutex::new(FreeArea {
                 lists: Default::default(),
+                locks: 0,
+                refills: 0,
+                trims: 0,
             }),
             owners,
             faults: FaultInjector::new(),
+            pcp: (0..PCP_CPUS).map(|_| PcpSlot::default()).collect(),
+            pcp_cfg: PcpConfig::for_frames(frames),
         };
         {
             let mut area = pm.zone.lock();
@@ -216,21 +236,65 @@ impl<M: PhysMem> PhysMemory<M> {
         &self.faults
     }
 
-    /// Current frame accounting.
+    /// Current frame accounting (the zone's counts plus every CPU's delta).
     pub fn stats(&self) -> FrameStats {
-        let mut by_owner = [0; Owner::COUNT];
+        let mut by_owner = [0i64; Owner::COUNT];
         for (slot, c) in by_owner.iter_mut().zip(&self.owners) {
-            *slot = c.load(Ordering::Acquire);
+            *slot = c.load(Ordering::Acquire) as i64;
+        }
+        for p in self.pcp.iter() {
+            let pcp = p.0.lock();
+            for (slot, d) in by_owner.iter_mut().zip(&pcp.delta) {
+                *slot += d;
+            }
         }
         FrameStats {
             total: self.pages.len(),
-            by_owner,
+            by_owner: by_owner.map(|v| v.max(0) as u64),
         }
     }
 
-    /// Frames in the allocator.
+    /// Frames free (in the zone or on a per-CPU list).
     pub fn free_frames(&self) -> u64 {
-        self.owners[Owner::Free as usize].load(Ordering::Acquire)
+        self.stats().free()
+    }
+
+    /// The per-CPU lists' sizing and counters.
+    pub fn pcp_stats(&self) -> PcpStats {
+        let frames = self.pcp.iter().map(|p| p.0.lock().list.len() as u64).sum();
+        let area = self.zone.lock();
+        PcpStats {
+            batch: self.pcp_cfg.batch,
+            high: self.pcp_cfg.high,
+            frames,
+            zone_locks: area.locks,
+            refills: area.refills,
+            trims: area.trims,
+        }
+    }
+
+    /// `drain_all_pages`: gives every per-CPU list back to the zone, where
+    /// its frames merge again. Returns the frames moved.
+    pub fn drain_pcp(&self) -> u64 {
+        let mut moved = 0;
+        for p in self.pcp.iter() {
+            let mut pcp = p.0.lock();
+            if pcp.list.is_empty() {
+                continue;
+            }
+            let mut area = self.lock_zone();
+            while let Some(f) = pcp.list.pop(&self.pages) {
+                self.merge_free(&mut area, f, 0);
+                moved += 1;
+            }
+        }
+        moved
+    }
+
+    fn lock_zone(&self) -> spin::MutexGuard<'_, FreeArea> {
+        let mut area = self.zone.lock();
+        area.locks += 1;
+        area
     }
 
     fn push_free(&self, area: &mut FreeArea, head: Frame, order: u32) {
@@ -244,7 +308,8 @@ impl<M: PhysMem> PhysMemory<M> {
 
     /// `alloc_pages(order)`: `2^order` contiguous frames owned by `owner`,
     /// with `page_count` 1 on the head. Contents are whatever was there
-    /// (poison, for a frame that was freed).
+    /// (poison, for a frame that was freed). A single frame on a CPU comes
+    /// from that CPU's list (`buffered_rmqueue`).
     pub fn alloc_pages(&self, order: u32, owner: Owner) -> Result<Frame, AllocError> {
         if order > MAX_ORDER {
             return Err(AllocError::BadOrder(order));
@@ -252,22 +317,85 @@ impl<M: PhysMem> PhysMemory<M> {
         if let Some(seq) = self.faults.should_fail(order, owner) {
             return Err(AllocError::Injected { seq });
         }
-        let mut area = self.zone.lock();
+        if order == 0 {
+            if let Some(slot) = this_cpu().and_then(|c| self.pcp.get(c)) {
+                if let Some(f) = self.alloc_from_pcp(slot, owner) {
+                    return Ok(f);
+                }
+            }
+        }
+        match self.alloc_from_zone(order, owner) {
+            // Frames parked on the CPUs' lists are free: take them back
+            // (and let them merge) before failing.
+            Err(AllocError::OutOfMemory { .. }) if self.drain_pcp() > 0 => {
+                self.alloc_from_zone(order, owner)
+            }
+            r => r,
+        }
+    }
+
+    fn alloc_from_zone(&self, order: u32, owner: Owner) -> Result<Frame, AllocError> {
+        let mut area = self.lock_zone();
+        let head = self
+            .take_block(&mut area, order)
+            .ok_or(AllocError::OutOfMemory { order })?;
+        self.mark_allocated(head, order, owner);
+        self.owners[Owner::Free as usize].fetch_sub(1 << order, Ordering::AcqRel);
+        self.owners[owner as usize].fetch_add(1 << order, Ordering::AcqRel);
+        Ok(head)
+    }
+
+    /// One frame from the CPU's list, refilled with `batch` frames from the
+    /// zone if it is empty. `None` if the zone has none either.
+    fn alloc_from_pcp(&self, slot: &PcpSlot, owner: Owner) -> Option<Frame> {
+        let mut pcp = slot.0.lock();
+        if pcp.list.is_empty() {
+            let mut area = self.lock_zone();
+            area.refills += 1;
+            for _ in 0..self.pcp_cfg.batch {
+                let Some(f) = self.take_block(&mut area, 0) else {
+                    break;
+                };
+                if let Some(p) = self.pages.get(f) {
+                    p.flags.store(PG_FREE, Ordering::Release);
+                    p.private.store(0, Ordering::Relaxed);
+                }
+                // Just taken off the zone's list, so not linked: cannot fail.
+                let _ = pcp.list.add(&self.pages, f);
+            }
+        }
+        let f = pcp.list.pop(&self.pages)?;
+        pcp.delta[Owner::Free as usize] -= 1;
+        pcp.delta[owner as usize] += 1;
+        drop(pcp);
+        self.mark_allocated(f, 0, owner);
+        Some(f)
+    }
+
+    /// Takes a free block of `order` off the zone's lists, splitting a
+    /// larger one if needed (`__rmqueue` + `expand`).
+    fn take_block(&self, area: &mut FreeArea, order: u32) -> Option<Frame> {
         let mut o = order;
         while o <= MAX_ORDER && area.lists[o as usize].is_empty() {
             o += 1;
         }
         if o > MAX_ORDER {
-            return Err(AllocError::OutOfMemory { order });
+            return None;
         }
-        let head = area.lists[o as usize]
-            .pop(&self.pages)
-            .ok_or(AllocError::OutOfMemory { order })?;
+        let head = area.lists[o as usize].pop(&self.pages)?;
+        if let Some(p) = self.pages.get(head) {
+            p.flags.fetch_and(!PG_BUDDY, Ordering::Relaxed);
+        }
         // Split: give back the upper half at each lower order (`expand`).
         while o > order {
             o -= 1;
-            self.push_free(&mut area, head.add(1 << o), o);
+            self.push_free(area, head.add(1 << o), o);
         }
+        Some(head)
+    }
+
+    /// The metadata of a block just handed out.
+    fn mark_allocated(&self, head: Frame, order: u32, owner: Owner) {
         for i in 0..(1u64 << order) {
             if let Some(p) = self.pages.get(head.add(i)) {
                 p.flags.store(0, Ordering::Relaxed);
@@ -282,9 +410,6 @@ impl<M: PhysMem> PhysMemory<M> {
             p.private.store(order as u64, Ordering::Relaxed);
             p.count.store(1, Ordering::Release);
         }
-        self.owners[Owner::Free as usize].fetch_sub(1 << order, Ordering::AcqRel);
-        self.owners[owner as usize].fetch_add(1 << order, Ordering::AcqRel);
-        Ok(head)
     }
 
     /// One frame.
@@ -321,7 +446,9 @@ impl<M: PhysMem> PhysMemory<M> {
     }
 
     /// `__free_pages(page, order)`: poisons the block, marks it free and
-    /// merges it with free buddies. A bad free changes nothing.
+    /// merges it with free buddies, or, for a single frame on a CPU, puts
+    /// it on that CPU's list (`free_hot_cold_page`). A bad free changes
+    /// nothing.
     pub fn free_pages(&self, head: Frame, order: u32) -> Result<(), FreeError> {
         let p = self.pages.get(head).ok_or(FreeError::NoSuchFrame(head))?;
         let flags = p.flags.load(Ordering::Acquire);
@@ -345,9 +472,15 @@ impl<M: PhysMem> PhysMemory<M> {
         // Poison while we still own the block: the poison is what a buggy
         // walker would read if it ignored the PG_FREE flag.
         let _ = self.mem.fill(head.start(), PAGE_SIZE << order, POISON_FREE);
-        let mut area = self.zone.lock();
-        // Re-check under the zone lock: a racing double free loses here.
-        if p.flags.load(Ordering::Acquire) & PG_FREE != 0 {
+        if order == 0 {
+            if let Some(slot) = this_cpu().and_then(|c| self.pcp.get(c)) {
+                return self.free_to_pcp(slot, head, p);
+            }
+        }
+        let mut area = self.lock_zone();
+        // Claim the block atomically: of two racing frees of it, whichever
+        // path each takes, exactly one sees it not yet free.
+        if p.flags.fetch_or(PG_FREE, Ordering::AcqRel) & PG_FREE != 0 {
             return Err(FreeError::DoubleFree(head));
         }
         let mut counts = [0u64; Owner::COUNT];
@@ -363,7 +496,42 @@ impl<M: PhysMem> PhysMemory<M> {
             self.owners[o].fetch_sub(*c, Ordering::AcqRel);
         }
         self.owners[Owner::Free as usize].fetch_add(1 << order, Ordering::AcqRel);
-        // Merge with the buddy while it is a free head of the same order.
+        self.merge_free(&mut area, head, order);
+        Ok(())
+    }
+
+    /// A single frame onto the CPU's list; a list that reaches `high`
+    /// gives `batch` frames back to the zone.
+    fn free_to_pcp(&self, slot: &PcpSlot, frame: Frame, p: &Page) -> Result<(), FreeError> {
+        if p.flags.fetch_or(PG_FREE, Ordering::AcqRel) & PG_FREE != 0 {
+            return Err(FreeError::DoubleFree(frame));
+        }
+        let owner = p.owner();
+        p.flags.store(PG_FREE, Ordering::Release);
+        p.owner.store(Owner::Free as u32, Ordering::Relaxed);
+        p.count.store(0, Ordering::Relaxed);
+        p.private.store(0, Ordering::Relaxed);
+        let mut pcp = slot.0.lock();
+        pcp.delta[owner as usize] -= 1;
+        pcp.delta[Owner::Free as usize] += 1;
+        // Just marked free by us, on no list: cannot fail.
+        let _ = pcp.list.add(&self.pages, frame);
+        if pcp.list.len() >= self.pcp_cfg.high as usize {
+            let mut area = self.lock_zone();
+            area.trims += 1;
+            for _ in 0..self.pcp_cfg.batch {
+                let Some(f) = pcp.list.pop(&self.pages) else {
+                    break;
+                };
+                self.merge_free(&mut area, f, 0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a free block (flags already `PG_FREE`) on the zone's lists,
+    /// merged with its buddy while that is a free head of the same order.
+    fn merge_free(&self, area: &mut FreeArea, head: Frame, order: u32) {
         let mut pfn = head.pfn();
         let mut o = order;
         while o < MAX_ORDER {
@@ -382,8 +550,7 @@ impl<M: PhysMem> PhysMemory<M> {
             pfn &= !(1 << o);
             o += 1;
         }
-        self.push_free(&mut area, Frame::from_pfn(pfn), o);
-        Ok(())
+        self.push_free(area, Frame::from_pfn(pfn), o);
     }
 
     /// Frees one frame.
@@ -515,5 +682,145 @@ mod tests {
             h.join().unwrap();
         }
         assert_eq!(pm.free_frames(), before);
+    }
+
+    /// Everything allocated and then freed: the zone holds a max-order
+    /// block again once the per-CPU lists are drained.
+    fn assert_all_back(pm: &PhysMemory<crate::ram::Ram>, free: u64) {
+        assert_eq!(pm.free_frames(), free);
+        pm.drain_pcp();
+        assert_eq!(pm.pcp_stats().frames, 0);
+        let big = pm.alloc_pages(MAX_ORDER, Owner::KernelData).unwrap();
+        pm.free_pages(big, MAX_ORDER).unwrap();
+    }
+
+    #[test]
+    fn cpu_page_lists_refill_trim_and_account() {
+        let pm = pm();
+        let free = pm.free_frames();
+        let cfg = pm.pcp_stats();
+        assert!(cfg.batch >= 1 && cfg.high == 6 * cfg.batch);
+        let _cpu = crate::pcp::enter_cpu(0);
+        let a = pm.alloc_frame(Owner::UserData).unwrap();
+        let st = pm.pcp_stats();
+        assert_eq!((st.refills, st.frames), (1, u64::from(cfg.batch) - 1));
+        assert_eq!(pm.stats().of(Owner::UserData), 1);
+        assert_eq!(pm.free_frames(), free - 1);
+        // A frame on a list is free: poisoned, flagged, not a buddy.
+        pm.free_frame(a).unwrap();
+        assert_eq!(pm.frame_state(a), FrameState::Freed);
+        assert_eq!(pm.load_u32(a.start()).unwrap(), 0x6b6b_6b6b);
+        assert_eq!(pm.free_frame(a), Err(FreeError::DoubleFree(a)));
+        assert_eq!(pm.stats().of(Owner::UserData), 0);
+        // LIFO: the hottest frame comes back first, without the zone.
+        let locks = pm.pcp_stats().zone_locks;
+        let b = pm.alloc_frame(Owner::UserTable).unwrap();
+        assert_eq!(b, a);
+        assert_eq!(pm.pcp_stats().zone_locks, locks);
+        pm.free_frame(b).unwrap();
+        // Many frames: the list is refilled and trimmed by batches, and
+        // never holds `high` frames after a free.
+        let got: std::vec::Vec<_> = (0..200)
+            .map(|_| pm.alloc_frame(Owner::Slab).unwrap())
+            .collect();
+        assert_eq!(pm.stats().of(Owner::Slab), 200);
+        for f in got {
+            pm.free_frame(f).unwrap();
+            assert!(pm.pcp_stats().frames < u64::from(cfg.high));
+        }
+        let st = pm.pcp_stats();
+        assert!(st.refills >= 200 / u64::from(cfg.batch), "{st:?}");
+        assert!(st.trims >= 1, "{st:?}");
+        // Higher orders never use the lists.
+        let big = pm.alloc_pages(2, Owner::Slab).unwrap();
+        pm.free_pages(big, 2).unwrap();
+        assert_all_back(&pm, free);
+    }
+
+    #[test]
+    fn frames_cross_cpus_and_exhaustion_drains_the_lists() {
+        let pm = std::sync::Arc::new(pm());
+        let free = pm.free_frames();
+        // CPU 1 parks frames on its list.
+        let parked = std::thread::scope(|s| {
+            s.spawn(|| {
+                let _cpu = crate::pcp::enter_cpu(1);
+                let f = pm.alloc_frame(Owner::UserData).unwrap();
+                pm.free_frame(f).unwrap();
+                pm.pcp_stats().frames
+            })
+            .join()
+            .unwrap()
+        });
+        assert!(parked > 0);
+        // CPU 0 takes every free frame, CPU 1's included: no frame is lost
+        // to a list, and the failure is a clean out-of-memory.
+        let _cpu = crate::pcp::enter_cpu(0);
+        let mut got = std::vec::Vec::new();
+        loop {
+            match pm.alloc_frame(Owner::UserData) {
+                Ok(f) => got.push(f),
+                Err(e) => {
+                    assert_eq!(e, AllocError::OutOfMemory { order: 0 });
+                    break;
+                }
+            }
+        }
+        assert_eq!(got.len() as u64, free);
+        assert_eq!(pm.free_frames(), 0);
+        // Freed on two CPUs (half each), with the accounting exact.
+        let (mine, theirs) = got.split_at(got.len() / 2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _cpu = crate::pcp::enter_cpu(1);
+                for &f in theirs {
+                    pm.free_frame(f).unwrap();
+                }
+            });
+            for &f in mine {
+                pm.free_frame(f).unwrap();
+            }
+        });
+        assert_eq!(pm.stats().of(Owner::UserData), 0);
+        assert_all_back(&pm, free);
+    }
+
+    #[test]
+    fn two_cpus_churn_and_injection_on_the_list_path() {
+        let pm = std::sync::Arc::new(pm());
+        let free = pm.free_frames();
+        std::thread::scope(|s| {
+            for cpu in 0..2 {
+                let pm = &pm;
+                s.spawn(move || {
+                    let _cpu = crate::pcp::enter_cpu(cpu);
+                    let mut held = std::vec::Vec::new();
+                    for i in 0..20_000u32 {
+                        let f = pm.alloc_pages(i % 7 / 6, Owner::Slab).unwrap();
+                        pm.store_u64(f.start(), u64::from(i)).unwrap();
+                        held.push((f, i % 7 / 6));
+                        if held.len() > 40 || i % 3 == 0 {
+                            let (f, o) = held.swap_remove(i as usize % held.len());
+                            pm.free_pages(f, o).unwrap();
+                        }
+                    }
+                    for (f, o) in held {
+                        pm.free_pages(f, o).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(pm.stats().of(Owner::Slab), 0);
+        assert_all_back(&pm, free);
+        // Injection is decided per request, before any list.
+        let _cpu = crate::pcp::enter_cpu(0);
+        pm.faults().fail_nth(2);
+        let a = pm.alloc_frame(Owner::Slab).unwrap();
+        assert!(matches!(
+            pm.alloc_frame(Owner::Slab),
+            Err(AllocError::Injected { .. })
+        ));
+        pm.free_frame(a).unwrap();
+        assert_eq!(pm.free_frames(), free);
     }
 }

@@ -25,6 +25,7 @@ pub mod list;
 pub mod lowmem;
 pub mod mem;
 pub mod page;
+pub mod pcp;
 #[cfg(all(feature = "std", not(loom)))]
 pub mod ram;
 #[cfg(all(feature = "std", loom))]
@@ -38,6 +39,9 @@ pub use list::{FrameList, ListError};
 pub use lowmem::Lowmem;
 pub use mem::{DirectMap, FrameState, MemError, PhysMem};
 pub use page::{Owner, Page, PageTable};
+#[cfg(feature = "std")]
+pub use pcp::{enter_cpu, CpuGuard};
+pub use pcp::{this_cpu, PcpConfig, PcpStats};
 #[cfg(feature = "std")]
 pub use ram::{Ram, RamError, MAX_RAM, MIN_RAM};
 

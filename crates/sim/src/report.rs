@@ -156,6 +156,22 @@ pub struct ClosingCheck {
     pub leaked_frames: u64,
 }
 
+/// The page allocator's lock over a run: how often `zone->lock` was taken
+/// and how the CPUs' page lists ([`physmem::pcp`]) spared it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ZoneReport {
+    /// Frames a list moves per trip to the zone.
+    pub pcp_batch: u32,
+    /// A list that reaches this many frames gives a batch back.
+    pub pcp_high: u32,
+    /// Acquisitions of `zone->lock` during the run (boot excluded).
+    pub zone_locks: u64,
+    /// Of which refills of a CPU's list.
+    pub refills: u64,
+    /// Of which trims of a CPU's list.
+    pub trims: u64,
+}
+
 /// The verdict of a run.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -221,6 +237,8 @@ pub struct RunReport {
     pub kernel: KernelStats,
     /// Slab caches at the end.
     pub slab: Vec<CacheStats>,
+    /// The page allocator's lock.
+    pub zone: ZoneReport,
     /// Graphics-agent toggles (each: every target page uncached or back, then a flush).
     pub cpa_toggles: u64,
     /// vmalloc + vfree calls by the vmalloc agent.

@@ -12,7 +12,7 @@
 use crate::access::{Checker, VmAreas};
 use crate::config::{CpaRate, SimConfig, SimError, Workload};
 use crate::report::{
-    ClosingCheck, FinalCheck, LatencyRecorder, RunReport, Verdict, ViolationCounts,
+    ClosingCheck, FinalCheck, LatencyRecorder, RunReport, Verdict, ViolationCounts, ZoneReport,
 };
 use crate::rng::Rng;
 use crate::smp::Smp;
@@ -139,6 +139,7 @@ pub fn run_with_progress(
         deadline: cfg.duration.map(|d| Instant::now() + d),
     };
     let planned = if cfg.ops == 0 { u64::MAX } else { cfg.ops };
+    let zone0 = world.kernel.pm().pcp_stats();
     let start = Instant::now();
     let mut results: Vec<CpuResult> = Vec::new();
     let mut wall = Duration::ZERO;
@@ -193,6 +194,14 @@ pub fn run_with_progress(
         total.tlb_hits += r.tlb_hits;
         total.accesses += r.accesses;
     }
+    let zone1 = k.pm().pcp_stats();
+    let zone = ZoneReport {
+        pcp_batch: zone1.batch,
+        pcp_high: zone1.high,
+        zone_locks: zone1.zone_locks - zone0.zone_locks,
+        refills: zone1.refills - zone0.refills,
+        trims: zone1.trims - zone0.trims,
+    };
     let mut final_check = final_check(k)?;
     // The run's toggles; the closing conversion is reported on its own.
     let cpa_toggles = world.gfx.toggles.load(Ordering::Relaxed);
@@ -238,6 +247,7 @@ pub fn run_with_progress(
         bytes_per_alloc: stats.bytes_per_alloc(),
         kernel: stats,
         slab: k.slab_stats(),
+        zone,
         cpa_toggles,
         vmalloc_ops: world.vm_ops.load(Ordering::Relaxed),
         flush_ipis: world.smp.requests.load(Ordering::Relaxed),
@@ -448,6 +458,9 @@ impl Cpu<'_> {
 
 fn cpu_main(w: &World, id: usize) -> CpuResult {
     let _guard = w.smp.enter(id);
+    // This thread is CPU `id`: its single-frame allocations and frees go
+    // through CPU `id`'s page list, as `smp_processor_id()` would pick.
+    let _this_cpu = physmem::enter_cpu(id);
     let mut cpu = Cpu {
         w,
         id,
