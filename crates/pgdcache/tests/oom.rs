@@ -1,7 +1,9 @@
 //! Allocation failure at every allocation point of `pgd_alloc`,
 //! `change_page_attr` (split_large_page) and `vmalloc`, for every scheme
 //! and mode: the operation returns an error, nothing changes, and the
-//! checker finds no violation and no leak.
+//! checker finds no violation and no leak. Each sweep runs twice: from a
+//! thread that is no CPU (frames from the zone) and as CPU 0 (single frames
+//! through CPU 0's page list).
 
 use pgdcache::mm::TaskSize;
 use pgdcache::{Kernel, KernelConfig, Scheme};
@@ -9,13 +11,17 @@ use physmem::{FrameStats, Owner, SimMemory, VirtAddr};
 use std::sync::Arc;
 use x86paging::{EntryFlags, PagingMode};
 
-fn kernels() -> Vec<(Arc<SimMemory>, Kernel)> {
+/// Every mode × scheme, twice: `false` runs its sweep from a thread that
+/// is no CPU, `true` as CPU 0.
+fn kernels() -> Vec<(Arc<SimMemory>, Kernel, bool)> {
     let mut v = Vec::new();
-    for mode in PagingMode::ALL {
-        for scheme in Scheme::ALL {
-            let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
-            if let Ok(k) = Kernel::new(pm.clone(), &KernelConfig::new(mode, scheme)) {
-                v.push((pm, k));
+    for on_cpu in [false, true] {
+        for mode in PagingMode::ALL {
+            for scheme in Scheme::ALL {
+                let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
+                if let Ok(k) = Kernel::new(pm.clone(), &KernelConfig::new(mode, scheme)) {
+                    v.push((pm, k, on_cpu));
+                }
             }
         }
     }
@@ -83,8 +89,9 @@ fn sweep<T>(
 
 #[test]
 fn pgd_alloc_fails_cleanly_at_every_point() {
-    for (pm, k) in kernels() {
-        let what = format!("pgd_alloc {} {}", k.mode(), k.scheme());
+    for (pm, k, on_cpu) in kernels() {
+        let _cpu = on_cpu.then(|| physmem::enter_cpu(0));
+        let what = format!("pgd_alloc {} {} cpu {on_cpu}", k.mode(), k.scheme());
         sweep(
             &pm,
             &k,
@@ -110,13 +117,19 @@ fn pgd_alloc_fails_cleanly_at_every_point() {
             |mm| k.exit_mm(1, mm).unwrap(),
         );
         k.exit_mm(0, parent).unwrap();
+        assert_eq!(
+            pm.pcp_stats().refills > 0,
+            on_cpu,
+            "{what}: list path taken"
+        );
     }
 }
 
 #[test]
 fn change_page_attr_fails_cleanly_at_every_point() {
-    for (pm, k) in kernels() {
-        let what = format!("cpa {} {}", k.mode(), k.scheme());
+    for (pm, k, on_cpu) in kernels() {
+        let _cpu = on_cpu.then(|| physmem::enter_cpu(0));
+        let what = format!("cpa {} {} cpu {on_cpu}", k.mode(), k.scheme());
         let mm = k.exec_mm(0, TaskSize::SMALL).unwrap();
         // Three pages in two different large pages: two splits.
         let large = if k.mode() == PagingMode::TwoLevel {
@@ -143,8 +156,9 @@ fn change_page_attr_fails_cleanly_at_every_point() {
 
 #[test]
 fn vmalloc_fails_cleanly_at_every_point() {
-    for (pm, k) in kernels() {
-        let what = format!("vmalloc {} {}", k.mode(), k.scheme());
+    for (pm, k, on_cpu) in kernels() {
+        let _cpu = on_cpu.then(|| physmem::enter_cpu(0));
+        let what = format!("vmalloc {} {} cpu {on_cpu}", k.mode(), k.scheme());
         // The first area fills most of a pte table; the swept one crosses
         // into the next, so its allocation points include a new table.
         let filler = k.vmalloc(1020).unwrap();
