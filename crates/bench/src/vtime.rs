@@ -316,45 +316,26 @@ pub fn simulate(
                 if st.waiters.is_empty() {
                     continue;
                 }
-                if let LockModel::Mutex { spin_ns, wake_ns } = models[lock] {
-                    // Wake one parked waiter; it retries after the wake-up.
-                    if let Some(pos) = st.waiters.iter().position(|w| t - w.spin_from > spin_ns) {
-                        if let Some(w) = st.waiters.remove(pos) {
+                let pick = match models[lock] {
+                    LockModel::Mutex { spin_ns, wake_ns } => {
+                        // Wake one parked waiter; it retries after the wake-up.
+                        let parked = st.waiters.iter().position(|w| t - w.spin_from > spin_ns);
+                        if let Some(w) = parked.and_then(|pos| st.waiters.remove(pos)) {
                             retry[w.cpu] = Some((w.since, w.hold));
                             push(&mut heap, t + wake_ns, Ev::Retry(lock, w.cpu));
                         }
+                        // The lock is free: the first waiter still spinning takes it.
+                        st.waiters.iter().position(|w| t - w.spin_from <= spin_ns)
                     }
-                    // The lock is free: the first waiter still spinning takes it.
-                    let Some(pos) = st.waiters.iter().position(|w| t - w.spin_from <= spin_ns)
-                    else {
-                        continue;
-                    };
-                    if let Some(w) = st.waiters.remove(pos) {
-                        stats[lock].contended += 1;
-                        stats[lock].wait_ns += t - w.since;
-                        grant(
-                            &mut heap,
-                            &mut push,
-                            st,
-                            &mut stats[lock],
-                            lock,
-                            w.cpu,
-                            t,
-                            w.hold,
-                        );
-                    }
-                    continue;
-                }
-                let pick = match models[lock] {
                     LockModel::Tas => {
                         rng ^= rng << 13;
                         rng ^= rng >> 7;
                         rng ^= rng << 17;
-                        (rng % st.waiters.len() as u64) as usize
+                        Some((rng % st.waiters.len() as u64) as usize)
                     }
-                    _ => 0,
+                    LockModel::Fifo => Some(0),
                 };
-                if let Some(w) = st.waiters.remove(pick) {
+                if let Some(w) = pick.and_then(|pos| st.waiters.remove(pos)) {
                     stats[lock].contended += 1;
                     stats[lock].wait_ns += t - w.since;
                     grant(

@@ -634,19 +634,24 @@ mod tests {
         );
     }
 
-    #[test]
-    fn exhaustion_and_injection() {
-        let pm = pm();
+    /// Allocates single frames until a clean out-of-memory.
+    fn take_every_frame(pm: &PhysMemory<crate::ram::Ram>) -> std::vec::Vec<Frame> {
         let mut got = std::vec::Vec::new();
         loop {
             match pm.alloc_frame(Owner::UserData) {
                 Ok(f) => got.push(f),
                 Err(e) => {
                     assert_eq!(e, AllocError::OutOfMemory { order: 0 });
-                    break;
+                    return got;
                 }
             }
         }
+    }
+
+    #[test]
+    fn exhaustion_and_injection() {
+        let pm = pm();
+        let got = take_every_frame(&pm);
         assert_eq!(pm.free_frames(), 0);
         for f in got {
             pm.free_frame(f).unwrap();
@@ -756,16 +761,7 @@ mod tests {
         // CPU 0 takes every free frame, CPU 1's included: no frame is lost
         // to a list, and the failure is a clean out-of-memory.
         let _cpu = crate::pcp::enter_cpu(0);
-        let mut got = std::vec::Vec::new();
-        loop {
-            match pm.alloc_frame(Owner::UserData) {
-                Ok(f) => got.push(f),
-                Err(e) => {
-                    assert_eq!(e, AllocError::OutOfMemory { order: 0 });
-                    break;
-                }
-            }
-        }
+        let got = take_every_frame(&pm);
         assert_eq!(got.len() as u64, free);
         assert_eq!(pm.free_frames(), 0);
         // Freed on two CPUs (half each), with the accounting exact.
