@@ -9,7 +9,6 @@
 
 use crate::kernel::{mem_err, Kernel, KernelError, KernelMem, Pgd};
 use crate::prelude::*;
-use alloc::collections::BTreeMap;
 use physmem::{Frame, Owner, VirtAddr, PAGE_SIZE};
 use x86paging::table::{entry_pa_at, read_entry, write_entry};
 use x86paging::{Entry, EntryFlags, Level, PageSize, PagingMode};
@@ -33,8 +32,10 @@ pub enum MmError {
 #[derive(Debug)]
 pub struct Mm {
     pgd: Pgd,
-    /// User virtual page → data frame.
-    pages: BTreeMap<u64, Frame>,
+    /// The mapped user pages in address order: virtual page, data frame,
+    /// and whether it is text (executable: what the VMA's `vm_flags` would
+    /// say, so fork need not look it up in the page tables).
+    pages: Vec<(u64, Frame, bool)>,
 }
 
 impl Mm {
@@ -48,7 +49,7 @@ impl Mm {
     }
     /// The mapped user pages, in address order.
     pub fn pages(&self) -> impl Iterator<Item = (VirtAddr, Frame)> + '_ {
-        self.pages.iter().map(|(&v, &f)| (VirtAddr::new(v), f))
+        self.pages.iter().map(|&(v, f, _)| (VirtAddr::new(v), f))
     }
 }
 
@@ -111,7 +112,7 @@ impl<M: KernelMem> Kernel<M> {
         let pgd = self.pgd_alloc(cpu)?;
         let mm = Mm {
             pgd,
-            pages: BTreeMap::new(),
+            pages: Vec::new(),
         };
         if let Err(e) = self.mm_join(pgd) {
             self.teardown(cpu, mm)?;
@@ -133,6 +134,8 @@ impl<M: KernelMem> Kernel<M> {
             (data, size.data, true, false),
             (stack, size.stack, true, false),
         ];
+        mm.pages.reserve_exact(size.pages() as usize);
+        // In address order (text, data, stack), so `pages` stays sorted.
         for (start, n, w, x) in plan {
             for i in 0..n {
                 let va = start + i * PAGE_SIZE;
@@ -148,7 +151,7 @@ impl<M: KernelMem> Kernel<M> {
                     self.exit_mm(cpu, mm)?;
                     return Err(e);
                 }
-                mm.pages.insert(va, f);
+                mm.pages.push((va, f, x));
             }
         }
         Ok(mm)
@@ -159,26 +162,20 @@ impl<M: KernelMem> Kernel<M> {
     /// frame shared.
     pub fn fork_mm(&self, cpu: usize, parent: &Mm) -> Result<Mm, MmError> {
         let mut mm = self.mm_init(cpu)?;
-        for (&va, &f) in &parent.pages {
+        mm.pages.reserve_exact(parent.pages.len());
+        for &(va, f, exec) in &parent.pages {
             if let Some(p) = self.pm().page(f) {
                 p.get();
             }
             // Copy-on-write: the child maps the frame read-only.
-            let exec = self.is_text(parent, va);
             if let Err(e) = self.map_user(&mm, va, f, self.user_flags(false, exec)) {
                 self.put_user_frame(f);
                 self.exit_mm(cpu, mm)?;
                 return Err(e);
             }
-            mm.pages.insert(va, f);
+            mm.pages.push((va, f, exec));
         }
         Ok(mm)
-    }
-
-    fn is_text(&self, mm: &Mm, va: u64) -> bool {
-        x86paging::map::lookup(&**self.pm(), self.mode(), mm.pgd.0, VirtAddr::new(va))
-            .map(|(_, _, e)| !e.flags(Some(PageSize::Size4K)).contains(EntryFlags::NX))
-            .unwrap_or(false)
     }
 
     fn put_user_frame(&self, f: Frame) {
@@ -196,7 +193,7 @@ impl<M: KernelMem> Kernel<M> {
     }
 
     fn teardown(&self, cpu: usize, mm: Mm) -> Result<(), MmError> {
-        for &f in mm.pages.values() {
+        for &(_, f, _) in &mm.pages {
             self.put_user_frame(f);
         }
         self.clear_page_tables(mm.pgd)?;
@@ -219,8 +216,14 @@ impl<M: KernelMem> Kernel<M> {
                     continue;
                 }
                 let pmd = pe.table_addr(mode);
-                for j in 0..mode.entries(Level::Pmd) {
-                    let at = entry_pa_at(mode, pmd, j);
+                let n = mode.entries(Level::Pmd);
+                let mut j = 0;
+                // Runs of empty entries are skipped in one scan.
+                while let Some(used) =
+                    x86paging::table::next_used_entry(pm, mode, pmd, j, n - j).map_err(mem_err)?
+                {
+                    j = used + 1;
+                    let at = entry_pa_at(mode, pmd, used);
                     let e = read_entry(pm, mode, at).map_err(mem_err)?;
                     if e.is_present() && !e.is_leaf(mode, Level::Pmd, true) {
                         let _ = pm.free_frame(e.table_addr(mode).frame());

@@ -69,6 +69,7 @@ impl Lowmem {
         }
     }
 
+    #[inline]
     fn checked<T>(&self, pa: PhysAddr) -> Result<*mut T, MemError> {
         let width = core::mem::size_of::<T>() as u64;
         if !pa.is_aligned(width) {
@@ -88,6 +89,7 @@ impl PhysMem for Lowmem {
         self.len
     }
 
+    #[inline]
     fn load_u32(&self, pa: PhysAddr) -> Result<u32, MemError> {
         let p = self.checked::<u32>(pa)?;
         // SAFETY: `p` is in bounds, 4-byte aligned, valid for the life of
@@ -95,12 +97,32 @@ impl PhysMem for Lowmem {
         Ok(unsafe { AtomicU32::from_ptr(p) }.load(Ordering::Acquire))
     }
 
+    fn first_nonzero_u64(&self, pa: PhysAddr, words: usize) -> Result<Option<usize>, MemError> {
+        if words == 0 {
+            return Ok(None);
+        }
+        // Bounds of the whole run checked once: the first and the last word.
+        let first = self.checked::<u64>(pa)?;
+        let last = (words as u64 - 1)
+            .checked_mul(8)
+            .and_then(|off| pa.checked_add(off))
+            .ok_or(MemError::OutOfRange(pa))?;
+        self.checked::<u64>(last)?;
+        Ok((0..words).position(|i| {
+            // SAFETY: `first..=last` is in bounds and 8-byte aligned (checked
+            // above), and only ever accessed atomically (`new`'s contract).
+            unsafe { AtomicU64::from_ptr(first.add(i)) }.load(Ordering::Relaxed) != 0
+        }))
+    }
+
+    #[inline]
     fn load_u64(&self, pa: PhysAddr) -> Result<u64, MemError> {
         let p = self.checked::<u64>(pa)?;
         // SAFETY: in bounds, 8-byte aligned, only accessed atomically.
         Ok(unsafe { AtomicU64::from_ptr(p) }.load(Ordering::Acquire))
     }
 
+    #[inline]
     fn store_u32(&self, pa: PhysAddr, v: u32) -> Result<(), MemError> {
         let p = self.checked::<u32>(pa)?;
         // SAFETY: in bounds, 4-byte aligned, only accessed atomically.
@@ -108,6 +130,7 @@ impl PhysMem for Lowmem {
         Ok(())
     }
 
+    #[inline]
     fn store_u64(&self, pa: PhysAddr, v: u64) -> Result<(), MemError> {
         let p = self.checked::<u64>(pa)?;
         // SAFETY: in bounds, 8-byte aligned, only accessed atomically.

@@ -102,6 +102,24 @@ pub trait PhysMem: Sync {
         Ok(())
     }
 
+    /// The index of the first nonzero 64-bit word among `words` words at
+    /// `pa` (8-byte aligned), or `None` if all are zero. Page-table code
+    /// uses it to skip runs of empty entries (`pgd_none`) in one pass:
+    /// exit looks at all 768 user entries of a 2-level pgd, of which a
+    /// small task uses three. Each word is read atomically; the scan as a
+    /// whole is not a snapshot.
+    fn first_nonzero_u64(&self, pa: PhysAddr, words: usize) -> Result<Option<usize>, MemError> {
+        for i in 0..words {
+            let at = pa
+                .checked_add(i as u64 * 8)
+                .ok_or(MemError::OutOfRange(pa))?;
+            if self.load_u64(at)? != 0 {
+                return Ok(Some(i));
+            }
+        }
+        Ok(None)
+    }
+
     /// Reads `buf.len()` bytes (8-byte aligned, multiple of 8) starting at `pa`.
     fn read_into(&self, pa: PhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
         for (i, chunk) in buf.chunks_exact_mut(8).enumerate() {

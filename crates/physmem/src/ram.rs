@@ -119,6 +119,10 @@ impl PhysMem for Ram {
     fn copy(&self, dst: PhysAddr, src: PhysAddr, len: u64) -> Result<(), MemError> {
         self.mem.copy(dst, src, len)
     }
+    #[inline]
+    fn first_nonzero_u64(&self, pa: PhysAddr, words: usize) -> Result<Option<usize>, MemError> {
+        self.mem.first_nonzero_u64(pa, words)
+    }
 }
 
 impl crate::mem::DirectMap for Ram {

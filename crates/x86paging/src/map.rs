@@ -368,6 +368,20 @@ fn clear_level<M: PhysMem>(
     while a < end {
         let idx = ((a >> shift) & n_mask) as usize;
         let entry_start = a & !(span - 1);
+        // Entries of this table the range still covers, from `idx` on.
+        let left = (end - entry_start)
+            .div_ceil(span)
+            .min(n_mask + 1 - idx as u128);
+        match crate::table::next_used_entry(pm, mode, table, idx, left as usize)
+            .map_err(MapError::Mem)?
+        {
+            None => break,
+            Some(i) if i > idx => {
+                a = entry_start + ((i - idx) as u128) * span;
+                continue;
+            }
+            Some(_) => {}
+        }
         let entry_end = entry_start + span;
         let at = entry_pa_at(mode, table, idx);
         let e = read_entry(pm, mode, at)?;
