@@ -16,9 +16,10 @@ use crate::fault::FaultInjector;
 use crate::list::FrameList;
 use crate::mem::{FrameState, MemError, PhysMem};
 use crate::page::{Owner, Page, PageTable, PG_BUDDY, PG_FREE, PG_HEAD, PG_RESERVED};
-use crate::pcp::{this_cpu, PcpConfig, PcpSlot, PcpStats, PCP_CPUS};
+use crate::pcp::{this_cpu, BadPcpConfig, PcpConfig, PcpSlot, PcpStats, PCP_CPUS};
+use crate::sync::{Lock, LockGuard};
 use alloc::boxed::Box;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Largest buddy order: blocks of `2^MAX_ORDER` frames (4 MiB).
 pub const MAX_ORDER: u32 = 10;
@@ -133,7 +134,7 @@ pub struct PhysMemory<M> {
     pages: PageTable,
     /// `zone->lock`: protects the free lists and the `PG_BUDDY`/`private`
     /// state of free block heads. Held only inside alloc and free.
-    zone: spin::Mutex<FreeArea>,
+    zone: Lock<FreeArea>,
     /// Frames per owner (updated with the zone lock held, read without it),
     /// not counting the per-CPU lists' own changes (in each [`Pcp`]).
     owners: [AtomicU64; Owner::COUNT],
@@ -141,7 +142,10 @@ pub struct PhysMemory<M> {
     /// The per-CPU page lists (see [`crate::pcp`]); each slot's lock
     /// protects its list and its accounting delta.
     pcp: Box<[PcpSlot]>,
-    pcp_cfg: PcpConfig,
+    /// `pcp->batch` and `pcp->high` of every list (tunable at run time, as
+    /// `percpu_pagelist_fraction` made them later).
+    pcp_batch: AtomicU32,
+    pcp_high: AtomicU32,
 }
 
 #[cfg(feature = "std")]
@@ -184,7 +188,7 @@ impl<M: PhysMem> PhysMemory<M> {
         let pm = PhysMemory {
             mem,
             pages,
-            zone: spin::Mutex::new(FreeArea {
+            zone: Lock::new(FreeArea {
                 lists: Default::default(),
                 locks: 0,
                 refills: 0,
@@ -193,7 +197,8 @@ impl<M: PhysMem> PhysMemory<M> {
             owners,
             faults: FaultInjector::new(),
             pcp: (0..PCP_CPUS).map(|_| PcpSlot::default()).collect(),
-            pcp_cfg: PcpConfig::for_frames(frames),
+            pcp_batch: AtomicU32::new(PcpConfig::for_frames(frames).batch),
+            pcp_high: AtomicU32::new(PcpConfig::for_frames(frames).high),
         };
         {
             let mut area = pm.zone.lock();
@@ -259,13 +264,33 @@ impl<M: PhysMem> PhysMemory<M> {
         self.stats().free()
     }
 
+    /// The per-CPU lists' sizing.
+    pub fn pcp_config(&self) -> PcpConfig {
+        PcpConfig {
+            batch: self.pcp_batch.load(Ordering::Relaxed),
+            high: self.pcp_high.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Resizes every per-CPU list: `batch` ≥ 1 and `high` > `batch`. A
+    /// list longer than the new `high` is trimmed at its next free.
+    pub fn set_pcp_config(&self, cfg: PcpConfig) -> Result<(), BadPcpConfig> {
+        if cfg.batch == 0 || cfg.high <= cfg.batch {
+            return Err(BadPcpConfig(cfg));
+        }
+        self.pcp_batch.store(cfg.batch, Ordering::Relaxed);
+        self.pcp_high.store(cfg.high, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// The per-CPU lists' sizing and counters.
     pub fn pcp_stats(&self) -> PcpStats {
         let frames = self.pcp.iter().map(|p| p.0.lock().list.len() as u64).sum();
+        let cfg = self.pcp_config();
         let area = self.zone.lock();
         PcpStats {
-            batch: self.pcp_cfg.batch,
-            high: self.pcp_cfg.high,
+            batch: cfg.batch,
+            high: cfg.high,
             frames,
             zone_locks: area.locks,
             refills: area.refills,
@@ -291,7 +316,7 @@ impl<M: PhysMem> PhysMemory<M> {
         moved
     }
 
-    fn lock_zone(&self) -> spin::MutexGuard<'_, FreeArea> {
+    fn lock_zone(&self) -> LockGuard<'_, FreeArea> {
         let mut area = self.zone.lock();
         area.locks += 1;
         area
@@ -352,7 +377,7 @@ impl<M: PhysMem> PhysMemory<M> {
         if pcp.list.is_empty() {
             let mut area = self.lock_zone();
             area.refills += 1;
-            for _ in 0..self.pcp_cfg.batch {
+            for _ in 0..self.pcp_batch.load(Ordering::Relaxed) {
                 let Some(f) = self.take_block(&mut area, 0) else {
                     break;
                 };
@@ -516,10 +541,10 @@ impl<M: PhysMem> PhysMemory<M> {
         pcp.delta[Owner::Free as usize] += 1;
         // Just marked free by us, on no list: cannot fail.
         let _ = pcp.list.add(&self.pages, frame);
-        if pcp.list.len() >= self.pcp_cfg.high as usize {
+        if pcp.list.len() >= self.pcp_high.load(Ordering::Relaxed) as usize {
             let mut area = self.lock_zone();
             area.trims += 1;
-            for _ in 0..self.pcp_cfg.batch {
+            for _ in 0..self.pcp_batch.load(Ordering::Relaxed) {
                 let Some(f) = pcp.list.pop(&self.pages) else {
                     break;
                 };
@@ -751,6 +776,34 @@ mod tests {
         // Higher orders never use the lists.
         let big = pm.alloc_pages(2, Owner::Slab).unwrap();
         pm.free_pages(big, 2).unwrap();
+        assert_all_back(&pm, free);
+    }
+
+    #[test]
+    fn page_lists_can_be_resized_and_refuse_nonsense() {
+        let pm = pm();
+        let free = pm.free_frames();
+        for bad in [(0, 5), (4, 4), (4, 2)] {
+            let cfg = PcpConfig {
+                batch: bad.0,
+                high: bad.1,
+            };
+            assert_eq!(pm.set_pcp_config(cfg), Err(BadPcpConfig(cfg)));
+        }
+        let cfg = PcpConfig { batch: 3, high: 5 };
+        pm.set_pcp_config(cfg).unwrap();
+        assert_eq!(pm.pcp_config(), cfg);
+        let _cpu = crate::pcp::enter_cpu(0);
+        let f = pm.alloc_frame(Owner::UserData).unwrap();
+        assert_eq!(pm.pcp_stats().frames, 2);
+        let more: std::vec::Vec<_> = (0..5)
+            .map(|_| pm.alloc_frame(Owner::UserData).unwrap())
+            .collect();
+        pm.free_frame(f).unwrap();
+        for g in more {
+            pm.free_frame(g).unwrap();
+            assert!(pm.pcp_stats().frames < 5);
+        }
         assert_all_back(&pm, free);
     }
 

@@ -31,6 +31,7 @@ pub mod ram;
 #[cfg(all(feature = "std", loom))]
 #[path = "ram_loom.rs"]
 pub mod ram;
+mod sync;
 
 pub use addr::{Frame, PhysAddr, VirtAddr, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE};
 pub use buddy::{AllocError, FrameStats, FreeError, PhysMemory, MAX_ORDER, POISON_FREE};
@@ -41,7 +42,7 @@ pub use mem::{DirectMap, FrameState, MemError, PhysMem};
 pub use page::{Owner, Page, PageTable};
 #[cfg(feature = "std")]
 pub use pcp::{enter_cpu, CpuGuard};
-pub use pcp::{this_cpu, PcpConfig, PcpStats};
+pub use pcp::{this_cpu, BadPcpConfig, PcpConfig, PcpStats};
 #[cfg(feature = "std")]
 pub use ram::{Ram, RamError, MAX_RAM, MIN_RAM};
 

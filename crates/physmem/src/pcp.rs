@@ -44,7 +44,7 @@ pub(crate) struct Pcp {
 /// statistics read from another CPU takes it too.
 #[repr(align(64))]
 #[derive(Debug, Default)]
-pub(crate) struct PcpSlot(pub(crate) spin::Mutex<Pcp>);
+pub(crate) struct PcpSlot(pub(crate) crate::sync::Lock<Pcp>);
 
 /// Sizes of the per-CPU lists (the kernel's `pcp->batch` and `pcp->high`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +69,20 @@ impl PcpConfig {
     }
 }
 
+/// A list sizing that cannot work (`batch` must be ≥ 1 and `high` above it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadPcpConfig(pub PcpConfig);
+
+impl core::fmt::Display for BadPcpConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "per-CPU page lists of batch {} and high {}: batch must be at least 1 and high above it",
+            self.0.batch, self.0.high
+        )
+    }
+}
+
 /// Counters of the page lists.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PcpStats {
@@ -87,9 +101,15 @@ pub struct PcpStats {
     pub trims: u64,
 }
 
-#[cfg(feature = "std")]
+#[cfg(all(feature = "std", not(loom_physmem)))]
 std::thread_local! {
     static THIS_CPU: core::cell::Cell<usize> = const { core::cell::Cell::new(usize::MAX) };
+}
+
+// loom runs a model's threads on one OS thread: its own thread-locals.
+#[cfg(loom_physmem)]
+loom::thread_local! {
+    static THIS_CPU: core::cell::Cell<usize> = core::cell::Cell::new(usize::MAX);
 }
 
 static CPU_ID_FN: spin::Once<fn() -> Option<usize>> = spin::Once::new();
