@@ -185,6 +185,7 @@ impl<M: PhysMem> PhysMemory<M> {
             }
         }
         owners[Owner::Reserved as usize].store(reserved_frames, Ordering::Relaxed);
+        let pcp = PcpConfig::for_frames(frames);
         let pm = PhysMemory {
             mem,
             pages,
@@ -197,8 +198,8 @@ impl<M: PhysMem> PhysMemory<M> {
             owners,
             faults: FaultInjector::new(),
             pcp: (0..PCP_CPUS).map(|_| PcpSlot::default()).collect(),
-            pcp_batch: AtomicU32::new(PcpConfig::for_frames(frames).batch),
-            pcp_high: AtomicU32::new(PcpConfig::for_frames(frames).high),
+            pcp_batch: AtomicU32::new(pcp.batch),
+            pcp_high: AtomicU32::new(pcp.high),
         };
         {
             let mut area = pm.zone.lock();
