@@ -1,7 +1,10 @@
 //! `pgdcache export`: drive the pgd system into one scenario (booted
-//! swapper, forked child, cpa split) and write the page tables a CPU would
-//! walk there as a hardware-oracle image (`crates/oracle` format: image.json
-//! + mem-*.bin), so QEMU/KVM or `pgdcache translate` can walk them.
+//! swapper, forked child, cpa split, pgds cached across conversions) and
+//! write the page tables a CPU would walk there as a hardware-oracle image
+//! (`crates/oracle` format: image.json + mem-*.bin), so QEMU/KVM or
+//! `pgdcache translate` can walk them. The image holds every root of the
+//! state (`swapper_pg_dir` and each pgd, listed in image.json's `roots`);
+//! its CR3 is the scenario's pgd.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,7 +19,7 @@ use crate::args::parse_mode;
 /// Arguments of `export`.
 #[derive(Args, Debug)]
 pub struct ExportArgs {
-    /// Which state to export: swapper, fork or cpa-split.
+    /// Which state to export: swapper, fork, cpa-split or cached-after-cpa.
     #[arg(long, value_parser = parse_scenario)]
     pub scenario: Scenario,
     /// Paging mode: 2level, pae, 4level or 5level.
@@ -84,5 +87,9 @@ fn run(a: &ExportArgs) -> Result<(), ExportError> {
         img.data.len(),
         a.out.display()
     );
+    for r in &img.desc.roots {
+        let cr3 = if r.cr3 == img.desc.cr3 { " (cr3)" } else { "" };
+        println!("  root {:#x} {}{cr3}", r.cr3, r.name);
+    }
     Ok(())
 }

@@ -2,11 +2,16 @@
 //! hardware MMU (QEMU's TCG through its gdbstub, or KVM).
 //!
 //! Per paging mode: `--cases` random layouts from [`x86paging::gen`] plus
-//! the pgd system's own tables (every [`Scenario`] under every scheme that
+//! the pgd system's own tables (every [`pgdcache_scenarios::Scenario`] under every scheme that
 //! can exist in the mode), each exported as an oracle image. Our walker runs
 //! on the image's bytes ([`pgdcache_scenarios::ImageMem`]); the oracle is
 //! asked `gva2gpa` for every address of interest and (QEMU) `info tlb` for
-//! the whole mapping list. See [`pgdcache_scenarios::diff`].
+//! the whole mapping list, on every root of a scenario's image. See
+//! [`pgdcache_scenarios::diff`]. The oracle's walk of each pgd is also
+//! compared with its walk of `swapper_pg_dir`: the seed's bug must show
+//! where [`pgdcache_scenarios::Scenario::shows_bug`] says (2-level `cached-after-cpa` under
+//! `slab-unsynced`, reported as "seed's bug seen") and nowhere else (a
+//! disagreement).
 //!
 //! Exit codes: 0 all agree; 1 a disagreement, or the backend failed; 2 bad
 //! arguments; 3 the backend is not available here (QEMU not installed, or
@@ -19,10 +24,10 @@ use clap::Args;
 use oracle::kvm::KvmOracle;
 use oracle::qemu::QemuOracle;
 use oracle::{MmuOracle, OracleError, Support};
-use pgdcache::Scheme;
-use pgdcache_scenarios::diff::{check_image, compare_probes, DiffReport, GenCase, QEMU_MAXPHYADDR};
-use pgdcache_scenarios::scenario::leaves;
-use pgdcache_scenarios::{oracle_mode, ImageMem, Scenario, ScenarioError, ScenarioState};
+use pgdcache_scenarios::diff::{
+    check_image, check_roots, compare_probes, DiffReport, Disagreement, GenCase, QEMU_MAXPHYADDR,
+};
+use pgdcache_scenarios::{cases, oracle_mode, ImageMem, ScenarioError, ScenarioState};
 use x86paging::PagingMode;
 
 /// Arguments of `oracle`.
@@ -105,7 +110,10 @@ struct ModeResult {
     mode: Option<PagingMode>,
     skipped: Option<String>,
     cases: u64,
+    /// Scenario root tables walked (every pgd of every scenario image).
     scenario_tables: u64,
+    /// Where the oracle saw the seed's bug (as expected).
+    bug_seen: Vec<String>,
     report: DiffReport,
     /// Layouts whose probes could not run, and why.
     probe_skips: Vec<String>,
@@ -201,6 +209,7 @@ fn run(a: &OracleArgs) -> Result<bool, OracleCmdError> {
                     "skipped": r.skipped,
                     "cases": r.cases,
                     "scenario_tables": r.scenario_tables,
+                    "bug_seen": r.bug_seen,
                     "addresses": r.report.addresses,
                     "mappings": r.report.mappings,
                     "probes": r.report.probes,
@@ -249,6 +258,9 @@ fn print_mode(r: &ModeResult) {
     );
     for why in &r.probe_skips {
         println!("        probes skipped: {why}");
+    }
+    for what in &r.bug_seen {
+        println!("        seed's bug seen: {what}");
     }
 }
 
@@ -309,27 +321,57 @@ fn check_mode(
         r.cases += 1;
     }
     if !a.no_scenarios {
-        for scheme in Scheme::ALL {
-            for sc in Scenario::ALL {
-                let case = format!("{mode} {sc} {scheme}");
-                let st = match ScenarioState::build(sc, mode, scheme) {
-                    Ok(st) => st,
-                    Err(ScenarioError::Kernel(pgdcache::KernelError::SchemeUnsupported {
-                        ..
-                    })) => continue,
-                    Err(err) => return Err(OracleCmdError::Build { case, err }),
-                };
-                let img = st.image().map_err(|err| OracleCmdError::Build {
-                    case: case.clone(),
-                    err,
-                })?;
-                let mem = ImageMem::new(&img);
-                let ours = leaves(&mem, &st.cpu);
-                let vas = st.addresses(a.seed, 32);
-                let rep = check_image(o, &img, &mem, &st.cpu, &vas, &ours, &case)
-                    .map_err(|err| OracleCmdError::Oracle { case, err })?;
-                r.report.merge(rep);
-                r.scenario_tables += 1;
+        for (sc, scheme) in cases(mode) {
+            let case = format!("{mode} {sc} {scheme}");
+            let build = |err| OracleCmdError::Build {
+                case: case.clone(),
+                err,
+            };
+            let st = ScenarioState::build(sc, mode, scheme).map_err(build)?;
+            let img = st.image().map_err(build)?;
+            let mem = ImageMem::new(&img);
+            let vas = st.addresses(a.seed, 32);
+            let roots = st.root_list();
+            let rr = check_roots(
+                o,
+                &img,
+                &mem,
+                &st.cpu,
+                &roots,
+                &vas,
+                st.kernel_start(),
+                &case,
+            )
+            .map_err(|err| OracleCmdError::Oracle {
+                case: case.clone(),
+                err,
+            })?;
+            r.report.merge(rr.walker.clone());
+            r.scenario_tables += rr.roots as u64;
+            let differing = rr.roots_differing();
+            if !st.shows_bug() {
+                for (_, d) in rr.vs_reference {
+                    r.report.disagreements.extend(d.disagreements);
+                }
+            } else if differing == 0 {
+                r.report.disagreements.push(Disagreement {
+                    case,
+                    what: "the seed's bug should show here, but every pgd walks like \
+                           swapper_pg_dir"
+                        .into(),
+                });
+            } else {
+                let example = rr
+                    .vs_reference
+                    .iter()
+                    .find_map(|(_, d)| d.disagreements.first())
+                    .map(|d| d.what.clone())
+                    .unwrap_or_default();
+                r.bug_seen.push(format!(
+                    "{case}: {differing} of {} pgds walk differently from swapper_pg_dir, \
+                     e.g. {example}",
+                    roots.len() - 1
+                ));
             }
         }
     }

@@ -106,6 +106,53 @@ fn export_then_translate_matches_in_process_walker() {
     }
 }
 
+/// `export --scenario cached-after-cpa`: no QEMU needed to see that the
+/// exported slab-unsynced image is not the correct schemes' any more. Its
+/// CR3 (a pgd built while the first page was split, cached across the
+/// revert) translates that page through the freed, reused pte page; the
+/// seed's `pgd_list` image translates it through the restored 4 MiB page.
+#[test]
+fn export_cached_after_cpa_shows_the_dangling_pgd() {
+    let mut pa = Vec::new();
+    for scheme in ["slab-unsynced", "slab-pgd-list"] {
+        let dir = tmpdir(&format!("cached-{scheme}"));
+        let out = bin()
+            .args([
+                "export",
+                "--scenario",
+                "cached-after-cpa",
+                "--mode",
+                "2level",
+            ])
+            .args(["--scheme", scheme, "--out"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("swapper_pg_dir"), "{text}");
+        assert!(text.contains("(cr3)"), "{text}");
+        let img = oracle::PagingImage::load(&dir).unwrap();
+        assert_eq!(img.desc.roots.len(), 5, "{scheme}: {:?}", img.desc.roots);
+        assert!(img.desc.roots.iter().any(|r| r.cr3 == img.desc.cr3));
+        let out = bin()
+            .args(["translate", "--json", "--image"])
+            .arg(&dir)
+            .arg("0xc1000000")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        pa.push(v["results"][0]["pa"].as_str().unwrap().to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    assert_eq!(pa, ["0x6b6b6000", "0x1000000"]);
+}
+
 #[test]
 fn translate_rejects_bad_addresses_and_images() {
     let dir = tmpdir("bad");
@@ -202,6 +249,20 @@ fn oracle_three_cases_all_modes() {
         assert_eq!(m["disagreements"], 0, "{m}");
         assert_eq!(m["cases"], 3, "{m}");
         assert!(m["scenario_tables"].as_u64().unwrap() >= 12, "{m}");
+        // The seed's bug, seen by QEMU where (and only where) it exists.
+        let seen = m["bug_seen"].as_array().unwrap();
+        if m["mode"] == "2level" {
+            assert_eq!(seen.len(), 1, "{m}");
+            assert!(
+                seen[0]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("2level cached-after-cpa slab-unsynced:"),
+                "{m}"
+            );
+        } else {
+            assert!(seen.is_empty(), "{m}");
+        }
         assert!(m["addresses"].as_u64().unwrap() > 500, "{m}");
         assert!(m["mappings"].as_u64().unwrap() > 500, "{m}");
         // The default --probe-cases 3: real execution of every proposed access.

@@ -137,6 +137,22 @@ pub struct ImageDesc {
     pub efer: u64,
     /// Memory ranges, each stored in its own file.
     pub ranges: Vec<MemRange>,
+    /// The top-level tables the image holds, each a CR3 a CPU may run with
+    /// in the same memory (e.g. every pgd of a kernel, cached ones
+    /// included; `cr3` is normally one of them). [`PagingImage::with_cr3`]
+    /// gives the image as a CPU running on another root sees it. Optional
+    /// in `image.json` (absent: only `cr3`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roots: Vec<ImageRoot>,
+}
+
+/// A named top-level table of an image (see [`ImageDesc::roots`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRoot {
+    /// What this table is ("swapper_pg_dir", "cached pgd 0x3a3000", ...).
+    pub name: String,
+    /// The CR3 value that selects it (same flag bits as [`ImageDesc::cr3`]).
+    pub cr3: u64,
 }
 
 /// Errors from loading or saving an image.
@@ -207,9 +223,18 @@ impl PagingImage {
                 cr4,
                 efer,
                 ranges: Vec::new(),
+                roots: Vec::new(),
             },
             data: Vec::new(),
         }
+    }
+
+    /// The same memory and control registers with `cr3` loaded instead: the
+    /// image as a CPU running on another of its [`ImageDesc::roots`] sees it.
+    pub fn with_cr3(&self, cr3: u64) -> Self {
+        let mut img = self.clone();
+        img.desc.cr3 = cr3;
+        img
     }
 
     /// Descriptor whose `ranges` match `data` (file names `mem-<gpa>.bin`).
@@ -385,7 +410,17 @@ mod tests {
         img.data.push((0x1_0000_2000, vec![7; 16]));
         let dir = std::env::temp_dir().join(format!("oracle-image-{}", std::process::id()));
         img.save(&dir).unwrap();
+        // No roots: the field is left out of image.json (older readers).
+        let json = fs::read_to_string(dir.join("image.json")).unwrap();
+        assert!(!json.contains("roots"), "{json}");
+        img.desc.roots.push(ImageRoot {
+            name: "other".into(),
+            cr3: 0x1040,
+        });
+        img.save(&dir).unwrap();
         let back = PagingImage::load(&dir).unwrap();
+        assert_eq!(back.desc.roots, img.desc.roots);
+        assert_eq!(back.with_cr3(0x1040).desc.cr3, 0x1040);
         assert_eq!(back.data, img.data);
         assert_eq!(back.read_phys(0x1038, 8), Some(0x1_0000_2001));
         assert_eq!(back.desc.ranges[1].file, "mem-100002000.bin");

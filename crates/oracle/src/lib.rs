@@ -25,7 +25,7 @@ pub mod tlb;
 
 use std::fmt;
 
-pub use image::{ImageDesc, MemRange, PagingImage, PagingMode};
+pub use image::{ImageDesc, ImageRoot, MemRange, PagingImage, PagingMode};
 pub use tlb::{MapFlags, Mapping};
 
 /// Everything that can go wrong while asking an oracle.

@@ -503,6 +503,31 @@ impl QemuOracle {
         vas.iter().map(|&va| self.translate(va)).collect()
     }
 
+    /// The same memory and registers as the loaded image but another CR3
+    /// (another root of a multi-root image): write CR3 in the running guest
+    /// instead of starting a new QEMU. The debug walk reads every table,
+    /// PAE's PDPTEs included, from guest memory at each request, and CR3's
+    /// write flushes QEMU's TLB. False (nothing done, or the session
+    /// dropped) if the fast path does not apply or fails.
+    fn switch_cr3(&mut self, img: &PagingImage) -> bool {
+        let (Some(s), Some(cur)) = (self.session.as_mut(), self.image.as_ref()) else {
+            return false;
+        };
+        let (a, b) = (&cur.desc, &img.desc);
+        if (a.mode, a.cr0, a.cr4, a.efer) != (b.mode, b.cr0, b.cr4, b.efer) || cur.data != img.data
+        {
+            return false;
+        }
+        let ok = s.set_reg("cr3", b.cr3).is_ok() && s.get_reg("cr3").ok() == Some(b.cr3);
+        if ok {
+            self.image = Some(img.clone());
+        } else {
+            self.session = None;
+            self.image = None;
+        }
+        ok
+    }
+
     /// Raw `info tlb` text (for debugging).
     pub fn info_tlb_raw(&mut self) -> Result<String, OracleError> {
         self.session()?.gdb.monitor("info tlb")
@@ -547,6 +572,9 @@ impl MmuOracle for QemuOracle {
 
     fn load(&mut self, img: &PagingImage) -> Result<(), OracleError> {
         img.validate()?;
+        if self.switch_cr3(img) {
+            return Ok(());
+        }
         self.session = None;
         self.image = None;
         let ram = ram_size_for(img, self.cfg.min_ram)?;

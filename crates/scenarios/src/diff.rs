@@ -19,11 +19,11 @@
 //! as QEMU's `-cpu max`, or the host CPU's for KVM). `tests/differential.rs`
 //! and `pgdcache oracle` both run on these functions.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use oracle::{Access, AccessKind, MmuOracle, OracleError, PagingImage, ProbeOutcome};
-use physmem::{PhysMem, PhysMemory, Ram, VirtAddr};
+use physmem::{PhysAddr, PhysMem, PhysMemory, Ram, VirtAddr};
 use x86paging::gen::{generate, GenConfig, Generated};
 use x86paging::{CpuState, EntryFlags, PagingMode, WalkFault};
 
@@ -107,6 +107,18 @@ pub fn compare_translations<P: PhysMem + ?Sized>(
     Ok(r)
 }
 
+fn mapping_key(m: &oracle::Mapping) -> String {
+    let f = m.flags;
+    key(
+        m.va,
+        m.pa,
+        m.size,
+        [
+            f.writable, f.user, f.nx, f.global, f.accessed, f.dirty, f.pcd, f.pwt,
+        ],
+    )
+}
+
 fn key(va: u64, pa: u64, size: u64, bits: [bool; 8]) -> String {
     let b = |i: usize| u8::from(bits[i]);
     format!(
@@ -155,20 +167,7 @@ pub fn compare_mappings(
         Err(e) => return Err(e),
     };
     let a: BTreeSet<String> = ours.iter().map(leaf_key).collect();
-    let b: BTreeSet<String> = theirs
-        .iter()
-        .map(|m| {
-            let f = m.flags;
-            key(
-                m.va,
-                m.pa,
-                m.size,
-                [
-                    f.writable, f.user, f.nx, f.global, f.accessed, f.dirty, f.pcd, f.pwt,
-                ],
-            )
-        })
-        .collect();
+    let b: BTreeSet<String> = theirs.iter().map(mapping_key).collect();
     let mut r = DiffReport {
         mappings: a.len().max(b.len()),
         ..DiffReport::default()
@@ -203,6 +202,196 @@ pub fn check_image<P: PhysMem + ?Sized>(
     let mut r = compare_translations(o, pm, cpu, vas, case)?;
     r.merge(compare_mappings(o, ours, case)?);
     Ok(r)
+}
+
+/// What one MMU sees of the kernel half through one CR3: the supervisor-read
+/// translation of each address of interest, and every leaf mapping (va, pa,
+/// size, leaf flags).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelView {
+    /// `va -> pa` (None: no translation).
+    pub translations: BTreeMap<u64, Option<u64>>,
+    /// Leaf mappings, as comparison keys, by linear address.
+    pub mappings: BTreeMap<u64, String>,
+}
+
+impl KernelView {
+    /// Our walker's view over `pm` with `cpu`, of the addresses of `vas` at
+    /// or above `kernel_start` (faults other than not-present count as "no
+    /// translation").
+    pub fn walker<P: PhysMem + ?Sized>(
+        pm: &P,
+        cpu: &CpuState,
+        vas: &[u64],
+        kernel_start: u64,
+    ) -> Self {
+        let translations = vas
+            .iter()
+            .filter(|&&va| va >= kernel_start)
+            .map(|&va| {
+                let t = x86paging::translate(pm, cpu, VirtAddr::new(va), x86paging::Access::READ);
+                (va, t.ok().map(|t| t.pa.as_u64()))
+            })
+            .collect();
+        let mappings = crate::scenario::leaves(pm, cpu)
+            .iter()
+            .filter(|l| l.va >= kernel_start)
+            .map(|l| (l.va, leaf_key(l)))
+            .collect();
+        KernelView {
+            translations,
+            mappings,
+        }
+    }
+
+    /// The oracle's view of the loaded image (`translate` per address,
+    /// `mappings` where the backend has them).
+    pub fn oracle(
+        o: &mut dyn MmuOracle,
+        vas: &[u64],
+        kernel_start: u64,
+    ) -> Result<Self, OracleError> {
+        let mut translations = BTreeMap::new();
+        for &va in vas.iter().filter(|&&va| va >= kernel_start) {
+            translations.insert(va, o.translate(va)?);
+        }
+        let mappings = match o.mappings() {
+            Ok(m) => m
+                .iter()
+                .filter(|m| m.va >= kernel_start)
+                .map(|m| (m.va, mapping_key(m)))
+                .collect(),
+            Err(OracleError::Unsupported(_)) => BTreeMap::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(KernelView {
+            translations,
+            mappings,
+        })
+    }
+
+    /// Where `self` (named `a`) and `other` (named `b`) differ.
+    pub fn compare(&self, other: &KernelView, a: &str, b: &str, case: &str) -> DiffReport {
+        let mut r = DiffReport {
+            addresses: self.translations.len(),
+            mappings: self.mappings.len().max(other.mappings.len()),
+            ..DiffReport::default()
+        };
+        let mut push = |what: String| {
+            r.disagreements.push(Disagreement {
+                case: case.to_string(),
+                what,
+            })
+        };
+        let pa = |x: &Option<u64>| x.map_or("unmapped".to_string(), |p| format!("{p:#x}"));
+        for (va, x) in &self.translations {
+            match other.translations.get(va) {
+                Some(y) if y == x => {}
+                Some(y) => push(format!("{va:#x}: {a} -> {}, {b} -> {}", pa(x), pa(y))),
+                None => push(format!("{va:#x}: {a} -> {}, not asked of {b}", pa(x))),
+            }
+        }
+        let (ka, kb): (BTreeSet<&String>, BTreeSet<&String>) = (
+            self.mappings.values().collect(),
+            other.mappings.values().collect(),
+        );
+        for x in ka.difference(&kb) {
+            push(format!("only in {a}'s mappings: {x}"));
+        }
+        for x in kb.difference(&ka) {
+            push(format!("only in {b}'s mappings: {x}"));
+        }
+        r
+    }
+
+    /// Linear addresses (translations and mapping starts) where `self` and
+    /// `other` differ.
+    pub fn differing_addresses(&self, other: &KernelView) -> BTreeSet<u64> {
+        let mut out: BTreeSet<u64> = self
+            .translations
+            .iter()
+            .filter(|(va, x)| other.translations.get(va) != Some(x))
+            .map(|(va, _)| *va)
+            .collect();
+        let differs = |a: &KernelView, b: &KernelView| {
+            a.mappings
+                .iter()
+                .filter(|(va, k)| b.mappings.get(va) != Some(k))
+                .map(|(va, _)| *va)
+                .collect::<Vec<u64>>()
+        };
+        out.extend(differs(self, other));
+        out.extend(differs(other, self));
+        out
+    }
+}
+
+/// The oracle's verdicts on every root of a multi-root image.
+#[derive(Clone, Debug, Default)]
+pub struct RootsReport {
+    /// Our walker vs the oracle, on every root (must be empty).
+    pub walker: DiffReport,
+    /// Per root other than the reference: the oracle's view of it vs its
+    /// view of the reference root (`swapper_pg_dir`), kernel half only.
+    pub vs_reference: Vec<(String, DiffReport)>,
+    /// Per root other than the reference: the linear addresses where the
+    /// oracle's two views differ.
+    pub differing: Vec<(String, BTreeSet<u64>)>,
+    /// Roots loaded.
+    pub roots: usize,
+}
+
+impl RootsReport {
+    /// Roots whose kernel half the oracle saw differ from the reference's.
+    pub fn roots_differing(&self) -> usize {
+        self.vs_reference
+            .iter()
+            .filter(|(_, r)| !r.disagreements.is_empty())
+            .count()
+    }
+}
+
+/// Loads `img` once per root (`(name, cr3)`, the reference first) and asks
+/// the oracle for each: (1) our walker over `pm` with `cpu` on that root
+/// must agree with it (translations of `vas` and the whole mapping list,
+/// as [`check_image`]); (2) its kernel half (addresses at or above
+/// `kernel_start`) compared with the reference root's, as the oracle sees
+/// both — where a cached pgd missed a conversion, the hardware walk of
+/// that pgd differs from `swapper_pg_dir`'s.
+#[allow(clippy::too_many_arguments)]
+pub fn check_roots<P: PhysMem + ?Sized>(
+    o: &mut dyn MmuOracle,
+    img: &PagingImage,
+    pm: &P,
+    cpu: &CpuState,
+    roots: &[(String, PhysAddr)],
+    vas: &[u64],
+    kernel_start: u64,
+    case: &str,
+) -> Result<RootsReport, OracleError> {
+    let mut rep = RootsReport::default();
+    let mut reference: Option<(String, KernelView)> = None;
+    for (name, pgd) in roots {
+        let c = cpu.with_cr3(*pgd);
+        let case = format!("{case} on {name}");
+        o.load(&img.with_cr3(c.cr_values().cr3))?;
+        let ours = crate::scenario::leaves(pm, &c);
+        rep.walker
+            .merge(compare_translations(o, pm, &c, vas, &case)?);
+        rep.walker.merge(compare_mappings(o, &ours, &case)?);
+        let view = KernelView::oracle(o, vas, kernel_start)?;
+        rep.roots += 1;
+        match &reference {
+            None => reference = Some((name.clone(), view)),
+            Some((rname, rview)) => {
+                rep.vs_reference
+                    .push((name.clone(), view.compare(rview, name, rname, &case)));
+                rep.differing
+                    .push((name.clone(), view.differing_addresses(rview)));
+            }
+        }
+    }
+    Ok(rep)
 }
 
 /// A random page table from [`x86paging::gen`], exported.

@@ -5,22 +5,28 @@
 //! between the pgd system (`crates/pgdcache`), our walker
 //! (`crates/x86paging`) and the oracle's image format lives here:
 //!
-//! * [`scenario`] — the three pgd-system states worth checking on real
+//! * [`scenario`] — the four pgd-system states worth checking on real
 //!   hardware (a booted `swapper_pg_dir`, a forked task's pgd, a live pgd
-//!   after `change_page_attr` split a large page) and their export as a
-//!   [`oracle::PagingImage`] holding exactly the reachable table frames;
+//!   after `change_page_attr` split a large page, and every pgd the object
+//!   cache held across conversions — where `slab-unsynced` goes wrong) and
+//!   their export as a [`oracle::PagingImage`] holding exactly the table
+//!   frames reachable from any of the state's roots;
 //! * [`image_mem`] — an image as [`physmem::PhysMem`], so our walker can run
 //!   on exactly the bytes the oracle was given;
 //! * [`diff`] — our walker vs an oracle on one image: addresses of interest
-//!   (`gva2gpa`) and the whole mapping list (`info tlb`).
+//!   (`gva2gpa`) and the whole mapping list (`info tlb`); and, root by root,
+//!   the oracle's walk of each pgd vs its walk of `swapper_pg_dir`.
 
 pub mod diff;
 pub mod image_mem;
 pub mod scenario;
 
-pub use diff::{DiffReport, Disagreement};
+pub use diff::{DiffReport, Disagreement, KernelView, RootsReport};
 pub use image_mem::{cpu_from_image, ImageMem};
-pub use scenario::{export_image, Scenario, ScenarioError, ScenarioState};
+pub use scenario::{
+    cases, export_image, export_image_roots, CachedAfterCpa, Root, RootKind, Scenario,
+    ScenarioError, ScenarioState,
+};
 
 /// The oracle's name for one of our paging modes.
 pub fn oracle_mode(m: x86paging::PagingMode) -> oracle::PagingMode {
