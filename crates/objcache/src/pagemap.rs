@@ -196,19 +196,25 @@ impl Drop for PageMap {
 mod tests {
     use super::*;
 
+    /// A high user-space page of the host (a typical mmap address).
+    #[cfg(target_pointer_width = "64")]
+    const HI: usize = 0x7f00_1234_5000;
+    #[cfg(not(target_pointer_width = "64"))]
+    const HI: usize = 0xb7f4_5000;
+
     #[test]
     fn set_lookup_remove() {
         let m = PageMap::new();
         let v = 0x1000usize as *mut ();
-        assert!(m.lookup(0x7f00_1234_5000).is_null());
-        m.set(0x7f00_1234_5000, v);
-        assert_eq!(m.lookup(0x7f00_1234_5fff), v);
-        assert!(m.lookup(0x7f00_1234_6000).is_null());
+        assert!(m.lookup(HI).is_null());
+        m.set(HI, v);
+        assert_eq!(m.lookup(HI + 0xfff), v);
+        assert!(m.lookup(HI + 0x1000).is_null());
         assert!(m.lookup(usize::MAX).is_null());
         m.set(usize::MAX, v);
         assert_eq!(m.lookup(usize::MAX - 5), v);
-        m.set(0x7f00_1234_5000, ptr::null_mut());
-        assert!(m.lookup(0x7f00_1234_5000).is_null());
+        m.set(HI, ptr::null_mut());
+        assert!(m.lookup(HI).is_null());
         let m = PageMap::new();
         m.set(usize::MAX, v);
         assert!(m.lookup(0x1000).is_null()); // no low node yet

@@ -54,8 +54,12 @@ impl Lowmem {
         if pa.as_u64() >= self.len {
             return None;
         }
+        // A region inside the address space has `len <= usize::MAX`, so this
+        // never fails for `pa < len`; checked anyway rather than truncated
+        // (a 32-bit PAE kernel's physical addresses are wider than `usize`).
+        let off = usize::try_from(pa.as_u64()).ok()?;
         // SAFETY: `pa < len`, so the offset stays inside the region.
-        Some(unsafe { self.base.add(pa.as_u64() as usize) })
+        Some(unsafe { self.base.add(off) })
     }
 
     /// `__pa`: the physical address of mapped pointer `p`, if it points
@@ -75,12 +79,13 @@ impl Lowmem {
         if !pa.is_aligned(width) {
             return Err(MemError::Misaligned(pa));
         }
-        match pa.as_u64().checked_add(width) {
-            Some(end) if end <= self.len => {}
+        let off = match pa.as_u64().checked_add(width) {
+            Some(end) if end <= self.len => usize::try_from(pa.as_u64()),
             _ => return Err(MemError::OutOfRange(pa)),
         }
+        .map_err(|_| MemError::OutOfRange(pa))?;
         // SAFETY: bounds checked just above (`pa + width <= len`).
-        Ok(unsafe { self.base.as_ptr().add(pa.as_u64() as usize) }.cast::<T>())
+        Ok(unsafe { self.base.as_ptr().add(off) }.cast::<T>())
     }
 }
 

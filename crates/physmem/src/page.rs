@@ -154,8 +154,11 @@ pub struct PageTable {
 
 impl PageTable {
     pub(crate) fn new(frames: u64) -> Self {
-        let mut pages = alloc::vec::Vec::with_capacity(frames as usize);
-        pages.resize_with(frames as usize, Page::new);
+        // Never truncate: 2^32 frames (16 TiB) is beyond any 32-bit host's
+        // `mem_map`, and a short one would silently drop the high frames.
+        let frames = usize::try_from(frames).expect("mem_map: more frames than usize can count");
+        let mut pages = alloc::vec::Vec::with_capacity(frames);
+        pages.resize_with(frames, Page::new);
         PageTable { pages }
     }
     /// Number of frames described.

@@ -464,6 +464,13 @@ mod tests {
         let ks = boot(&pm, cfg).unwrap();
         let t = translate(&pm, &ks.cpu, VirtAddr::new(0xc080_0000), Access::READ).unwrap();
         assert_eq!(t.size, PageSize::Size4K);
+    }
+
+    /// 1 GiB pages need 2 GiB of simulated RAM: more than a 32-bit host can
+    /// map in one piece (an mmap length must fit `isize`).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn gbpages_map_the_direct_map_in_1g_pages() {
         let pm = SimMemory::new(2 << 30).unwrap();
         let mut cfg = BootConfig::new(PagingMode::FourLevel);
         cfg.gbpages = true;
