@@ -1,0 +1,153 @@
+//! # pgdcache-kernel — the pgd system on a real MMU
+//!
+//! A small x86 kernel whose memory manager is the project's own crates,
+//! used as libraries: `physmem` (RAM, `struct page`, the buddy allocator
+//! with per-CPU page lists), `x86paging` (`swapper_pg_dir`, entry formats),
+//! `objcache` (the slab allocator with constructors) and `pgdcache` (the
+//! seed: `pgd_alloc`/`pgd_free`, `pgd_ctor`/`pgd_dtor`, `pgd_list`,
+//! `change_page_attr`, `vmalloc`, the schemes and the checker).
+//!
+//! One source tree, two builds: 32-bit (Multiboot 1) for 2-level paging
+//! with PSE and PAE, 64-bit (PVH) for 4-level and 5-level. The boot path:
+//! entry stub → serial console, GDT, IDT → memory map → `paging_init`
+//! (physmem over real RAM, swapper built by x86paging, CR3 loaded with the
+//! mode's control bits) → the pgd system with the scheme from the command
+//! line → [`work`]: tasks on their own pgds with real context switches, a
+//! `change_page_attr` agent with real TLB flushes, vmalloc with real lazy
+//! faults, canaries read through every pgd, the closing conversions, and
+//! the verdicts of the hardware and of the in-kernel checker.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod arch;
+mod bootinfo;
+mod cmdline;
+#[cfg(target_arch = "x86")]
+mod mem;
+mod heap;
+mod mm;
+mod report;
+mod serial;
+mod trap;
+mod work;
+
+use bootinfo::BootInfo;
+use core::panic::PanicInfo;
+use x86paging::PagingMode;
+
+/// 32-bit entry from the stub: EAX and EBX as Multiboot left them.
+#[cfg(target_arch = "x86")]
+#[no_mangle]
+extern "C" fn kmain32(magic: u32, info: u32) -> ! {
+    early_init();
+    let boot = bootinfo::multiboot(magic, info.into(), arch::BOOT_PAGE_OFFSET);
+    kernel_main(boot, None, &[PagingMode::TwoLevel, PagingMode::Pae])
+}
+
+/// 64-bit entry from the stub: the `hvm_start_info` address and whether
+/// the stub turned on 5-level paging (0 no, 1 yes, 2 asked but no LA57).
+#[cfg(target_arch = "x86_64")]
+#[no_mangle]
+extern "C" fn kmain64(start_info: u64, la57: u32) -> ! {
+    early_init();
+    let mode = if la57 == 1 {
+        PagingMode::FiveLevel
+    } else {
+        PagingMode::FourLevel
+    };
+    if la57 == 2 {
+        kprintln!("note: 5-level paging asked for, but this CPU has no LA57");
+    }
+    let boot = bootinfo::pvh(start_info, mode.page_offset());
+    kernel_main(boot, Some(mode), &[PagingMode::FourLevel, PagingMode::FiveLevel])
+}
+
+fn early_init() {
+    serial::init();
+    heap::init();
+    arch::load_gdt();
+    trap::init();
+}
+
+fn kernel_main(
+    boot: Result<BootInfo, bootinfo::BootInfoError>,
+    booted_mode: Option<PagingMode>,
+    build_modes: &[PagingMode],
+) -> ! {
+    kprintln!("pgdcache-kernel {} ({})", env!("CARGO_PKG_VERSION"), arch_name());
+    let boot = match boot {
+        Ok(b) => b,
+        Err(e) => report::fail("boot", &alloc::format!("{e}")),
+    };
+    kprintln!(
+        "boot: {} loader, RAM up to {:#x} ({} usable regions), cmdline '{}'",
+        boot.loader,
+        boot.ram_end,
+        boot.regions,
+        boot.cmdline
+    );
+    let params = match cmdline::parse(&boot.cmdline, booted_mode.unwrap_or(build_modes[0])) {
+        Ok(p) => p,
+        Err(e) => report::fail("cmdline", &e),
+    };
+    if !build_modes.contains(&params.mode) {
+        report::fail(
+            "cmdline",
+            &alloc::format!("mode {} needs the other kernel build ({})", params.mode, arch_name()),
+        );
+    }
+    if let Some(booted) = booted_mode.filter(|&m| m != params.mode) {
+        // 64-bit: the stub chose 4- or 5-level before long mode.
+        report::fail(
+            "mode",
+            &alloc::format!("{} paging asked for, the CPU runs {booted}", params.mode),
+        );
+    }
+    let booted = match mm::paging_init(params.mode, params.scheme, params.lock, boot.ram_end) {
+        Ok(b) => b,
+        Err(e) => report::fail("paging_init", &alloc::format!("{e}")),
+    };
+    kprintln!(
+        "paging: {} on, cr0 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x}; {} MiB RAM, {} MiB reserved, heap {} KiB used",
+        params.mode,
+        arch::read_cr0(),
+        arch::read_cr3(),
+        arch::read_cr4(),
+        arch::rdmsr(arch::MSR_EFER),
+        booted.ram >> 20,
+        booted.reserved >> 20,
+        heap::used() >> 10
+    );
+    work::run(&booted, &params)
+}
+
+fn arch_name() -> &'static str {
+    if cfg!(target_arch = "x86") {
+        "i386, Multiboot"
+    } else {
+        "x86_64, PVH"
+    }
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo<'_>) -> ! {
+    serial::print_unlocked(format_args!("\nPANIC: {info}\n"));
+    let msg = alloc::format!("{}", info.message());
+    report::fail_unlocked("panic", &msg)
+}
+
+/// The precompiled i686 `alloc` refers to the unwinder's personality
+/// routine; with `panic = "abort"` it is never called.
+#[cfg(target_arch = "x86")]
+#[no_mangle]
+extern "C" fn rust_eh_personality() {}
+
+/// Referenced by the precompiled i686 `alloc`'s landing pads, which
+/// `panic = "abort"` never reaches.
+#[cfg(target_arch = "x86")]
+#[no_mangle]
+extern "C" fn _Unwind_Resume() -> ! {
+    report::fail_unlocked("unwind", "_Unwind_Resume reached with panic=abort")
+}
