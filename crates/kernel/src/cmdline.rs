@@ -55,7 +55,11 @@ pub fn parse(line: &str, default_mode: PagingMode) -> Result<Params, String> {
             .ok_or_else(|| format!("'{word}': expected key=value"))?;
         match k {
             "mode" => p.mode = v.parse().map_err(|e| format!("mode={v}: {e}"))?,
-            "scheme" => p.scheme = v.parse().map_err(|_| format!("scheme={v}: unknown scheme"))?,
+            "scheme" => {
+                p.scheme = v
+                    .parse()
+                    .map_err(|_| format!("scheme={v}: unknown scheme"))?
+            }
             "lock" => p.lock = v.parse().map_err(|_| format!("lock={v}: unknown lock"))?,
             "tasks" => p.tasks = number(k, v, 1, 10_000_000)?,
             "seed" => p.seed = number(k, v, 0, u64::MAX)?,

@@ -24,9 +24,9 @@ extern crate alloc;
 mod arch;
 mod bootinfo;
 mod cmdline;
+mod heap;
 #[cfg(target_arch = "x86")]
 mod mem;
-mod heap;
 mod mm;
 mod report;
 mod serial;
@@ -61,7 +61,11 @@ extern "C" fn kmain64(start_info: u64, la57: u32) -> ! {
         kprintln!("note: 5-level paging asked for, but this CPU has no LA57");
     }
     let boot = bootinfo::pvh(start_info, mode.page_offset());
-    kernel_main(boot, Some(mode), &[PagingMode::FourLevel, PagingMode::FiveLevel])
+    kernel_main(
+        boot,
+        Some(mode),
+        &[PagingMode::FourLevel, PagingMode::FiveLevel],
+    )
 }
 
 fn early_init() {
@@ -76,7 +80,11 @@ fn kernel_main(
     booted_mode: Option<PagingMode>,
     build_modes: &[PagingMode],
 ) -> ! {
-    kprintln!("pgdcache-kernel {} ({})", env!("CARGO_PKG_VERSION"), arch_name());
+    kprintln!(
+        "pgdcache-kernel {} ({})",
+        env!("CARGO_PKG_VERSION"),
+        arch_name()
+    );
     let boot = match boot {
         Ok(b) => b,
         Err(e) => report::fail("boot", &alloc::format!("{e}")),
@@ -95,7 +103,11 @@ fn kernel_main(
     if !build_modes.contains(&params.mode) {
         report::fail(
             "cmdline",
-            &alloc::format!("mode {} needs the other kernel build ({})", params.mode, arch_name()),
+            &alloc::format!(
+                "mode {} needs the other kernel build ({})",
+                params.mode,
+                arch_name()
+            ),
         );
     }
     if let Some(booted) = booted_mode.filter(|&m| m != params.mode) {

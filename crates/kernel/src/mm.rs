@@ -68,7 +68,12 @@ impl fmt::Display for BootFail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BootFail::RamTooSmall(r) => {
-                write!(f, "{} MiB of RAM; at least {} MiB needed", r >> 20, RAM_MIN >> 20)
+                write!(
+                    f,
+                    "{} MiB of RAM; at least {} MiB needed",
+                    r >> 20,
+                    RAM_MIN >> 20
+                )
             }
             BootFail::ImageTooBig(e) => write!(f, "kernel image ends at {e:#x}, beyond 16 MiB"),
             BootFail::ModeUnavailable(m) => write!(f, "this CPU cannot run {m} paging"),
