@@ -11,8 +11,10 @@ use alloc::string::String;
 pub const LOW_MEMORY: u64 = 1 << 20;
 
 /// Multiboot 1's magic in EAX.
+#[cfg(target_arch = "x86")]
 pub const MULTIBOOT_MAGIC: u32 = 0x2BAD_B002;
 /// `hvm_start_info.magic`.
+#[cfg(target_arch = "x86_64")]
 pub const PVH_MAGIC: u32 = 0x336e_c578;
 
 /// The kernel's view of the boot information.
@@ -101,6 +103,7 @@ impl RamScan {
 }
 
 /// Multiboot 1: `info` is the physical address from EBX.
+#[cfg(target_arch = "x86")]
 pub fn multiboot(magic: u32, info: u64, offset: u64) -> Result<BootInfo, BootInfoError> {
     if magic != MULTIBOOT_MAGIC {
         return Err(BootInfoError::BadMagic(magic));
@@ -139,6 +142,7 @@ pub fn multiboot(magic: u32, info: u64, offset: u64) -> Result<BootInfo, BootInf
 }
 
 /// PVH: `start` is the physical address of `hvm_start_info` from EBX.
+#[cfg(target_arch = "x86_64")]
 pub fn pvh(start: u64, offset: u64) -> Result<BootInfo, BootInfoError> {
     let m = BootPhys { offset };
     let magic = m.u32(start);

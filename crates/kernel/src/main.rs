@@ -132,6 +132,12 @@ fn kernel_main(
         booted.reserved >> 20,
         heap::used() >> 10
     );
+    report::event(&alloc::format!(
+        "{{\"event\":\"paging\",\"mode\":\"{}\",\"cr3\":{},\"cr4\":{}}}",
+        params.mode,
+        arch::read_cr3(),
+        arch::read_cr4()
+    ));
     work::run(&booted, &params)
 }
 

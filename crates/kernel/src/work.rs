@@ -538,10 +538,10 @@ impl World<'_> {
         let mut step = 0u64;
         while self.tasks < p.tasks {
             step += 1;
-            if step % p.cpa_every == 0 {
+            if step.is_multiple_of(p.cpa_every) {
                 self.convert();
             }
-            if step % (2 * p.cpa_every + 3) == 0 {
+            if step.is_multiple_of(2 * p.cpa_every + 3) {
                 self.vmalloc_agent();
             }
             let r = self.rng.below(10);
