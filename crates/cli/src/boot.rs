@@ -62,6 +62,10 @@ pub struct BootArgs {
     /// Echo the kernels' serial consoles to stderr.
     #[arg(long)]
     pub verbose: bool,
+    /// Extra kernel command-line words (`key=value`), e.g. `fault=pf` to
+    /// test the exception path.
+    #[arg(long = "kernel-arg", value_name = "KEY=VALUE")]
+    pub kernel_args: Vec<String>,
 }
 
 /// The paging modes a `boot` runs.
@@ -223,6 +227,8 @@ pub struct Boot {
     pub accel: &'static str,
     /// Seconds before the kernel is killed.
     pub timeout: Duration,
+    /// Extra command-line words.
+    pub extra: Vec<String>,
 }
 
 /// How one boot ended.
@@ -257,10 +263,14 @@ impl Drop for Qemu {
 }
 
 fn spawn_qemu(elf: &Path, b: &Boot) -> Result<Qemu, BootError> {
-    let append = format!(
+    let mut append = format!(
         "mode={} scheme={} tasks={} seed={} lock={}",
         b.mode, b.scheme, b.tasks, b.seed, b.lock
     );
+    for w in &b.extra {
+        append.push(' ');
+        append.push_str(w);
+    }
     let mut cmd = Command::new(qemu_binary());
     cmd.arg("-kernel")
         .arg(elf)
@@ -461,6 +471,15 @@ pub fn main(a: &BootArgs) -> ExitCode {
 
 fn run(a: &BootArgs) -> Result<u8, BootError> {
     let (modes, schemes) = (&a.mode.0, &a.scheme.0);
+    if let Some(bad) = a
+        .kernel_args
+        .iter()
+        .find(|w| !w.contains('=') || w.contains(char::is_whitespace))
+    {
+        return Err(BootError::Usage(format!(
+            "--kernel-arg {bad:?}: expected one KEY=VALUE word"
+        )));
+    }
     if let ([mode], [scheme]) = (modes.as_slice(), schemes.as_slice()) {
         if let Err(why) = scheme.supports(*mode) {
             return Err(BootError::Usage(format!(
@@ -501,6 +520,7 @@ fn run(a: &BootArgs) -> Result<u8, BootError> {
             lock: a.lock,
             accel,
             timeout: Duration::from_secs(a.timeout),
+            extra: a.kernel_args.clone(),
         };
         pb.set_message(format!("{mode} {scheme} ({accel})"));
         let t = Instant::now();
@@ -591,6 +611,7 @@ fn kvm_runs(
         lock: LockKind::Tas,
         accel: "kvm",
         timeout: Duration::from_secs(20),
+        extra: Vec::new(),
     };
     let mut paging = false;
     let _ = run_boot(elf, &probe, &mut |l| {

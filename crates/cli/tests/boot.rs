@@ -347,3 +347,51 @@ fn a_killed_pgdcache_takes_its_emulator_with_it() {
     }
     assert!(!running(), "the emulator outlived a killed pgdcache");
 }
+
+#[test]
+fn a_real_kernel_exception_is_reported_as_a_crash_never_a_pass() {
+    if !qemu_or_skip("exception") {
+        return;
+    }
+    for (fault, mode, needle) in [
+        ("pf", "2level", "#PF page fault"),
+        ("gp", "pae", "#GP general protection"),
+        ("ud", "4level", "#UD invalid opcode"),
+    ] {
+        let out = boot(&[
+            "--mode",
+            mode,
+            "--scheme",
+            "slab-pgd-list",
+            "--kernel-arg",
+            &format!("fault={fault}"),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() == Some(3) {
+            assert!(std::env::var_os("CI").is_none(), "{err}");
+            eprintln!("SKIP: exception: {err}");
+            return;
+        }
+        assert_eq!(out.status.code(), Some(1), "{fault}: {text}{err}");
+        assert!(
+            text.contains("CRASHED") && text.contains(needle),
+            "{fault}: {text}"
+        );
+    }
+    // A word the kernel does not know is bad input, reported by the kernel.
+    let out = boot(&[
+        "--mode",
+        "2level",
+        "--scheme",
+        "uncached",
+        "--kernel-arg",
+        "colour=blue",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,7 +1,7 @@
 //! The kernel command line: `key=value` words (`-append` under QEMU).
 //!
 //! `mode=2level|pae|4level|5level scheme=<scheme> tasks=N seed=N lock=tas|ticket|mutex
-//! cpa_every=N max_live=N`. Unknown keys and bad values are errors the
+//! cpa_every=N max_live=N fault=pf|gp|ud`. Unknown keys and bad values are errors the
 //! kernel reports before it touches memory.
 
 use alloc::format;
@@ -26,6 +26,21 @@ pub struct Params {
     pub cpa_every: u64,
     /// Most tasks alive at once.
     pub max_live: usize,
+    /// Test the exception path: raise this exception after paging is on
+    /// (`pf`: a load from an unmapped address; `gp`: a non-canonical or
+    /// bad-selector access; `ud`: an invalid opcode).
+    pub fault: Option<Raise>,
+}
+
+/// An exception the kernel raises on purpose (`fault=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Raise {
+    /// #PF.
+    PageFault,
+    /// #GP.
+    GeneralProtection,
+    /// #UD.
+    InvalidOpcode,
 }
 
 fn number(key: &str, v: &str, lo: u64, hi: u64) -> Result<u64, String> {
@@ -48,6 +63,7 @@ pub fn parse(line: &str, default_mode: PagingMode) -> Result<Params, String> {
         seed: 1,
         cpa_every: 16,
         max_live: 6,
+        fault: None,
     };
     for word in line.split_whitespace() {
         let (k, v) = word
@@ -65,6 +81,14 @@ pub fn parse(line: &str, default_mode: PagingMode) -> Result<Params, String> {
             "seed" => p.seed = number(k, v, 0, u64::MAX)?,
             "cpa_every" => p.cpa_every = number(k, v, 1, 1_000_000)?,
             "max_live" => p.max_live = number(k, v, 1, 64)? as usize,
+            "fault" => {
+                p.fault = Some(match v {
+                    "pf" => Raise::PageFault,
+                    "gp" => Raise::GeneralProtection,
+                    "ud" => Raise::InvalidOpcode,
+                    _ => return Err(format!("fault={v}: expected pf, gp or ud")),
+                })
+            }
             _ => return Err(format!("unknown parameter '{k}'")),
         }
     }

@@ -138,7 +138,32 @@ fn kernel_main(
         arch::read_cr3(),
         arch::read_cr4()
     ));
+    if let Some(f) = params.fault {
+        raise(f);
+    }
     work::run(&booted, &params)
+}
+
+/// Raises `f` on purpose: the exception path must report and stop, and
+/// the host must call it a crash.
+fn raise(f: cmdline::Raise) {
+    kprintln!("raising {f:?} on purpose (fault=)");
+    match f {
+        cmdline::Raise::PageFault => {
+            // The first page is never mapped (user part of swapper: empty).
+            // SAFETY: this read is meant to fault; the #PF handler stops the
+            // kernel, so it never returns a value.
+            let v = unsafe { core::ptr::read_volatile(0x10usize as *const u32) };
+            kprintln!("read {v:#x} from an unmapped page?");
+        }
+        // SAFETY: loading selector 0x18 (past the GDT's limit) into DS raises
+        // #GP, which stops the kernel.
+        cmdline::Raise::GeneralProtection => unsafe {
+            core::arch::asm!("mov ds, {0:x}", in(reg) 0x18u32, options(nostack))
+        },
+        // SAFETY: ud2 raises #UD, which stops the kernel.
+        cmdline::Raise::InvalidOpcode => unsafe { core::arch::asm!("ud2", options(nostack)) },
+    }
 }
 
 fn arch_name() -> &'static str {
