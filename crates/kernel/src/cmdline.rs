@@ -1,7 +1,7 @@
 //! The kernel command line: `key=value` words (`-append` under QEMU).
 //!
 //! `mode=2level|pae|4level|5level scheme=<scheme> tasks=N seed=N lock=tas|ticket|mutex
-//! cpa_every=N max_live=N fault=pf|gp|ud`. Unknown keys and bad values are errors the
+//! cpa_every=N max_live=N cpus=N noipi=0|1 fault=pf|gp|ud`. Unknown keys and bad values are errors the
 //! kernel reports before it touches memory.
 
 use alloc::format;
@@ -24,8 +24,12 @@ pub struct Params {
     pub seed: u64,
     /// A conversion every this many scheduling steps.
     pub cpa_every: u64,
-    /// Most tasks alive at once.
+    /// Most tasks alive at once (per CPU).
     pub max_live: usize,
+    /// CPUs to run (the BSP and `cpus - 1` APs; QEMU's `-smp` must match).
+    pub cpus: usize,
+    /// Bug injection: TLB shootdowns without IPIs.
+    pub no_ipi: bool,
     /// Test the exception path: raise this exception after paging is on
     /// (`pf`: a load from an unmapped address; `gp`: a non-canonical or
     /// bad-selector access; `ud`: an invalid opcode).
@@ -63,6 +67,8 @@ pub fn parse(line: &str, default_mode: PagingMode) -> Result<Params, String> {
         seed: 1,
         cpa_every: 16,
         max_live: 6,
+        cpus: 1,
+        no_ipi: false,
         fault: None,
     };
     for word in line.split_whitespace() {
@@ -81,6 +87,8 @@ pub fn parse(line: &str, default_mode: PagingMode) -> Result<Params, String> {
             "seed" => p.seed = number(k, v, 0, u64::MAX)?,
             "cpa_every" => p.cpa_every = number(k, v, 1, 1_000_000)?,
             "max_live" => p.max_live = number(k, v, 1, 64)? as usize,
+            "cpus" => p.cpus = number(k, v, 1, crate::smp::MAX_CPUS as u64)? as usize,
+            "noipi" => p.no_ipi = number(k, v, 0, 1)? == 1,
             "fault" => {
                 p.fault = Some(match v {
                     "pf" => Raise::PageFault,

@@ -21,6 +21,7 @@
 
 extern crate alloc;
 
+mod apic;
 mod arch;
 mod bootinfo;
 mod cmdline;
@@ -29,7 +30,10 @@ mod heap;
 mod mem;
 mod mm;
 mod report;
+mod run;
 mod serial;
+mod smp;
+mod time;
 mod trap;
 mod work;
 
@@ -117,7 +121,16 @@ fn kernel_main(
             &alloc::format!("{} paging asked for, the CPU runs {booted}", params.mode),
         );
     }
-    let booted = match mm::paging_init(params.mode, params.scheme, params.lock, boot.ram_end) {
+    let tsc = time::calibrate();
+    kprintln!("tsc: {} MHz (PIT-calibrated)", tsc / 1_000_000);
+    smp::NO_IPI.store(params.no_ipi, core::sync::atomic::Ordering::Relaxed);
+    let booted = match mm::paging_init(
+        params.mode,
+        params.scheme,
+        params.lock,
+        params.cpus,
+        boot.ram_end,
+    ) {
         Ok(b) => b,
         Err(e) => report::fail("paging_init", &alloc::format!("{e}")),
     };
@@ -141,7 +154,21 @@ fn kernel_main(
     if let Some(f) = params.fault {
         raise(f);
     }
-    work::run(&booted, &params)
+    if params.cpus > 1 {
+        let pm = booted.k.pm();
+        let write = |pa: u64, bytes: &[u8]| {
+            if let Some(p) = pm.ptr_of(physmem::PhysAddr::new(pa)) {
+                // SAFETY: [0x8000, 0x9000) is reserved low memory nothing else
+                // uses, mapped by the direct map; `bytes` fits in the page.
+                unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), p.as_ptr(), bytes.len()) };
+            }
+        };
+        if let Err(e) = smp::start_aps(params.cpus, &mm::ap_boot(booted.k), &write) {
+            report::fail("smp", &e);
+        }
+        kprintln!("smp: {} CPUs online", smp::online());
+    }
+    run::run(&booted, &params)
 }
 
 /// Raises `f` on purpose: the exception path must report and stop, and

@@ -113,6 +113,7 @@ pub fn paging_init(
     mode: PagingMode,
     scheme: Scheme,
     lock: LockKind,
+    cpus: usize,
     ram_end: u64,
 ) -> Result<Booted, BootFail> {
     let ram = ram_end.min(RAM_LIMIT) & !0xfff;
@@ -133,19 +134,61 @@ pub fn paging_init(
     // the kernel's own raw accesses go to reserved frames or to user pages
     // it owns while no other CPU runs.
     let mem = unsafe { Lowmem::new(base, ram) };
-    physmem::pcp::set_cpu_id_fn(|| Some(0));
+    physmem::pcp::set_cpu_id_fn(|| Some(crate::smp::this_cpu()));
     let pm = Arc::new(PhysMemory::with_memory(mem, reserved));
     let mut cfg = KernelConfig::new(mode, scheme);
-    cfg.cpus = 1;
+    cfg.cpus = cpus;
     cfg.lock = lock;
     let k = Kernel::new(pm, &cfg).map_err(BootFail::Kernel)?;
+    // global_flush_tlb: this CPU's TLB, then every other CPU's by IPI.
     k.set_flush_hook(|| {
         arch::flush_tlb_all();
+        crate::smp::flush_tlb_others();
         TLB_FLUSHES.fetch_add(1, Ordering::Relaxed);
     });
+    crate::apic::set_base(
+        k.kernel_space()
+            .layout
+            .fix_to_virt(x86paging::layout::FIX_APIC_BASE),
+    );
     let k = KERNEL.call_once(|| k);
     load_swapper(k)?;
     Ok(Booted { k, ram, reserved })
+}
+
+/// How an AP reaches the kernel before it can load swapper: the boot
+/// tables (2-level, 4/5-level) or the PAE PDPT `load_swapper` used.
+pub fn ap_boot(k: &Kernel<Lowmem>) -> crate::smp::ApBoot {
+    let mode = k.mode();
+    #[cfg(target_arch = "x86")]
+    let (cr3, cr4) = arch::ap_boot_tables(
+        (mode == PagingMode::Pae)
+            .then(|| (core::ptr::addr_of!(BOOT_PDPT) as u64).wrapping_sub(kernel_base())),
+    );
+    #[cfg(target_arch = "x86_64")]
+    let (cr3, cr4) = arch::ap_boot_tables(mode == PagingMode::FiveLevel);
+    crate::smp::ApBoot {
+        cr3,
+        cr4,
+        nx: mode == PagingMode::Pae,
+    }
+}
+
+/// An AP leaves the boot tables for swapper_pg_dir with the mode's bits.
+pub fn load_swapper_on_ap(k: &Kernel<Lowmem>) {
+    let cr = k.kernel_space().cr_values();
+    if cr.efer & arch::EFER_NXE != 0 {
+        let efer = arch::rdmsr(arch::MSR_EFER);
+        // SAFETY: NXE only gives the XD bit its meaning.
+        unsafe { arch::wrmsr(arch::MSR_EFER, efer | arch::EFER_NXE) };
+    }
+    // SAFETY: the AP runs in the mode swapper was built for (the trampoline
+    // chose PAE/LA57 like the BSP), and swapper maps the kernel where the
+    // boot tables did.
+    unsafe {
+        arch::write_cr4(cr.cr4 | arch::CR4_KEEP);
+        arch::write_cr3(cr.cr3);
+    }
 }
 
 #[cfg(target_arch = "x86")]

@@ -51,7 +51,7 @@ const NAMES: [&str; 32] = [
 
 /// The IDT. Written once by [`init`] before interrupts can happen, then
 /// only read by the CPU.
-static mut IDT: [IdtEntry; 32] = [arch::ZERO_GATE; 32];
+static mut IDT: [IdtEntry; 256] = [arch::ZERO_GATE; 256];
 
 /// Page faults the probes took (resumed at their fixup).
 pub static PROBE_FAULTS: AtomicU64 = AtomicU64::new(0);
@@ -62,12 +62,20 @@ pub static LAST_PROBE_ERR: AtomicU64 = AtomicU64::new(0);
 /// vmalloc faults fixed by copying swapper's entry.
 pub static VMALLOC_FAULTS: AtomicU64 = AtomicU64::new(0);
 
+/// Loads the (already filled) IDT on this CPU: application processors.
+pub fn load() {
+    // SAFETY: the IDT is static and was filled by `init` before any AP ran.
+    unsafe { arch::load_idt(&*core::ptr::addr_of!(IDT)) };
+}
+
 /// Fills and loads the IDT.
 pub fn init() {
     let idt = core::ptr::addr_of_mut!(IDT);
-    for v in 0..32 {
-        // SAFETY: single-threaded boot; nothing reads the IDT before lidt.
-        unsafe { (*idt)[v] = arch::idt_gate(arch::isr_address(v)) };
+    for v in 0..256 {
+        if let Some(h) = arch::isr_address(v) {
+            // SAFETY: single-threaded boot; nothing reads the IDT before lidt.
+            unsafe { (*idt)[v] = arch::idt_gate(h) };
+        }
     }
     // SAFETY: the IDT is static and complete; from now on it is read-only.
     unsafe { arch::load_idt(&*idt) };
@@ -83,8 +91,11 @@ pub fn current_pgd() -> PhysAddr {
 
 #[no_mangle]
 extern "C" fn trap_entry(frame: &mut TrapFrame) {
-    if frame.vector() == 14 && do_page_fault(frame) {
-        return;
+    match frame.vector() {
+        14 if do_page_fault(frame) => return,
+        crate::smp::TLB_VECTOR => return crate::smp::tlb_ipi(),
+        255 => return, // spurious: no EOI
+        _ => {}
     }
     fatal(frame);
 }

@@ -100,6 +100,7 @@ boot_gdt_desc:
 
     .section .boot.bss, "aw", @nobits
     .align 4096
+    .globl boot_pgdir
 boot_pgdir:
     .skip 4096
     .skip 16384
@@ -167,6 +168,8 @@ isr\n:
     ISR_ERR 29
     ISR_ERR 30
     ISR_NOERR 31
+    ISR_NOERR 240
+    ISR_NOERR 255
 isr_common:
     pushal
     movl %esp, %ebp
@@ -187,7 +190,7 @@ isr_common:
     .align 4
     .globl isr_table
 isr_table:
-    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,240,255
     .long isr\n
     .endr
 
@@ -223,7 +226,7 @@ probe_fixup:
 
 extern "C" {
     fn pae_switch(cr3: u32, cr4: u32);
-    static isr_table: [u32; 32];
+    static isr_table: [u32; 34];
     fn probe_read_u32(addr: usize, out: *mut u32) -> u32;
     fn probe_write_u32(addr: usize, val: u32) -> u32;
     static probe_read_insn: u8;
@@ -270,10 +273,17 @@ impl TrapFrame {
     }
 }
 
-/// The address of an exception stub.
-pub fn isr_address(vector: usize) -> u64 {
-    // SAFETY: `isr_table` is a 32-entry read-only table defined above.
-    unsafe { (*core::ptr::addr_of!(isr_table))[vector].into() }
+/// The address of the entry stub of `vector`: the 32 exceptions, the
+/// TLB-shootdown IPI (240) and the spurious vector (255).
+pub fn isr_address(vector: usize) -> Option<u64> {
+    let i = match vector {
+        0..=31 => vector,
+        240 => 32,
+        255 => 33,
+        _ => return None,
+    };
+    // SAFETY: `isr_table` is a 34-entry read-only table defined above.
+    Some(unsafe { (*core::ptr::addr_of!(isr_table))[i] }.into())
 }
 
 /// Addresses of the two probe instructions and of the fixup.
@@ -489,4 +499,117 @@ pub fn halt() -> ! {
         // SAFETY: interrupts are off; hlt just parks the CPU.
         unsafe { asm!("cli; hlt", options(nomem, nostack)) };
     }
+}
+
+// The application processors' start-up trampoline, copied to physical
+// 0x8000 (the page the start-up IPI names): real mode → protected mode →
+// paging with the tables in the data slots (the boot tables, which map
+// this page one to one and the kernel high) → the kernel's `ap_main`. The
+// BSP fills the slots at 0x8f00 before each start-up IPI.
+global_asm!(
+    r#"
+    .section .rodata.ap_tramp, "a"
+    .globl ap_tramp_start
+    .globl ap_tramp_end
+    .code16
+ap_tramp_start:
+    cli
+    cld
+    xorw %ax, %ax
+    movw %ax, %ds
+    lgdtl 0x8000 + (ap_gdt_desc - ap_tramp_start)
+    movl %cr0, %eax
+    orl $1, %eax
+    movl %eax, %cr0
+    ljmpl $0x08, $(0x8000 + (ap_pm - ap_tramp_start))
+    .code32
+ap_pm:
+    movw $0x10, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    movw %ax, %fs
+    movw %ax, %gs
+    movl %cr0, %eax
+    andl $0xfffffffb, %eax
+    orl $0x2, %eax
+    movl %eax, %cr0
+    fninit
+    movl 0x8f00, %eax
+    movl %eax, %cr4
+    movl 0x8f28, %eax
+    testl %eax, %eax
+    jz 2f
+    movl $0xC0000080, %ecx
+    rdmsr
+    orl $0x800, %eax
+    wrmsr
+2:  movl 0x8f08, %eax
+    movl %eax, %cr3
+    movl %cr0, %eax
+    orl $0x80010000, %eax
+    movl %eax, %cr0
+    movl 0x8f10, %esp
+    movl 0x8f20, %eax
+    subl $12, %esp
+    pushl %eax
+    movl 0x8f18, %eax
+    call *%eax
+    ud2
+    .align 8
+ap_gdt:
+    .quad 0
+    .quad 0x00cf9a000000ffff
+    .quad 0x00cf92000000ffff
+ap_gdt_desc:
+    .word 23
+    .long 0x8000 + (ap_gdt - ap_tramp_start)
+ap_tramp_end:
+    .code32
+"#,
+    options(att_syntax)
+);
+
+extern "C" {
+    static ap_tramp_start: u8;
+    static ap_tramp_end: u8;
+    static boot_pgdir: u8;
+}
+
+/// The AP trampoline's bytes.
+pub fn ap_trampoline() -> &'static [u8] {
+    let start = core::ptr::addr_of!(ap_tramp_start);
+    let len = core::ptr::addr_of!(ap_tramp_end) as usize - start as usize;
+    // SAFETY: both symbols delimit one read-only blob in .rodata.
+    unsafe { core::slice::from_raw_parts(start, len) }
+}
+
+/// What the trampoline loads into CR3 and CR4 before paging: the boot page
+/// directory (2-level) or the PAE PDPT that maps the trampoline one to one.
+pub fn ap_boot_tables(pae_pdpt: Option<u64>) -> (u64, u64) {
+    match pae_pdpt {
+        Some(pdpt) => (pdpt, 0x620),
+        None => (core::ptr::addr_of!(boot_pgdir) as u64, 0x610),
+    }
+}
+
+/// The stack pointer.
+pub fn read_sp() -> usize {
+    let sp: usize;
+    // SAFETY: reading ESP has no side effect.
+    unsafe { asm!("mov {0}, esp", out(reg) sp, options(nomem, nostack)) };
+    sp
+}
+
+/// Enables interrupts.
+pub fn sti() {
+    // SAFETY: the IDT is loaded and every vector the kernel raises has a
+    // handler.
+    unsafe { asm!("sti", options(nomem, nostack)) };
+}
+
+/// Waits for an interrupt with interrupts enabled.
+pub fn idle() {
+    // SAFETY: as `sti`; hlt returns at the next interrupt.
+    unsafe { asm!("sti; hlt", options(nomem, nostack)) };
 }

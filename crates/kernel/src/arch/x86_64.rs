@@ -122,8 +122,10 @@ boot_gdt_desc:
 
     .section .boot.bss, "aw", @nobits
     .align 4096
+    .globl boot_pml5
 boot_pml5:
     .skip 4096
+    .globl boot_pml4
 boot_pml4:
     .skip 4096
 boot_pdpt_low:
@@ -195,6 +197,8 @@ isr\n:
     ISR_ERR 29
     ISR_ERR 30
     ISR_NOERR 31
+    ISR_NOERR 240
+    ISR_NOERR 255
 isr_common:
     pushq %rax
     pushq %rcx
@@ -223,7 +227,7 @@ isr_common:
     .align 8
     .globl isr_table
 isr_table:
-    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,240,255
     .quad isr\n
     .endr
 
@@ -252,7 +256,7 @@ probe_fixup:
 );
 
 extern "C" {
-    static isr_table: [u64; 32];
+    static isr_table: [u64; 34];
     fn probe_read_u32(addr: u64, out: *mut u32) -> u32;
     fn probe_write_u32(addr: u64, val: u32) -> u32;
     static probe_read_insn: u8;
@@ -302,10 +306,17 @@ impl TrapFrame {
     }
 }
 
-/// The address of an exception stub.
-pub fn isr_address(vector: usize) -> u64 {
-    // SAFETY: `isr_table` is a 32-entry read-only table defined above.
-    unsafe { (*core::ptr::addr_of!(isr_table))[vector] }
+/// The address of the entry stub of `vector`: the 32 exceptions, the
+/// TLB-shootdown IPI (240) and the spurious vector (255).
+pub fn isr_address(vector: usize) -> Option<u64> {
+    let i = match vector {
+        0..=31 => vector,
+        240 => 32,
+        255 => 33,
+        _ => return None,
+    };
+    // SAFETY: `isr_table` is a 34-entry read-only table defined above.
+    Some(unsafe { (*core::ptr::addr_of!(isr_table))[i] })
 }
 
 /// Addresses of the two probe instructions and of the fixup.
@@ -509,4 +520,114 @@ pub fn halt() -> ! {
         // SAFETY: interrupts are off; hlt just parks the CPU.
         unsafe { asm!("cli; hlt", options(nomem, nostack)) };
     }
+}
+
+// The application processors' start-up trampoline, copied to physical
+// 0x8000: real mode → protected mode → long mode with the boot tables (which
+// map this page one to one, the direct map and the kernel image; PML5 when
+// the BSP runs 5-level paging) → the kernel's `ap_main`. The BSP fills the
+// slots at 0x8f00 before each start-up IPI.
+global_asm!(
+    r#"
+    .section .rodata.ap_tramp, "a"
+    .globl ap_tramp_start
+    .globl ap_tramp_end
+    .code16
+ap_tramp_start:
+    cli
+    cld
+    xorw %ax, %ax
+    movw %ax, %ds
+    lgdtl 0x8000 + (ap_gdt_desc - ap_tramp_start)
+    movl %cr0, %eax
+    orl $1, %eax
+    movl %eax, %cr0
+    ljmpl $0x08, $(0x8000 + (ap_pm - ap_tramp_start))
+    .code32
+ap_pm:
+    movw $0x10, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    movl 0x8f00, %eax
+    movl %eax, %cr4
+    movl 0x8f08, %eax
+    movl %eax, %cr3
+    movl $0xC0000080, %ecx
+    rdmsr
+    orl $0x900, %eax
+    wrmsr
+    movl %cr0, %eax
+    orl $0x80010000, %eax
+    movl %eax, %cr0
+    ljmpl $0x18, $(0x8000 + (ap_lm - ap_tramp_start))
+    .code64
+ap_lm:
+    movw $0x10, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    movq 0x8f10, %rsp
+    movq 0x8f20, %rdi
+    movq 0x8f18, %rax
+    call *%rax
+    ud2
+    .align 8
+ap_gdt:
+    .quad 0
+    .quad 0x00cf9a000000ffff
+    .quad 0x00cf92000000ffff
+    .quad 0x00af9a000000ffff
+ap_gdt_desc:
+    .word 31
+    .long 0x8000 + (ap_gdt - ap_tramp_start)
+ap_tramp_end:
+"#,
+    options(att_syntax)
+);
+
+extern "C" {
+    static ap_tramp_start: u8;
+    static ap_tramp_end: u8;
+    static boot_pml4: u8;
+    static boot_pml5: u8;
+}
+
+/// The AP trampoline's bytes.
+pub fn ap_trampoline() -> &'static [u8] {
+    let start = core::ptr::addr_of!(ap_tramp_start);
+    let len = core::ptr::addr_of!(ap_tramp_end) as usize - start as usize;
+    // SAFETY: both symbols delimit one read-only blob in .rodata.
+    unsafe { core::slice::from_raw_parts(start, len) }
+}
+
+/// What the trampoline loads into CR3 and CR4 before paging: the boot
+/// PML4 (or PML5 with CR4.LA57 when the BSP runs 5-level paging).
+pub fn ap_boot_tables(five_level: bool) -> (u64, u64) {
+    if five_level {
+        (core::ptr::addr_of!(boot_pml5) as u64, 0x1020)
+    } else {
+        (core::ptr::addr_of!(boot_pml4) as u64, 0x20)
+    }
+}
+
+/// The stack pointer.
+pub fn read_sp() -> usize {
+    let sp: usize;
+    // SAFETY: reading RSP has no side effect.
+    unsafe { asm!("mov {0}, rsp", out(reg) sp, options(nomem, nostack)) };
+    sp
+}
+
+/// Enables interrupts.
+pub fn sti() {
+    // SAFETY: the IDT is loaded and every vector the kernel raises has a
+    // handler.
+    unsafe { asm!("sti", options(nomem, nostack)) };
+}
+
+/// Waits for an interrupt with interrupts enabled.
+pub fn idle() {
+    // SAFETY: as `sti`; hlt returns at the next interrupt.
+    unsafe { asm!("sti; hlt", options(nomem, nostack)) };
 }
