@@ -46,6 +46,11 @@ pub struct BootArgs {
     /// Workload seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// CPUs per kernel, 1..=8: with more than one, the application
+    /// processors run the tasks while CPU 0 converts (a `change_page_attr`
+    /// storm with TLB-shootdown IPIs).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=8))]
+    pub cpus: u64,
     /// `pgd_lock` implementation: tas, ticket or mutex.
     #[arg(long, default_value = "tas", value_parser = parse_lock)]
     pub lock: LockKind,
@@ -223,6 +228,8 @@ pub struct Boot {
     pub seed: u64,
     /// Lock.
     pub lock: LockKind,
+    /// CPUs.
+    pub cpus: u64,
     /// "tcg" or "kvm".
     pub accel: &'static str,
     /// Seconds before the kernel is killed.
@@ -264,8 +271,8 @@ impl Drop for Qemu {
 
 fn spawn_qemu(elf: &Path, b: &Boot) -> Result<Qemu, BootError> {
     let mut append = format!(
-        "mode={} scheme={} tasks={} seed={} lock={}",
-        b.mode, b.scheme, b.tasks, b.seed, b.lock
+        "mode={} scheme={} tasks={} seed={} lock={} cpus={}",
+        b.mode, b.scheme, b.tasks, b.seed, b.lock, b.cpus
     );
     for w in &b.extra {
         append.push(' ');
@@ -276,7 +283,7 @@ fn spawn_qemu(elf: &Path, b: &Boot) -> Result<Qemu, BootError> {
         .arg(elf)
         .args(["-append", &append])
         .args(["-serial", "stdio", "-display", "none", "-monitor", "none"])
-        .args(["-no-reboot", "-m", "128M"])
+        .args(["-no-reboot", "-m", "128M", "-smp", &b.cpus.to_string()])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
     if b.accel == "kvm" {
         cmd.args(["-accel", "kvm", "-cpu", "host"]);
@@ -426,6 +433,13 @@ pub fn meets(result: &Value, expected: &str) -> bool {
     let leaked = result["leaked_frames"].as_u64().unwrap_or(u64::MAX);
     let agree = result["agree"].as_bool().unwrap_or(false);
     let hw = result["hw_violations"].as_u64().unwrap_or(0);
+    // Every global_flush_tlb reached every other CPU.
+    let cpus = result["cpus"].as_u64().unwrap_or(1);
+    let ipis_ok = result["ipis"].as_u64().unwrap_or(0)
+        == result["tlb_flushes"].as_u64().unwrap_or(0) * cpus.saturating_sub(1);
+    if !ipis_ok {
+        return false;
+    }
     match expected {
         "correct" => verdict == "correct" && leaked == 0 && agree,
         _ => verdict.starts_with("caught") && hw > 0 && agree && leaked == 0,
@@ -518,6 +532,7 @@ fn run(a: &BootArgs) -> Result<u8, BootError> {
             tasks: a.tasks,
             seed: a.seed,
             lock: a.lock,
+            cpus: a.cpus,
             accel,
             timeout: Duration::from_secs(a.timeout),
             extra: a.kernel_args.clone(),
@@ -609,6 +624,7 @@ fn kvm_runs(
         tasks: 1,
         seed: 1,
         lock: LockKind::Tas,
+        cpus: 1,
         accel: "kvm",
         timeout: Duration::from_secs(20),
         extra: Vec::new(),
@@ -627,17 +643,17 @@ fn row_json(r: &Row, a: &BootArgs) -> Value {
     let mut v = match &r.outcome {
         Ok(Outcome::Result(res)) => res.clone(),
         Ok(Outcome::KernelError { stage, message }) => json!({
-            "mode": r.mode.name(), "scheme": r.scheme.name(), "cpus": 1,
+            "mode": r.mode.name(), "scheme": r.scheme.name(), "cpus": a.cpus,
             "verdict": format!("kernel error in {stage}: {message}"),
             "violations": null, "leaked_frames": null, "tasks": null,
         }),
         Ok(Outcome::Crash { what, tail }) => json!({
-            "mode": r.mode.name(), "scheme": r.scheme.name(), "cpus": 1,
+            "mode": r.mode.name(), "scheme": r.scheme.name(), "cpus": a.cpus,
             "verdict": format!("crashed: {what}"), "last_lines": tail,
             "violations": null, "leaked_frames": null, "tasks": null,
         }),
         Err(e) => json!({
-            "mode": r.mode.name(), "scheme": r.scheme.name(), "cpus": 1,
+            "mode": r.mode.name(), "scheme": r.scheme.name(), "cpus": a.cpus,
             "verdict": format!("failed: {e}"),
             "violations": null, "leaked_frames": null, "tasks": null,
         }),
@@ -661,13 +677,23 @@ fn print_table(
 ) -> std::io::Result<()> {
     writeln!(
         out,
-        "real MMU (QEMU {}) · 1 CPU · {} tasks per kernel · lock {} · seed {}",
-        a.accel, a.tasks, a.lock, a.seed
+        "real MMU (QEMU {}) · {} CPU(s) · {} tasks per kernel · lock {} · seed {}",
+        a.accel, a.cpus, a.tasks, a.lock, a.seed
     )?;
     writeln!(
         out,
-        "{:<6} {:<17} {:<4} {:<24} {:>6} {:>5} {:>7} {:>7} {:>6} {:>6}  expected",
-        "mode", "scheme", "acc", "verdict", "tasks", "conv", "hw-viol", "sw-viol", "leaked", "time"
+        "{:<6} {:<17} {:<4} {:<30} {:>6} {:>5} {:>5} {:>7} {:>7} {:>6} {:>6}  expected",
+        "mode",
+        "scheme",
+        "acc",
+        "verdict",
+        "tasks",
+        "conv",
+        "ipis",
+        "hw-viol",
+        "sw-viol",
+        "leaked",
+        "time"
     )?;
     for &(mode, scheme) in pairs {
         let (m, s) = (mode.name(), scheme.name());
@@ -683,10 +709,11 @@ fn print_table(
         match &r.outcome {
             Ok(Outcome::Result(v)) => writeln!(
                 out,
-                "{m:<6} {s:<17} {acc:<4} {:<24} {:>6} {:>5} {:>7} {:>7} {:>6} {:>5.1}s  {} ({mark})",
+                "{m:<6} {s:<17} {acc:<4} {:<30} {:>6} {:>5} {:>5} {:>7} {:>7} {:>6} {:>5.1}s  {} ({mark})",
                 v["verdict"].as_str().unwrap_or("?"),
                 v["tasks"].as_u64().unwrap_or(0),
                 v["conversions"].as_u64().unwrap_or(0),
+                v["ipis"].as_u64().unwrap_or(0),
                 v["hw_violations"].as_u64().unwrap_or(0),
                 v["sw_violations"].as_u64().unwrap_or(0),
                 v["leaked_frames"].as_u64().unwrap_or(0),

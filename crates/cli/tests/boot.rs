@@ -395,3 +395,114 @@ fn a_real_kernel_exception_is_reported_as_a_crash_never_a_pass() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn two_cpus_shoot_down_tlbs_with_real_ipis() {
+    let test = "smp";
+    if !qemu_or_skip(test) {
+        return;
+    }
+    let Some(rows) = boot_json(
+        test,
+        &[
+            "--cpus",
+            "2",
+            "--mode",
+            "2level",
+            "--scheme",
+            "slab-pgd-list",
+            "--tasks",
+            "800",
+        ],
+    ) else {
+        return;
+    };
+    let Some(more) = boot_json(
+        test,
+        &[
+            "--cpus",
+            "2",
+            "--mode",
+            "4level",
+            "--scheme",
+            "slab-ticket",
+            "--tasks",
+            "800",
+        ],
+    ) else {
+        return;
+    };
+    for r in rows.iter().chain(&more) {
+        assert_eq!(r["cpus"], 2, "{r}");
+        assert_eq!(r["verdict"], "correct", "{r}");
+        assert_eq!(r["ok"], true, "{r}");
+        let flushes = r["tlb_flushes"].as_u64().unwrap_or(0);
+        assert!(flushes > 0, "{r}");
+        // Every global_flush_tlb sent one IPI to the other CPU, which
+        // acknowledged it.
+        assert_eq!(r["ipis"].as_u64(), Some(flushes), "{r}");
+        assert_eq!(r["ipi_acks"].as_u64(), Some(flushes), "{r}");
+        assert_eq!(r["shootdown_checks"], 1, "{r}");
+    }
+    // The unsynced slabification is caught with tasks on the other CPU too.
+    let Some(bug) = boot_json(
+        test,
+        &[
+            "--cpus",
+            "2",
+            "--mode",
+            "2level",
+            "--scheme",
+            "slab-unsynced",
+            "--tasks",
+            "600",
+        ],
+    ) else {
+        return;
+    };
+    assert!(
+        bug[0]["verdict"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("caught"),
+        "{}",
+        bug[0]
+    );
+    assert_eq!(bug[0]["ok"], true, "{}", bug[0]);
+}
+
+#[test]
+fn a_shootdown_without_ipis_is_caught_by_the_hardware() {
+    let test = "noipi";
+    if !qemu_or_skip(test) {
+        return;
+    }
+    let Some(rows) = boot_json(
+        test,
+        &[
+            "--cpus",
+            "2",
+            "--mode",
+            "pae",
+            "--scheme",
+            "slab-pgd-list",
+            "--tasks",
+            "300",
+            "--kernel-arg",
+            "noipi=1",
+        ],
+    ) else {
+        return;
+    };
+    let r = &rows[0];
+    assert_eq!(r["ipis"], 0, "{r}");
+    assert_eq!(
+        r["hw"]["stale_tlb"], 1,
+        "the deterministic shootdown check must see it: {r}"
+    );
+    assert!(
+        r["verdict"].as_str().unwrap_or("").contains("stale-tlb"),
+        "{r}"
+    );
+    assert_eq!(r["ok"], false, "{r}");
+}
