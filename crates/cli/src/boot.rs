@@ -61,6 +61,11 @@ pub struct BootArgs {
     /// Seconds each kernel may run before it is killed, 1..=3600.
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,
+    /// Run the in-kernel benchmarks (TSC-timed, paired rounds against
+    /// `uncached`) and the SMP throughput for 1, 2 and 4 CPUs instead of
+    /// the verdict matrix.
+    #[arg(long)]
+    pub bench: bool,
     /// Print one JSON object per run instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -236,6 +241,8 @@ pub struct Boot {
     pub timeout: Duration,
     /// Extra command-line words.
     pub extra: Vec<String>,
+    /// Guest RAM in MiB.
+    pub ram_mib: u64,
 }
 
 /// How one boot ended.
@@ -283,7 +290,13 @@ fn spawn_qemu(elf: &Path, b: &Boot) -> Result<Qemu, BootError> {
         .arg(elf)
         .args(["-append", &append])
         .args(["-serial", "stdio", "-display", "none", "-monitor", "none"])
-        .args(["-no-reboot", "-m", "128M", "-smp", &b.cpus.to_string()])
+        .args([
+            "-no-reboot",
+            "-m",
+            &format!("{}M", b.ram_mib),
+            "-smp",
+            &b.cpus.to_string(),
+        ])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
     if b.accel == "kvm" {
         cmd.args(["-accel", "kvm", "-cpu", "host"]);
@@ -446,7 +459,7 @@ pub fn meets(result: &Value, expected: &str) -> bool {
     }
 }
 
-fn kvm_usable() -> bool {
+pub(crate) fn kvm_usable() -> bool {
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -508,6 +521,9 @@ fn run(a: &BootArgs) -> Result<u8, BootError> {
             fix: "load kvm (modprobe kvm_intel or kvm_amd) and give this user access to /dev/kvm, or use --accel tcg".into(),
         });
     }
+    if a.bench {
+        return crate::boot_bench::run(a);
+    }
     let pairs: Vec<(PagingMode, Scheme)> = modes
         .iter()
         .flat_map(|&m| schemes.iter().map(move |&s| (m, s)))
@@ -536,6 +552,7 @@ fn run(a: &BootArgs) -> Result<u8, BootError> {
             accel,
             timeout: Duration::from_secs(a.timeout),
             extra: a.kernel_args.clone(),
+            ram_mib: 128,
         };
         pb.set_message(format!("{mode} {scheme} ({accel})"));
         let t = Instant::now();
@@ -584,7 +601,7 @@ fn run(a: &BootArgs) -> Result<u8, BootError> {
 
 /// The accelerator for `mode`: TCG, KVM, or (auto) KVM if a probe boot of
 /// this mode under KVM reaches paging, found by trying once per mode.
-fn pick_accel(
+pub(crate) fn pick_accel(
     a: &BootArgs,
     mode: PagingMode,
     elf: &Path,
@@ -628,6 +645,7 @@ fn kvm_runs(
         accel: "kvm",
         timeout: Duration::from_secs(20),
         extra: Vec::new(),
+        ram_mib: 128,
     };
     let mut paging = false;
     let _ = run_boot(elf, &probe, &mut |l| {

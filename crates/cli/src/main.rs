@@ -7,6 +7,7 @@
 mod args;
 mod bench;
 mod boot;
+mod boot_bench;
 mod check;
 mod compare;
 mod dump;

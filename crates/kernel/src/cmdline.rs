@@ -1,7 +1,7 @@
 //! The kernel command line: `key=value` words (`-append` under QEMU).
 //!
 //! `mode=2level|pae|4level|5level scheme=<scheme> tasks=N seed=N lock=tas|ticket|mutex
-//! cpa_every=N max_live=N cpus=N noipi=0|1 fault=pf|gp|ud`. Unknown keys and bad values are errors the
+//! cpa_every=N max_live=N cpus=N noipi=0|1 bench=0|1 fault=pf|gp|ud`. Unknown keys and bad values are errors the
 //! kernel reports before it touches memory.
 
 use alloc::format;
@@ -30,6 +30,8 @@ pub struct Params {
     pub cpus: usize,
     /// Bug injection: TLB shootdowns without IPIs.
     pub no_ipi: bool,
+    /// Run the in-kernel benchmarks first.
+    pub bench: bool,
     /// Test the exception path: raise this exception after paging is on
     /// (`pf`: a load from an unmapped address; `gp`: a non-canonical or
     /// bad-selector access; `ud`: an invalid opcode).
@@ -69,6 +71,7 @@ pub fn parse(line: &str, default_mode: PagingMode) -> Result<Params, String> {
         max_live: 6,
         cpus: 1,
         no_ipi: false,
+        bench: false,
         fault: None,
     };
     for word in line.split_whitespace() {
@@ -89,6 +92,7 @@ pub fn parse(line: &str, default_mode: PagingMode) -> Result<Params, String> {
             "max_live" => p.max_live = number(k, v, 1, 64)? as usize,
             "cpus" => p.cpus = number(k, v, 1, crate::smp::MAX_CPUS as u64)? as usize,
             "noipi" => p.no_ipi = number(k, v, 0, 1)? == 1,
+            "bench" => p.bench = number(k, v, 0, 1)? == 1,
             "fault" => {
                 p.fault = Some(match v {
                     "pf" => Raise::PageFault,

@@ -23,6 +23,7 @@ extern crate alloc;
 
 mod apic;
 mod arch;
+mod bench;
 mod bootinfo;
 mod cmdline;
 mod heap;
@@ -122,6 +123,7 @@ fn kernel_main(
         );
     }
     let tsc = time::calibrate();
+    pgdcache::set_clock(|| time::to_ns(arch::rdtsc()));
     kprintln!("tsc: {} MHz (PIT-calibrated)", tsc / 1_000_000);
     smp::NO_IPI.store(params.no_ipi, core::sync::atomic::Ordering::Relaxed);
     let booted = match mm::paging_init(
@@ -153,6 +155,9 @@ fn kernel_main(
     ));
     if let Some(f) = params.fault {
         raise(f);
+    }
+    if params.bench {
+        bench::run(booted.k.pm(), params.mode, params.cpus);
     }
     if params.cpus > 1 {
         let pm = booted.k.pm();

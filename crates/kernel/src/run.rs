@@ -514,6 +514,7 @@ impl Bsp {
                 "\"hw_violations\":{},",
                 "\"sw\":{{\"checks\":{},\"stale\":{},\"dangling\":{},\"not_constructed\":{},\"leak\":{}}},",
                 "\"sw_violations\":{},\"violations\":{},\"leaked_frames\":{},\"pgd_allocs\":{},\"free_frames\":{},",
+                "\"pgd_lock\":{{\"acquisitions\":{},\"contended\":{}}},\"tsc_hz\":{},",
                 "\"cycles\":{},\"ns\":{},\"verdict\":{},\"agree\":{},\"details\":[{}]}}"
             ),
             p.mode, p.scheme, p.lock, cpus,
@@ -526,6 +527,7 @@ impl Bsp {
             hw_v,
             sw.checks, sw.stale, sw.dangling, sw.not_constructed, sw.leak,
             sw_v, hw_v + sw_v, sw.leaked_frames, st.pgd_allocs, k.pm().free_frames(),
+            st.pgd_lock.acquisitions, st.pgd_lock.contended, crate::time::tsc_hz(),
             cycles, crate::time::to_ns(cycles), json_str(&verdict), agree, details.join(",")
         ));
         report::event(&format!(
