@@ -37,7 +37,7 @@ elif [ -n "${CI:-}" ]; then
     "(rustup target add $i686; apt-get install -y gcc-multilib)" >&2
   exit 1
 else
-  echo "note: target $i686 or cc -m32 missing; 32-bit tests skipped (rustup target add $i686; apt-get install -y gcc-multilib)"
+  echo "SKIP: 32-bit usize tests: target $i686 or cc -m32 missing (rustup target add $i686; apt-get install -y gcc-multilib)"
 fi
 if ls crates/*/tests/loom*.rs >/dev/null 2>&1; then
   for t in crates/*/tests/loom*.rs; do

@@ -6,6 +6,8 @@
 
 mod args;
 mod bench;
+mod boot;
+mod boot_bench;
 mod check;
 mod compare;
 mod dump;
@@ -53,6 +55,11 @@ enum Command {
     Check(check::CheckArgs),
     /// Run a short workload and print /proc/slabinfo (version 2.1).
     Slabinfo(slabinfo::SlabinfoArgs),
+    /// Boot the pgd system as the memory manager of a real x86 kernel under
+    /// QEMU (every paging mode × scheme by default) and print the verdicts
+    /// of the real MMU and the in-kernel checker (exit 1 on a finding, 3
+    /// when QEMU or the bare-metal target is missing).
+    Boot(boot::BootArgs),
     /// Measure the pgd system against its baselines (pgd_alloc/free, fork,
     /// change_page_attr, SMP, virtual-time projection) and print the ratios.
     Bench(bench::BenchArgs),
@@ -73,6 +80,7 @@ fn main() -> ExitCode {
         Command::Check(a) => check::run(&a),
         Command::Slabinfo(a) => slabinfo::run(&a),
         Command::Bench(a) => bench::run(&a),
+        Command::Boot(a) => return boot::main(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
