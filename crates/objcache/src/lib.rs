@@ -83,4 +83,4 @@ pub use error::{AllocError, CreateError, FreeError, TuneError};
 pub use page::SystemPageSource;
 pub use page::{FaultyPageSource, PageAllocError, PageSource, PAGE_SHIFT, PAGE_SIZE};
 pub use slab::{CACHE_LINE, MAX_ORDER};
-pub use stats::{slabinfo, slabinfo_with_stats, CacheStats};
+pub use stats::{slabinfo, slabinfo_format, slabinfo_with_stats, CacheStats, SlabinfoColumns};
