@@ -441,6 +441,8 @@ impl<P: PageSource> fmt::Debug for KmemCache<P> {
 
 /// `destroy` refused: objects are still allocated.  The cache is handed back
 /// unchanged (dropping it leaks the slabs that hold live objects).
+#[derive(thiserror::Error)]
+#[error("cache {} still has {live} live objects", .cache.name)]
 pub struct DestroyError<P: PageSource> {
     /// Objects still held by users.
     pub live: usize,
@@ -488,19 +490,6 @@ impl<P: PageSource> fmt::Debug for DestroyError<P> {
             .finish()
     }
 }
-
-impl<P: PageSource> fmt::Display for DestroyError<P> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "cache {} still has {} live objects",
-            self.cache.name, self.live
-        )
-    }
-}
-
-#[cfg(feature = "std")]
-impl<P: PageSource> std::error::Error for DestroyError<P> {}
 
 impl<P: PageSource> KmemCache<P> {
     /// `kmem_cache_create(name, size, align, flags, ctor, dtor)` with one CPU

@@ -84,3 +84,18 @@ pub use page::SystemPageSource;
 pub use page::{FaultyPageSource, PageAllocError, PageSource, PAGE_SHIFT, PAGE_SIZE};
 pub use slab::{CACHE_LINE, MAX_ORDER};
 pub use stats::{slabinfo, slabinfo_format, slabinfo_with_stats, CacheStats, SlabinfoColumns};
+
+#[cfg(test)]
+mod error_traits {
+    fn is_error<E: core::error::Error + 'static>() {}
+
+    #[test]
+    fn every_error_type_is_a_core_error() {
+        is_error::<crate::CreateError>();
+        is_error::<crate::AllocError>();
+        is_error::<crate::FreeError>();
+        is_error::<crate::TuneError>();
+        is_error::<crate::PageAllocError>();
+        is_error::<crate::DestroyError<crate::FaultyPageSource<crate::SystemPageSource>>>();
+    }
+}

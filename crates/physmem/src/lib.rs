@@ -49,3 +49,19 @@ pub use ram::{Ram, RamError, MAX_RAM, MIN_RAM};
 /// The simulator's physical memory: [`PhysMemory`] over [`Ram`].
 #[cfg(feature = "std")]
 pub type SimMemory = PhysMemory<Ram>;
+
+#[cfg(test)]
+mod error_traits {
+    fn is_error<E: core::error::Error + Send + Sync + 'static>() {}
+
+    #[test]
+    fn every_error_type_is_a_core_error() {
+        is_error::<crate::AllocError>();
+        is_error::<crate::FreeError>();
+        is_error::<crate::ListError>();
+        is_error::<crate::MemError>();
+        is_error::<crate::BadPcpConfig>();
+        #[cfg(feature = "std")]
+        is_error::<crate::RamError>();
+    }
+}

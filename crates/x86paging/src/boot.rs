@@ -33,7 +33,6 @@ use crate::mode::{Level, PageSize, PagingMode};
 use crate::table::{entry_pa_at, write_entry};
 use crate::walk::{translate, Translation, WalkFault};
 use alloc::vec::Vec;
-use core::fmt;
 use physmem::{Frame, Owner, PhysAddr, PhysMem, PhysMemory, VirtAddr};
 
 /// How to boot.
@@ -63,31 +62,15 @@ impl BootConfig {
 }
 
 /// Why boot failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BootError {
     /// Building a mapping failed (out of memory, mostly).
-    Map(MapError),
+    #[error("building the kernel page tables: {0}")]
+    Map(#[from] MapError),
     /// Allocating `swapper_pg_dir` or a PAE pmd failed.
+    #[error("out of memory allocating swapper_pg_dir")]
     OutOfMemory,
 }
-
-impl From<MapError> for BootError {
-    fn from(e: MapError) -> Self {
-        BootError::Map(e)
-    }
-}
-
-impl fmt::Display for BootError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BootError::Map(e) => write!(f, "building the kernel page tables: {e}"),
-            BootError::OutOfMemory => f.write_str("out of memory allocating swapper_pg_dir"),
-        }
-    }
-}
-
-#[cfg(feature = "std")]
-impl std::error::Error for BootError {}
 
 /// One mapping boot made (a leaf in `swapper_pg_dir`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

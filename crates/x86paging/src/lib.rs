@@ -46,3 +46,19 @@ pub use mode::{Level, PageSize, PagingMode, ParseModeError};
 pub use ptdump::{PtDump, PtLine, PtRange};
 pub use table::{entry_pa, read_entry, write_entry};
 pub use walk::{load_pdptes, translate, PfErrorCode, Translation, WalkFault};
+
+#[cfg(test)]
+mod error_traits {
+    fn is_error<E: core::error::Error + Send + Sync + 'static>() {}
+
+    #[test]
+    fn every_error_type_is_a_core_error() {
+        is_error::<crate::EntryError>();
+        is_error::<crate::ParseModeError>();
+        is_error::<crate::BootError>();
+        is_error::<crate::MapError>();
+        is_error::<crate::WalkFault>();
+        let e = crate::BootError::from(crate::MapError::OutOfMemory);
+        assert!(core::error::Error::source(&e).is_some());
+    }
+}
