@@ -13,6 +13,7 @@
 //!   on exactly the bytes the oracle was given;
 //! * [`diff`] — our walker vs an oracle on one image: addresses of interest
 //!   (`gva2gpa`) and the whole mapping list (`info tlb`).
+#![forbid(unsafe_code)]
 
 pub mod diff;
 pub mod image_mem;

@@ -15,6 +15,7 @@
 //! * [`access`] — the live access checks;
 //! * [`run`](mod@run) — one run ([`run::run`]) → [`report::RunReport`];
 //! * [`compare`](mod@compare) — every scheme × {2-level, PAE} side by side.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod access;

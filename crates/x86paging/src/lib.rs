@@ -20,6 +20,7 @@
 //! The core is `no_std` + `alloc`; the default `std` feature adds
 //! `std::error::Error` impls and simulated RAM through `physmem/std`.
 #![no_std]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 extern crate alloc;
