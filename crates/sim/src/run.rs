@@ -464,7 +464,7 @@ fn cpu_main(w: &World, id: usize) -> CpuResult {
     let mut cpu = Cpu {
         w,
         id,
-        rng: Rng::new(w.cfg.seed, id as u64 + 1),
+        rng: Rng::stream(w.cfg.seed, id as u64 + 1),
         res: CpuResult::default(),
     };
     let shell_size = w.cfg.task_size();
@@ -595,7 +595,7 @@ fn gfx_agent(w: &World) {
 /// vmalloc/vfree: keeps up to four areas, allocating or freeing one at a time.
 fn vmalloc_agent(w: &World) {
     let per_kilo = w.cfg.workload.vmalloc_per_kilo_task();
-    let mut rng = Rng::new(w.cfg.seed, 0x7f00);
+    let mut rng = Rng::stream(w.cfg.seed, 0x7f00);
     let mut next = 0u64;
     let k = &w.kernel;
     loop {
