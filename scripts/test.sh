@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace --release
+# The docs build without a warning (broken links, bad code blocks); the
+# quick-start doctests ran above, with the golden-file tests.
+echo "== cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 # The layers a kernel embeds are no_std + alloc: they build without their std
 # feature, and for bare metal where that target is installed (.ci/run adds it).
 nostd="-p physmem -p x86paging -p objcache -p pgdcache"
