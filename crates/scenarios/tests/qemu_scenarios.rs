@@ -3,7 +3,7 @@
 //!
 //! Our walker reads the exported image's bytes; it must agree with the walk
 //! over the simulator's RAM it was cut from (no QEMU needed) and with QEMU's
-//! `gva2gpa` and `info tlb` (skipped with `SKIP:` when QEMU is missing).
+//! `gva2gpa` and `info tlb` (skipped with `SKIP:` when QEMU is missing; failed instead under `CI`).
 //! A deliberately wrong leaf list (the cpa target's PCD dropped) must be
 //! caught, so the comparison is known to have teeth.
 
@@ -67,10 +67,10 @@ fn image_walk_equals_ram_walk() {
 fn scenarios_against_qemu() {
     let mut q = QemuOracle::new();
     if !q.available() {
-        eprintln!(
-            "SKIP: {} not runnable; apt-get install -y --no-install-recommends qemu-system-x86",
+        oracle::ci::qemu_missing(format_args!(
+            "{} not runnable; apt-get install -y --no-install-recommends qemu-system-x86",
             q.config().binary.display()
-        );
+        ));
         return;
     }
     for mode in MODES {
