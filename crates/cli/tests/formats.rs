@@ -70,3 +70,43 @@ fn slabinfo_is_linux_2_1_and_extras_need_a_flag() {
     assert!(err.contains("keeps no pgd cache"), "{err}");
     assert!(none.starts_with("slabinfo - version: 2.1\n"), "{none}");
 }
+
+#[test]
+fn run_plot_draws_the_timeline() {
+    let dir = std::env::temp_dir().join(format!("pgdcache-plot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("run.svg");
+    let (text, _) = run(&[
+        "run",
+        "--mode",
+        "2level",
+        "--scheme",
+        "slab-unsynced",
+        "--workload",
+        "xrestart",
+        "--ops",
+        "3000",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(text.contains("verdict"), "{text}");
+    let s = std::fs::read_to_string(&svg).unwrap();
+    assert!(s.starts_with("<svg"), "{}", &s[..s.len().min(200)]);
+    for label in [
+        "pgds live",
+        "pgds cached",
+        "conversion",
+        "stale or dangling",
+    ] {
+        assert!(s.contains(label), "{label}");
+    }
+    // Without --plot nothing is sampled and --json has no timeline.
+    let (json, _) = run(&["run", "--ops", "200", "--json"]);
+    assert!(!json.contains("\"timeline\""));
+    let out = Command::new(env!("CARGO_BIN_EXE_pgdcache"))
+        .args(["run", "--ops", "10", "--plot", "x.png"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -853,7 +853,7 @@ impl<P: PageSource> KmemCache<P> {
             .source
             .alloc_pages(order)
             .map_err(AllocError::OutOfMemory)?;
-        if (pages.as_ptr() as usize) % self.geo.slab_bytes() != 0 {
+        if !(pages.as_ptr() as usize).is_multiple_of(self.geo.slab_bytes()) {
             // SAFETY: just obtained from `alloc_pages(order)`, not yet used.
             unsafe { self.source.free_pages(pages, order) };
             return Err(AllocError::MisalignedPages);

@@ -185,7 +185,7 @@ impl<M: PhysMem> PhysMemory<M> {
             let mut pfn = reserved_frames;
             while pfn < frames {
                 let mut order = MAX_ORDER;
-                while order > 0 && (pfn % (1 << order) != 0 || pfn + (1 << order) > frames) {
+                while order > 0 && (!pfn.is_multiple_of(1 << order) || pfn + (1 << order) > frames) {
                     order -= 1;
                 }
                 for i in 0..(1u64 << order) {
@@ -624,7 +624,7 @@ mod tests {
         assert_eq!(total_free + 256, MIN_RAM / PAGE_SIZE);
         let a = pm.alloc_frame(Owner::Slab).unwrap();
         let b = pm.alloc_pages(3, Owner::UserTable).unwrap();
-        assert!(b.pfn() % 8 == 0);
+        assert!(b.pfn().is_multiple_of(8));
         assert_eq!(pm.stats().of(Owner::Slab), 1);
         assert_eq!(pm.stats().of(Owner::UserTable), 8);
         assert_eq!(pm.frame_state(a), FrameState::Live);
