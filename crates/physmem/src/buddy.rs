@@ -185,7 +185,8 @@ impl<M: PhysMem> PhysMemory<M> {
             let mut pfn = reserved_frames;
             while pfn < frames {
                 let mut order = MAX_ORDER;
-                while order > 0 && (!pfn.is_multiple_of(1 << order) || pfn + (1 << order) > frames) {
+                while order > 0 && (!pfn.is_multiple_of(1 << order) || pfn + (1 << order) > frames)
+                {
                     order -= 1;
                 }
                 for i in 0..(1u64 << order) {
