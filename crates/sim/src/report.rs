@@ -87,12 +87,15 @@ pub struct ViolationCounts {
     pub not_constructed: u64,
     /// Frames leaked (final check).
     pub leak: u64,
+    /// vmalloc pages that do not map their area's frame in swapper (final check).
+    #[serde(default)]
+    pub vmalloc_unmapped: u64,
 }
 
 impl ViolationCounts {
     /// Total.
     pub fn total(&self) -> u64 {
-        self.stale + self.dangling + self.fault + self.not_constructed + self.leak
+        self.stale + self.dangling + self.fault + self.not_constructed + self.leak + self.vmalloc_unmapped
     }
 }
 

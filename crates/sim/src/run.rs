@@ -266,6 +266,7 @@ fn first_final_kind(v: &ViolationCounts) -> Option<&'static str> {
         (v.stale, "stale"),
         (v.not_constructed, "not-constructed"),
         (v.leak, "leak"),
+        (v.vmalloc_unmapped, "vmalloc-unmapped"),
     ]
     .into_iter()
     .find(|(n, _)| *n > 0)
@@ -280,6 +281,7 @@ fn counts(r: &pgdcache::check::Report) -> ViolationCounts {
         fault: 0,
         not_constructed: c(ViolationKind::NotConstructed),
         leak: r.leaked_frames.max(c(ViolationKind::Leak)),
+        vmalloc_unmapped: c(ViolationKind::VmallocUnmapped),
     }
 }
 
@@ -310,6 +312,7 @@ fn closing_cpa(w: &World, f: &mut FinalCheck) -> Result<(), SimError> {
         s.dangling += v.dangling;
         s.not_constructed += v.not_constructed;
         s.leak = s.leak.max(v.leak);
+        s.vmalloc_unmapped += v.vmalloc_unmapped;
     }
     f.leaked_frames = f.leaked_frames.max(c.leaked_frames);
     f.closing_cpa = Some(c);
