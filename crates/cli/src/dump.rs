@@ -2,6 +2,8 @@
 //! its page tables (text like Linux's debugfs `page_tables`, or `--json`).
 
 use crate::args::{parse_mode, parse_ram};
+use crate::error::CliError;
+use crate::out::out;
 use clap::Args;
 use physmem::SimMemory;
 use x86paging::{boot, BootConfig, PagingMode, PtDump};
@@ -31,9 +33,11 @@ impl Default for DumpArgs {
 }
 
 /// Runs `dump`.
-pub fn run(a: &DumpArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let pm = SimMemory::new(a.ram)?;
-    let ks = boot(&pm, BootConfig::new(a.mode))?;
+pub fn run(a: &DumpArgs) -> Result<(), CliError> {
+    let pm = SimMemory::new(a.ram)
+        .map_err(|e| CliError::Usage(format!("--ram {}: {e}", a.ram)))?;
+    let ks = boot(&pm, BootConfig::new(a.mode))
+        .map_err(|e| CliError::Run(format!("boot failed: {e}")))?;
     let lines = ks.ptdump(&pm, ks.pgd);
     if a.json {
         let v = serde_json::json!({
@@ -44,15 +48,15 @@ pub fn run(a: &DumpArgs) -> Result<(), Box<dyn std::error::Error>> {
             "layout": ks.layout,
             "lines": lines,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::out::json(&v)?;
     } else {
-        print!(
+        out!(
             "{}",
             PtDump {
                 mode: ks.mode,
                 lines: &lines
             }
-        );
+        )?;
     }
     Ok(())
 }

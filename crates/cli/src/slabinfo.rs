@@ -4,6 +4,7 @@
 
 use crate::args::parse_mode;
 use crate::error::CliError;
+use crate::out::{out, outln};
 use crate::settings::{parse_ops, parse_scheme, parse_workload};
 use clap::Args;
 use pgdcache::Scheme;
@@ -22,7 +23,7 @@ pub struct SlabinfoArgs {
     /// Workload to run first.
     #[arg(long, value_parser = parse_workload, default_value = "script")]
     pub workload: Workload,
-    /// Tasks to run first.
+    /// Tasks to run first, 1..=1000000000.
     #[arg(long, value_parser = parse_ops, default_value = "2000")]
     pub ops: u64,
     /// Also print the CONFIG_DEBUG_SLAB statistics columns.
@@ -31,20 +32,26 @@ pub struct SlabinfoArgs {
 }
 
 /// Runs `slabinfo`.
-pub fn run(a: &SlabinfoArgs) -> Result<(), Box<dyn std::error::Error>> {
+pub fn run(a: &SlabinfoArgs) -> Result<(), CliError> {
+    if let Err(why) = a.scheme.supports(a.mode) {
+        return Err(CliError::Usage(format!(
+            "--scheme {} is impossible with --mode {}: {why}",
+            a.scheme, a.mode
+        )));
+    }
     let mut c = SimConfig::for_workload(a.workload, a.mode, a.scheme);
     c.ops = a.ops;
     let r = sim::run(&c).map_err(CliError::from)?;
     if r.slab.is_empty() {
-        println!(
+        outln!(
             "# scheme {} in {} keeps no pgd cache (pgds are pages)",
             a.scheme, a.mode
-        );
+        )?;
     }
     if a.stats {
-        print!("{}", objcache::slabinfo_with_stats(&r.slab));
+        out!("{}", objcache::slabinfo_with_stats(&r.slab))?;
     } else {
-        print!("{}", objcache::slabinfo(&r.slab));
+        out!("{}", objcache::slabinfo(&r.slab))?;
     }
-    Ok(())
+    crate::run::findings(&r)
 }

@@ -28,6 +28,6 @@ pub mod smp;
 pub use compare::{compare, CompareRow, CompareSpec};
 pub use config::{CpaRate, SimConfig, SimError, Workload};
 pub use report::{
-    ClosingCheck, FinalCheck, Latency, RunReport, Verdict, ViolationCounts, ZoneReport,
+    ClosingCheck, Failure, FinalCheck, Latency, RunReport, Verdict, ViolationCounts, ZoneReport,
 };
 pub use run::{run, run_with_progress};

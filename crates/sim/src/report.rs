@@ -211,6 +211,24 @@ impl Verdict {
     }
 }
 
+/// What stopped a run early (out of simulated memory, an agent's error):
+/// the run unwound — every task exited — and the checker and the frame
+/// accounting still ran, so the report says what failed, where, and what
+/// was left behind.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Failure {
+    /// Where: `cpu 1 fork`, `graphics agent`, ...
+    pub at: String,
+    /// The error.
+    pub why: String,
+}
+
+impl core::fmt::Display for Failure {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}: {}", self.at, self.why)
+    }
+}
+
 /// Everything one run measured.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RunReport {
@@ -260,4 +278,7 @@ pub struct RunReport {
     pub final_check: FinalCheck,
     /// The verdict.
     pub verdict: Verdict,
+    /// What stopped the run early, if anything (the verdict is then
+    /// `error`, and `final_check` is what the checker found afterwards).
+    pub failure: Option<Failure>,
 }

@@ -12,7 +12,7 @@
 use crate::access::{Checker, VmAreas};
 use crate::config::{CpaRate, SimConfig, SimError, Workload};
 use crate::report::{
-    ClosingCheck, FinalCheck, LatencyRecorder, RunReport, Verdict, ViolationCounts, ZoneReport,
+    ClosingCheck, Failure, FinalCheck, LatencyRecorder, RunReport, Verdict, ViolationCounts, ZoneReport,
 };
 use crate::rng::Rng;
 use crate::smp::Smp;
@@ -138,6 +138,9 @@ pub fn run_with_progress(
         error: parking_lot::Mutex::new(None),
         deadline: cfg.duration.map(|d| Instant::now() + d),
     };
+    if let Some(n) = cfg.fail_alloc {
+        world.kernel.pm().faults().fail_nth(n);
+    }
     let planned = if cfg.ops == 0 { u64::MAX } else { cfg.ops };
     let zone0 = world.kernel.pm().pcp_stats();
     let start = Instant::now();
@@ -180,9 +183,26 @@ pub fn run_with_progress(
     if let Some(p) = progress {
         p(world.done.load(Ordering::Relaxed), planned);
     }
-    if let Some(e) = world.error.lock().take() {
-        return Err(e);
-    }
+    // A task or an agent that failed (out of simulated memory, most often)
+    // stopped the CPUs; each exited its tasks on the way out. The checker
+    // and the frame accounting still run, and the report says what failed
+    // and where. Only a panicked thread (a bug) leaves no state to check.
+    let failure = match world.error.lock().take() {
+        None => None,
+        Some(e @ SimError::Panic(_)) => return Err(e),
+        Some(SimError::Task { cpu, what, why }) => Some(Failure {
+            at: format!("cpu {cpu} {what}"),
+            why,
+        }),
+        Some(SimError::Agent { agent, why }) => Some(Failure {
+            at: format!("{agent} agent"),
+            why,
+        }),
+        Some(other) => Some(Failure {
+            at: "run".into(),
+            why: other.to_string(),
+        }),
+    };
     let k = &world.kernel;
     let mut total = CpuResult::default();
     for r in &results {
@@ -205,7 +225,7 @@ pub fn run_with_progress(
     let mut final_check = final_check(k)?;
     // The run's toggles; the closing conversion is reported on its own.
     let cpa_toggles = world.gfx.toggles.load(Ordering::Relaxed);
-    if cfg.cpa_rate != CpaRate::Off {
+    if cfg.cpa_rate != CpaRate::Off && failure.is_none() {
         closing_cpa(&world, &mut final_check)?;
     }
     let (live_violations, first_live, first_kind) = world.checker.summary();
@@ -213,7 +233,9 @@ pub fn run_with_progress(
         .closing_cpa
         .as_ref()
         .and_then(|c| first_final_kind(&c.violations));
-    let verdict = if let Some(kind) = first_kind {
+    let verdict = if let Some(f) = &failure {
+        Verdict::Error(f.to_string())
+    } else if let Some(kind) = first_kind {
         Verdict::Caught(kind.to_string())
     } else if let Some(kind) = first_final_kind(&final_check.violations).or(closing_kind) {
         Verdict::Caught(kind.to_string())
@@ -257,6 +279,7 @@ pub fn run_with_progress(
         first_live,
         final_check,
         verdict,
+        failure,
     })
 }
 
