@@ -26,7 +26,7 @@ use x86paging::PagingMode;
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     /// Tasks per scenario, 1..=1000000000.
-    #[arg(long, value_parser = parse_ops, default_value = "3000")]
+    #[arg(long, value_parser = parse_ops, default_value = "3000", allow_hyphen_values = true)]
     pub ops: u64,
     /// Print JSON instead of text.
     #[arg(long)]

@@ -8,7 +8,7 @@ use crate::args::check_output_file;
 use crate::check::{expect, Expect};
 use crate::error::CliError;
 use crate::out::{out, outln};
-use crate::settings::{compare_lists, SimFlags, Sub};
+use crate::settings::{compare_lists, FileConfig, SimFlags, Sub};
 use clap::Args;
 use sim::compare::{table, CompareRow};
 use sim::{CompareSpec, Verdict, Workload};
@@ -27,7 +27,13 @@ pub struct CompareArgs {
 
 /// The spec `compare` runs, from flags, file and defaults.
 pub fn spec(a: &CompareArgs) -> Result<CompareSpec, CliError> {
-    let (m, file) = a.sim.merge(Sub::Compare, Workload::Script)?;
+    let (_, file) = a.sim.merge(Sub::Compare, Workload::Script)?;
+    spec_with(a, &file)
+}
+
+/// The spec from flags and a parsed config file.
+pub fn spec_with(a: &CompareArgs, file: &FileConfig) -> Result<CompareSpec, CliError> {
+    let m = a.sim.merge_file(file, Workload::Script)?;
     let mut spec = CompareSpec {
         workload: m.workload,
         lock: m.lock,
@@ -39,7 +45,7 @@ pub fn spec(a: &CompareArgs) -> Result<CompareSpec, CliError> {
         cpa_rate: m.cpa_rate,
         ..CompareSpec::default()
     };
-    let (modes, schemes) = compare_lists(&file)?;
+    let (modes, schemes) = compare_lists(file)?;
     if let Some(ms) = modes {
         spec.modes = ms;
     }

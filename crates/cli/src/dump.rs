@@ -15,7 +15,7 @@ pub struct DumpArgs {
     #[arg(long, value_parser = parse_mode, default_value = "2level")]
     pub mode: PagingMode,
     /// Simulated RAM, 16M..4G (multiple of 4M), e.g. 64M or 1G.
-    #[arg(long, value_parser = parse_ram, default_value = "64M")]
+    #[arg(long, value_parser = parse_ram, default_value = "64M", allow_hyphen_values = true)]
     pub ram: u64,
     /// Print JSON (mode, layout, control registers, ranges) instead of text.
     #[arg(long)]

@@ -42,11 +42,11 @@ pub struct OracleArgs {
     #[arg(long, default_value = "all", value_parser = parse_modes)]
     pub mode: ModeSel,
     /// Random layouts per mode, 1..=1000000.
-    #[arg(long, default_value = "10", value_parser = parse_cases)]
+    #[arg(long, default_value = "10", value_parser = parse_cases, allow_hyphen_values = true)]
     pub cases: u64,
     /// First random seed; seeds seed..seed+cases are used, so seed + cases
     /// must not pass 18446744073709551615.
-    #[arg(long, default_value = "1", value_parser = crate::settings::parse_seed)]
+    #[arg(long, default_value = "1", value_parser = crate::settings::parse_seed, allow_hyphen_values = true)]
     pub seed: u64,
     /// Backend: qemu, kvm, or auto (QEMU if installed, else KVM).
     #[arg(long, default_value = "qemu", value_parser = ["qemu", "kvm", "auto"])]
@@ -59,7 +59,7 @@ pub struct OracleArgs {
     /// read/write/fetch) runs on the oracle's CPU and its outcome, #PF error
     /// code included, must be the walker's. 0 turns probes off; at most
     /// 1000000.
-    #[arg(long, default_value = "3", value_parser = parse_probe_cases)]
+    #[arg(long, default_value = "3", value_parser = parse_probe_cases, allow_hyphen_values = true)]
     pub probe_cases: u64,
     /// Print JSON.
     #[arg(long)]
@@ -83,15 +83,15 @@ fn parse_count(s: &str, min: u64, what: &str) -> Result<u64, String> {
         })
 }
 
-fn parse_cases(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_cases(s: &str) -> Result<u64, String> {
     parse_count(s, 1, "number of cases").map_err(|e| format!("{e} (0 would compare no random layout)"))
 }
 
-fn parse_probe_cases(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_probe_cases(s: &str) -> Result<u64, String> {
     parse_count(s, 0, "number of probe cases")
 }
 
-fn parse_modes(s: &str) -> Result<ModeSel, String> {
+pub(crate) fn parse_modes(s: &str) -> Result<ModeSel, String> {
     if s == "all" {
         return Ok(ModeSel(vec![
             PagingMode::TwoLevel,
@@ -134,7 +134,10 @@ impl From<OracleCmdError> for CliError {
         match &e {
             OracleCmdError::Unavailable(_) => CliError::Env(e.to_string()),
             OracleCmdError::Oracle {
-                err: OracleError::QemuNotFound(_) | OracleError::Spawn(_),
+                err:
+                    OracleError::QemuNotFound(_)
+                    | OracleError::Spawn(_)
+                    | OracleError::Unresponsive(_),
                 ..
             } => CliError::Env(format!("{e} ({INSTALL_QEMU})")),
             _ => CliError::Run(e.to_string()),

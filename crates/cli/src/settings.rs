@@ -333,25 +333,25 @@ pub struct SimFlags {
     #[arg(long, value_parser = parse_workload)]
     pub workload: Option<Workload>,
     /// Simulated CPUs (threads), 1..=64.
-    #[arg(long, value_parser = parse_cpus)]
+    #[arg(long, value_parser = parse_cpus, allow_hyphen_values = true)]
     pub cpus: Option<usize>,
     /// Tasks (fork + exec + exit) per run, 1..=1000000000.
-    #[arg(long, value_parser = parse_ops)]
+    #[arg(long, value_parser = parse_ops, allow_hyphen_values = true)]
     pub ops: Option<u64>,
     /// Pages per task image, 1..=65536.
-    #[arg(long, value_parser = parse_task_pages)]
+    #[arg(long, value_parser = parse_task_pages, allow_hyphen_values = true)]
     pub task_pages: Option<u64>,
     /// pgd_lock / mmlist_lock implementation: tas, ticket, mutex.
     #[arg(long, value_parser = parse_lock)]
     pub lock: Option<LockKind>,
     /// Graphics-agent rate: off, max, or toggles per 1000 tasks (0..=1000000).
-    #[arg(long, value_parser = parse_cpa_rate)]
+    #[arg(long, value_parser = parse_cpa_rate, allow_hyphen_values = true)]
     pub cpa_rate: Option<CpaRate>,
     /// Simulated RAM, 32M..4G in steps of 4M (default: 64M; 256M for kernbench and mixed).
-    #[arg(long, value_parser = parse_ram_sim)]
+    #[arg(long, value_parser = parse_ram_sim, allow_hyphen_values = true)]
     pub ram: Option<u64>,
     /// Seed of the per-CPU generators (0..=18446744073709551615).
-    #[arg(long, value_parser = parse_seed)]
+    #[arg(long, value_parser = parse_seed, allow_hyphen_values = true)]
     pub seed: Option<u64>,
     /// TOML file with any of these settings (flags take precedence).
     #[arg(long, value_name = "FILE.toml")]
@@ -394,7 +394,17 @@ impl SimFlags {
             Some(p) => FileConfig::load(p, sub)?,
             None => FileConfig::default(),
         };
-        let m = Merged {
+        let m = self.merge_file(&file, default_workload)?;
+        Ok((m, file))
+    }
+
+    /// Merges with an already parsed config file.
+    pub fn merge_file(
+        &self,
+        file: &FileConfig,
+        default_workload: Workload,
+    ) -> Result<Merged, CliError> {
+        Ok(Merged {
             workload: self
                 .workload
                 .or(file.string("workload", parse_workload)?)
@@ -417,8 +427,7 @@ impl SimFlags {
                 .seed
                 .or(file.number("seed", parse_seed)?)
                 .unwrap_or(1),
-        };
-        Ok((m, file))
+        })
     }
 }
 
@@ -432,12 +441,12 @@ pub struct RunFlags {
     #[arg(long, value_parser = parse_scheme)]
     pub scheme: Option<Scheme>,
     /// Stop after this long, 1ms..24h (e.g. 2s, 500ms); with --ops, whichever comes first.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     pub duration: Option<Duration>,
     /// Fault injection: make the Nth frame allocation after boot fail
     /// (1..=1000000000), to watch the run stop, unwind every task, and
     /// still run the checker and the frame accounting.
-    #[arg(long, value_name = "N", value_parser = parse_fail_alloc)]
+    #[arg(long, value_name = "N", value_parser = parse_fail_alloc, allow_hyphen_values = true)]
     pub fail_alloc: Option<u64>,
 }
 
@@ -453,7 +462,16 @@ fn parse_fail_alloc(s: &str) -> Result<u64, String> {
 impl RunFlags {
     /// The run configuration.
     pub fn config(&self, shared: &SimFlags) -> Result<SimConfig, CliError> {
-        let (m, file) = shared.merge(Sub::Run, Workload::Script)?;
+        let file = match &shared.config {
+            Some(p) => FileConfig::load(p, Sub::Run)?,
+            None => FileConfig::default(),
+        };
+        self.config_with(shared, &file)
+    }
+
+    /// The run configuration from flags and a parsed config file.
+    pub fn config_with(&self, shared: &SimFlags, file: &FileConfig) -> Result<SimConfig, CliError> {
+        let m = shared.merge_file(file, Workload::Script)?;
         let mode = self
             .mode
             .or(file.string("mode", parse_mode)?)

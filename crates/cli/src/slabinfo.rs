@@ -24,7 +24,7 @@ pub struct SlabinfoArgs {
     #[arg(long, value_parser = parse_workload, default_value = "script")]
     pub workload: Workload,
     /// Tasks to run first, 1..=1000000000.
-    #[arg(long, value_parser = parse_ops, default_value = "2000")]
+    #[arg(long, value_parser = parse_ops, default_value = "2000", allow_hyphen_values = true)]
     pub ops: u64,
     /// Also print the CONFIG_DEBUG_SLAB statistics columns.
     #[arg(long)]

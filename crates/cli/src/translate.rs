@@ -36,7 +36,7 @@ pub struct TranslateArgs {
     pub user: bool,
     /// MAXPHYADDR of the walking CPU (the image does not record it).
     /// Default: 40 on 2level/pae, 46 on 4level/5level.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(32..=52))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(32..=52), allow_hyphen_values = true)]
     pub maxphyaddr: Option<u32>,
     /// Print JSON.
     #[arg(long)]

@@ -258,7 +258,7 @@ impl Session {
                 Ok(s) => return Ok(s),
                 // Not found, or started but unresponsive: retrying would
                 // only multiply the wait.
-                Err(e @ (OracleError::QemuNotFound(_) | OracleError::Timeout(_))) => {
+                Err(e @ (OracleError::QemuNotFound(_) | OracleError::Unresponsive(_))) => {
                     return Err(e)
                 }
                 Err(e) => last_err = Some(e),
@@ -328,7 +328,7 @@ impl Session {
                 Err(e) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(OracleError::Timeout(format!(
+                    return Err(OracleError::Unresponsive(format!(
                         "{} started, but its gdbstub on 127.0.0.1:{port} did not accept a \
                          connection within {:?} ({e}); is it a working qemu-system-x86_64?",
                         cfg.binary.display(),
@@ -338,7 +338,7 @@ impl Session {
             }
         };
         let unresponsive = |e: OracleError| match e {
-            OracleError::Timeout(_) => OracleError::Timeout(format!(
+            OracleError::Timeout(_) => OracleError::Unresponsive(format!(
                 "{}'s gdbstub on 127.0.0.1:{port} accepted but did not answer within {:?}; \
                  is it a working qemu-system-x86_64?",
                 cfg.binary.display(),
