@@ -62,7 +62,12 @@ pub fn parse_ram(s: &str) -> Result<u64, String> {
 /// Parses the RAM of a simulator run (`run`, `compare`): 32M..4G, a
 /// multiple of 4M, the same range `SimConfig::validate` allows.
 pub fn parse_ram_sim(s: &str) -> Result<u64, String> {
-    parse_ram_in(s, sim::config::MIN_SIM_RAM, sim::config::MAX_SIM_RAM, "32M..4G")
+    parse_ram_in(
+        s,
+        sim::config::MIN_SIM_RAM,
+        sim::config::MAX_SIM_RAM,
+        "32M..4G",
+    )
 }
 
 /// Checks, before any work starts, that `path` can be written as the

@@ -145,6 +145,9 @@ pub fn run(a: &CheckArgs) -> Result<(), CliError> {
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(CliError::Finding(format!("check failed: {}", failed.join(", "))))
+        Err(CliError::Finding(format!(
+            "check failed: {}",
+            failed.join(", ")
+        )))
     }
 }

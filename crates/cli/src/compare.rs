@@ -85,7 +85,13 @@ fn unexpected(r: &CompareRow) -> Option<String> {
         Expect::Either => r.verdict.is_correct() || r.verdict.is_caught(),
         Expect::Impossible => matches!(r.verdict, Verdict::NotApplicable(_)),
     };
-    (!ok).then(|| format!("{what}: expected {:?}, got {}", expect(r.mode, r.scheme), r.verdict.short()))
+    (!ok).then(|| {
+        format!(
+            "{what}: expected {:?}, got {}",
+            expect(r.mode, r.scheme),
+            r.verdict.short()
+        )
+    })
 }
 
 /// Runs `compare`.

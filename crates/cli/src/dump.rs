@@ -34,8 +34,7 @@ impl Default for DumpArgs {
 
 /// Runs `dump`.
 pub fn run(a: &DumpArgs) -> Result<(), CliError> {
-    let pm = SimMemory::new(a.ram)
-        .map_err(|e| CliError::Usage(format!("--ram {}: {e}", a.ram)))?;
+    let pm = SimMemory::new(a.ram).map_err(|e| CliError::Usage(format!("--ram {}: {e}", a.ram)))?;
     let ks = boot(&pm, BootConfig::new(a.mode))
         .map_err(|e| CliError::Run(format!("boot failed: {e}")))?;
     let lines = ks.ptdump(&pm, ks.pgd);

@@ -129,10 +129,7 @@ fn corpus(target: &str) -> Vec<Vec<u8>> {
         .filter(|p| p.is_file())
         .collect();
     files.sort();
-    let seeds: Vec<Vec<u8>> = files
-        .iter()
-        .filter_map(|p| std::fs::read(p).ok())
-        .collect();
+    let seeds: Vec<Vec<u8>> = files.iter().filter_map(|p| std::fs::read(p).ok()).collect();
     assert!(!seeds.is_empty(), "corpus {} is empty", dir.display());
     seeds
 }
@@ -197,10 +194,16 @@ fn fuzz_parsers() {
         let s = String::from_utf8_lossy(b);
         for line in s.lines().chain(std::iter::once(s.as_ref())) {
             if let Ok(n) = parse_ram(line) {
-                assert!((16 << 20..=4 << 30).contains(&n) && n % (4 << 20) == 0, "{line:?}");
+                assert!(
+                    (16 << 20..=4 << 30).contains(&n) && n % (4 << 20) == 0,
+                    "{line:?}"
+                );
             }
             if let Ok(n) = parse_ram_sim(line) {
-                assert!((32 << 20..=4 << 30).contains(&n) && n % (4 << 20) == 0, "{line:?}");
+                assert!(
+                    (32 << 20..=4 << 30).contains(&n) && n % (4 << 20) == 0,
+                    "{line:?}"
+                );
                 // The run's validation accepts every size the flag accepts.
                 let mut c = sim::SimConfig::for_workload(
                     sim::Workload::Script,
@@ -246,12 +249,61 @@ fn fuzz_parsers() {
 }
 
 const TOML_TOKENS: &[&str] = &[
-    "mode", "modes", "scheme", "schemes", "lock", "cpus", "workload", "ops", "duration",
-    "task_pages", "cpa_rate", "ram", "seed", " = ", "\"", "[", "]", "[]", ",", "\n", "{", "}",
-    "true", "false", "1979-05-27", "2level", "pae", "4level", "5level", "slab-pgd-list",
-    "slab-ticket", "shared-kernel", "slab-prepopulated", "uncached", "slab-unsynced", "tas",
-    "ticket", "mutex", "script", "kernbench", "xrestart", "mixed", "off", "max", "64M", "4G",
-    "16M", "2s", "1ms", "0.0000001", "#", "'", "\"\"\"", "[table]", "a.b",
+    "mode",
+    "modes",
+    "scheme",
+    "schemes",
+    "lock",
+    "cpus",
+    "workload",
+    "ops",
+    "duration",
+    "task_pages",
+    "cpa_rate",
+    "ram",
+    "seed",
+    " = ",
+    "\"",
+    "[",
+    "]",
+    "[]",
+    ",",
+    "\n",
+    "{",
+    "}",
+    "true",
+    "false",
+    "1979-05-27",
+    "2level",
+    "pae",
+    "4level",
+    "5level",
+    "slab-pgd-list",
+    "slab-ticket",
+    "shared-kernel",
+    "slab-prepopulated",
+    "uncached",
+    "slab-unsynced",
+    "tas",
+    "ticket",
+    "mutex",
+    "script",
+    "kernbench",
+    "xrestart",
+    "mixed",
+    "off",
+    "max",
+    "64M",
+    "4G",
+    "16M",
+    "2s",
+    "1ms",
+    "0.0000001",
+    "#",
+    "'",
+    "\"\"\"",
+    "[table]",
+    "a.b",
 ];
 
 #[test]
@@ -270,7 +322,10 @@ fn fuzz_toml_config() {
         }
         if let Ok(file) = FileConfig::parse(text, Sub::Compare) {
             if let Ok(spec) = spec_with(&CompareArgs::default(), &file) {
-                assert!(!spec.modes.is_empty() && !spec.schemes.is_empty(), "{text:?}");
+                assert!(
+                    !spec.modes.is_empty() && !spec.schemes.is_empty(),
+                    "{text:?}"
+                );
                 assert!(spec.validate().is_ok(), "{text:?}");
             }
         }
@@ -278,11 +333,40 @@ fn fuzz_toml_config() {
 }
 
 const JSON_TOKENS: &[&str] = &[
-    "\"mode\"", "\"ranges\"", "\"gpa\"", "\"len\"", "\"file\"", "\"cr3\"", "\"cr0\"", "\"cr4\"",
-    "\"efer\"", "\"2level\"", "\"pae\"", "\"4level\"", "\"5level\"", "\"mem-0.bin\"",
-    "\"mem-1000.bin\"", "\"../x\"", "\"/etc/passwd\"", "\".\"", "\"\"", "\"a/b\"", "4096", "0",
-    "-1", "18446744073709551615", "18446744073709551616", "1e400", "null", "[", "]", "{", "}",
-    ",", ":", "{\"gpa\":0,\"len\":4096,\"file\":\"mem-0.bin\"}",
+    "\"mode\"",
+    "\"ranges\"",
+    "\"gpa\"",
+    "\"len\"",
+    "\"file\"",
+    "\"cr3\"",
+    "\"cr0\"",
+    "\"cr4\"",
+    "\"efer\"",
+    "\"2level\"",
+    "\"pae\"",
+    "\"4level\"",
+    "\"5level\"",
+    "\"mem-0.bin\"",
+    "\"mem-1000.bin\"",
+    "\"../x\"",
+    "\"/etc/passwd\"",
+    "\".\"",
+    "\"\"",
+    "\"a/b\"",
+    "4096",
+    "0",
+    "-1",
+    "18446744073709551615",
+    "18446744073709551616",
+    "1e400",
+    "null",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    ":",
+    "{\"gpa\":0,\"len\":4096,\"file\":\"mem-0.bin\"}",
     "{\"gpa\":4096,\"len\":8,\"file\":\"mem-1000.bin\"}",
 ];
 
@@ -307,7 +391,7 @@ fn fuzz_image_reader() {
         // The first byte decides the range files' contents: each declared
         // range gets a file of its declared length (if small), or one byte
         // short, or none, or a directory in its place.
-        let (how, json) = b.split_first().map_or((0, &b[..]), |(h, j)| (*h, j));
+        let (how, json) = b.split_first().map_or((0, b), |(h, j)| (*h, j));
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for e in entries.flatten() {
                 let p = e.path();

@@ -84,7 +84,8 @@ fn parse_count(s: &str, min: u64, what: &str) -> Result<u64, String> {
 }
 
 pub(crate) fn parse_cases(s: &str) -> Result<u64, String> {
-    parse_count(s, 1, "number of cases").map_err(|e| format!("{e} (0 would compare no random layout)"))
+    parse_count(s, 1, "number of cases")
+        .map_err(|e| format!("{e} (0 would compare no random layout)"))
 }
 
 pub(crate) fn parse_probe_cases(s: &str) -> Result<u64, String> {
@@ -135,9 +136,7 @@ impl From<OracleCmdError> for CliError {
             OracleCmdError::Unavailable(_) => CliError::Env(e.to_string()),
             OracleCmdError::Oracle {
                 err:
-                    OracleError::QemuNotFound(_)
-                    | OracleError::Spawn(_)
-                    | OracleError::Unresponsive(_),
+                    OracleError::QemuNotFound(_) | OracleError::Spawn(_) | OracleError::Unresponsive(_),
                 ..
             } => CliError::Env(format!("{e} ({INSTALL_QEMU})")),
             _ => CliError::Run(e.to_string()),
@@ -357,8 +356,8 @@ fn check_mode(
         r.skipped = Some(why);
         return Ok(r);
     }
-    let end = a.seed.checked_add(a.cases).unwrap_or(u64::MAX);
-    for seed in a.seed..end {
+    // `run` refused a seed + cases past u64::MAX, so nothing saturates.
+    for seed in a.seed..a.seed.saturating_add(a.cases) {
         let case = format!("{mode} gen seed {seed}");
         let c =
             GenCase::new(mode, seed, limits.maxphyaddr).map_err(|err| OracleCmdError::Build {

@@ -70,7 +70,12 @@ pub fn parse_task_pages(s: &str) -> Result<u64, String> {
         .parse::<u64>()
         .ok()
         .filter(|n| (1..=sim::config::MAX_TASK_PAGES).contains(n))
-        .ok_or_else(|| format!("bad task pages '{}': expected a number from 1 to 65536", clip(s)))
+        .ok_or_else(|| {
+            format!(
+                "bad task pages '{}': expected a number from 1 to 65536",
+                clip(s)
+            )
+        })
 }
 
 /// Parses a seed (any 64-bit unsigned integer).
@@ -222,9 +227,8 @@ impl FileConfig {
 
     /// Parses config text for subcommand `sub` (no file name in messages).
     pub fn parse(text: &str, sub: Sub) -> Result<FileConfig, CliError> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| {
-            CliError::Usage(format!("bad TOML: {}", e.message().trim()))
-        })?;
+        let table: toml::Table = toml::from_str(text)
+            .map_err(|e| CliError::Usage(format!("bad TOML: {}", e.message().trim())))?;
         for key in table.keys() {
             if !sub.keys().contains(&key.as_str()) {
                 return Err(CliError::Usage(format!(
@@ -294,7 +298,9 @@ impl FileConfig {
                 let mut out = Vec::with_capacity(items.len());
                 for v in items {
                     match v {
-                        toml::Value::String(s) => out.push(parse(s).map_err(|e| Self::bad(key, e))?),
+                        toml::Value::String(s) => {
+                            out.push(parse(s).map_err(|e| Self::bad(key, e))?)
+                        }
                         other => {
                             return Err(Self::bad(
                                 key,
@@ -409,10 +415,7 @@ impl SimFlags {
                 .workload
                 .or(file.string("workload", parse_workload)?)
                 .unwrap_or(default_workload),
-            cpus: self
-                .cpus
-                .or(file.number("cpus", parse_cpus)?)
-                .unwrap_or(2),
+            cpus: self.cpus.or(file.number("cpus", parse_cpus)?).unwrap_or(2),
             ops: self.ops.or(file.number("ops", parse_ops)?),
             task_pages: self
                 .task_pages
@@ -423,10 +426,7 @@ impl SimFlags {
                 .unwrap_or(LockKind::Tas),
             cpa_rate: self.cpa_rate.or(file.number("cpa_rate", parse_cpa_rate)?),
             ram: self.ram.or(file.number("ram", parse_ram_sim)?),
-            seed: self
-                .seed
-                .or(file.number("seed", parse_seed)?)
-                .unwrap_or(1),
+            seed: self.seed.or(file.number("seed", parse_seed)?).unwrap_or(1),
         })
     }
 }
@@ -485,9 +485,7 @@ impl RunFlags {
         c.lock = m.lock;
         c.seed = m.seed;
         c.task_pages = m.task_pages;
-        c.duration = self
-            .duration
-            .or(file.number("duration", parse_duration)?);
+        c.duration = self.duration.or(file.number("duration", parse_duration)?);
         c.ops = match (m.ops, c.duration) {
             (Some(n), _) => n,
             (None, Some(_)) => 0,
@@ -510,10 +508,11 @@ impl RunFlags {
     }
 }
 
+/// The `modes` and `schemes` lists of a config file, if given.
+pub type CompareLists = (Option<Vec<PagingMode>>, Option<Vec<Scheme>>);
+
 /// Settings of `compare` from flags and file.
-pub fn compare_lists(
-    file: &FileConfig,
-) -> Result<(Option<Vec<PagingMode>>, Option<Vec<Scheme>>), CliError> {
+pub fn compare_lists(file: &FileConfig) -> Result<CompareLists, CliError> {
     Ok((
         file.list("modes", parse_mode)?,
         file.list("schemes", parse_scheme)?,
@@ -537,9 +536,15 @@ mod tests {
         assert!(err("ops = [", Sub::Run).contains("bad TOML"));
         let f = FileConfig::parse("cpus = true", Sub::Run).unwrap();
         let e = f.number("cpus", parse_cpus).unwrap_err().to_string();
-        assert!(e.contains("found a boolean") && !e.contains("StrOrInt"), "{e}");
+        assert!(
+            e.contains("found a boolean") && !e.contains("StrOrInt"),
+            "{e}"
+        );
         let f = FileConfig::parse("modes = [\"pae\", 3]", Sub::Compare).unwrap();
-        assert!(compare_lists(&f).unwrap_err().to_string().contains("an integer"));
+        assert!(compare_lists(&f)
+            .unwrap_err()
+            .to_string()
+            .contains("an integer"));
         let f = FileConfig::parse("ram = \"64M\"\nseed = 7\nduration = 0.5", Sub::Run).unwrap();
         assert_eq!(f.number("ram", parse_ram_sim).unwrap(), Some(64 << 20));
         assert_eq!(f.number("seed", parse_seed).unwrap(), Some(7));
@@ -552,7 +557,9 @@ mod tests {
     #[test]
     fn numbers_name_their_range() {
         assert!(parse_ops("0").unwrap_err().contains("1 to 1000000000"));
-        assert!(parse_seed("-1").unwrap_err().contains("18446744073709551615"));
+        assert!(parse_seed("-1")
+            .unwrap_err()
+            .contains("18446744073709551615"));
         assert!(parse_duration("0.0000001s").unwrap_err().contains("1ms"));
         assert!(parse_duration("2s").is_ok());
         assert!(parse_cpus("65").unwrap_err().contains("1 to 64"));

@@ -45,7 +45,8 @@ pub fn run(a: &SlabinfoArgs) -> Result<(), CliError> {
     if r.slab.is_empty() {
         outln!(
             "# scheme {} in {} keeps no pgd cache (pgds are pages)",
-            a.scheme, a.mode
+            a.scheme,
+            a.mode
         )?;
     }
     if a.stats {

@@ -93,7 +93,9 @@ struct Outcome {
 
 fn spawn(c: &Case) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgdcache"));
-    cmd.args(&c.args).stdin(Stdio::null()).stderr(Stdio::piped());
+    cmd.args(&c.args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
     for (k, v) in &c.env {
         cmd.env(k, v);
     }
@@ -196,10 +198,8 @@ struct Fixtures {
 
 impl Fixtures {
     fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "pgdcache-bad-input-{}-{tag}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("pgdcache-bad-input-{}-{tag}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("scratch dir");
         Fixtures { dir }
@@ -287,7 +287,18 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
     for m in ["3level", "", "two", "all", "PAE "] {
         v.push(case(&["dump", "--mode", m], 2, &["--mode", "2level, pae"]));
     }
-    for r in ["lots", "8M", "5G", "18M", "-1", "0", "", "99999999999999G", "1T", "64MB"] {
+    for r in [
+        "lots",
+        "8M",
+        "5G",
+        "18M",
+        "-1",
+        "0",
+        "",
+        "99999999999999G",
+        "1T",
+        "64MB",
+    ] {
         v.push(case(&["dump", "--ram", r], 2, &["--ram"]));
     }
     v.push(case(&["dump", "--ram", "8M"], 2, &["16M..4G"]));
@@ -300,24 +311,56 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
     // run and compare share their settings flags.
     for sub in ["run", "compare"] {
         for (flag, vals, word) in [
-            ("--workload", &["gaming", "", "Script"][..], "script, kernbench"),
-            ("--cpus", &["0", "65", "-1", "abc", "1.5", "99999999999999999999"][..], "1 to 64"),
-            ("--ops", &["0", "-5", "1e3", "1000000001", "x"][..], "1 to 1000000000"),
+            (
+                "--workload",
+                &["gaming", "", "Script"][..],
+                "script, kernbench",
+            ),
+            (
+                "--cpus",
+                &["0", "65", "-1", "abc", "1.5", "99999999999999999999"][..],
+                "1 to 64",
+            ),
+            (
+                "--ops",
+                &["0", "-5", "1e3", "1000000001", "x"][..],
+                "1 to 1000000000",
+            ),
             ("--task-pages", &["0", "65537", "x"][..], "1 to 65536"),
             ("--lock", &["rcu", ""][..], "tas"),
             ("--cpa-rate", &["often", "-1", "1000001"][..], "off, max"),
             ("--ram", &["16M", "8M", "5G", "33M", "lots"][..], "32M..4G"),
-            ("--seed", &["-1", "18446744073709551616", "x"][..], "18446744073709551615"),
+            (
+                "--seed",
+                &["-1", "18446744073709551616", "x"][..],
+                "18446744073709551615",
+            ),
         ] {
             for val in vals {
                 v.push(case(&[sub, flag, val], 2, &[flag, word]));
             }
         }
         v.push(case(&[sub, "--cpus", "64"], 2, &["--ram", "76M", "--cpus"]));
-        v.push(case(&[sub, "--task-pages", "60000"], 2, &["--ram", "--task-pages"]));
-        v.push(case(&[sub, "--config", "/nonexistent/x.toml"], 2, &["x.toml"]));
-        v.push(case(&[sub, "--config", &fx.dir.display().to_string()], 2, &["not a regular file"]));
-        v.push(case(&[sub, "--config", "/dev/zero"], 2, &["not a regular file"]));
+        v.push(case(
+            &[sub, "--task-pages", "60000"],
+            2,
+            &["--ram", "--task-pages"],
+        ));
+        v.push(case(
+            &[sub, "--config", "/nonexistent/x.toml"],
+            2,
+            &["x.toml"],
+        ));
+        v.push(case(
+            &[sub, "--config", &fx.dir.display().to_string()],
+            2,
+            &["not a regular file"],
+        ));
+        v.push(case(
+            &[sub, "--config", "/dev/zero"],
+            2,
+            &["not a regular file"],
+        ));
         let fifo = fx.fifo(&format!("{sub}-config.fifo"));
         v.push(case(&[sub, "--config", &fifo], 2, &["not a regular file"]).timeout(20));
     }
@@ -327,14 +370,33 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
         ("4level", "slab-prepopulated"),
         ("5level", "slab-prepopulated"),
     ] {
-        v.push(case(&["run", "--mode", m, "--scheme", s], 2, &["impossible", "--scheme"]));
+        v.push(case(
+            &["run", "--mode", m, "--scheme", s],
+            2,
+            &["impossible", "--scheme"],
+        ));
     }
     for (flag, vals, word) in [
         ("--mode", &["3level", "", "all"][..], "2level, pae"),
-        ("--scheme", &["slabby", "", "SLAB-PGD-LIST"][..], "slab-pgd-list"),
+        (
+            "--scheme",
+            &["slabby", "", "SLAB-PGD-LIST"][..],
+            "slab-pgd-list",
+        ),
         (
             "--duration",
-            &["soon", "0", "0s", "-1s", "25h", "0.0000001s", "1ns", "nan", "inf", "86401"][..],
+            &[
+                "soon",
+                "0",
+                "0s",
+                "-1s",
+                "25h",
+                "0.0000001s",
+                "1ns",
+                "nan",
+                "inf",
+                "86401",
+            ][..],
             "1ms to 24h",
         ),
         ("--fail-alloc", &["0", "x", "-3"][..], "1 to 1000000000"),
@@ -359,10 +421,22 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
         ("date.toml", b"seed = 1979-05-27\n", "found a date"),
         ("seed-neg.toml", b"seed = -1\n", "config key 'seed'"),
         ("dur0.toml", b"duration = \"0s\"\n", "1ms to 24h"),
-        ("modes-in-run.toml", b"modes = [\"pae\"]\n", "`run` takes one `mode`"),
-        ("schemes-in-run.toml", b"schemes = [\"uncached\"]\n", "`run` takes one `scheme`"),
+        (
+            "modes-in-run.toml",
+            b"modes = [\"pae\"]\n",
+            "`run` takes one `mode`",
+        ),
+        (
+            "schemes-in-run.toml",
+            b"schemes = [\"uncached\"]\n",
+            "`run` takes one `scheme`",
+        ),
         ("scheme-bad.toml", b"scheme = \"slabby\"\n", "slabby"),
-        ("impossible.toml", b"mode = \"2level\"\nscheme = \"shared-kernel\"\n", "impossible"),
+        (
+            "impossible.toml",
+            b"mode = \"2level\"\nscheme = \"shared-kernel\"\n",
+            "impossible",
+        ),
         ("cpus64.toml", b"cpus = 64\n", "--ram"),
         ("huge.toml", &big[..], "at most"),
     ] {
@@ -373,7 +447,11 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
         ("modes-empty.toml", &b"modes = []\n"[..], "modes"),
         ("schemes-empty.toml", b"schemes = []\n", "schemes"),
         ("modes-dup.toml", b"modes = [\"pae\", \"pae\"]\n", "once"),
-        ("schemes-dup.toml", b"schemes = [\"uncached\", \"uncached\"]\n", "once"),
+        (
+            "schemes-dup.toml",
+            b"schemes = [\"uncached\", \"uncached\"]\n",
+            "once",
+        ),
         ("modes-bad.toml", b"modes = [\"3level\"]\n", "3level"),
         ("modes-int.toml", b"modes = [\"pae\", 3]\n", "an integer"),
         ("modes-str.toml", b"modes = \"pae\"\n", "list of strings"),
@@ -393,8 +471,22 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
     let afile = fx.file("afile", b"x");
     for sub in ["compare", "bench"] {
         v.push(case(&[sub, "--plot", "out.png"], 2, &["--plot", ".svg"]).timeout(20));
-        v.push(case(&[sub, "--plot", "/nonexistent/x.svg"], 2, &["does not exist"]).timeout(20));
-        v.push(case(&[sub, "--plot", &svg_dir.display().to_string()], 2, &["directory"]).timeout(20));
+        v.push(
+            case(
+                &[sub, "--plot", "/nonexistent/x.svg"],
+                2,
+                &["does not exist"],
+            )
+            .timeout(20),
+        );
+        v.push(
+            case(
+                &[sub, "--plot", &svg_dir.display().to_string()],
+                2,
+                &["directory"],
+            )
+            .timeout(20),
+        );
         v.push(case(&[sub, "--plot", &format!("{afile}/x.svg")], 2, &["--plot"]).timeout(20));
     }
     // Runs that work, and their findings.
@@ -413,7 +505,15 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
     v.push(full);
     v.push(case(&["run", "--ops", "5", "--json"], 1, &["No space left"]).sink(Sink::Full));
     v.push(case(
-        &["run", "--scheme", "slab-unsynced", "--workload", "xrestart", "--ops", "300"],
+        &[
+            "run",
+            "--scheme",
+            "slab-unsynced",
+            "--workload",
+            "xrestart",
+            "--ops",
+            "300",
+        ],
         1,
         &["caught", "violations"],
     ));
@@ -433,10 +533,33 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
         "compare-one.toml",
         b"modes = [\"pae\"]\nschemes = [\"slab-pgd-list\", \"slab-ticket\"]\nops = 150\n",
     );
-    v.push(case(&["compare", "--config", &one], 0, &["correct", "slab-ticket"]));
-    v.push(case(&["compare", "--config", &one, "--json"], 0, &["\"verdict\""]).sink(Sink::Closed));
+    v.push(case(
+        &["compare", "--config", &one],
+        0,
+        &["correct", "slab-ticket"],
+    ));
+    v.push(
+        case(
+            &["compare", "--config", &one, "--json"],
+            0,
+            &["\"verdict\""],
+        )
+        .sink(Sink::Closed),
+    );
     v.push(case(&["compare", "--config", &one], 1, &["No space left"]).sink(Sink::Full));
-    v.push(case(&["compare", "--config", &one, "--ram", "32M", "--cpa-rate", "off"], 0, &["correct"]));
+    v.push(case(
+        &[
+            "compare",
+            "--config",
+            &one,
+            "--ram",
+            "32M",
+            "--cpa-rate",
+            "off",
+        ],
+        0,
+        &["correct"],
+    ));
     let bug = fx.file(
         "compare-bug.toml",
         b"modes = [\"2level\"]\nschemes = [\"slab-unsynced\"]\nworkload = \"xrestart\"\nops = 200\n",
@@ -460,57 +583,217 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
     ] {
         v.push(case(&["slabinfo", flag, val], 2, &[flag, word]));
     }
-    v.push(case(&["slabinfo", "--mode", "2level", "--scheme", "shared-kernel"], 2, &["impossible"]));
-    v.push(case(&["slabinfo", "--ops", "100"], 0, &["slabinfo - version: 2.1"]));
+    v.push(case(
+        &["slabinfo", "--mode", "2level", "--scheme", "shared-kernel"],
+        2,
+        &["impossible"],
+    ));
+    v.push(case(
+        &["slabinfo", "--ops", "100"],
+        0,
+        &["slabinfo - version: 2.1"],
+    ));
     v.push(case(&["slabinfo", "--ops", "100"], 0, &[]).sink(Sink::Closed));
     v.push(case(&["slabinfo", "--ops", "100"], 1, &["No space left"]).sink(Sink::Full));
 
     // export
     let out = fx.path("export-out");
-    v.push(case(&["export", "--mode", "pae", "--out", &out], 2, &["--scenario"]));
-    v.push(case(&["export", "--scenario", "fork", "--out", &out], 2, &["--mode"]));
-    v.push(case(&["export", "--scenario", "fork", "--mode", "pae"], 2, &["--out"]));
-    v.push(case(&["export", "--scenario", "bogus", "--mode", "pae", "--out", &out], 2, &["bogus"]));
-    v.push(case(&["export", "--scenario", "fork", "--mode", "9level", "--out", &out], 2, &["9level"]));
-    for (m, s) in [("2level", "shared-kernel"), ("2level", "slab-prepopulated"), ("4level", "slab-prepopulated")] {
+    v.push(case(
+        &["export", "--mode", "pae", "--out", &out],
+        2,
+        &["--scenario"],
+    ));
+    v.push(case(
+        &["export", "--scenario", "fork", "--out", &out],
+        2,
+        &["--mode"],
+    ));
+    v.push(case(
+        &["export", "--scenario", "fork", "--mode", "pae"],
+        2,
+        &["--out"],
+    ));
+    v.push(case(
+        &[
+            "export",
+            "--scenario",
+            "bogus",
+            "--mode",
+            "pae",
+            "--out",
+            &out,
+        ],
+        2,
+        &["bogus"],
+    ));
+    v.push(case(
+        &[
+            "export",
+            "--scenario",
+            "fork",
+            "--mode",
+            "9level",
+            "--out",
+            &out,
+        ],
+        2,
+        &["9level"],
+    ));
+    for (m, s) in [
+        ("2level", "shared-kernel"),
+        ("2level", "slab-prepopulated"),
+        ("4level", "slab-prepopulated"),
+    ] {
         v.push(case(
-            &["export", "--scenario", "fork", "--mode", m, "--scheme", s, "--out", &out],
+            &[
+                "export",
+                "--scenario",
+                "fork",
+                "--mode",
+                m,
+                "--scheme",
+                s,
+                "--out",
+                &out,
+            ],
             2,
             &["impossible"],
         ));
     }
-    v.push(case(&["export", "--scenario", "fork", "--mode", "pae", "--out", &afile], 2, &["not a directory"]));
     v.push(case(
-        &["export", "--scenario", "fork", "--mode", "pae", "--out", &format!("{afile}/sub")],
+        &[
+            "export",
+            "--scenario",
+            "fork",
+            "--mode",
+            "pae",
+            "--out",
+            &afile,
+        ],
+        2,
+        &["not a directory"],
+    ));
+    v.push(case(
+        &[
+            "export",
+            "--scenario",
+            "fork",
+            "--mode",
+            "pae",
+            "--out",
+            &format!("{afile}/sub"),
+        ],
         2,
         &["--out"],
     ));
-    v.push(case(&["export", "--scenario", "fork", "--mode", "pae", "--out", "/proc/pgdcache-x"], 2, &["--out"]));
+    v.push(case(
+        &[
+            "export",
+            "--scenario",
+            "fork",
+            "--mode",
+            "pae",
+            "--out",
+            "/proc/pgdcache-x",
+        ],
+        2,
+        &["--out"],
+    ));
     for sc in ["swapper", "fork", "cpa-split"] {
         let o = fx.path(&format!("export-{sc}"));
-        v.push(case(&["export", "--scenario", sc, "--mode", "4level", "--out", &o], 0, &["table frames"]));
+        v.push(case(
+            &["export", "--scenario", sc, "--mode", "4level", "--out", &o],
+            0,
+            &["table frames"],
+        ));
     }
     let o = fx.path("export-json");
-    v.push(case(&["export", "--scenario", "fork", "--mode", "pae", "--out", &o, "--json"], 0, &["\"image\""]));
+    v.push(case(
+        &[
+            "export",
+            "--scenario",
+            "fork",
+            "--mode",
+            "pae",
+            "--out",
+            &o,
+            "--json",
+        ],
+        0,
+        &["\"image\""],
+    ));
     let o = fx.path("export-closed");
-    v.push(case(&["export", "--scenario", "fork", "--mode", "pae", "--out", &o], 0, &[]).sink(Sink::Closed));
+    v.push(
+        case(
+            &["export", "--scenario", "fork", "--mode", "pae", "--out", &o],
+            0,
+            &[],
+        )
+        .sink(Sink::Closed),
+    );
     let o = fx.path("export-full");
-    v.push(case(&["export", "--scenario", "fork", "--mode", "pae", "--out", &o], 1, &["No space left"]).sink(Sink::Full));
+    v.push(
+        case(
+            &["export", "--scenario", "fork", "--mode", "pae", "--out", &o],
+            1,
+            &["No space left"],
+        )
+        .sink(Sink::Full),
+    );
 
     // translate: arguments
     let img = fx.image("good", |_| {});
     v.push(case(&["translate", "--image", &img], 2, &["ADDR"]));
     v.push(case(&["translate", "0x1000"], 2, &["--image"]));
-    for bad in ["zz", "-1", "0x", "0x1_0000_0000_0000_0000", "", " ", "1e3", "0xg", "0x100000000", "99999999999"] {
-        v.push(case(&["translate", "--image", &img, "--", bad], 2, &["bad address"]));
+    for bad in [
+        "zz",
+        "-1",
+        "0x",
+        "0x1_0000_0000_0000_0000",
+        "",
+        " ",
+        "1e3",
+        "0xg",
+        "0x100000000",
+        "99999999999",
+    ] {
+        v.push(case(
+            &["translate", "--image", &img, "--", bad],
+            2,
+            &["bad address"],
+        ));
     }
-    for (flag, val) in [("--access", "bogus"), ("--maxphyaddr", "31"), ("--maxphyaddr", "53"), ("--maxphyaddr", "x")] {
-        v.push(case(&["translate", "--image", &img, flag, val, "0x1000"], 2, &[flag]));
+    for (flag, val) in [
+        ("--access", "bogus"),
+        ("--maxphyaddr", "31"),
+        ("--maxphyaddr", "53"),
+        ("--maxphyaddr", "x"),
+    ] {
+        v.push(case(
+            &["translate", "--image", &img, flag, val, "0x1000"],
+            2,
+            &[flag],
+        ));
     }
-    v.push(case(&["translate", "--image", &img, "0xc0000000", "0x1000"], 0, &["0xc0000000"]));
-    v.push(case(&["translate", "--image", &img, "--json", "0xc0000000"], 0, &["\"results\""]));
+    v.push(case(
+        &["translate", "--image", &img, "0xc0000000", "0x1000"],
+        0,
+        &["0xc0000000"],
+    ));
+    v.push(case(
+        &["translate", "--image", &img, "--json", "0xc0000000"],
+        0,
+        &["\"results\""],
+    ));
     v.push(case(&["translate", "--image", &img, "0xc0000000"], 0, &[]).sink(Sink::Closed));
-    v.push(case(&["translate", "--image", &img, "0xc0000000"], 1, &["No space left"]).sink(Sink::Full));
+    v.push(
+        case(
+            &["translate", "--image", &img, "0xc0000000"],
+            1,
+            &["No space left"],
+        )
+        .sink(Sink::Full),
+    );
     // translate: hostile images (exit 2, refused before reading, no hang)
     let zero_json = fx.image("zero-json", |d| {
         let _ = fs::remove_file(d.join("image.json"));
@@ -518,13 +801,19 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
     });
     let fifo_json = fx.image("fifo-json", |d| {
         let _ = fs::remove_file(d.join("image.json"));
-        let ok = Command::new("mkfifo").arg(d.join("image.json")).status().is_ok_and(|s| s.success());
+        let ok = Command::new("mkfifo")
+            .arg(d.join("image.json"))
+            .status()
+            .is_ok_and(|s| s.success());
         assert!(ok);
     });
     let fifo_range = fx.image("fifo-range", |d| {
         let f = first_range_file(d);
         let _ = fs::remove_file(&f);
-        let ok = Command::new("mkfifo").arg(&f).status().is_ok_and(|s| s.success());
+        let ok = Command::new("mkfifo")
+            .arg(&f)
+            .status()
+            .is_ok_and(|s| s.success());
         assert!(ok);
     });
     let zero_range = fx.image("zero-range", |d| {
@@ -556,26 +845,52 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
     });
     let sparse_huge = fx.image("sparse-huge", |d| {
         json_edit(d, |v| v["ranges"][0]["len"] = serde_json::json!(3u64 << 30));
-        let f = fs::OpenOptions::new().write(true).open(first_range_file(d)).expect("open");
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(first_range_file(d))
+            .expect("open");
         f.set_len(3 << 30).expect("sparse");
     });
-    let dotdot = fx.image("dotdot", |d| json_edit(d, |v| v["ranges"][0]["file"] = "../x".into()));
-    let absolute = fx.image("absolute", |d| json_edit(d, |v| v["ranges"][0]["file"] = "/etc/passwd".into()));
-    let subdir = fx.image("subdir-name", |d| json_edit(d, |v| v["ranges"][0]["file"] = "a/b.bin".into()));
-    let empty_name = fx.image("empty-name", |d| json_edit(d, |v| v["ranges"][0]["file"] = "".into()));
+    let dotdot = fx.image("dotdot", |d| {
+        json_edit(d, |v| v["ranges"][0]["file"] = "../x".into())
+    });
+    let absolute = fx.image("absolute", |d| {
+        json_edit(d, |v| v["ranges"][0]["file"] = "/etc/passwd".into())
+    });
+    let subdir = fx.image("subdir-name", |d| {
+        json_edit(d, |v| v["ranges"][0]["file"] = "a/b.bin".into())
+    });
+    let empty_name = fx.image("empty-name", |d| {
+        json_edit(d, |v| v["ranges"][0]["file"] = "".into())
+    });
     let overlap = fx.image("overlap", |d| {
         json_edit(d, |v| {
             let g = v["ranges"][0]["gpa"].as_u64().expect("gpa");
             v["ranges"][1]["gpa"] = serde_json::json!(g + 8);
         })
     });
-    let wrap = fx.image("wrap", |d| json_edit(d, |v| v["ranges"][0]["gpa"] = serde_json::json!(u64::MAX - 8)));
-    let bad_mode = fx.image("bad-mode", |d| json_edit(d, |v| v["mode"] = "3level".into()));
-    let neg_cr3 = fx.image("neg-cr3", |d| json_edit(d, |v| v["cr3"] = serde_json::json!(-1)));
-    let not_json = fx.image("not-json", |d| fs::write(d.join("image.json"), b"{ nope").expect("write"));
-    let not_utf8 = fx.image("not-utf8", |d| fs::write(d.join("image.json"), b"\xff\xfe{}").expect("write"));
+    let wrap = fx.image("wrap", |d| {
+        json_edit(d, |v| {
+            v["ranges"][0]["gpa"] = serde_json::json!(u64::MAX - 8)
+        })
+    });
+    let bad_mode = fx.image("bad-mode", |d| {
+        json_edit(d, |v| v["mode"] = "3level".into())
+    });
+    let neg_cr3 = fx.image("neg-cr3", |d| {
+        json_edit(d, |v| v["cr3"] = serde_json::json!(-1))
+    });
+    let not_json = fx.image("not-json", |d| {
+        fs::write(d.join("image.json"), b"{ nope").expect("write")
+    });
+    let not_utf8 = fx.image("not-utf8", |d| {
+        fs::write(d.join("image.json"), b"\xff\xfe{}").expect("write")
+    });
     let big_json = fx.image("big-json", |d| {
-        let f = fs::OpenOptions::new().write(true).open(d.join("image.json")).expect("open");
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(d.join("image.json"))
+            .expect("open");
         f.set_len(17 << 20).expect("sparse");
     });
     let no_json = fx.image("no-json", |d| {
@@ -606,7 +921,14 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
         (no_json, "image.json"),
         (fx.path("nonexistent-image"), "image.json"),
     ] {
-        v.push(case(&["translate", "--image", &img, "0x1000"], 2, &["--image", word]).timeout(20));
+        v.push(
+            case(
+                &["translate", "--image", &img, "0x1000"],
+                2,
+                &["--image", word],
+            )
+            .timeout(20),
+        );
     }
 
     // oracle: arguments
@@ -623,16 +945,32 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
     ] {
         v.push(case(&["oracle", flag, val], 2, &[flag, word]));
     }
-    v.push(case(&["oracle", "--seed", "18446744073709551615"], 2, &["--seed", "at most"]));
-    v.push(case(&["oracle", "--seed", "18446744073709551610", "--cases", "10"], 2, &["--seed"]));
+    v.push(case(
+        &["oracle", "--seed", "18446744073709551615"],
+        2,
+        &["--seed", "at most"],
+    ));
+    v.push(case(
+        &["oracle", "--seed", "18446744073709551610", "--cases", "10"],
+        2,
+        &["--seed"],
+    ));
     // oracle: the environment
     v.push(
-        case(&["oracle", "--mode", "pae", "--cases", "1"], 3, &["QEMU not available", "apt-get install"])
-            .env("PGDCACHE_QEMU", "/nonexistent/qemu-system-x86_64"),
+        case(
+            &["oracle", "--mode", "pae", "--cases", "1"],
+            3,
+            &["QEMU not available", "apt-get install"],
+        )
+        .env("PGDCACHE_QEMU", "/nonexistent/qemu-system-x86_64"),
     );
     v.push(
-        case(&["oracle", "--mode", "pae", "--cases", "1"], 3, &["QEMU not available"])
-            .env("PGDCACHE_QEMU", "/bin/false"),
+        case(
+            &["oracle", "--mode", "pae", "--cases", "1"],
+            3,
+            &["QEMU not available"],
+        )
+        .env("PGDCACHE_QEMU", "/bin/false"),
     );
     let fake = fx.file(
         "fake-qemu.sh",
@@ -640,21 +978,57 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
     );
     make_executable(&fake);
     v.push(
-        case(&["oracle", "--mode", "pae", "--cases", "1"], 3, &["did not accept", "working qemu"])
-            .env("PGDCACHE_QEMU", &fake)
-            .timeout(30),
+        case(
+            &["oracle", "--mode", "pae", "--cases", "1"],
+            3,
+            &["did not accept", "working qemu"],
+        )
+        .env("PGDCACHE_QEMU", &fake)
+        .timeout(30),
     );
     if qemu_available() {
-        let base = ["oracle", "--mode", "pae", "--cases", "1", "--no-scenarios", "--probe-cases", "0"];
+        let base = [
+            "oracle",
+            "--mode",
+            "pae",
+            "--cases",
+            "1",
+            "--no-scenarios",
+            "--probe-cases",
+            "0",
+        ];
         v.push(case(&base, 0, &["all agree"]).timeout(120));
         v.push(case(&base, 0, &[]).sink(Sink::Closed).timeout(120));
-        v.push(case(&base, 1, &["No space left"]).sink(Sink::Full).timeout(120));
+        v.push(
+            case(&base, 1, &["No space left"])
+                .sink(Sink::Full)
+                .timeout(120),
+        );
     } else {
         eprintln!("SKIP: QEMU not installed: the oracle success cases expect exit 3");
-        v.push(case(&["oracle", "--mode", "pae", "--cases", "1"], 3, &["apt-get install"]));
+        v.push(case(
+            &["oracle", "--mode", "pae", "--cases", "1"],
+            3,
+            &["apt-get install"],
+        ));
     }
     // KVM: a mode it cannot run here is exit 3, never "all agree".
-    let mut kvm = case(&["oracle", "--backend", "kvm", "--mode", "2level", "--cases", "1", "--no-scenarios", "--probe-cases", "0"], 0, &[]);
+    let mut kvm = case(
+        &[
+            "oracle",
+            "--backend",
+            "kvm",
+            "--mode",
+            "2level",
+            "--cases",
+            "1",
+            "--no-scenarios",
+            "--probe-cases",
+            "0",
+        ],
+        0,
+        &[],
+    );
     kvm.codes = vec![0, 3];
     kvm.timeout = Duration::from_secs(120);
     v.push(kvm);
@@ -677,7 +1051,11 @@ fn hostile_input_follows_the_exit_code_contract() {
         .arg(&base)
         .output()
         .expect("export");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let all = cases(&fx);
     assert!(all.len() >= 200, "only {} cases", all.len());
     let n = all.len();
@@ -717,7 +1095,18 @@ fn hostile_input_follows_the_exit_code_contract() {
 #[test]
 fn kvm_mode_it_cannot_run_is_exit_3_not_all_agree() {
     let out = Command::new(env!("CARGO_BIN_EXE_pgdcache"))
-        .args(["oracle", "--backend", "kvm", "--mode", "2level", "--cases", "1", "--no-scenarios", "--probe-cases", "0"])
+        .args([
+            "oracle",
+            "--backend",
+            "kvm",
+            "--mode",
+            "2level",
+            "--cases",
+            "1",
+            "--no-scenarios",
+            "--probe-cases",
+            "0",
+        ])
         .output()
         .expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -755,7 +1144,10 @@ fn interrupt_exits_130_and_children_die_with_pgdcache() {
         if let Ok(Some(st)) = child.try_wait() {
             break st.code();
         }
-        assert!(t0.elapsed() < Duration::from_secs(20), "no exit after SIGINT");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no exit after SIGINT"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut err = String::new();
@@ -791,11 +1183,19 @@ fn interrupt_exits_130_and_children_die_with_pgdcache() {
             {
                 break pid;
             }
-            assert!(t0.elapsed() < Duration::from_secs(10), "fake QEMU never started");
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "fake QEMU never started"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
-        assert!(alive(qemu), "the fake QEMU runs while pgdcache waits for it");
-        let _ = Command::new("kill").args([signal, &child.id().to_string()]).status();
+        assert!(
+            alive(qemu),
+            "the fake QEMU runs while pgdcache waits for it"
+        );
+        let _ = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status();
         let st = child.wait().expect("wait");
         if signal == "-INT" {
             assert_eq!(st.code(), Some(130));
@@ -839,8 +1239,14 @@ fn export_replaces_the_previous_image() {
         .status()
         .expect("export");
     assert!(st.success());
-    assert!(!out.join("mem-dead000.bin").exists(), "stale range file left");
-    assert!(out.join("notes.txt").exists(), "a file that is no range file is kept");
+    assert!(
+        !out.join("mem-dead000.bin").exists(),
+        "stale range file left"
+    );
+    assert!(
+        out.join("notes.txt").exists(),
+        "a file that is no range file is kept"
+    );
     let desc: serde_json::Value =
         serde_json::from_slice(&fs::read(out.join("image.json")).expect("json")).expect("json");
     let listed: Vec<String> = desc["ranges"]

@@ -215,9 +215,7 @@ fn read_regular(path: &Path, len: Option<u64>, max: u64) -> Result<Vec<u8>, Imag
     // fine, and `metadata` follows it to what would be read.
     let meta = fs::metadata(path).map_err(io_err(path))?;
     if !meta.is_file() {
-        return Err(ImageError::Invalid(format!(
-            "{name} is not a regular file"
-        )));
+        return Err(ImageError::Invalid(format!("{name} is not a regular file")));
     }
     let size = meta.len();
     if let Some(want) = len {

@@ -246,7 +246,10 @@ impl<M: KernelMem> Kernel<M> {
             return self.vfree_unmap_after_unlock(va);
         }
         let mut st = self.vm.state.lock();
-        let area = st.areas.remove(&va.as_u64()).ok_or(VmError::NotAnArea(va))?;
+        let area = st
+            .areas
+            .remove(&va.as_u64())
+            .ok_or(VmError::NotAnArea(va))?;
         let unmapped = self.unmap_area(va, &area);
         self.flush_all_tlbs();
         drop(st);
@@ -290,7 +293,9 @@ impl<M: KernelMem> Kernel<M> {
             let found = x86paging::map::lookup_checked(&*self.sh.pm, mode, self.sh.swapper, p)
                 .map_err(|e| KernelError::Mem(e.to_string()))?;
             match found {
-                Some((at, Level::Pte, e)) if e.is_present() && e.page_addr(mode, PageSize::Size4K) == f.start() => {
+                Some((at, Level::Pte, e))
+                    if e.is_present() && e.page_addr(mode, PageSize::Size4K) == f.start() =>
+                {
                     write_entry(&*self.sh.pm, mode, at, Entry::EMPTY).map_err(mem_err)?;
                 }
                 other => {

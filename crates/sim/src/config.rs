@@ -294,9 +294,7 @@ impl SimConfig {
     /// they may fill at most half of RAM.
     pub fn ram_needed(&self) -> u64 {
         let per_cpu = (self.task_size().pages() * 3 + 64) * PAGE_SIZE;
-        let need = per_cpu
-            .saturating_mul(self.cpus as u64)
-            .saturating_mul(2);
+        let need = per_cpu.saturating_mul(self.cpus as u64).saturating_mul(2);
         need.div_ceil(RAM_STEP).saturating_mul(RAM_STEP)
     }
 }
@@ -322,7 +320,10 @@ fn mib(bytes: u64) -> u64 {
 
 fn ram_advice(need: u64) -> String {
     if need <= MAX_SIM_RAM {
-        format!("raise --ram to at least {}M, or lower --cpus or --task-pages", mib(need))
+        format!(
+            "raise --ram to at least {}M, or lower --cpus or --task-pages",
+            mib(need)
+        )
     } else {
         "more than the largest --ram (4G): lower --cpus or --task-pages".to_string()
     }
@@ -422,7 +423,10 @@ mod tests {
         c.task_pages = None;
         c.cpus = 64;
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("--ram") && e.contains("76M") && e.contains("--cpus"), "{e}");
+        assert!(
+            e.contains("--ram") && e.contains("76M") && e.contains("--cpus"),
+            "{e}"
+        );
         c.ram = 80 << 20;
         assert!(c.validate().is_ok());
         c.ram = 30 << 20;

@@ -95,7 +95,12 @@ pub struct ViolationCounts {
 impl ViolationCounts {
     /// Total.
     pub fn total(&self) -> u64 {
-        self.stale + self.dangling + self.fault + self.not_constructed + self.leak + self.vmalloc_unmapped
+        self.stale
+            + self.dangling
+            + self.fault
+            + self.not_constructed
+            + self.leak
+            + self.vmalloc_unmapped
     }
 }
 

@@ -12,7 +12,8 @@
 use crate::access::{Checker, VmAreas};
 use crate::config::{CpaRate, SimConfig, SimError, Workload};
 use crate::report::{
-    ClosingCheck, Failure, FinalCheck, LatencyRecorder, RunReport, Verdict, ViolationCounts, ZoneReport,
+    ClosingCheck, Failure, FinalCheck, LatencyRecorder, RunReport, Verdict, ViolationCounts,
+    ZoneReport,
 };
 use crate::rng::Rng;
 use crate::smp::Smp;
