@@ -218,11 +218,7 @@ impl Fixtures {
 
     fn fifo(&self, name: &str) -> String {
         let p = self.dir.join(name);
-        let ok = Command::new("mkfifo")
-            .arg(&p)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "mkfifo {}", p.display());
+        mkfifo(&p);
         p.display().to_string()
     }
 
@@ -801,20 +797,12 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
     });
     let fifo_json = fx.image("fifo-json", |d| {
         let _ = fs::remove_file(d.join("image.json"));
-        let ok = Command::new("mkfifo")
-            .arg(d.join("image.json"))
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok);
+        mkfifo(&d.join("image.json"));
     });
     let fifo_range = fx.image("fifo-range", |d| {
         let f = first_range_file(d);
         let _ = fs::remove_file(&f);
-        let ok = Command::new("mkfifo")
-            .arg(&f)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok);
+        mkfifo(&f);
     });
     let zero_range = fx.image("zero-range", |d| {
         let f = first_range_file(d);
@@ -1035,6 +1023,21 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
     v
 }
 
+fn mkfifo(p: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).expect("path");
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    let r = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(r, 0, "mkfifo {}", p.display());
+}
+
+fn signal(pid: u32, sig: i32) {
+    let pid = i32::try_from(pid).expect("pid");
+    // SAFETY: kill takes plain integers and touches no memory.
+    let r = unsafe { libc::kill(pid, sig) };
+    assert_eq!(r, 0, "kill({pid}, {sig})");
+}
+
 fn make_executable(p: &str) {
     use std::os::unix::fs::PermissionsExt;
     let mut perm = fs::metadata(p).expect("fake qemu").permissions();
@@ -1134,11 +1137,7 @@ fn interrupt_exits_130_and_children_die_with_pgdcache() {
         .spawn()
         .expect("spawn");
     std::thread::sleep(Duration::from_millis(700));
-    let ok = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok);
+    signal(child.id(), libc::SIGINT);
     let t0 = Instant::now();
     let code = loop {
         if let Ok(Some(st)) = child.try_wait() {
@@ -1165,8 +1164,8 @@ fn interrupt_exits_130_and_children_die_with_pgdcache() {
         b"#!/bin/sh\nif [ \"$1\" = --version ]; then echo fake; exit 0; fi\necho $$ > \"$FAKE_QEMU_PIDFILE\"\nexec sleep 60\n",
     );
     make_executable(&fake);
-    for signal in ["-INT", "-KILL"] {
-        let pidfile = fx.dir.join(format!("qemu{signal}.pid"));
+    for (name, sig) in [("INT", libc::SIGINT), ("KILL", libc::SIGKILL)] {
+        let pidfile = fx.dir.join(format!("qemu-{name}.pid"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_pgdcache"))
             .args(["oracle", "--mode", "pae", "--cases", "1"])
             .env("PGDCACHE_QEMU", &fake)
@@ -1193,18 +1192,16 @@ fn interrupt_exits_130_and_children_die_with_pgdcache() {
             alive(qemu),
             "the fake QEMU runs while pgdcache waits for it"
         );
-        let _ = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status();
+        signal(child.id(), sig);
         let st = child.wait().expect("wait");
-        if signal == "-INT" {
+        if sig == libc::SIGINT {
             assert_eq!(st.code(), Some(130));
         }
         let t0 = Instant::now();
         while alive(qemu) {
             assert!(
                 t0.elapsed() < Duration::from_secs(5),
-                "QEMU {qemu} outlived pgdcache ({signal})"
+                "QEMU {qemu} outlived pgdcache (SIG{name})"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
