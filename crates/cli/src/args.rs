@@ -12,6 +12,103 @@ pub fn parse_mode(s: &str) -> Result<PagingMode, String> {
     s.parse::<PagingMode>().map_err(|e| e.to_string())
 }
 
+/// A value parser for a closed set of names: `parse` decides (with its
+/// own message, naming what is allowed), and the names are clap's
+/// possible values, so `--help` lists them and shell completion offers
+/// them. (The types live in `no_std` crates that do not depend on clap, so
+/// they cannot derive `ValueEnum`.)
+#[derive(Clone)]
+pub struct Named<T> {
+    names: &'static [&'static str],
+    parse: fn(&str) -> Result<T, String>,
+}
+
+impl<T> Named<T> {
+    /// A parser of `names` by `parse`.
+    pub const fn new(names: &'static [&'static str], parse: fn(&str) -> Result<T, String>) -> Self {
+        Named { names, parse }
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> clap::builder::TypedValueParser for Named<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        self.parse.parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            self.names.iter().map(|n| clap::builder::PossibleValue::new(*n)),
+        ))
+    }
+}
+
+/// Paging modes by name.
+pub const MODE_NAMES: &[&str] = &["2level", "pae", "4level", "5level"];
+/// Schemes by name.
+pub const SCHEME_NAMES: &[&str] = &[
+    "uncached",
+    "slab-unsynced",
+    "slab-pgd-list",
+    "slab-ticket",
+    "slab-prepopulated",
+    "shared-kernel",
+];
+/// Lock kinds by name.
+pub const LOCK_NAMES: &[&str] = &["tas", "ticket", "mutex"];
+/// Workloads by name.
+pub const WORKLOAD_NAMES: &[&str] = &["script", "kernbench", "xrestart", "mixed"];
+/// Scenarios by name.
+pub const SCENARIO_NAMES: &[&str] = &["swapper", "fork", "cpa-split"];
+
+/// `--mode`.
+pub fn mode_parser() -> Named<PagingMode> {
+    Named {
+        names: MODE_NAMES,
+        parse: parse_mode,
+    }
+}
+
+/// `--scheme`.
+pub fn scheme_parser() -> Named<pgdcache::Scheme> {
+    Named {
+        names: SCHEME_NAMES,
+        parse: crate::settings::parse_scheme,
+    }
+}
+
+/// `--lock`.
+pub fn lock_parser() -> Named<pgdcache::LockKind> {
+    Named {
+        names: LOCK_NAMES,
+        parse: crate::settings::parse_lock,
+    }
+}
+
+/// `--workload`.
+pub fn workload_parser() -> Named<sim::Workload> {
+    Named {
+        names: WORKLOAD_NAMES,
+        parse: crate::settings::parse_workload,
+    }
+}
+
+/// `--scenario`.
+pub fn scenario_parser() -> Named<pgdcache_scenarios::Scenario> {
+    Named {
+        names: SCENARIO_NAMES,
+        parse: crate::export::parse_scenario,
+    }
+}
+
 /// Parses a size like `64M`, `1G`, `4096K` or a byte count into bytes
 /// (no range check).
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -127,6 +224,32 @@ mod tests {
         // The simulator's range is the one its validation uses.
         assert!(parse_ram_sim("16M").unwrap_err().contains("32M..4G"));
         assert_eq!(parse_ram_sim("32M"), Ok(32 << 20));
+    }
+
+    #[test]
+    fn possible_values_are_the_types_names() {
+        for m in PagingMode::ALL {
+            assert!(MODE_NAMES.contains(&m.name()), "{m}");
+        }
+        assert_eq!(MODE_NAMES.len(), PagingMode::ALL.len());
+        assert_eq!(
+            SCHEME_NAMES.to_vec(),
+            pgdcache::Scheme::ALL.map(|s| s.name()).to_vec()
+        );
+        assert_eq!(
+            LOCK_NAMES.to_vec(),
+            pgdcache::LockKind::ALL.map(|s| s.name()).to_vec()
+        );
+        assert_eq!(
+            WORKLOAD_NAMES.to_vec(),
+            sim::Workload::ALL.map(|s| s.name()).to_vec()
+        );
+        assert_eq!(
+            SCENARIO_NAMES.to_vec(),
+            pgdcache_scenarios::Scenario::ALL
+                .map(|s| s.name())
+                .to_vec()
+        );
     }
 
     #[test]

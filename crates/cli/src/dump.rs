@@ -1,7 +1,7 @@
 //! `pgdcache dump`: boot `swapper_pg_dir` in a fresh simulated RAM and print
 //! its page tables (text like Linux's debugfs `page_tables`, or `--json`).
 
-use crate::args::{parse_mode, parse_ram};
+use crate::args::parse_ram;
 use crate::error::CliError;
 use crate::out::out;
 use clap::Args;
@@ -11,8 +11,8 @@ use x86paging::{boot, BootConfig, PagingMode, PtDump};
 /// Arguments of `dump`.
 #[derive(Args, Debug)]
 pub struct DumpArgs {
-    /// Paging mode: 2level, pae, 4level or 5level.
-    #[arg(long, value_parser = parse_mode, default_value = "2level")]
+    /// Paging mode.
+    #[arg(long, value_parser = crate::args::mode_parser(), default_value = "2level")]
     pub mode: PagingMode,
     /// Simulated RAM, 16M..4G (multiple of 4M), e.g. 64M or 1G.
     #[arg(long, value_parser = parse_ram, default_value = "64M", allow_hyphen_values = true)]

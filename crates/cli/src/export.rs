@@ -10,22 +10,20 @@ use pgdcache::Scheme;
 use pgdcache_scenarios::{Scenario, ScenarioError, ScenarioState};
 use x86paging::PagingMode;
 
-use crate::args::parse_mode;
 use crate::error::CliError;
 use crate::out::outln;
-use crate::settings::parse_scheme;
 
 /// Arguments of `export`.
 #[derive(Args, Debug)]
 pub struct ExportArgs {
-    /// Which state to export: swapper, fork or cpa-split.
-    #[arg(long, value_parser = parse_scenario)]
+    /// Which state to export: the booted swapper, a forked child, or after a cpa split.
+    #[arg(long, value_parser = crate::args::scenario_parser())]
     pub scenario: Scenario,
-    /// Paging mode: 2level, pae, 4level or 5level.
-    #[arg(long, value_parser = parse_mode)]
+    /// Paging mode.
+    #[arg(long, value_parser = crate::args::mode_parser())]
     pub mode: PagingMode,
     /// pgd allocation scheme.
-    #[arg(long, value_parser = parse_scheme, default_value = "slab-pgd-list")]
+    #[arg(long, value_parser = crate::args::scheme_parser(), default_value = "slab-pgd-list")]
     pub scheme: Scheme,
     /// Output directory (created if missing). The image replaces any
     /// image already there: stale mem-*.bin files are removed.

@@ -9,6 +9,7 @@ mod args;
 mod bench;
 mod check;
 mod compare;
+mod completions;
 mod dump;
 mod error;
 mod export;
@@ -21,7 +22,7 @@ mod settings;
 mod slabinfo;
 mod translate;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use error::CliError;
 use out::err;
 use std::process::ExitCode;
@@ -74,6 +75,10 @@ enum Command {
     /// change_page_attr, SMP, virtual-time projection) and print the ratios.
     #[command(after_help = error::CONTRACT)]
     Bench(bench::BenchArgs),
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff), or a subcommand's: `pgdcache man run | man -l -`.
+    Man(completions::ManArgs),
 }
 
 fn dispatch(command: Command) -> Result<(), CliError> {
@@ -87,6 +92,8 @@ fn dispatch(command: Command) -> Result<(), CliError> {
         Command::Check(a) => check::run(&a),
         Command::Slabinfo(a) => slabinfo::run(&a),
         Command::Bench(a) => bench::run(&a),
+        Command::Completions(a) => completions::completions(&a, Cli::command()),
+        Command::Man(a) => completions::man(&a, Cli::command()),
     }
 }
 

@@ -39,7 +39,7 @@ const MAX_CASES: u64 = 1_000_000;
 #[derive(Args, Debug)]
 pub struct OracleArgs {
     /// Paging mode to check, or `all`.
-    #[arg(long, default_value = "all", value_parser = parse_modes)]
+    #[arg(long, default_value = "all", value_parser = crate::args::Named::new(&["2level", "pae", "4level", "5level", "all"], parse_modes))]
     pub mode: ModeSel,
     /// Random layouts per mode, 1..=1000000.
     #[arg(long, default_value = "10", value_parser = parse_cases, allow_hyphen_values = true)]

@@ -335,8 +335,8 @@ fn kind(v: &toml::Value) -> &'static str {
 /// Flags shared by `run` and `compare`.
 #[derive(Args, Debug, Default, Clone)]
 pub struct SimFlags {
-    /// Workload: script, kernbench, xrestart, mixed.
-    #[arg(long, value_parser = parse_workload)]
+    /// Workload: what the CPUs run and how often the agents act.
+    #[arg(long, value_parser = crate::args::workload_parser())]
     pub workload: Option<Workload>,
     /// Simulated CPUs (threads), 1..=64.
     #[arg(long, value_parser = parse_cpus, allow_hyphen_values = true)]
@@ -347,8 +347,8 @@ pub struct SimFlags {
     /// Pages per task image, 1..=65536.
     #[arg(long, value_parser = parse_task_pages, allow_hyphen_values = true)]
     pub task_pages: Option<u64>,
-    /// pgd_lock / mmlist_lock implementation: tas, ticket, mutex.
-    #[arg(long, value_parser = parse_lock)]
+    /// pgd_lock / mmlist_lock implementation.
+    #[arg(long, value_parser = crate::args::lock_parser())]
     pub lock: Option<LockKind>,
     /// Graphics-agent rate: off, max, or toggles per 1000 tasks (0..=1000000).
     #[arg(long, value_parser = parse_cpa_rate, allow_hyphen_values = true)]
@@ -434,11 +434,11 @@ impl SimFlags {
 /// Flags of `run` beyond the shared ones.
 #[derive(Args, Debug, Default, Clone)]
 pub struct RunFlags {
-    /// Paging mode: 2level, pae, 4level, 5level.
-    #[arg(long, value_parser = parse_mode)]
+    /// Paging mode.
+    #[arg(long, value_parser = crate::args::mode_parser())]
     pub mode: Option<PagingMode>,
-    /// Scheme: uncached, slab-unsynced, slab-pgd-list, slab-ticket, slab-prepopulated (PAE), shared-kernel.
-    #[arg(long, value_parser = parse_scheme)]
+    /// pgd allocation scheme (slab-prepopulated: PAE only; shared-kernel: not 2level).
+    #[arg(long, value_parser = crate::args::scheme_parser())]
     pub scheme: Option<Scheme>,
     /// Stop after this long, 1ms..24h (e.g. 2s, 500ms); with --ops, whichever comes first.
     #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]

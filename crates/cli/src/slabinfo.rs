@@ -2,10 +2,9 @@
 //! simulator, and print the pgd and pmd caches as `/proc/slabinfo`
 //! version 2.1 (`objcache::slabinfo`), optionally with the debug statistics.
 
-use crate::args::parse_mode;
 use crate::error::CliError;
 use crate::out::{out, outln};
-use crate::settings::{parse_ops, parse_scheme, parse_workload};
+use crate::settings::parse_ops;
 use clap::Args;
 use pgdcache::Scheme;
 use sim::{SimConfig, Workload};
@@ -15,13 +14,13 @@ use x86paging::PagingMode;
 #[derive(Args, Debug)]
 pub struct SlabinfoArgs {
     /// Paging mode (pae shows both pgd and pmd caches).
-    #[arg(long, value_parser = parse_mode, default_value = "pae")]
+    #[arg(long, value_parser = crate::args::mode_parser(), default_value = "pae")]
     pub mode: PagingMode,
     /// Scheme.
-    #[arg(long, value_parser = parse_scheme, default_value = "slab-pgd-list")]
+    #[arg(long, value_parser = crate::args::scheme_parser(), default_value = "slab-pgd-list")]
     pub scheme: Scheme,
     /// Workload to run first.
-    #[arg(long, value_parser = parse_workload, default_value = "script")]
+    #[arg(long, value_parser = crate::args::workload_parser(), default_value = "script")]
     pub workload: Workload,
     /// Tasks to run first, 1..=1000000000.
     #[arg(long, value_parser = parse_ops, default_value = "2000", allow_hyphen_values = true)]
@@ -29,6 +28,10 @@ pub struct SlabinfoArgs {
     /// Also print the CONFIG_DEBUG_SLAB statistics columns.
     #[arg(long)]
     pub stats: bool,
+    /// Print JSON (every cache's statistics, and the run's verdict) instead
+    /// of /proc/slabinfo text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs `slabinfo`.
@@ -42,6 +45,17 @@ pub fn run(a: &SlabinfoArgs) -> Result<(), CliError> {
     let mut c = SimConfig::for_workload(a.workload, a.mode, a.scheme);
     c.ops = a.ops;
     let r = sim::run(&c).map_err(CliError::from)?;
+    if a.json {
+        crate::out::json(&serde_json::json!({
+            "mode": a.mode.name(),
+            "scheme": a.scheme.name(),
+            "workload": a.workload.name(),
+            "tasks": r.tasks,
+            "verdict": r.verdict,
+            "caches": r.slab,
+        }))?;
+        return crate::run::findings(&r);
+    }
     if r.slab.is_empty() {
         outln!(
             "# scheme {} in {} keeps no pgd cache (pgds are pages)",
