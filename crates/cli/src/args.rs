@@ -46,7 +46,9 @@ impl<T: Clone + Send + Sync + 'static> clap::builder::TypedValueParser for Named
         &self,
     ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
         Some(Box::new(
-            self.names.iter().map(|n| clap::builder::PossibleValue::new(*n)),
+            self.names
+                .iter()
+                .map(|n| clap::builder::PossibleValue::new(*n)),
         ))
     }
 }
@@ -246,9 +248,7 @@ mod tests {
         );
         assert_eq!(
             SCENARIO_NAMES.to_vec(),
-            pgdcache_scenarios::Scenario::ALL
-                .map(|s| s.name())
-                .to_vec()
+            pgdcache_scenarios::Scenario::ALL.map(|s| s.name()).to_vec()
         );
     }
 

@@ -7,6 +7,8 @@
 
 mod args;
 mod bench;
+mod boot;
+mod boot_bench;
 mod check;
 mod compare;
 mod completions;
@@ -71,6 +73,12 @@ enum Command {
     /// Run a short workload and print /proc/slabinfo (version 2.1).
     #[command(after_help = error::CONTRACT)]
     Slabinfo(slabinfo::SlabinfoArgs),
+    /// Boot the pgd system as the memory manager of a real x86 kernel under
+    /// QEMU (every paging mode × scheme by default) and print the verdicts
+    /// of the real MMU and the in-kernel checker (exit 1 on a finding, 3
+    /// when QEMU or the bare-metal target is missing).
+    #[command(after_help = error::CONTRACT)]
+    Boot(boot::BootArgs),
     /// Measure the pgd system against its baselines (pgd_alloc/free, fork,
     /// change_page_attr, SMP, virtual-time projection) and print the ratios.
     #[command(after_help = error::CONTRACT)]
@@ -92,6 +100,7 @@ fn dispatch(command: Command) -> Result<(), CliError> {
         Command::Check(a) => check::run(&a),
         Command::Slabinfo(a) => slabinfo::run(&a),
         Command::Bench(a) => bench::run(&a),
+        Command::Boot(a) => boot::main(&a),
         Command::Completions(a) => completions::completions(&a, Cli::command()),
         Command::Man(a) => completions::man(&a, Cli::command()),
     }

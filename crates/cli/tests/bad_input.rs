@@ -265,6 +265,9 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
         "check",
         "slabinfo",
         "bench",
+        "boot",
+        "completions",
+        "man",
     ];
 
     // The top level.
@@ -278,6 +281,28 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
         v.push(case(&[s, "--help"], 0, &["Exit status", "bad input"]));
         v.push(case(&[s, "--frobnicate"], 2, &["--frobnicate"]));
     }
+
+    // completions and man
+    v.push(case(&["completions"], 2, &["<SHELL>"]));
+    v.push(case(&["completions", "tcsh"], 2, &["tcsh", "bash"]));
+    v.push(case(
+        &["completions", "bash"],
+        0,
+        &["2level", "slab-pgd-list"],
+    ));
+    v.push(case(&["completions", "zsh"], 0, &[]).sink(Sink::Closed));
+    v.push(case(&["completions", "fish"], 1, &["No space left"]).sink(Sink::Full));
+    v.push(case(&["man"], 0, &[".TH pgdcache"]));
+    v.push(case(
+        &["man", "run"],
+        0,
+        &[".TH pgdcache-run", "fail-alloc"],
+    ));
+    v.push(case(&["man", "nope"], 2, &["no such subcommand", "dump"]));
+    v.push(case(&["man"], 0, &[]).sink(Sink::Closed));
+    // boot: argument errors need no kernel build
+    v.push(case(&["boot", "--mode", "3level"], 2, &["--mode"]));
+    v.push(case(&["boot", "--scheme", "slabby"], 2, &["--scheme"]));
 
     // dump
     for m in ["3level", "", "two", "all", "PAE "] {

@@ -1,0 +1,508 @@
+//! `pgdcache boot`: the pgd system as the memory manager of a real kernel
+//! under QEMU (TCG), in all four paging modes.
+//!
+//! Needs `qemu-system-x86_64` and the targets `i686-unknown-linux-gnu` and
+//! `x86_64-unknown-none` (`.ci/run` installs all three). Where they are
+//! missing the tests print `SKIP:`; under `CI` they fail instead.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pgdcache"))
+}
+
+/// QEMU present, or SKIP (a failure under CI).
+fn qemu_or_skip(test: &str) -> bool {
+    let ok = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: qemu-system-x86_64 is missing under CI (.ci/run installs it)"
+        );
+        eprintln!(
+            "SKIP: {test}: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
+        );
+    }
+    ok
+}
+
+fn boot(args: &[&str]) -> Output {
+    bin().arg("boot").args(args).output().expect("run pgdcache")
+}
+
+/// Runs `boot --json` and returns one object per run; a missing target is
+/// a SKIP outside CI.
+fn boot_json(test: &str, args: &[&str]) -> Option<Vec<Value>> {
+    let out = boot(&[args, &["--json"]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(3) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: environment missing under CI: {stderr}"
+        );
+        eprintln!("SKIP: {test}: {stderr}");
+        return None;
+    }
+    assert!(!stderr.contains("panicked"), "{test}: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{test}: bad JSON {l}: {e}")))
+        .collect();
+    let all_ok = rows.iter().all(|r| r["ok"] == Value::Bool(true));
+    assert_eq!(
+        out.status.code(),
+        Some(if all_ok { 0 } else { 1 }),
+        "{test}: exit code vs rows\n{stdout}\n{stderr}"
+    );
+    Some(rows)
+}
+
+#[test]
+fn every_mode_boots_and_the_seed_scheme_is_correct_on_the_real_mmu() {
+    let test = "every_mode_boots";
+    if !qemu_or_skip(test) {
+        return;
+    }
+    let Some(rows) = boot_json(
+        test,
+        &[
+            "--mode",
+            "all",
+            "--scheme",
+            "slab-pgd-list",
+            "--tasks",
+            "1000",
+        ],
+    ) else {
+        return;
+    };
+    let modes: Vec<&str> = rows
+        .iter()
+        .map(|r| r["mode"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(modes, ["2level", "pae", "4level", "5level"]);
+    for r in &rows {
+        assert_eq!(r["verdict"], "correct", "{r}");
+        assert_eq!(r["violations"], 0, "{r}");
+        assert_eq!(r["leaked_frames"], 0, "{r}");
+        assert_eq!(r["accel"], "tcg", "{r}");
+        assert_eq!(r["cpus"], 1, "{r}");
+        assert_eq!(r["ok"], true, "{r}");
+        assert!(r["tasks"].as_u64().unwrap_or(0) >= 1000, "{r}");
+        // The run really exercised the real MMU: context switches, faults
+        // the probes expected (copy-on-write, read-only page B), conversions
+        // with real TLB flushes, canaries read.
+        for k in [
+            "context_switches",
+            "cow_faults",
+            "ro_faults",
+            "conversions",
+            "tlb_flushes",
+            "canary_reads",
+        ] {
+            assert!(r[k].as_u64().unwrap_or(0) > 0, "{k} is 0: {r}");
+        }
+        assert_eq!(r["agree"], true, "{r}");
+    }
+    // On 2-level, vmalloc tables attached after a pgd was built reach it
+    // through the real #PF handler's vmalloc_fault.
+    assert!(
+        rows[0]["vmalloc_faults"].as_u64().unwrap_or(0) > 0,
+        "{}",
+        rows[0]
+    );
+}
+
+#[test]
+fn the_real_mmu_catches_the_unsynced_slabification_on_2level_only() {
+    let test = "unsynced";
+    if !qemu_or_skip(test) {
+        return;
+    }
+    let Some(rows) = boot_json(
+        test,
+        &[
+            "--mode",
+            "2level",
+            "--scheme",
+            "slab-unsynced",
+            "--tasks",
+            "600",
+        ],
+    ) else {
+        return;
+    };
+    let r = &rows[0];
+    assert!(
+        r["verdict"].as_str().unwrap_or("").starts_with("caught"),
+        "{r}"
+    );
+    assert!(r["hw_violations"].as_u64().unwrap_or(0) > 0, "{r}");
+    assert!(r["sw_violations"].as_u64().unwrap_or(0) > 0, "{r}");
+    // The hardware saw both faces of the bug: a store allowed through a
+    // stale large-page entry, and canaries read through a dangling pte page.
+    assert!(r["hw"]["ro_not_enforced"].as_u64().unwrap_or(0) > 0, "{r}");
+    assert!(
+        r["hw"]["wrong_canary"].as_u64().unwrap_or(0) + r["hw"]["missing"].as_u64().unwrap_or(0)
+            > 0,
+        "{r}"
+    );
+    assert_eq!(r["agree"], true, "{r}");
+    assert_eq!(r["leaked_frames"], 0, "{r}");
+    assert_eq!(r["ok"], true, "{r}");
+    // PAE shares the kernel pmd: immune.
+    let Some(rows) = boot_json(
+        test,
+        &[
+            "--mode",
+            "pae",
+            "--scheme",
+            "slab-unsynced",
+            "--tasks",
+            "300",
+        ],
+    ) else {
+        return;
+    };
+    assert_eq!(rows[0]["verdict"], "correct", "{}", rows[0]);
+}
+
+#[test]
+fn impossible_pairs_and_bad_numbers_are_bad_input() {
+    for args in [
+        &["--mode", "2level", "--scheme", "shared-kernel"][..],
+        &["--mode", "4level", "--scheme", "slab-prepopulated"],
+        &["--mode", "3level"],
+        &["--scheme", "slab"],
+        &["--tasks", "0"],
+        &["--timeout", "0"],
+        &["--accel", "hvf"],
+    ] {
+        let out = boot(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn missing_qemu_is_an_environment_error_with_the_fix() {
+    let out = bin()
+        .args(["boot", "--mode", "2level", "--scheme", "uncached"])
+        .env("PGDCACHE_QEMU", "/nonexistent/qemu-system-x86_64")
+        .output()
+        .expect("run pgdcache");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("apt-get install qemu-system-x86"), "{err}");
+}
+
+/// A stand-in "QEMU" that behaves as a broken emulator would: the verdict
+/// must come from the kernel, never from the emulator's exit status.
+fn fake_qemu(name: &str, script: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("pgdcache-fake-qemu-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("qemu");
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\nif [ \"$1\" = --version ]; then exit 0; fi\n{script}\n"),
+    )
+    .expect("write fake qemu");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+#[test]
+fn an_emulator_exit_status_is_never_a_pass() {
+    if !qemu_or_skip("exit_status") {
+        return; // the kernel build is what needs the targets; keep the same gate
+    }
+    let cases = [
+        ("silent", "exit 0", "without the kernel's verdict"),
+        (
+            "forged",
+            "echo '@@ {\"event\":\"result\",\"verdict\":\"correct\"}'; exit 0",
+            "without the kernel's verdict",
+        ),
+        (
+            "panic",
+            "echo '@@ {\"event\":\"fatal\",\"what\":\"#GP general protection\"}'; exit 0",
+            "#GP",
+        ),
+    ];
+    for (name, script, needle) in cases {
+        let q = fake_qemu(name, script);
+        let out = bin()
+            .args([
+                "boot",
+                "--mode",
+                "2level",
+                "--scheme",
+                "uncached",
+                "--timeout",
+                "20",
+            ])
+            .env("PGDCACHE_QEMU", &q)
+            .output()
+            .expect("run pgdcache");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() == Some(3) {
+            assert!(std::env::var_os("CI").is_none(), "{err}");
+            eprintln!("SKIP: exit_status: {err}");
+            return;
+        }
+        assert_eq!(out.status.code(), Some(1), "{name}: {text}{err}");
+        assert!(text.contains(needle), "{name}: {text}");
+    }
+}
+
+#[test]
+fn a_hung_emulator_is_killed_at_the_timeout() {
+    if !qemu_or_skip("timeout") {
+        return;
+    }
+    let marker = format!("sleep 300.{}", std::process::id());
+    let q = fake_qemu("hang", &format!("exec {marker}"));
+    let t = std::time::Instant::now();
+    let out = bin()
+        .args([
+            "boot",
+            "--mode",
+            "2level",
+            "--scheme",
+            "uncached",
+            "--timeout",
+            "2",
+        ])
+        .env("PGDCACHE_QEMU", &q)
+        .output()
+        .expect("run pgdcache");
+    let text = String::from_utf8_lossy(&out.stdout);
+    if out.status.code() == Some(3) {
+        assert!(std::env::var_os("CI").is_none());
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("no verdict within 2 s"), "{text}");
+    assert!(t.elapsed().as_secs() < 60, "took {:?}", t.elapsed());
+    // Nothing it started outlives it.
+    let ps = Command::new("pgrep").args(["-f", &marker]).output();
+    if let Ok(ps) = ps {
+        assert!(
+            ps.stdout.is_empty(),
+            "left behind: {}",
+            String::from_utf8_lossy(&ps.stdout)
+        );
+    }
+}
+
+#[test]
+fn a_killed_pgdcache_takes_its_emulator_with_it() {
+    if !qemu_or_skip("killed") {
+        return;
+    }
+    let marker = format!("sleep 301.{}", std::process::id());
+    let q = fake_qemu("killed", &format!("exec {marker}"));
+    let mut child = bin()
+        .args([
+            "boot",
+            "--mode",
+            "2level",
+            "--scheme",
+            "uncached",
+            "--timeout",
+            "100",
+        ])
+        .env("PGDCACHE_QEMU", &q)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run pgdcache");
+    // Wait until the stand-in emulator runs (the kernel build comes first).
+    let running = || {
+        Command::new("pgrep")
+            .args(["-f", &marker])
+            .output()
+            .is_ok_and(|o| !o.stdout.is_empty())
+    };
+    let t = std::time::Instant::now();
+    while !running() && t.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(running(), "the stand-in emulator never started");
+    child.kill().expect("kill pgdcache");
+    let _ = child.wait();
+    let t = std::time::Instant::now();
+    while running() && t.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!running(), "the emulator outlived a killed pgdcache");
+}
+
+#[test]
+fn a_real_kernel_exception_is_reported_as_a_crash_never_a_pass() {
+    if !qemu_or_skip("exception") {
+        return;
+    }
+    for (fault, mode, needle) in [
+        ("pf", "2level", "#PF page fault"),
+        ("gp", "pae", "#GP general protection"),
+        ("ud", "4level", "#UD invalid opcode"),
+    ] {
+        let out = boot(&[
+            "--mode",
+            mode,
+            "--scheme",
+            "slab-pgd-list",
+            "--kernel-arg",
+            &format!("fault={fault}"),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() == Some(3) {
+            assert!(std::env::var_os("CI").is_none(), "{err}");
+            eprintln!("SKIP: exception: {err}");
+            return;
+        }
+        assert_eq!(out.status.code(), Some(1), "{fault}: {text}{err}");
+        assert!(
+            text.contains("CRASHED") && text.contains(needle),
+            "{fault}: {text}"
+        );
+    }
+    // A word the kernel does not know is bad input, reported by the kernel.
+    let out = boot(&[
+        "--mode",
+        "2level",
+        "--scheme",
+        "uncached",
+        "--kernel-arg",
+        "colour=blue",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn two_cpus_shoot_down_tlbs_with_real_ipis() {
+    let test = "smp";
+    if !qemu_or_skip(test) {
+        return;
+    }
+    let Some(rows) = boot_json(
+        test,
+        &[
+            "--cpus",
+            "2",
+            "--mode",
+            "2level",
+            "--scheme",
+            "slab-pgd-list",
+            "--tasks",
+            "800",
+        ],
+    ) else {
+        return;
+    };
+    let Some(more) = boot_json(
+        test,
+        &[
+            "--cpus",
+            "2",
+            "--mode",
+            "4level",
+            "--scheme",
+            "slab-ticket",
+            "--tasks",
+            "800",
+        ],
+    ) else {
+        return;
+    };
+    for r in rows.iter().chain(&more) {
+        assert_eq!(r["cpus"], 2, "{r}");
+        assert_eq!(r["verdict"], "correct", "{r}");
+        assert_eq!(r["ok"], true, "{r}");
+        let flushes = r["tlb_flushes"].as_u64().unwrap_or(0);
+        assert!(flushes > 0, "{r}");
+        // Every global_flush_tlb sent one IPI to the other CPU, which
+        // acknowledged it.
+        assert_eq!(r["ipis"].as_u64(), Some(flushes), "{r}");
+        assert_eq!(r["ipi_acks"].as_u64(), Some(flushes), "{r}");
+        assert_eq!(r["shootdown_checks"], 1, "{r}");
+    }
+    // The unsynced slabification is caught with tasks on the other CPU too.
+    let Some(bug) = boot_json(
+        test,
+        &[
+            "--cpus",
+            "2",
+            "--mode",
+            "2level",
+            "--scheme",
+            "slab-unsynced",
+            "--tasks",
+            "600",
+        ],
+    ) else {
+        return;
+    };
+    assert!(
+        bug[0]["verdict"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("caught"),
+        "{}",
+        bug[0]
+    );
+    assert_eq!(bug[0]["ok"], true, "{}", bug[0]);
+}
+
+#[test]
+fn a_shootdown_without_ipis_is_caught_by_the_hardware() {
+    let test = "noipi";
+    if !qemu_or_skip(test) {
+        return;
+    }
+    let Some(rows) = boot_json(
+        test,
+        &[
+            "--cpus",
+            "2",
+            "--mode",
+            "pae",
+            "--scheme",
+            "slab-pgd-list",
+            "--tasks",
+            "300",
+            "--kernel-arg",
+            "noipi=1",
+        ],
+    ) else {
+        return;
+    };
+    let r = &rows[0];
+    assert_eq!(r["ipis"], 0, "{r}");
+    assert_eq!(
+        r["hw"]["stale_tlb"], 1,
+        "the deterministic shootdown check must see it: {r}"
+    );
+    assert!(
+        r["verdict"].as_str().unwrap_or("").contains("stale-tlb"),
+        "{r}"
+    );
+    assert_eq!(r["ok"], false, "{r}");
+}

@@ -1,0 +1,263 @@
+//! In-kernel benchmarks (`bench=1`): the seed's costs timed with the TSC
+//! on the machine's own CPU, MMU and caches.
+//!
+//! One pgd system per scheme of the mode is booted side by side in the
+//! same RAM (each with its own `swapper_pg_dir` and caches), so every
+//! comparison is paired: each round measures every scheme in turn, and a
+//! ratio is taken per round against `uncached` (2.5.69's fresh page), then
+//! summarised as median and inter-quartile range, as `pgdcache bench` does.
+//!
+//! * `pair_warm`: `pgd_alloc` + `pgd_free` in a hot loop (PAE: with the
+//!   three pmds).
+//! * `pair_cold`: the same pair after touching 16 MiB, so the pgd, its
+//!   `struct page` and the caches' metadata come from memory.
+//! * `fork_small` / `fork_large`: `fork_mm` + `exit_mm` of a 28-page and a
+//!   16 MiB parent.
+//! * `cpa_10k`: a split + revert cycle of one direct-map page with 10 000
+//!   pgds in the cache (2-level: `pgd_list` rewrites them all; the ticket
+//!   scheme bumps a generation and rewrites the 10 % that are live),
+//!   including both `global_flush_tlb`s.
+
+use crate::arch::rdtsc;
+use crate::report;
+use crate::time::to_ns;
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use pgdcache::mm::TaskSize;
+use pgdcache::{Kernel, KernelConfig, Pgd, Scheme};
+use physmem::{Lowmem, PhysAddr, PhysMem, PhysMemory, VirtAddr};
+use x86paging::{EntryFlags, PagingMode};
+
+/// Rounds per measurement (each round measures every scheme once).
+const ROUNDS: usize = 15;
+
+/// Median and inter-quartile range of a sample.
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(core::cmp::Ordering::Equal));
+    let q = |f: f64| v[((v.len() - 1) as f64 * f) as usize];
+    (q(0.5), q(0.25), q(0.75))
+}
+
+struct Series {
+    name: &'static str,
+    /// ns per operation, per round, per scheme (same order as `schemes`).
+    ns: Vec<Vec<f64>>,
+}
+
+fn fail(what: &str, e: impl core::fmt::Display) -> ! {
+    report::fail("bench", &format!("{what}: {e}"))
+}
+
+/// Runs the benchmarks for `mode` in `pm` and prints one `bench` event.
+pub fn run(pm: &Arc<PhysMemory<Lowmem>>, mode: PagingMode, cpus: usize) {
+    let schemes: Vec<Scheme> = Scheme::ALL
+        .into_iter()
+        .filter(|s| s.supports(mode).is_ok() && *s != Scheme::SlabUnsynced)
+        .collect();
+    let kernels: Vec<Kernel<Lowmem>> = schemes
+        .iter()
+        .map(|&s| {
+            let mut cfg = KernelConfig::new(mode, s);
+            cfg.cpus = cpus;
+            Kernel::new(pm.clone(), &cfg).unwrap_or_else(|e| fail("boot a pgd system", e))
+        })
+        .collect();
+    crate::kprintln!(
+        "bench: {} pgd systems side by side: {schemes:?}",
+        kernels.len()
+    );
+    let mut series = Vec::new();
+    series.push(measure("pair_warm", &kernels, |k| pair(k, 256, None)));
+    let cold = ColdBuffer::new(pm);
+    series.push(measure("pair_cold", &kernels, |k| pair(k, 16, Some(&cold))));
+    drop(cold);
+    series.push(measure("fork_small", &kernels, |k| {
+        fork(k, TaskSize::SMALL, 32)
+    }));
+    let large = TaskSize {
+        text: 256,
+        data: 3584,
+        stack: 256,
+    };
+    series.push(measure("fork_large", &kernels, |k| fork(k, large, 2)));
+    let mut json = format!(
+        "{{\"event\":\"bench\",\"mode\":\"{mode}\",\"rounds\":{ROUNDS},\"schemes\":[{}],\"series\":{{",
+        schemes
+            .iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    for (i, s) in series.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str(&series_json(s, &schemes));
+    }
+    json.push('}');
+    drop(kernels);
+    json.push_str(&format!(",\"cpa_10k\":{}", cpa_10k(pm, mode, cpus)));
+    json.push('}');
+    report::event(&json);
+}
+
+fn series_json(s: &Series, schemes: &[Scheme]) -> String {
+    let base = schemes.iter().position(|&x| x == Scheme::Uncached);
+    let mut parts = Vec::new();
+    for (j, scheme) in schemes.iter().enumerate() {
+        let per_round: Vec<f64> = s.ns.iter().map(|r| r[j]).collect();
+        let (med, q1, q3) = stats(per_round);
+        let ratio = base.map(|b| {
+            stats(
+                s.ns.iter()
+                    .map(|r| if r[j] > 0.0 { r[b] / r[j] } else { 0.0 })
+                    .collect(),
+            )
+        });
+        let ratio = ratio.map_or(String::from("null"), |(m, a, b)| {
+            format!("{{\"median\":{m:.2},\"q1\":{a:.2},\"q3\":{b:.2}}}")
+        });
+        parts.push(format!(
+            "\"{scheme}\":{{\"ns\":{med:.1},\"q1\":{q1:.1},\"q3\":{q3:.1},\"vs_uncached\":{ratio}}}"
+        ));
+    }
+    format!("\"{}\":{{{}}}", s.name, parts.join(","))
+}
+
+/// `ROUNDS` rounds; each times `f` on every kernel in turn (ns per op).
+fn measure(
+    name: &'static str,
+    kernels: &[Kernel<Lowmem>],
+    mut f: impl FnMut(&Kernel<Lowmem>) -> f64,
+) -> Series {
+    // One warm-up round, not recorded.
+    for k in kernels {
+        f(k);
+    }
+    let ns = (0..ROUNDS)
+        .map(|_| kernels.iter().map(&mut f).collect())
+        .collect();
+    crate::kprintln!("bench: {name} done");
+    Series { name, ns }
+}
+
+/// ns per `pgd_alloc` + `pgd_free`, `n` pairs, optionally cache-cold.
+fn pair(k: &Kernel<Lowmem>, n: u32, cold: Option<&ColdBuffer>) -> f64 {
+    let mut ticks = 0u64;
+    for _ in 0..n {
+        if let Some(c) = cold {
+            c.touch();
+        }
+        let t0 = rdtsc();
+        let p = k.pgd_alloc(0).unwrap_or_else(|e| fail("pgd_alloc", e));
+        k.pgd_free(0, p).unwrap_or_else(|e| fail("pgd_free", e));
+        ticks += rdtsc().wrapping_sub(t0);
+    }
+    to_ns(ticks) as f64 / f64::from(n)
+}
+
+/// ns per `fork_mm` + `exit_mm` of a child of a `size` parent.
+fn fork(k: &Kernel<Lowmem>, size: TaskSize, n: u32) -> f64 {
+    let parent = k.exec_mm(0, size).unwrap_or_else(|e| fail("exec", e));
+    let t0 = rdtsc();
+    for _ in 0..n {
+        let child = k.fork_mm(0, &parent).unwrap_or_else(|e| fail("fork", e));
+        k.exit_mm(0, child).unwrap_or_else(|e| fail("exit", e));
+    }
+    let ticks = rdtsc().wrapping_sub(t0);
+    k.exit_mm(0, parent).unwrap_or_else(|e| fail("exit", e));
+    to_ns(ticks) as f64 / f64::from(n)
+}
+
+/// 16 MiB of frames to sweep through the caches.
+struct ColdBuffer<'a> {
+    pm: &'a PhysMemory<Lowmem>,
+    frames: Vec<physmem::Frame>,
+}
+
+impl<'a> ColdBuffer<'a> {
+    fn new(pm: &'a PhysMemory<Lowmem>) -> Self {
+        let frames = (0..4)
+            .map(|_| {
+                pm.alloc_pages(10, physmem::Owner::KernelData)
+                    .unwrap_or_else(|e| fail("cold buffer", e))
+            })
+            .collect();
+        ColdBuffer { pm, frames }
+    }
+    fn touch(&self) {
+        let mem = self.pm.mem();
+        for f in &self.frames {
+            let base = f.start().as_u64();
+            let mut off = 0;
+            while off < (4 << 20) {
+                let _ = mem.load_u64(PhysAddr::new(base + off));
+                off += 64;
+            }
+        }
+    }
+}
+
+impl Drop for ColdBuffer<'_> {
+    fn drop(&mut self) {
+        for f in &self.frames {
+            let _ = self.pm.free_pages(*f, 10);
+        }
+    }
+}
+
+/// A split + revert of one direct-map page with 10 000 pgds cached, for
+/// the seed's list and the ticket scheme (where the mode has them).
+fn cpa_10k(pm: &Arc<PhysMemory<Lowmem>>, mode: PagingMode, cpus: usize) -> String {
+    let mut parts = Vec::new();
+    for scheme in [Scheme::SlabPgdList, Scheme::SlabTicket] {
+        let mut cfg = KernelConfig::new(mode, scheme);
+        cfg.cpus = cpus;
+        let k = Kernel::new(pm.clone(), &cfg).unwrap_or_else(|e| fail("boot a pgd system", e));
+        // 10 000 constructed pgds, 10 % of them joined to an address space
+        // (on mmlist). The rest stand for cached pgds: constructed, on
+        // pgd_list, owned by no mm. They are held allocated rather than
+        // freed because the object cache gives slabs beyond its free_limit
+        // back (running pgd_dtor), as `pgdcache bench` explains; for
+        // propagation the two states are the same.
+        let pgds: Vec<Pgd> = (0..10_000)
+            .map(|_| k.pgd_alloc(0).unwrap_or_else(|e| fail("pgd_alloc", e)))
+            .collect();
+        for p in pgds.iter().step_by(10) {
+            k.mm_join(*p).unwrap_or_else(|e| fail("mm_join", e));
+        }
+        // A page of the direct map above the reserved area.
+        let va = VirtAddr::new(mode.page_offset() + (24 << 20));
+        let pk = k
+            .page_kernel_at(va)
+            .unwrap_or_else(|| fail("page_kernel_at", "outside the direct map"));
+        let mut ns = Vec::new();
+        for _ in 0..ROUNDS {
+            let t0 = rdtsc();
+            k.change_page_attr(va, 1, pk | EntryFlags::PCD | EntryFlags::PWT)
+                .unwrap_or_else(|e| fail("change_page_attr", e));
+            k.global_flush_tlb();
+            k.change_page_attr(va, 1, pk)
+                .unwrap_or_else(|e| fail("change_page_attr", e));
+            k.global_flush_tlb();
+            ns.push(to_ns(rdtsc().wrapping_sub(t0)) as f64);
+        }
+        let (m, a, b) = stats(ns);
+        parts.push(format!(
+            "\"{scheme}\":{{\"ns\":{m:.0},\"q1\":{a:.0},\"q3\":{b:.0}}}"
+        ));
+        for p in pgds.iter().step_by(10) {
+            k.mm_leave(*p);
+        }
+        for p in pgds {
+            k.pgd_free(0, p).unwrap_or_else(|e| fail("pgd_free", e));
+        }
+        k.shrink();
+    }
+    format!("{{{}}}", parts.join(","))
+}
