@@ -250,10 +250,10 @@ impl<M: KernelMem> Kernel<M> {
             .areas
             .remove(&va.as_u64())
             .ok_or(VmError::NotAnArea(va))?;
-        let unmapped = self.unmap_area(va, &area);
+        let (freeable, unmapped) = self.unmap_area(va, &area);
         self.flush_all_tlbs();
         drop(st);
-        for f in area.frames {
+        for f in freeable {
             let _ = self.sh.pm.free_frame(f);
         }
         unmapped
@@ -284,34 +284,47 @@ impl<M: KernelMem> Kernel<M> {
     }
 
     /// Clears the ptes of `area` (at `va`) in swapper, each only if it maps
-    /// the area's own frame. Called with `vmlist_lock` held.
-    fn unmap_area(&self, va: VirtAddr, area: &Area) -> Result<(), VmError> {
+    /// the area's own frame. Called with `vmlist_lock` held. Returns the
+    /// frames that may be freed — every frame no pte of the area maps any
+    /// more — and the first problem met: a frame whose pte could not be
+    /// read or cleared stays allocated (a leak the checker reports) rather
+    /// than be freed while mapped.
+    fn unmap_area(&self, va: VirtAddr, area: &Area) -> (Vec<Frame>, Result<(), VmError>) {
         let mode = self.mode();
         let mut result = Ok(());
+        let mut freeable = Vec::with_capacity(area.frames.len());
+        let mut fail = |e: VmError| {
+            if result.is_ok() {
+                result = Err(e);
+            }
+        };
         for (i, f) in area.frames.iter().enumerate() {
             let p = VirtAddr::new(va.as_u64() + i as u64 * PAGE_SIZE);
-            let found = x86paging::map::lookup_checked(&*self.sh.pm, mode, self.sh.swapper, p)
-                .map_err(|e| KernelError::Mem(e.to_string()))?;
-            match found {
-                Some((at, Level::Pte, e))
+            match x86paging::map::lookup_checked(&*self.sh.pm, mode, self.sh.swapper, p) {
+                Ok(Some((at, Level::Pte, e)))
                     if e.is_present() && e.page_addr(mode, PageSize::Size4K) == f.start() =>
                 {
-                    write_entry(&*self.sh.pm, mode, at, Entry::EMPTY).map_err(mem_err)?;
-                }
-                other => {
-                    // Under the lock nobody else maps this range: a pte
-                    // that is not ours is a bug. Leave it and say so.
-                    if result.is_ok() {
-                        result = Err(VmError::Kernel(KernelError::Mem(format!(
-                            "vfree: {p} should map {} but maps {:?}",
-                            f.start(),
-                            other.map(|(_, _, e)| e)
-                        ))));
+                    match write_entry(&*self.sh.pm, mode, at, Entry::EMPTY) {
+                        Ok(()) => freeable.push(*f),
+                        Err(e) => fail(VmError::Kernel(mem_err(e))),
                     }
                 }
+                Ok(other) => {
+                    // Under the lock nobody else maps this range, and
+                    // `vmalloc` mapped every page: a pte that is missing or
+                    // not ours is a bug. Leave it and say so; our frame is
+                    // not mapped there, so it may go.
+                    freeable.push(*f);
+                    fail(VmError::Kernel(KernelError::Mem(format!(
+                        "vfree: {p} should map {} but holds {:?}",
+                        f.start(),
+                        other.map(|(_, _, e)| e)
+                    ))));
+                }
+                Err(e) => fail(VmError::Kernel(KernelError::Mem(e.to_string()))),
             }
         }
-        result
+        (freeable, result)
     }
 
     /// Every area as its start and its backing frames (for the checker).
