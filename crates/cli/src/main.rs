@@ -84,8 +84,10 @@ enum Command {
     #[command(after_help = error::CONTRACT)]
     Bench(bench::BenchArgs),
     /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = error::CONTRACT)]
     Completions(completions::CompletionsArgs),
     /// Print the man page (roff), or a subcommand's: `pgdcache man run | man -l -`.
+    #[command(after_help = error::CONTRACT)]
     Man(completions::ManArgs),
 }
 

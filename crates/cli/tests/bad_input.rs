@@ -296,7 +296,7 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
     v.push(case(
         &["man", "run"],
         0,
-        &[".TH pgdcache-run", "fail-alloc"],
+        &[".TH pgdcache-run", "Fault injection"],
     ));
     v.push(case(&["man", "nope"], 2, &["no such subcommand", "dump"]));
     v.push(case(&["man"], 0, &[]).sink(Sink::Closed));
