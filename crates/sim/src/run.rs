@@ -655,7 +655,17 @@ fn vmalloc_agent(w: &World) {
                         break;
                     }
                 }
-                Err(_) => continue, // out of simulated memory or space: try later
+                // Out of simulated memory or of vmalloc space: try later.
+                Err(pgdcache::VmError::OutOfMemory | pgdcache::VmError::NoSpace(_)) => continue,
+                // Anything else (a pte already mapped, a table access that
+                // failed) is a bug, never skipped.
+                Err(e) => {
+                    w.fail(SimError::Agent {
+                        agent: "vmalloc",
+                        why: e.to_string(),
+                    });
+                    break;
+                }
             }
         } else if let Some(va) = w.areas.remove_random(&mut rng) {
             if let Err(e) = k.vfree(VirtAddr::new(va)) {
