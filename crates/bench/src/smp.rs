@@ -74,7 +74,16 @@ pub fn run_row(
     let cfg = config(mode, scheme, lock, cpus, ops);
     let mut runs = Vec::new();
     for _ in 0..reps.max(1) {
-        runs.push(sim::run(&cfg)?);
+        let r = sim::run(&cfg)?;
+        // A run that stopped early (out of simulated memory) measured
+        // nothing worth a figure.
+        if let Some(f) = &r.failure {
+            return Err(SimError::Agent {
+                agent: "bench",
+                why: format!("{mode} {scheme} {lock} on {cpus} CPUs stopped early: {f}"),
+            });
+        }
+        runs.push(r);
     }
     runs.sort_by(|a, b| a.tasks_per_s.total_cmp(&b.tasks_per_s));
     let Some(r) = runs.last() else {

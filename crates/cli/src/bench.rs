@@ -10,7 +10,9 @@
 //! PAE to the SMP sweep. `--json` prints the whole report; `--plot FILE.svg`
 //! draws the projected throughput against CPUs.
 
+use crate::args::check_output_file;
 use crate::error::CliError;
+use crate::out::{err, out};
 use clap::Args;
 use pgdbench::{Report, Settings};
 use std::path::{Path, PathBuf};
@@ -33,15 +35,9 @@ pub struct BenchArgs {
 }
 
 /// Runs `bench`.
-pub fn run(a: &BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+pub fn run(a: &BenchArgs) -> Result<(), CliError> {
     if let Some(p) = &a.plot {
-        if p.extension().and_then(|e| e.to_str()) != Some("svg") {
-            return Err(CliError::Usage(format!(
-                "bad plot file '{}': expected a path ending in .svg",
-                p.display()
-            ))
-            .into());
-        }
+        check_output_file(p, "--plot", "svg")?;
     }
     let mut s = if a.full {
         Settings::full()
@@ -52,19 +48,34 @@ pub fn run(a: &BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     let quiet = a.json;
     let r = pgdbench::run(&s, |phase| {
         if !quiet {
-            eprintln!("pgdcache bench: {phase} …");
+            err!("pgdcache bench: {phase} …");
         }
     })
     .map_err(|e| CliError::Run(e.to_string()))?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        crate::out::json(&r)?;
     } else {
-        print!("{}", pgdbench::markdown(&r));
+        out!("{}", pgdbench::markdown(&r))?;
     }
     if let Some(p) = &a.plot {
-        plot(p, &r).map_err(|e| CliError::Run(format!("cannot write {}: {e}", p.display())))?;
+        plot(p, &r).map_err(|e| CliError::Run(format!("--plot {}: {e}", p.display())))?;
     }
-    Ok(())
+    let missed: Vec<&str> = r
+        .targets
+        .iter()
+        .filter(|t| !t.met)
+        .map(|t| t.name.as_str())
+        .collect();
+    if missed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Finding(format!(
+            "{} of {} targets not met: {}",
+            missed.len(),
+            r.targets.len(),
+            missed.join("; ")
+        )))
+    }
 }
 
 fn plot(path: &Path, r: &Report) -> Result<(), Box<dyn std::error::Error>> {

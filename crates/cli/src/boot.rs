@@ -19,7 +19,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -33,12 +33,12 @@ use x86paging::PagingMode;
 #[derive(Args, Debug)]
 pub struct BootArgs {
     /// Paging mode: 2level, pae, 4level, 5level, or all.
-    #[arg(long, default_value = "all", value_parser = parse_modes)]
+    #[arg(long, default_value = "all", value_parser = crate::args::Named::new(&["2level", "pae", "4level", "5level", "all"], parse_modes))]
     pub mode: Modes,
     /// Scheme: uncached, slab-unsynced, slab-pgd-list, slab-ticket,
     /// slab-prepopulated, shared-kernel, or all (pairs that cannot exist
     /// are shown as n/a).
-    #[arg(long, default_value = "all", value_parser = parse_schemes)]
+    #[arg(long, default_value = "all", value_parser = crate::args::Named::new(&["uncached", "slab-unsynced", "slab-pgd-list", "slab-ticket", "slab-prepopulated", "shared-kernel", "all"], parse_schemes))]
     pub scheme: Schemes,
     /// Tasks each kernel runs (exec'd or forked), 1..=1000000.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -52,7 +52,7 @@ pub struct BootArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=8))]
     pub cpus: u64,
     /// `pgd_lock` implementation: tas, ticket or mutex.
-    #[arg(long, default_value = "tas", value_parser = parse_lock)]
+    #[arg(long, default_value = "tas", value_parser = crate::args::lock_parser())]
     pub lock: LockKind,
     /// Accelerator: tcg, kvm, or auto (KVM where it runs the mode, found
     /// by trying; TCG otherwise).
@@ -102,10 +102,6 @@ fn parse_schemes(s: &str) -> Result<Schemes, String> {
     s.parse::<Scheme>()
         .map(|m| Schemes(vec![m]))
         .map_err(|e| format!("{e} (or all)"))
-}
-
-fn parse_lock(s: &str) -> Result<LockKind, String> {
-    s.parse::<LockKind>().map_err(|e| e.to_string())
 }
 
 /// Why a boot could not even start.
@@ -306,20 +302,8 @@ fn spawn_qemu(elf: &Path, b: &Boot) -> Result<Qemu, BootError> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: prctl is async-signal-safe; between fork and exec it only
-        // asks the kernel to SIGKILL the child when pgdcache dies.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
+    // QEMU dies with pgdcache (PR_SET_PDEATHSIG), as the oracle's does.
+    oracle::qemu::die_with_parent(&mut cmd);
     cmd.spawn()
         .map(Qemu)
         .map_err(|e| BootError::Io(format!("starting {}: {e}", qemu_binary())))
@@ -499,14 +483,20 @@ impl Row {
     }
 }
 
-/// Runs `pgdcache boot`.
-pub fn main(a: &BootArgs) -> ExitCode {
+/// Runs `pgdcache boot` under the exit-code contract (`crate::error`).
+pub fn main(a: &BootArgs) -> Result<(), crate::error::CliError> {
+    use crate::error::CliError;
     match run(a) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("pgdcache boot: {e}");
-            ExitCode::from(e.code())
-        }
+        Ok(0) => Ok(()),
+        Ok(_) => Err(CliError::Finding(
+            "boot: a verdict is not the expected one, or a target was not met (see the report)"
+                .into(),
+        )),
+        Err(e) => Err(match e.code() {
+            2 => CliError::Usage(format!("boot: {e}")),
+            3 => CliError::Env(format!("boot: {e}")),
+            _ => CliError::Run(format!("boot: {e}")),
+        }),
     }
 }
 
@@ -574,7 +564,7 @@ fn run(a: &BootArgs) -> Result<u8, BootError> {
         let pb2 = pb.clone();
         let outcome = run_boot(&elf, &b, &mut |line| {
             if verbose {
-                pb2.suspend(|| eprintln!("[{mode} {scheme}] {line}"));
+                pb2.suspend(|| crate::out::err!("[{mode} {scheme}] {line}"));
             }
         })
         .map_err(|e| e.to_string());

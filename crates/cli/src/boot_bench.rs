@@ -48,7 +48,7 @@ pub fn run(a: &BootArgs) -> Result<u8, BootError> {
     for &mode in &a.mode.0 {
         let elf = build_kernel(kernel_target(mode))?;
         let accel = pick_accel(a, mode, &elf, &mut kvm_cache)?;
-        eprintln!("boot --bench: {mode} ({accel}) ...");
+        crate::out::err!("boot --bench: {mode} ({accel}) ...");
         let b = Boot {
             mode,
             scheme: Scheme::SlabPgdList,
@@ -64,7 +64,7 @@ pub fn run(a: &BootArgs) -> Result<u8, BootError> {
         let (bench, outcome) = boot_events(&b, "bench")?;
         let Some(bench) = bench else {
             ok = false;
-            eprintln!("boot --bench: {mode}: no bench event: {outcome:?}");
+            crate::out::err!("boot --bench: {mode}: no bench event: {outcome:?}");
             continue;
         };
         let mut smp = Vec::new();
@@ -93,7 +93,7 @@ pub fn run(a: &BootArgs) -> Result<u8, BootError> {
                 }
                 (None, o) => {
                     ok = false;
-                    eprintln!("boot --bench: {mode} on {cpus} CPUs: no result: {o:?}");
+                    crate::out::err!("boot --bench: {mode} on {cpus} CPUs: no result: {o:?}");
                 }
             }
         }

@@ -15,7 +15,8 @@
 //! Exit status 1 if any expectation fails.
 
 use crate::error::CliError;
-use crate::settings::{parse_ops, SimFlags};
+use crate::out::outln;
+use crate::settings::parse_ops;
 use clap::Args;
 use pgdcache::Scheme;
 use sim::{SimConfig, Verdict, Workload};
@@ -24,24 +25,30 @@ use x86paging::PagingMode;
 /// Arguments of `check`.
 #[derive(Args, Debug)]
 pub struct CheckArgs {
-    /// Tasks per scenario.
-    #[arg(long, value_parser = parse_ops, default_value = "3000")]
+    /// Tasks per scenario, 1..=1000000000.
+    #[arg(long, value_parser = parse_ops, default_value = "3000", allow_hyphen_values = true)]
     pub ops: u64,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
+/// The verdict a scheme must give in a mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
-enum Expect {
+pub enum Expect {
+    /// No violation.
     Clean,
+    /// The bug is caught.
     Caught,
+    /// Either (2.5.69's own race may show).
     Either,
+    /// The combination cannot exist.
     Impossible,
 }
 
-fn expect(mode: PagingMode, scheme: Scheme) -> Expect {
+/// What `scheme` must give in `mode`.
+pub fn expect(mode: PagingMode, scheme: Scheme) -> Expect {
     if scheme.supports(mode).is_err() {
         return Expect::Impossible;
     }
@@ -63,8 +70,7 @@ struct Line {
 }
 
 /// Runs `check`.
-pub fn run(a: &CheckArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let _ = SimFlags::default();
+pub fn run(a: &CheckArgs) -> Result<(), CliError> {
     let mut lines = Vec::new();
     for mode in [PagingMode::TwoLevel, PagingMode::Pae] {
         for scheme in Scheme::ALL {
@@ -111,17 +117,17 @@ pub fn run(a: &CheckArgs) -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
             if !a.json {
-                println!(
+                outln!(
                     "{:<6} {:<17} expected {:<10} got {:<16} {}",
                     mode.name(),
                     scheme.name(),
                     format!("{want:?}").to_lowercase(),
                     line.verdict,
                     if line.ok { "ok" } else { "FAIL" }
-                );
+                )?;
                 if !line.ok {
                     for d in &line.detail {
-                        println!("    {d}");
+                        outln!("    {d}")?;
                     }
                 }
             }
@@ -129,7 +135,7 @@ pub fn run(a: &CheckArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&lines)?);
+        crate::out::json(&lines)?;
     }
     let failed: Vec<String> = lines
         .iter()
@@ -139,6 +145,9 @@ pub fn run(a: &CheckArgs) -> Result<(), Box<dyn std::error::Error>> {
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(CliError::CheckFailed(failed.join(", ")).into())
+        Err(CliError::Finding(format!(
+            "check failed: {}",
+            failed.join(", ")
+        )))
     }
 }

@@ -1,7 +1,9 @@
 //! `pgdcache dump`: boot `swapper_pg_dir` in a fresh simulated RAM and print
 //! its page tables (text like Linux's debugfs `page_tables`, or `--json`).
 
-use crate::args::{parse_mode, parse_ram};
+use crate::args::parse_ram;
+use crate::error::CliError;
+use crate::out::out;
 use clap::Args;
 use physmem::SimMemory;
 use x86paging::{boot, BootConfig, PagingMode, PtDump};
@@ -9,11 +11,11 @@ use x86paging::{boot, BootConfig, PagingMode, PtDump};
 /// Arguments of `dump`.
 #[derive(Args, Debug)]
 pub struct DumpArgs {
-    /// Paging mode: 2level, pae, 4level or 5level.
-    #[arg(long, value_parser = parse_mode, default_value = "2level")]
+    /// Paging mode.
+    #[arg(long, value_parser = crate::args::mode_parser(), default_value = "2level")]
     pub mode: PagingMode,
     /// Simulated RAM, 16M..4G (multiple of 4M), e.g. 64M or 1G.
-    #[arg(long, value_parser = parse_ram, default_value = "64M")]
+    #[arg(long, value_parser = parse_ram, default_value = "64M", allow_hyphen_values = true)]
     pub ram: u64,
     /// Print JSON (mode, layout, control registers, ranges) instead of text.
     #[arg(long)]
@@ -31,9 +33,10 @@ impl Default for DumpArgs {
 }
 
 /// Runs `dump`.
-pub fn run(a: &DumpArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let pm = SimMemory::new(a.ram)?;
-    let ks = boot(&pm, BootConfig::new(a.mode))?;
+pub fn run(a: &DumpArgs) -> Result<(), CliError> {
+    let pm = SimMemory::new(a.ram).map_err(|e| CliError::Usage(format!("--ram {}: {e}", a.ram)))?;
+    let ks = boot(&pm, BootConfig::new(a.mode))
+        .map_err(|e| CliError::Run(format!("boot failed: {e}")))?;
     let lines = ks.ptdump(&pm, ks.pgd);
     if a.json {
         let v = serde_json::json!({
@@ -44,15 +47,15 @@ pub fn run(a: &DumpArgs) -> Result<(), Box<dyn std::error::Error>> {
             "layout": ks.layout,
             "lines": lines,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::out::json(&v)?;
     } else {
-        print!(
+        out!(
             "{}",
             PtDump {
                 mode: ks.mode,
                 lines: &lines
             }
-        );
+        )?;
     }
     Ok(())
 }

@@ -13,11 +13,12 @@
 //! `slab-unsynced`, reported as "seed's bug seen") and nowhere else (a
 //! disagreement).
 //!
-//! Exit codes: 0 all agree; 1 a disagreement, or the backend failed; 2 bad
-//! arguments; 3 the backend is not available here (QEMU not installed, or
-//! `/dev/kvm` missing for `--backend kvm`).
+//! Exit codes: 0 all agree (and something was compared); 1 a disagreement,
+//! nothing compared, or the backend failed mid-check; 2 bad arguments; 3 the
+//! backend is not available here (QEMU not installed or not starting,
+//! `/dev/kvm` missing for `--backend kvm`, or the backend cannot run the
+//! chosen `--mode` on this host).
 
-use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Args;
@@ -30,17 +31,27 @@ use pgdcache_scenarios::diff::{
 use pgdcache_scenarios::{cases, oracle_mode, ImageMem, ScenarioError, ScenarioState};
 use x86paging::PagingMode;
 
+use crate::error::CliError;
+use crate::out::{err, outln};
+
+/// How to install QEMU, for messages.
+const INSTALL_QEMU: &str =
+    "install it with `apt-get install -y --no-install-recommends qemu-system-x86`, or set PGDCACHE_QEMU";
+/// Most random layouts per mode.
+const MAX_CASES: u64 = 1_000_000;
+
 /// Arguments of `oracle`.
 #[derive(Args, Debug)]
 pub struct OracleArgs {
     /// Paging mode to check, or `all`.
-    #[arg(long, default_value = "all", value_parser = parse_modes)]
+    #[arg(long, default_value = "all", value_parser = crate::args::Named::new(&["2level", "pae", "4level", "5level", "all"], parse_modes))]
     pub mode: ModeSel,
-    /// Random layouts per mode.
-    #[arg(long, default_value_t = 10)]
+    /// Random layouts per mode, 1..=1000000.
+    #[arg(long, default_value = "10", value_parser = parse_cases, allow_hyphen_values = true)]
     pub cases: u64,
-    /// First random seed.
-    #[arg(long, default_value_t = 1)]
+    /// First random seed; seeds seed..seed+cases are used, so seed + cases
+    /// must not pass 18446744073709551615.
+    #[arg(long, default_value = "1", value_parser = crate::settings::parse_seed, allow_hyphen_values = true)]
     pub seed: u64,
     /// Backend: qemu, kvm, or auto (QEMU if installed, else KVM).
     #[arg(long, default_value = "qemu", value_parser = ["qemu", "kvm", "auto"])]
@@ -51,8 +62,9 @@ pub struct OracleArgs {
     /// Of the random layouts, how many (the first ones) also get
     /// real-execution probes: every proposed access (supervisor/user ×
     /// read/write/fetch) runs on the oracle's CPU and its outcome, #PF error
-    /// code included, must be the walker's. 0 turns probes off.
-    #[arg(long, default_value_t = 3)]
+    /// code included, must be the walker's. 0 turns probes off; at most
+    /// 1000000.
+    #[arg(long, default_value = "3", value_parser = parse_probe_cases, allow_hyphen_values = true)]
     pub probe_cases: u64,
     /// Print JSON.
     #[arg(long)]
@@ -63,7 +75,29 @@ pub struct OracleArgs {
 #[derive(Clone, Debug)]
 pub struct ModeSel(pub Vec<PagingMode>);
 
-fn parse_modes(s: &str) -> Result<ModeSel, String> {
+fn parse_count(s: &str, min: u64, what: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (min..=MAX_CASES).contains(n))
+        .ok_or_else(|| {
+            format!(
+                "bad {what} '{}': expected a number from {min} to {MAX_CASES}",
+                crate::settings::clip(s)
+            )
+        })
+}
+
+pub(crate) fn parse_cases(s: &str) -> Result<u64, String> {
+    parse_count(s, 1, "number of cases")
+        .map_err(|e| format!("{e} (0 would compare no random layout)"))
+}
+
+pub(crate) fn parse_probe_cases(s: &str) -> Result<u64, String> {
+    parse_count(s, 0, "number of probe cases")
+}
+
+pub(crate) fn parse_modes(s: &str) -> Result<ModeSel, String> {
     if s == "all" {
         return Ok(ModeSel(vec![
             PagingMode::TwoLevel,
@@ -83,7 +117,7 @@ pub enum OracleCmdError {
     /// The backend cannot run here (exit 3).
     #[error("{0}")]
     Unavailable(String),
-    /// The backend failed mid-check (exit 1).
+    /// The backend failed mid-check (exit 1, or 3 when it could not start).
     #[error("{case}: oracle failed: {err}")]
     Oracle {
         /// The case being checked.
@@ -99,9 +133,20 @@ pub enum OracleCmdError {
         /// The error.
         err: ScenarioError,
     },
-    /// JSON output failed.
-    #[error("JSON: {0}")]
-    Json(#[from] serde_json::Error),
+}
+
+impl From<OracleCmdError> for CliError {
+    fn from(e: OracleCmdError) -> Self {
+        match &e {
+            OracleCmdError::Unavailable(_) => CliError::Env(e.to_string()),
+            OracleCmdError::Oracle {
+                err:
+                    OracleError::QemuNotFound(_) | OracleError::Spawn(_) | OracleError::Unresponsive(_),
+                ..
+            } => CliError::Env(format!("{e} ({INSTALL_QEMU})")),
+            _ => CliError::Run(e.to_string()),
+        }
+    }
 }
 
 /// Results for one mode.
@@ -118,21 +163,6 @@ struct ModeResult {
     /// Layouts whose probes could not run, and why.
     probe_skips: Vec<String>,
     seconds: f64,
-}
-
-/// Runs `oracle`; prints errors itself (see the module docs for exit codes).
-pub fn main(a: &OracleArgs) -> ExitCode {
-    match run(a) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(e) => {
-            eprintln!("pgdcache oracle: {e}");
-            ExitCode::from(match e {
-                OracleCmdError::Unavailable(_) => 3,
-                _ => 1,
-            })
-        }
-    }
 }
 
 /// What the oracle's CPU has: the random layouts are generated for it and
@@ -164,8 +194,7 @@ fn backend(name: &str) -> Result<(Box<dyn MmuOracle>, CpuLimits), OracleCmdError
     let q = QemuOracle::new();
     let qemu_ok = q.available();
     let qemu_missing = format!(
-        "QEMU not available: {} cannot be run (install it with \
-         `apt-get install -y --no-install-recommends qemu-system-x86`, or set PGDCACHE_QEMU)",
+        "QEMU not available: {} cannot be run ({INSTALL_QEMU})",
         q.config().binary.display()
     );
     let kvm_ok = std::path::Path::new("/dev/kvm").exists();
@@ -174,7 +203,9 @@ fn backend(name: &str) -> Result<(Box<dyn MmuOracle>, CpuLimits), OracleCmdError
         "qemu" => Err(OracleCmdError::Unavailable(qemu_missing)),
         "kvm" if kvm_ok => Ok(kvm_backend()),
         "kvm" => Err(OracleCmdError::Unavailable(
-            "KVM not available: no /dev/kvm".into(),
+            "KVM not available: no /dev/kvm (load the kvm module on a host with \
+             virtualisation, or use --backend qemu)"
+                .into(),
         )),
         _ if qemu_ok => Ok(qemu_backend(q)),
         _ if kvm_ok => Ok(kvm_backend()),
@@ -184,22 +215,59 @@ fn backend(name: &str) -> Result<(Box<dyn MmuOracle>, CpuLimits), OracleCmdError
     }
 }
 
-fn run(a: &OracleArgs) -> Result<bool, OracleCmdError> {
+/// Runs `oracle` (see the module docs for the exit codes).
+pub fn run(a: &OracleArgs) -> Result<(), CliError> {
+    if a.seed.checked_add(a.cases).is_none() {
+        return Err(CliError::Usage(format!(
+            "--seed {} with --cases {} runs past the largest seed: give a --seed of at most {}",
+            a.seed,
+            a.cases,
+            u64::MAX - a.cases
+        )));
+    }
     let (mut o, limits) = backend(&a.backend)?;
     let mut results = Vec::new();
     for &mode in &a.mode.0 {
         let r = check_mode(o.as_mut(), &limits, mode, a)?;
         if !a.json {
-            print_mode(&r);
+            print_mode(&r)?;
         }
         results.push(r);
     }
+    let checked: Vec<&ModeResult> = results.iter().filter(|r| r.skipped.is_none()).collect();
+    if checked.is_empty() {
+        let why: Vec<String> = results
+            .iter()
+            .filter_map(|r| {
+                Some(format!(
+                    "{}: {}",
+                    r.mode.map(|m| m.name()).unwrap_or("?"),
+                    r.skipped.as_deref()?
+                ))
+            })
+            .collect();
+        return Err(CliError::Env(format!(
+            "the {} backend cannot run {} here ({}); try another --backend (QEMU runs every mode: {INSTALL_QEMU})",
+            o.name(),
+            if a.mode.0.len() == 1 { "this --mode" } else { "any --mode" },
+            why.join("; ")
+        )));
+    }
     let total: usize = results.iter().map(|r| r.report.disagreements.len()).sum();
+    let compared: u64 = results
+        .iter()
+        .map(|r| (r.report.addresses + r.report.mappings + r.report.probes) as u64)
+        .sum();
     for r in &results {
         for d in r.report.disagreements.iter().take(20) {
-            eprintln!("DISAGREE {d}");
+            err!("DISAGREE {d}");
         }
     }
+    let skipped: Vec<String> = results
+        .iter()
+        .filter(|r| r.skipped.is_some())
+        .filter_map(|r| r.mode.map(|m| m.name().to_string()))
+        .collect();
     if a.json {
         let modes: Vec<_> = results
             .iter()
@@ -222,31 +290,51 @@ fn run(a: &OracleArgs) -> Result<bool, OracleCmdError> {
             .collect();
         let v = serde_json::json!({
             "backend": o.name(),
-            "agree": total == 0,
+            "agree": total == 0 && compared > 0,
+            "compared": compared,
+            "modes_skipped": skipped,
             "modes": modes,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::out::json(&v)?;
     } else {
-        println!(
-            "backend {}: {}",
+        outln!(
+            "backend {}: {}{}",
             o.name(),
-            if total == 0 {
-                "all agree".to_string()
-            } else {
+            if total > 0 {
                 format!("{total} disagreements")
+            } else if compared == 0 {
+                "nothing compared".to_string()
+            } else {
+                format!("all agree ({compared} comparisons)")
+            },
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!("; not checked: {}", skipped.join(", "))
             }
-        );
+        )?;
     }
-    Ok(total == 0)
+    if total > 0 {
+        return Err(CliError::Finding(format!(
+            "{total} disagreements between our walker and {}",
+            o.name()
+        )));
+    }
+    if compared == 0 {
+        return Err(CliError::Finding(
+            "0 translations, mappings or probes were compared: nothing was checked".into(),
+        ));
+    }
+    Ok(())
 }
 
-fn print_mode(r: &ModeResult) {
+fn print_mode(r: &ModeResult) -> Result<(), CliError> {
     let mode = r.mode.map(|m| m.to_string()).unwrap_or_default();
     if let Some(why) = &r.skipped {
-        println!("{mode:7} skipped: {why}");
-        return;
+        outln!("{mode:7} skipped: {why}")?;
+        return Ok(());
     }
-    println!(
+    outln!(
         "{mode:7} cases {:5}  scenario tables {:3}  addresses {:7}  mappings {:7}  probes {:5}  disagreements {:3}  {:.1}s",
         r.cases,
         r.scenario_tables,
@@ -255,13 +343,14 @@ fn print_mode(r: &ModeResult) {
         r.report.probes,
         r.report.disagreements.len(),
         r.seconds
-    );
+    )?;
     for why in &r.probe_skips {
-        println!("        probes skipped: {why}");
+        outln!("        probes skipped: {why}")?;
     }
     for what in &r.bug_seen {
-        println!("        seed's bug seen: {what}");
+        outln!("        seed's bug seen: {what}")?;
     }
+    Ok(())
 }
 
 fn check_mode(
@@ -279,6 +368,7 @@ fn check_mode(
         r.skipped = Some(why);
         return Ok(r);
     }
+    // `run` refused a seed + cases past u64::MAX, so nothing saturates.
     for seed in a.seed..a.seed.saturating_add(a.cases) {
         let case = format!("{mode} gen seed {seed}");
         let c =

@@ -5,6 +5,7 @@
 //! cached pgds, stale entries found.
 
 use crate::error::CliError;
+use crate::out::out;
 use crate::settings::{RunFlags, SimFlags};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -29,7 +30,7 @@ pub struct RunArgs {
 }
 
 /// Runs `run`.
-pub fn run(a: &RunArgs) -> Result<(), Box<dyn std::error::Error>> {
+pub fn run(a: &RunArgs) -> Result<(), CliError> {
     let cfg = a.run.config(&a.sim)?;
     if let Some(p) = &a.plot {
         if p.extension().and_then(|e| e.to_str()) != Some("svg") {
@@ -76,9 +77,37 @@ pub fn run(a: &RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         plot(p, &r).map_err(|e| CliError::Run(format!("cannot write {}: {e}", p.display())))?;
     }
     if a.sim.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        crate::out::json(&r)?;
     } else {
-        print!("{}", text(&r));
+        out!("{}", text(&r))?;
+    }
+    findings(&r)
+}
+
+/// The exit status a run report earns: a failed run, a run that completed
+/// no task (nothing was checked), a violation or a leaked frame is exit 1.
+pub fn findings(r: &RunReport) -> Result<(), CliError> {
+    let f = &r.final_check;
+    let leaked = f.leaked_frames;
+    if let Some(fail) = &r.failure {
+        return Err(CliError::Run(format!(
+            "the run stopped early: {fail}; every task was unwound and the checker ran: \
+             {} violations, {leaked} frames leaked",
+            f.total()
+        )));
+    }
+    if r.tasks == 0 {
+        return Err(CliError::Finding(format!(
+            "the run completed 0 tasks in {:.3}s: nothing was checked (give a longer --duration or --ops)",
+            r.wall_s
+        )));
+    }
+    let violations = r.live_violations.total() + f.total();
+    if violations > 0 || leaked > 0 || !r.verdict.is_correct() {
+        return Err(CliError::Finding(format!(
+            "verdict {}: {violations} violations, {leaked} frames leaked",
+            r.verdict.short()
+        )));
     }
     Ok(())
 }
@@ -105,6 +134,12 @@ fn text(r: &RunReport) -> String {
         c.seed
     );
     let _ = writeln!(o, "verdict          {}", r.verdict.short());
+    if let Some(fail) = &r.failure {
+        let _ = writeln!(
+            o,
+            "failed           {fail} (the run unwound; the checks below ran after it)"
+        );
+    }
     let _ = writeln!(
         o,
         "tasks            {} in {:.2}s = {:.0} tasks/s",
@@ -186,13 +221,14 @@ fn text(r: &RunReport) -> String {
     let f = &r.final_check;
     let _ = writeln!(
         o,
-        "final check      {} cached pgds, {} live; stale {} dangling {} not-constructed {} leak {}",
+        "final check      {} cached pgds, {} live; stale {} dangling {} not-constructed {} leak {} vmalloc-unmapped {}",
         f.cached_pgds,
         f.live_pgds,
         f.violations.stale,
         f.violations.dangling,
         f.violations.not_constructed,
-        f.violations.leak
+        f.violations.leak,
+        f.violations.vmalloc_unmapped
     );
     if let Some(c) = &f.closing_cpa {
         let v = &c.violations;

@@ -9,13 +9,15 @@
 //! the fault with its #PF error code.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::Args;
 use oracle::PagingImage;
 use pgdcache_scenarios::{cpu_from_image, ImageMem};
 use physmem::VirtAddr;
 use x86paging::{Access, AccessKind, PfErrorCode, WalkFault};
+
+use crate::error::CliError;
+use crate::out::outln;
 
 /// Arguments of `translate`.
 #[derive(Args, Debug)]
@@ -34,48 +36,18 @@ pub struct TranslateArgs {
     pub user: bool,
     /// MAXPHYADDR of the walking CPU (the image does not record it).
     /// Default: 40 on 2level/pae, 46 on 4level/5level.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(32..=52))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(32..=52), allow_hyphen_values = true)]
     pub maxphyaddr: Option<u32>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
 
-/// Failures of `translate`.
-#[derive(Debug, thiserror::Error)]
-pub enum TranslateError {
-    /// An address argument cannot be parsed or is not a linear address of
-    /// the image's mode (exit 2).
-    #[error("bad address {arg:?}: {why}")]
-    BadAddress {
-        /// The argument.
-        arg: String,
-        /// Why.
-        why: String,
-    },
-    /// The image cannot be read (exit 1).
-    #[error("cannot load image: {0}")]
-    Image(#[from] oracle::image::ImageError),
-    /// JSON output failed.
-    #[error("JSON: {0}")]
-    Json(#[from] serde_json::Error),
-}
-
-/// Runs `translate`; prints errors itself. Exit 2 for a bad address, 1 for
-/// an unreadable image. Faults are results, not errors (exit 0).
-pub fn main(a: &TranslateArgs) -> ExitCode {
-    match run(a) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("pgdcache translate: {e}");
-            let code = if matches!(e, TranslateError::BadAddress { .. }) {
-                2
-            } else {
-                1
-            };
-            ExitCode::from(code)
-        }
-    }
+fn bad_address(arg: &str, why: impl std::fmt::Display) -> CliError {
+    CliError::Usage(format!(
+        "bad address {:?}: {why}",
+        crate::settings::clip(arg)
+    ))
 }
 
 /// Parses `0x...` hex or decimal, with optional `_` separators.
@@ -85,7 +57,9 @@ pub fn parse_addr(s: &str) -> Result<u64, String> {
         Some(h) => u64::from_str_radix(h, 16),
         None => t.parse::<u64>(),
     };
-    r.map_err(|_| "expected a hex (0x...) or decimal 64-bit number".to_string())
+    r.map_err(|_| {
+        "expected a hex (0x...) or decimal number from 0 to 0xffff_ffff_ffff_ffff".to_string()
+    })
 }
 
 fn flag_names(f: x86paging::EntryFlags) -> Vec<&'static str> {
@@ -96,16 +70,16 @@ fn code_names(c: PfErrorCode) -> Vec<&'static str> {
     c.iter_names().map(|(n, _)| n).collect()
 }
 
-fn run(a: &TranslateArgs) -> Result<(), TranslateError> {
-    let img = PagingImage::load(&a.image)?;
+/// Runs `translate`: exit 2 for a bad address or a bad image; faults are
+/// results, not errors (exit 0).
+pub fn run(a: &TranslateArgs) -> Result<(), CliError> {
+    let img = PagingImage::load(&a.image)
+        .map_err(|e| CliError::Usage(format!("--image {}: {e}", a.image.display())))?;
     let cpu = cpu_from_image(&img.desc, a.maxphyaddr);
     let mode = cpu.mode;
     let mut vas = Vec::with_capacity(a.addrs.len());
     for s in &a.addrs {
-        let bad = |why: String| TranslateError::BadAddress {
-            arg: s.clone(),
-            why,
-        };
+        let bad = |why: String| bad_address(s, why);
         let va = parse_addr(s).map_err(bad)?;
         if !mode.is_64bit() && va > u64::from(u32::MAX) {
             return Err(bad(format!("{mode} linear addresses are 32-bit")));
@@ -142,15 +116,15 @@ fn run(a: &TranslateArgs) -> Result<(), TranslateError> {
             });
         } else {
             match r {
-                Ok(t) => println!(
+                Ok(t) => outln!(
                     "{va:#x} -> {:#x}  {} page, {} leaf at {:#x}, flags {}",
                     t.pa.as_u64(),
                     t.size.name(),
                     t.level.name(),
                     t.entry_pa.as_u64(),
                     flag_names(t.flags).join("|")
-                ),
-                Err(f) => println!("{va:#x}: {}", fault_text(&f)),
+                )?,
+                Err(f) => outln!("{va:#x}: {}", fault_text(&f))?,
             }
         }
     }
@@ -162,7 +136,7 @@ fn run(a: &TranslateArgs) -> Result<(), TranslateError> {
             "user": a.user,
             "results": out,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::out::json(&v)?;
     }
     Ok(())
 }

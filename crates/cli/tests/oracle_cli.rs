@@ -186,7 +186,7 @@ fn translate_rejects_bad_addresses_and_images() {
         .args(["translate", "--image", "/nonexistent/img", "0x1000"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a bad image is bad input");
     // 32-bit image: addresses above 4 GiB are refused.
     let dir32 = tmpdir("bad32");
     assert!(bin()

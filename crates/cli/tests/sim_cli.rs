@@ -236,7 +236,7 @@ fn bad_inputs_exit_2_without_panicking() {
         (vec!["run", "--ops", "-5"], "-5"),
         (vec!["run", "--cpa-rate", "often"], "often"),
         (vec!["run", "--ram", "16M"], "ram"),
-        (vec!["run", "--task-pages", "60000"], "task pages"),
+        (vec!["run", "--task-pages", "60000"], "--task-pages"),
         (vec!["run", "--duration", "soon"], "soon"),
         (vec!["compare", "--plot", "out.png"], "svg"),
         (vec!["compare", "--workload", "nope"], "nope"),

@@ -11,8 +11,16 @@
 //! `mem-<gpa in hex>.bin`. The format is documented in the crate README.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+
+/// Largest `image.json` [`PagingImage::load`] reads.
+pub const MAX_DESC_BYTES: u64 = 16 << 20;
+/// Largest total of range bytes [`PagingImage::load`] accepts (an image
+/// holds page-table frames, not RAM).
+pub const MAX_IMAGE_BYTES: u64 = 1 << 30;
+/// Most ranges in one image.
+pub const MAX_RANGES: usize = 1 << 16;
 
 use serde::{Deserialize, Serialize};
 
@@ -210,6 +218,76 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ImageError + '_ {
     }
 }
 
+/// Reads `path`, which must be a regular file of exactly `len` bytes (if
+/// given) and at most `max` bytes: the metadata is checked before the
+/// first byte is read, and the read stops at the limit, so a FIFO never
+/// blocks and `/dev/zero` is never read.
+fn read_regular(path: &Path, len: Option<u64>, max: u64) -> Result<Vec<u8>, ImageError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // `symlink_metadata` would refuse links; a link to a regular file is
+    // fine, and `metadata` follows it to what would be read.
+    let meta = fs::metadata(path).map_err(io_err(path))?;
+    if !meta.is_file() {
+        return Err(ImageError::Invalid(format!("{name} is not a regular file")));
+    }
+    let size = meta.len();
+    if let Some(want) = len {
+        if size != want {
+            return Err(ImageError::Invalid(format!(
+                "{name}: {size} bytes, image.json says {want}"
+            )));
+        }
+    }
+    if size > max {
+        return Err(ImageError::Invalid(format!(
+            "{name}: {size} bytes; at most {max}"
+        )));
+    }
+    // Open without blocking: a regular file never blocks, and if the path
+    // was swapped for a FIFO since the check, O_NONBLOCK keeps the open
+    // from waiting for a writer.
+    let f = open_nonblocking(path).map_err(io_err(path))?;
+    let meta = f.metadata().map_err(io_err(path))?;
+    if !meta.is_file() || meta.len() != size {
+        return Err(ImageError::Invalid(format!(
+            "{name} changed while it was being read"
+        )));
+    }
+    let cap = usize::try_from(size).unwrap_or(usize::MAX);
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(cap)
+        .map_err(|_| ImageError::Invalid(format!("{name}: {size} bytes do not fit in memory")))?;
+    f.take(size.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io_err(path))?;
+    if bytes.len() as u64 != size {
+        return Err(ImageError::Invalid(format!(
+            "{name}: read {} bytes, expected {size} (file changed while read)",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
+#[cfg(unix)]
+fn open_nonblocking(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK only matters for a FIFO swapped in after the check.
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn open_nonblocking(path: &Path) -> io::Result<fs::File> {
+    fs::File::open(path)
+}
+
 impl PagingImage {
     /// An image with `mode`'s default control registers and the given `cr3`,
     /// and no memory yet.
@@ -274,7 +352,9 @@ impl PagingImage {
     }
 
     /// Write `image.json` and one `mem-<gpa>.bin` per range into `dir`
-    /// (created if missing).
+    /// (created if missing). The new image replaces any image already in
+    /// `dir`: `mem-*.bin` files it does not list are removed, so the
+    /// directory never holds stale ranges `image.json` does not describe.
     pub fn save(&self, dir: &Path) -> Result<(), ImageError> {
         self.validate()?;
         fs::create_dir_all(dir).map_err(io_err(dir))?;
@@ -286,37 +366,90 @@ impl PagingImage {
         let json = serde_json::to_string_pretty(&desc)?;
         let path = dir.join("image.json");
         fs::write(&path, json).map_err(io_err(&path))?;
+        let keep: std::collections::BTreeSet<&str> =
+            desc.ranges.iter().map(|r| r.file.as_str()).collect();
+        for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+            let entry = entry.map_err(io_err(dir))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let is_range = name.starts_with("mem-") && name.ends_with(".bin");
+            if is_range && !keep.contains(name) && entry.path().is_file() {
+                let p = entry.path();
+                fs::remove_file(&p).map_err(io_err(&p))?;
+            }
+        }
         Ok(())
     }
 
-    /// Read an image saved by [`PagingImage::save`] (or written by hand).
-    pub fn load(dir: &Path) -> Result<Self, ImageError> {
-        let path = dir.join("image.json");
-        let json = fs::read_to_string(&path).map_err(io_err(&path))?;
-        let desc: ImageDesc = serde_json::from_str(&json)?;
-        let mut data = Vec::with_capacity(desc.ranges.len());
+    /// Parses and checks an `image.json` text: the descriptor, its range
+    /// names (plain relative file names), count, lengths (no wrap, no
+    /// overlap, at most [`MAX_IMAGE_BYTES`] in total). Reads no file.
+    pub fn parse_desc(json: &str) -> Result<ImageDesc, ImageError> {
+        let desc: ImageDesc = serde_json::from_str(json)?;
+        if desc.ranges.len() > MAX_RANGES {
+            return Err(ImageError::Invalid(format!(
+                "{} ranges; at most {MAX_RANGES}",
+                desc.ranges.len()
+            )));
+        }
+        let mut total = 0u64;
+        let mut spans = Vec::with_capacity(desc.ranges.len());
         for r in &desc.ranges {
             let rel = Path::new(&r.file);
-            if rel.is_absolute()
+            if r.file.is_empty()
+                || rel.is_absolute()
+                || rel.components().count() != 1
                 || rel
                     .components()
                     .any(|c| !matches!(c, std::path::Component::Normal(_)))
             {
                 return Err(ImageError::Invalid(format!(
-                    "range file {:?} must be a plain relative name",
-                    r.file
+                    "range file {:?} must be a plain file name in the image directory",
+                    r.file.chars().take(80).collect::<String>()
                 )));
             }
-            let fpath = dir.join(rel);
-            let bytes = fs::read(&fpath).map_err(io_err(&fpath))?;
-            if bytes.len() as u64 != r.len {
+            total = total.saturating_add(r.len);
+            if total > MAX_IMAGE_BYTES {
                 return Err(ImageError::Invalid(format!(
-                    "{}: {} bytes, image.json says {}",
-                    r.file,
-                    bytes.len(),
-                    r.len
+                    "the ranges hold more than {MAX_IMAGE_BYTES} bytes; an image holds page-table frames"
                 )));
             }
+            let end = r
+                .gpa
+                .checked_add(r.len)
+                .ok_or_else(|| ImageError::Invalid(format!("range at {:#x} wraps", r.gpa)))?;
+            spans.push((r.gpa, end));
+        }
+        spans.sort_unstable();
+        for w in spans.windows(2) {
+            if w[1].0 < w[0].1 {
+                return Err(ImageError::Invalid(format!(
+                    "ranges at {:#x} and {:#x} overlap",
+                    w[0].0, w[1].0
+                )));
+            }
+        }
+        Ok(desc)
+    }
+
+    /// Read an image saved by [`PagingImage::save`] (or written by hand).
+    ///
+    /// Hostile input is refused before it is read: `image.json` and every
+    /// range file must be regular files (not a FIFO, a device or a
+    /// directory), `image.json` at most [`MAX_DESC_BYTES`], each range file
+    /// exactly the declared length (checked on its metadata first, then the
+    /// read is bounded to that length), and the ranges at most
+    /// [`MAX_IMAGE_BYTES`] in total.
+    pub fn load(dir: &Path) -> Result<Self, ImageError> {
+        let path = dir.join("image.json");
+        let json = read_regular(&path, None, MAX_DESC_BYTES)?;
+        let json = String::from_utf8(json)
+            .map_err(|_| ImageError::Invalid("image.json is not UTF-8 text".into()))?;
+        let desc = Self::parse_desc(&json)?;
+        let mut data = Vec::with_capacity(desc.ranges.len());
+        for r in &desc.ranges {
+            let fpath = dir.join(&r.file);
+            let bytes = read_regular(&fpath, Some(r.len), MAX_IMAGE_BYTES)?;
             data.push((r.gpa, bytes));
         }
         let img = PagingImage { desc, data };

@@ -41,6 +41,10 @@ pub enum OracleError {
     /// A bounded wait expired.
     #[error("timeout: {0}")]
     Timeout(String),
+    /// The backend started but never answered (a QEMU whose gdbstub does
+    /// not accept or does not reply within the start-up bound).
+    #[error("backend unresponsive: {0}")]
+    Unresponsive(String),
     /// The backend answered something we did not expect.
     #[error("protocol error: {0}")]
     Protocol(String),

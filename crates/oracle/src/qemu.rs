@@ -52,8 +52,12 @@ const PC_LOWMEM_SPLIT: u64 = 0xc000_0000;
 pub struct QemuConfig {
     /// Binary to run.
     pub binary: PathBuf,
-    /// Bound on every gdbstub exchange and on QEMU's start-up.
+    /// Bound on every gdbstub exchange once the session is up.
     pub timeout: Duration,
+    /// Bound on QEMU's start-up: until its gdbstub accepts a connection,
+    /// and again until it has answered the first exchanges (an unresponsive
+    /// stub fails within this, not after many `timeout`s).
+    pub start_timeout: Duration,
     /// Bound on one probe batch running in the guest.
     pub run_timeout: Duration,
     /// Minimum guest RAM in bytes.
@@ -68,6 +72,7 @@ impl Default for QemuConfig {
         QemuConfig {
             binary,
             timeout: Duration::from_secs(10),
+            start_timeout: Duration::from_secs(5),
             run_timeout: Duration::from_secs(10),
             min_ram: 64 * MIB,
         }
@@ -251,7 +256,11 @@ impl Session {
         for _ in 0..3 {
             match Self::try_start(cfg, ram) {
                 Ok(s) => return Ok(s),
-                Err(e @ OracleError::QemuNotFound(_)) => return Err(e),
+                // Not found, or started but unresponsive: retrying would
+                // only multiply the wait.
+                Err(e @ (OracleError::QemuNotFound(_) | OracleError::Unresponsive(_))) => {
+                    return Err(e)
+                }
                 Err(e) => last_err = Some(e),
             }
         }
@@ -288,6 +297,7 @@ impl Session {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        die_with_parent(&mut cmd);
         let mut child = cmd.spawn().map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 OracleError::QemuNotFound(format!(
@@ -298,7 +308,7 @@ impl Session {
                 OracleError::Spawn(format!("{}: {e}", cfg.binary.display()))
             }
         })?;
-        let deadline = Instant::now() + cfg.timeout;
+        let deadline = Instant::now() + cfg.start_timeout;
         let stream = loop {
             if let Ok(Some(status)) = child.try_wait() {
                 let mut msg = String::new();
@@ -318,17 +328,29 @@ impl Session {
                 Err(e) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(OracleError::Timeout(format!(
-                        "gdbstub on port {port} never accepted: {e}"
+                    return Err(OracleError::Unresponsive(format!(
+                        "{} started, but its gdbstub on 127.0.0.1:{port} did not accept a \
+                         connection within {:?} ({e}); is it a working qemu-system-x86_64?",
+                        cfg.binary.display(),
+                        cfg.start_timeout
                     )));
                 }
             }
         };
-        let gdb = match RspClient::new(stream, cfg.timeout) {
+        let unresponsive = |e: OracleError| match e {
+            OracleError::Timeout(_) => OracleError::Unresponsive(format!(
+                "{}'s gdbstub on 127.0.0.1:{port} accepted but did not answer within {:?}; \
+                 is it a working qemu-system-x86_64?",
+                cfg.binary.display(),
+                cfg.start_timeout
+            )),
+            other => other,
+        };
+        let gdb = match RspClient::new(stream, cfg.start_timeout) {
             Ok(g) => g,
             Err(e) => {
                 let _ = child.kill_and_wait();
-                return Err(e);
+                return Err(unresponsive(e));
             }
         };
         // From here on the child is killed by Session's Drop on any error.
@@ -338,7 +360,8 @@ impl Session {
             regs: RegMap::default(),
             ram,
         };
-        s.regs = s.read_target_regs()?;
+        s.regs = s.read_target_regs().map_err(unresponsive)?;
+        s.gdb.set_timeout(cfg.timeout);
         Ok(s)
     }
 
@@ -432,6 +455,43 @@ impl Session {
     pub fn kill(&mut self) {
         let _ = self.child.kill_and_wait();
     }
+}
+
+/// Makes the child die with this process: a QEMU left running after
+/// `pgdcache` is killed (re-parented to init) would hold its RAM and port
+/// forever. On Linux the child asks for SIGKILL when its parent dies
+/// (`PR_SET_PDEATHSIG`), and kills itself at once if the parent is already
+/// gone; the sessions' `Drop` kills it on every ordinary exit path.
+pub fn die_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
+        let in_child = move || {
+            // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and
+            // touches no memory of ours.
+            if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl: then no signal would
+            // ever come.
+            // SAFETY: getppid has no preconditions.
+            if unsafe { libc::getppid() } != parent {
+                // SAFETY: raise has no preconditions.
+                unsafe { libc::raise(libc::SIGKILL) };
+            }
+            Ok(())
+        };
+        // SAFETY: the closure runs in the child between fork and exec and
+        // calls only async-signal-safe functions (prctl, getppid, raise),
+        // allocating nothing and taking no lock.
+        unsafe {
+            cmd.pre_exec(in_child);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
 }
 
 trait KillChild {

@@ -87,6 +87,12 @@ impl RspClient {
         self.timeout
     }
 
+    /// Changes the per-exchange timeout (e.g. a short one for the
+    /// handshake, a longer one for the session).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     fn fill(&mut self, deadline: Instant) -> Result<(), OracleError> {
         let now = Instant::now();
         if now >= deadline {

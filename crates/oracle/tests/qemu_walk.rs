@@ -103,7 +103,9 @@ fn missing_qemu_is_reported_not_hung() {
     assert!(
         matches!(
             r,
-            Err(oracle::OracleError::Spawn(_)) | Err(oracle::OracleError::Timeout(_))
+            Err(oracle::OracleError::Spawn(_))
+                | Err(oracle::OracleError::Timeout(_))
+                | Err(oracle::OracleError::Unresponsive(_))
         ),
         "{r:?}"
     );

@@ -19,7 +19,9 @@
 //! pmds in `pmd_cache` all zero). Frame accounting: every frame that is
 //! not free must be reachable — a kernel table of swapper or on the deferred
 //! list, a slab page, a pgd page, a user table or data page of a live
-//! address space, or a vmalloc page — else it is a leak.
+//! address space, or a vmalloc page — else it is a leak. And every page of
+//! every live vmalloc area maps that area's own frame in swapper
+//! ([`ViolationKind::VmallocUnmapped`] otherwise).
 
 use crate::kernel::{Kernel, KernelError, KernelMem, Pgd};
 use crate::prelude::*;
@@ -40,6 +42,9 @@ pub enum ViolationKind {
     NotConstructed,
     /// A frame is in use but nothing owns it.
     Leak,
+    /// A page of a live vmalloc area does not map the area's own frame in
+    /// `swapper_pg_dir` (unmapped, or mapping another frame).
+    VmallocUnmapped,
 }
 
 impl ViolationKind {
@@ -50,6 +55,7 @@ impl ViolationKind {
             ViolationKind::Dangling => "dangling",
             ViolationKind::NotConstructed => "not-constructed",
             ViolationKind::Leak => "leak",
+            ViolationKind::VmallocUnmapped => "vmalloc-unmapped",
         }
     }
 }
@@ -267,8 +273,39 @@ impl<M: KernelMem> Kernel<M> {
                 }
             }
         }
+        self.check_vmalloc_areas(&mut rep);
         self.account_frames(&all, &kernel_tables, &mut rep)?;
         Ok(rep)
+    }
+
+    /// The vmalloc invariant: page `i` of every area on `vmlist` maps the
+    /// area's frame `i` in `swapper_pg_dir` (docs/CORRECTNESS.md).
+    fn check_vmalloc_areas(&self, rep: &mut Report) {
+        let pm = &**self.pm();
+        let ks = self.kernel_space();
+        for (start, frames) in self.vmalloc_area_frames() {
+            for (i, f) in frames.iter().enumerate() {
+                let va = physmem::VirtAddr::new(start.as_u64() + i as u64 * physmem::PAGE_SIZE);
+                let got = ks.translate_in(pm, self.swapper().0, va, x86paging::Access::READ);
+                let ok = matches!(&got, Ok(t) if t.pa.frame() == *f);
+                if !ok {
+                    rep.violations.push(Violation {
+                        kind: ViolationKind::VmallocUnmapped,
+                        pgd: Some(self.swapper().0.as_u64()),
+                        cached: false,
+                        index: None,
+                        detail: format!(
+                            "vmalloc area {start} page {i} ({va}) should map {} in swapper, got {}",
+                            f.start(),
+                            match got {
+                                Ok(t) => format!("{}", t.pa),
+                                Err(e) => format!("{e}"),
+                            }
+                        ),
+                    });
+                }
+            }
+        }
     }
 
     fn account_frames(

@@ -269,6 +269,14 @@ pub enum Bug {
     ListAddAfterUnlock = 2,
     /// `mm_join` checks the ticket and refreshes before taking `mmlist_lock`.
     TicketReadBeforeJoin = 3,
+    /// The vmalloc code before the fix: `vfree` takes the area off
+    /// `vmlist` and unmaps it after dropping `vmlist_lock` (Linux's
+    /// `remove_vm_area` unmaps under the lock), and `vmalloc` writes its
+    /// leaf entries without looking at them.
+    VfreeUnmapsAfterUnlock = 4,
+    /// The old `vfree` order, but with the leaf check of the fix: the race
+    /// turns from a silently cleared pte into a refused `vmalloc`.
+    VfreeUnmapsAfterUnlockLeafChecked = 5,
 }
 
 impl<M: KernelMem> Shared<M> {
@@ -278,16 +286,18 @@ impl<M: KernelMem> Shared<M> {
             1 => Bug::CtorCopiesOutsideLock,
             2 => Bug::ListAddAfterUnlock,
             3 => Bug::TicketReadBeforeJoin,
+            4 => Bug::VfreeUnmapsAfterUnlock,
+            5 => Bug::VfreeUnmapsAfterUnlockLeafChecked,
             _ => Bug::None,
         }
     }
     #[cfg(not(loom))]
     #[inline(always)]
-    fn bug_is(&self, _b: u8) -> bool {
+    pub(crate) fn bug_is(&self, _b: u8) -> bool {
         false
     }
     #[cfg(loom)]
-    fn bug_is(&self, b: u8) -> bool {
+    pub(crate) fn bug_is(&self, b: u8) -> bool {
         self.bug() as u8 == b
     }
 

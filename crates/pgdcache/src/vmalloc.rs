@@ -33,6 +33,11 @@ pub enum VmError {
     /// `vfree` of an address that is not the start of an area.
     #[error("vfree of {0}, which vmalloc did not return")]
     NotAnArea(VirtAddr),
+    /// A leaf entry `vmalloc` was about to write is already present: some
+    /// other mapping owns that address (a bug: the area allocator handed
+    /// out a range still mapped). Nothing was overwritten.
+    #[error("vmalloc: {0} is already mapped; refusing to overwrite its pte")]
+    AlreadyMapped(VirtAddr),
     /// A page-table access failed (a bug).
     #[error(transparent)]
     Kernel(#[from] KernelError),
@@ -192,6 +197,12 @@ impl<M: KernelMem> Kernel<M> {
             let at = entry_pa(mode, table, level, va);
             let e = read_entry(&*sh.pm, mode, at).map_err(mem_err)?;
             if level == Level::Pte {
+                // Never overwrite a live mapping: a present pte here means
+                // the range is still someone's (the race an unmap outside
+                // `vmlist_lock` would open). Refuse instead of clobbering.
+                if e.is_present() && !sh.bug_is(4) {
+                    return Err(VmError::AlreadyMapped(va));
+                }
                 let leaf = Entry::page(mode, PageSize::Size4K, f.start(), self.page_kernel())
                     .map_err(|e| KernelError::Boot(e.to_string()))?;
                 write_entry(&*sh.pm, mode, at, leaf).map_err(mem_err)?;
@@ -219,9 +230,40 @@ impl<M: KernelMem> Kernel<M> {
         Err(VmError::OutOfMemory)
     }
 
-    /// `vfree`: unmaps the area in swapper and frees its frames after a TLB
-    /// flush; the page tables stay (that is what keeps lazy sync safe).
+    /// `vfree`: unmaps the area in swapper and flushes every TLB *under
+    /// `vmlist_lock`*, and only then lets the range go (Linux's
+    /// `remove_vm_area`: `unmap_vm_area` before the area leaves `vmlist`);
+    /// the frames are freed after the lock is dropped. The page tables stay
+    /// (that is what keeps lazy sync safe).
+    ///
+    /// Why under the lock: once the area is off the list, a concurrent
+    /// `vmalloc` may be handed the same range and map fresh frames there;
+    /// an unmap after the unlock would then clear *its* ptes (see
+    /// docs/CORRECTNESS.md, "vmalloc areas").
     pub fn vfree(&self, va: VirtAddr) -> Result<(), VmError> {
+        #[cfg(loom)]
+        if self.sh.bug_is(4) || self.sh.bug_is(5) {
+            return self.vfree_unmap_after_unlock(va);
+        }
+        let mut st = self.vm.state.lock();
+        let area = st
+            .areas
+            .remove(&va.as_u64())
+            .ok_or(VmError::NotAnArea(va))?;
+        let (freeable, unmapped) = self.unmap_area(va, &area);
+        self.flush_all_tlbs();
+        drop(st);
+        for f in freeable {
+            let _ = self.sh.pm.free_frame(f);
+        }
+        unmapped
+    }
+
+    /// The pre-fix order, kept reachable for the negative loom model only:
+    /// the area leaves the list, the lock is dropped, and the unmap comes
+    /// after, when another `vmalloc` may already own the range.
+    #[cfg(loom)]
+    fn vfree_unmap_after_unlock(&self, va: VirtAddr) -> Result<(), VmError> {
         let area = self
             .vm
             .state
@@ -239,6 +281,61 @@ impl<M: KernelMem> Kernel<M> {
             let _ = self.sh.pm.free_frame(f);
         }
         Ok(())
+    }
+
+    /// Clears the ptes of `area` (at `va`) in swapper, each only if it maps
+    /// the area's own frame. Called with `vmlist_lock` held. Returns the
+    /// frames that may be freed — every frame no pte of the area maps any
+    /// more — and the first problem met: a frame whose pte could not be
+    /// read or cleared stays allocated (a leak the checker reports) rather
+    /// than be freed while mapped.
+    fn unmap_area(&self, va: VirtAddr, area: &Area) -> (Vec<Frame>, Result<(), VmError>) {
+        let mode = self.mode();
+        let mut result = Ok(());
+        let mut freeable = Vec::with_capacity(area.frames.len());
+        let mut fail = |e: VmError| {
+            if result.is_ok() {
+                result = Err(e);
+            }
+        };
+        for (i, f) in area.frames.iter().enumerate() {
+            let p = VirtAddr::new(va.as_u64() + i as u64 * PAGE_SIZE);
+            match x86paging::map::lookup_checked(&*self.sh.pm, mode, self.sh.swapper, p) {
+                Ok(Some((at, Level::Pte, e)))
+                    if e.is_present() && e.page_addr(mode, PageSize::Size4K) == f.start() =>
+                {
+                    match write_entry(&*self.sh.pm, mode, at, Entry::EMPTY) {
+                        Ok(()) => freeable.push(*f),
+                        Err(e) => fail(VmError::Kernel(mem_err(e))),
+                    }
+                }
+                Ok(other) => {
+                    // Under the lock nobody else maps this range, and
+                    // `vmalloc` mapped every page: a pte that is missing or
+                    // not ours is a bug. Leave it and say so; our frame is
+                    // not mapped there, so it may go.
+                    freeable.push(*f);
+                    fail(VmError::Kernel(KernelError::Mem(format!(
+                        "vfree: {p} should map {} but holds {:?}",
+                        f.start(),
+                        other.map(|(_, _, e)| e)
+                    ))));
+                }
+                Err(e) => fail(VmError::Kernel(KernelError::Mem(e.to_string()))),
+            }
+        }
+        (freeable, result)
+    }
+
+    /// Every area as its start and its backing frames (for the checker).
+    pub(crate) fn vmalloc_area_frames(&self) -> Vec<(VirtAddr, Vec<Frame>)> {
+        self.vm
+            .state
+            .lock()
+            .areas
+            .iter()
+            .map(|(&s, a)| (VirtAddr::new(s), a.frames.clone()))
+            .collect()
     }
 
     /// Backing frames of every vmalloc area (for frame accounting).

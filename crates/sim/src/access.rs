@@ -126,6 +126,7 @@ impl Checker {
                 fault: self.fault.load(Ordering::Relaxed),
                 not_constructed: 0,
                 leak: 0,
+                vmalloc_unmapped: 0,
             },
             f.1.clone(),
             f.0,

@@ -7,7 +7,7 @@
 //! live in the pgd itself and there is no lower level to share. Speed-up is
 //! tasks/s over `uncached` in the same mode.
 
-use crate::config::{SimConfig, SimError, Workload};
+use crate::config::{CpaRate, SimConfig, SimError, Workload};
 use crate::report::{RunReport, Verdict};
 use pgdcache::{KernelError, LockKind, Scheme};
 use x86paging::PagingMode;
@@ -31,6 +31,12 @@ pub struct CompareSpec {
     pub task_pages: Option<u64>,
     /// Seed.
     pub seed: u64,
+    /// Simulated RAM per run (`None`: the workload's default).
+    #[serde(default)]
+    pub ram: Option<u64>,
+    /// Graphics-agent rate (`None`: the workload's default).
+    #[serde(default)]
+    pub cpa_rate: Option<CpaRate>,
 }
 
 impl Default for CompareSpec {
@@ -44,6 +50,8 @@ impl Default for CompareSpec {
             ops: None,
             task_pages: None,
             seed: 1,
+            ram: None,
+            cpa_rate: None,
         }
     }
 }
@@ -67,7 +75,56 @@ impl CompareSpec {
         c.ops = self.ops.unwrap_or_else(|| Self::default_ops(self.workload));
         c.task_pages = self.task_pages;
         c.seed = self.seed;
+        if let Some(r) = self.ram {
+            c.ram = r;
+        }
+        if let Some(r) = self.cpa_rate {
+            c.cpa_rate = r;
+        }
         c
+    }
+
+    /// Refuses a comparison of nothing: an empty or repeated mode or
+    /// scheme list, or a row configuration the simulator cannot run.
+    pub fn validate(&self) -> Result<(), SimError> {
+        let empty = |what: &'static str, allowed: &str| SimError::BadValue {
+            what,
+            value: "[]".into(),
+            allowed: format!("at least one of {allowed}"),
+        };
+        if self.modes.is_empty() {
+            return Err(empty("modes", "2level, pae, 4level, 5level"));
+        }
+        if self.schemes.is_empty() {
+            return Err(empty(
+                "schemes",
+                "uncached, slab-unsynced, slab-pgd-list, slab-ticket, slab-prepopulated, shared-kernel",
+            ));
+        }
+        for (i, m) in self.modes.iter().enumerate() {
+            if self.modes[..i].contains(m) {
+                return Err(SimError::BadValue {
+                    what: "modes",
+                    value: m.to_string(),
+                    allowed: "each mode once".into(),
+                });
+            }
+        }
+        for (i, s) in self.schemes.iter().enumerate() {
+            if self.schemes[..i].contains(s) {
+                return Err(SimError::BadValue {
+                    what: "schemes",
+                    value: s.to_string(),
+                    allowed: "each scheme once".into(),
+                });
+            }
+        }
+        for &mode in &self.modes {
+            for &scheme in &self.schemes {
+                self.config(mode, scheme).validate()?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -99,6 +156,7 @@ pub fn compare(
     spec: &CompareSpec,
     mut each: impl FnMut(&CompareRow),
 ) -> Result<Vec<CompareRow>, SimError> {
+    spec.validate()?;
     let mut rows: Vec<CompareRow> = Vec::new();
     for &mode in &spec.modes {
         let first = rows.len();

@@ -193,6 +193,10 @@ pub struct SimConfig {
     pub sample_every: u64,
     /// Run the live kernel-access checks after every fork/exec.
     pub live_checks: bool,
+    /// Fault injection: the Nth frame allocation after boot fails (once),
+    /// so the run stops early and shows its unwinding and checks.
+    #[serde(default)]
+    pub fail_alloc: Option<u64>,
 }
 
 impl SimConfig {
@@ -212,6 +216,7 @@ impl SimConfig {
             seed: 1,
             sample_every: 16,
             live_checks: true,
+            fail_alloc: None,
         }
     }
 
@@ -233,7 +238,8 @@ impl SimConfig {
         }
     }
 
-    /// Checks the values, naming the first bad one.
+    /// Checks the values, naming the first bad one (by its `pgdcache`
+    /// flag) and what is allowed.
     pub fn validate(&self) -> Result<(), SimError> {
         let bad = |what, value: String, allowed: &str| {
             Err(SimError::BadValue {
@@ -242,40 +248,84 @@ impl SimConfig {
                 allowed: allowed.into(),
             })
         };
-        if !(1..=64).contains(&self.cpus) {
-            return bad("cpus", self.cpus.to_string(), "1..=64");
+        if !(1..=MAX_CPUS).contains(&self.cpus) {
+            return bad("--cpus", self.cpus.to_string(), "1..=64");
         }
         if self.ops == 0 && self.duration.is_none() {
-            return bad("ops", "0".into(), "at least 1 (or give a duration)");
+            return bad("--ops", "0".into(), "at least 1 (or give a --duration)");
         }
-        if let Some(n) = self.task_pages {
-            if !(1..=65_536).contains(&n) {
-                return bad("task pages", n.to_string(), "1..=65536");
+        if let Some(d) = self.duration {
+            if d < MIN_DURATION || d > MAX_DURATION {
+                return bad(
+                    "--duration",
+                    format!("{d:?}"),
+                    "1ms..=24h (a shorter run completes no task)",
+                );
             }
         }
-        let min_ram = 32u64 << 20;
-        if self.ram < min_ram || self.ram > (4u64 << 30) || !self.ram.is_multiple_of(PAGE_SIZE) {
+        if let Some(n) = self.task_pages {
+            if !(1..=MAX_TASK_PAGES).contains(&n) {
+                return bad("--task-pages", n.to_string(), "1..=65536");
+            }
+        }
+        if !(MIN_SIM_RAM..=MAX_SIM_RAM).contains(&self.ram) || !self.ram.is_multiple_of(RAM_STEP) {
             return bad(
-                "ram",
+                "--ram",
                 self.ram.to_string(),
-                "a multiple of 4 KiB from 32 MiB to 4 GiB (the graphics agent's pages sit at 16 and 24 MiB)",
+                "32M..4G in steps of 4M (the graphics agent's pages sit at 16 and 24 MiB)",
             );
         }
-        // Rough need: every CPU holds a parent, a child and a new image.
-        let need = (self.task_size().pages() * 3 + 64) * self.cpus as u64 * PAGE_SIZE;
-        if need > self.ram / 2 {
-            return bad(
-                "task pages",
-                self.task_size().pages().to_string(),
-                &format!(
-                    "at most about {} pages with {} CPUs and {} MiB of RAM (raise --ram)",
-                    (self.ram / 2 / PAGE_SIZE / self.cpus as u64).saturating_sub(64) / 3,
-                    self.cpus,
-                    self.ram >> 20
-                ),
-            );
+        // Rough need: every CPU holds a parent, a child and a new image,
+        // in at most half of RAM.
+        let need = self.ram_needed();
+        if need > self.ram {
+            return Err(SimError::NotEnoughRam {
+                cpus: self.cpus,
+                pages: self.task_size().pages(),
+                ram: self.ram,
+                need,
+            });
         }
         Ok(())
+    }
+
+    /// The RAM a run of this many CPUs and this task size needs (rounded
+    /// up to 4 MiB): each CPU holds a parent, a child and a new image, and
+    /// they may fill at most half of RAM.
+    pub fn ram_needed(&self) -> u64 {
+        let per_cpu = (self.task_size().pages() * 3 + 64) * PAGE_SIZE;
+        let need = per_cpu.saturating_mul(self.cpus as u64).saturating_mul(2);
+        need.div_ceil(RAM_STEP).saturating_mul(RAM_STEP)
+    }
+}
+
+/// Most simulated CPUs.
+pub const MAX_CPUS: usize = 64;
+/// Most pages per task image.
+pub const MAX_TASK_PAGES: u64 = 65_536;
+/// Smallest simulated RAM of a run (the graphics agent's pages sit at 16 and 24 MiB).
+pub const MIN_SIM_RAM: u64 = 32 << 20;
+/// Largest simulated RAM.
+pub const MAX_SIM_RAM: u64 = 4 << 30;
+/// RAM sizes are multiples of this (a 2-level large page).
+pub const RAM_STEP: u64 = 4 << 20;
+/// Shortest `--duration`: below it a run completes no task.
+pub const MIN_DURATION: Duration = Duration::from_millis(1);
+/// Longest `--duration`.
+pub const MAX_DURATION: Duration = Duration::from_secs(86_400);
+
+fn mib(bytes: u64) -> u64 {
+    bytes >> 20
+}
+
+fn ram_advice(need: u64) -> String {
+    if need <= MAX_SIM_RAM {
+        format!(
+            "raise --ram to at least {}M, or lower --cpus or --task-pages",
+            mib(need)
+        )
+    } else {
+        "more than the largest --ram (4G): lower --cpus or --task-pages".to_string()
     }
 }
 
@@ -291,6 +341,18 @@ pub enum SimError {
         value: String,
         /// What is allowed.
         allowed: String,
+    },
+    /// The CPUs and the task size do not fit in the simulated RAM.
+    #[error("not enough simulated RAM: {cpus} CPUs running {pages}-page tasks need about {} MiB, --ram is {} MiB; {}", mib(*need), mib(*ram), ram_advice(*need))]
+    NotEnoughRam {
+        /// `--cpus`.
+        cpus: usize,
+        /// Pages per task.
+        pages: u64,
+        /// `--ram` in bytes.
+        ram: u64,
+        /// Bytes needed.
+        need: u64,
     },
     /// The kernel refused the configuration (e.g. shared-kernel on 2-level).
     #[error(transparent)]
@@ -357,5 +419,21 @@ mod tests {
                 .validate()
                 .is_ok()
         );
+        // Too many CPUs for the RAM blames the RAM, and says how much.
+        c.task_pages = None;
+        c.cpus = 64;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("--ram") && e.contains("76M") && e.contains("--cpus"),
+            "{e}"
+        );
+        c.ram = 80 << 20;
+        assert!(c.validate().is_ok());
+        c.ram = 30 << 20;
+        assert!(c.validate().unwrap_err().to_string().contains("32M..4G"));
+        c.ram = 64 << 20;
+        c.cpus = 2;
+        c.duration = Some(Duration::from_micros(10));
+        assert!(c.validate().unwrap_err().to_string().contains("--duration"));
     }
 }

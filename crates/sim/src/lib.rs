@@ -29,7 +29,7 @@ pub mod smp;
 pub use compare::{compare, CompareRow, CompareSpec};
 pub use config::{CpaRate, SimConfig, SimError, Workload};
 pub use report::{
-    ClosingCheck, FinalCheck, Latency, RunReport, TimelineSample, Verdict, ViolationCounts,
-    ZoneReport,
+    ClosingCheck, Failure, FinalCheck, Latency, RunReport, TimelineSample, Verdict,
+    ViolationCounts, ZoneReport,
 };
 pub use run::{run, run_with_progress, run_with_timeline};

@@ -87,12 +87,20 @@ pub struct ViolationCounts {
     pub not_constructed: u64,
     /// Frames leaked (final check).
     pub leak: u64,
+    /// vmalloc pages that do not map their area's frame in swapper (final check).
+    #[serde(default)]
+    pub vmalloc_unmapped: u64,
 }
 
 impl ViolationCounts {
     /// Total.
     pub fn total(&self) -> u64 {
-        self.stale + self.dangling + self.fault + self.not_constructed + self.leak
+        self.stale
+            + self.dangling
+            + self.fault
+            + self.not_constructed
+            + self.leak
+            + self.vmalloc_unmapped
     }
 }
 
@@ -228,6 +236,24 @@ pub struct TimelineSample {
     pub stale_found: u64,
 }
 
+/// What stopped a run early (out of simulated memory, an agent's error):
+/// the run unwound — every task exited — and the checker and the frame
+/// accounting still ran, so the report says what failed, where, and what
+/// was left behind.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Failure {
+    /// Where: `cpu 1 fork`, `graphics agent`, ...
+    pub at: String,
+    /// The error.
+    pub why: String,
+}
+
+impl core::fmt::Display for Failure {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}: {}", self.at, self.why)
+    }
+}
+
 /// Everything one run measured.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RunReport {
@@ -281,4 +307,7 @@ pub struct RunReport {
     /// left out of the JSON when empty).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<TimelineSample>,
+    /// What stopped the run early, if anything (the verdict is then
+    /// `error`, and `final_check` is what the checker found afterwards).
+    pub failure: Option<Failure>,
 }

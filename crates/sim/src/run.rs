@@ -12,8 +12,8 @@
 use crate::access::{Checker, VmAreas};
 use crate::config::{CpaRate, SimConfig, SimError, Workload};
 use crate::report::{
-    ClosingCheck, FinalCheck, LatencyRecorder, RunReport, TimelineSample, Verdict, ViolationCounts,
-    ZoneReport,
+    ClosingCheck, Failure, FinalCheck, LatencyRecorder, RunReport, TimelineSample, Verdict,
+    ViolationCounts, ZoneReport,
 };
 use crate::rng::Rng;
 use crate::smp::Smp;
@@ -153,6 +153,9 @@ pub fn run_with_timeline(
         error: parking_lot::Mutex::new(None),
         deadline: cfg.duration.map(|d| Instant::now() + d),
     };
+    if let Some(n) = cfg.fail_alloc {
+        world.kernel.pm().faults().fail_nth(n);
+    }
     let planned = if cfg.ops == 0 { u64::MAX } else { cfg.ops };
     let zone0 = world.kernel.pm().pcp_stats();
     let start = Instant::now();
@@ -211,9 +214,26 @@ pub fn run_with_timeline(
     if let Some(p) = progress {
         p(world.done.load(Ordering::Relaxed), planned);
     }
-    if let Some(e) = world.error.lock().take() {
-        return Err(e);
-    }
+    // A task or an agent that failed (out of simulated memory, most often)
+    // stopped the CPUs; each exited its tasks on the way out. The checker
+    // and the frame accounting still run, and the report says what failed
+    // and where. Only a panicked thread (a bug) leaves no state to check.
+    let failure = match world.error.lock().take() {
+        None => None,
+        Some(e @ SimError::Panic(_)) => return Err(e),
+        Some(SimError::Task { cpu, what, why }) => Some(Failure {
+            at: format!("cpu {cpu} {what}"),
+            why,
+        }),
+        Some(SimError::Agent { agent, why }) => Some(Failure {
+            at: format!("{agent} agent"),
+            why,
+        }),
+        Some(other) => Some(Failure {
+            at: "run".into(),
+            why: other.to_string(),
+        }),
+    };
     let k = &world.kernel;
     let mut total = CpuResult::default();
     for r in &results {
@@ -236,7 +256,7 @@ pub fn run_with_timeline(
     let mut final_check = final_check(k)?;
     // The run's toggles; the closing conversion is reported on its own.
     let cpa_toggles = world.gfx.toggles.load(Ordering::Relaxed);
-    if cfg.cpa_rate != CpaRate::Off {
+    if cfg.cpa_rate != CpaRate::Off && failure.is_none() {
         closing_cpa(&world, &mut final_check)?;
     }
     let (live_violations, first_live, first_kind) = world.checker.summary();
@@ -244,7 +264,9 @@ pub fn run_with_timeline(
         .closing_cpa
         .as_ref()
         .and_then(|c| first_final_kind(&c.violations));
-    let verdict = if let Some(kind) = first_kind {
+    let verdict = if let Some(f) = &failure {
+        Verdict::Error(f.to_string())
+    } else if let Some(kind) = first_kind {
         Verdict::Caught(kind.to_string())
     } else if let Some(kind) = first_final_kind(&final_check.violations).or(closing_kind) {
         Verdict::Caught(kind.to_string())
@@ -289,6 +311,7 @@ pub fn run_with_timeline(
         final_check,
         verdict,
         timeline,
+        failure,
     })
 }
 
@@ -318,6 +341,7 @@ fn first_final_kind(v: &ViolationCounts) -> Option<&'static str> {
         (v.stale, "stale"),
         (v.not_constructed, "not-constructed"),
         (v.leak, "leak"),
+        (v.vmalloc_unmapped, "vmalloc-unmapped"),
     ]
     .into_iter()
     .find(|(n, _)| *n > 0)
@@ -332,6 +356,7 @@ fn counts(r: &pgdcache::check::Report) -> ViolationCounts {
         fault: 0,
         not_constructed: c(ViolationKind::NotConstructed),
         leak: r.leaked_frames.max(c(ViolationKind::Leak)),
+        vmalloc_unmapped: c(ViolationKind::VmallocUnmapped),
     }
 }
 
@@ -362,6 +387,7 @@ fn closing_cpa(w: &World, f: &mut FinalCheck) -> Result<(), SimError> {
         s.dangling += v.dangling;
         s.not_constructed += v.not_constructed;
         s.leak = s.leak.max(v.leak);
+        s.vmalloc_unmapped += v.vmalloc_unmapped;
     }
     f.leaked_frames = f.leaked_frames.max(c.leaked_frames);
     f.closing_cpa = Some(c);
@@ -680,7 +706,17 @@ fn vmalloc_agent(w: &World) {
                         break;
                     }
                 }
-                Err(_) => continue, // out of simulated memory or space: try later
+                // Out of simulated memory or of vmalloc space: try later.
+                Err(pgdcache::VmError::OutOfMemory | pgdcache::VmError::NoSpace(_)) => continue,
+                // Anything else (a pte already mapped, a table access that
+                // failed) is a bug, never skipped.
+                Err(e) => {
+                    w.fail(SimError::Agent {
+                        agent: "vmalloc",
+                        why: e.to_string(),
+                    });
+                    break;
+                }
             }
         } else if let Some(va) = w.areas.remove_random(&mut rng) {
             if let Err(e) = k.vfree(VirtAddr::new(va)) {
