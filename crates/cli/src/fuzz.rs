@@ -543,6 +543,7 @@ fn fuzz_walker() {
                         len: bytes.len() as u64,
                         file: "mem-0.bin".into(),
                     }],
+                    roots: Vec::new(),
                 },
                 data: vec![(0, bytes)],
             };

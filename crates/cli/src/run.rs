@@ -37,8 +37,7 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
             return Err(CliError::Usage(format!(
                 "bad plot file '{}': expected a path ending in .svg",
                 p.display()
-            ))
-            .into());
+            )));
         }
     }
     let tty = std::io::stderr().is_terminal();
