@@ -13,6 +13,7 @@
 //!   from measured per-operation costs and validated against [`smp`], that
 //!   projects the workload to 4–64 CPUs;
 //! * [`suite`] — all of it, the tables, and the seed's targets.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod micro;

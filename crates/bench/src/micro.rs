@@ -68,14 +68,9 @@ pub fn boot(mode: PagingMode, scheme: Scheme, ram: u64, cpus: usize) -> Result<K
     Kernel::new(Arc::new(pm), &cfg).map_err(|e| kerr("boot")(&e))
 }
 
-/// The median of `v` (0 for an empty slice).
-pub fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
+// (The criterion benches include this file and use only part of it.)
+#[allow(unused_imports)]
+pub use benchstats::{median, Ratio};
 
 /// A summary of interleaved rounds: nanoseconds per operation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
@@ -84,15 +79,19 @@ pub struct Timing {
     pub median_ns: f64,
     /// Fastest round.
     pub min_ns: f64,
+    /// Lower and upper quartile of the rounds.
+    pub iqr_ns: (f64, f64),
 }
 
 impl Timing {
-    /// Median and minimum of the rounds `v`.
-    pub fn of(mut v: Vec<f64>) -> Timing {
-        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    /// Median, minimum and quartiles of the rounds `v`
+    /// ([`benchstats::Summary`]).
+    pub fn of(v: Vec<f64>) -> Timing {
+        let s = benchstats::Summary::of(&v);
         Timing {
-            median_ns: median(&mut v),
-            min_ns: if min.is_finite() { min } else { 0.0 },
+            median_ns: s.median,
+            min_ns: s.min,
+            iqr_ns: (s.q1, s.q3),
         }
     }
 }
@@ -127,26 +126,29 @@ pub fn interleaved_rounds(
     for s in subjects.iter_mut() {
         s.run((iters / 8).max(1))?; // warm-up
     }
-    let mut samples = vec![Vec::with_capacity(rounds); subjects.len()];
-    for _ in 0..rounds.max(1) {
-        for (i, s) in subjects.iter_mut().enumerate() {
-            let t = Instant::now();
-            s.run(iters)?;
-            samples[i].push(t.elapsed().as_nanos() as f64 / iters as f64);
-        }
-    }
-    Ok(samples)
+    let mut timed: Vec<_> = subjects
+        .iter_mut()
+        .map(|s| {
+            move || -> Result<f64, MicroError> {
+                let t = Instant::now();
+                s.run(iters)?;
+                Ok(t.elapsed().as_nanos() as f64 / iters as f64)
+            }
+        })
+        .collect();
+    let mut refs: Vec<&mut dyn FnMut() -> Result<f64, MicroError>> = timed
+        .iter_mut()
+        .map(|f| f as &mut dyn FnMut() -> Result<f64, MicroError>)
+        .collect();
+    benchstats::interleaved(rounds, &mut refs)
 }
 
 /// The median over rounds of `num[r] / den[r]`: a ratio of two subjects
 /// measured in the same rounds. One lucky (or unlucky) round of either side
 /// cannot decide it, as it can a ratio of two minima. NaN without rounds.
+/// [`Ratio::paired`] gives its inter-quartile range too.
 pub fn paired_ratio(num: &[f64], den: &[f64]) -> f64 {
-    let mut r: Vec<f64> = num.iter().zip(den).map(|(a, b)| a / b).collect();
-    if r.is_empty() {
-        return f64::NAN;
-    }
-    median(&mut r)
+    Ratio::paired(num, den).median
 }
 
 /// `pgd_alloc` + `pgd_free` on CPU 0 of one kernel.

@@ -3,7 +3,9 @@
 //! projection with its validation, and the seed's targets checked against
 //! the measured ratios.
 
-use crate::micro::{self, AllocFree, CpaCycle, ForkExit, Freelist, MicroError, Subject, Timing};
+use crate::micro::{
+    self, AllocFree, CpaCycle, ForkExit, Freelist, MicroError, Ratio, Subject, Timing,
+};
 use crate::smp::{self, SmpRow};
 use crate::vtime::{self, Calibration, VResult};
 use pgdcache::{LockKind, Scheme};
@@ -100,8 +102,12 @@ pub struct AllocRow {
     pub ns: Timing,
     /// `uncached` time / this time (speed-up).
     pub vs_uncached: f64,
+    /// Inter-quartile range of the per-round `vs_uncached` ratios.
+    pub vs_uncached_iqr: (f64, f64),
     /// This time / bare freelist time (1.0 = the physical limit).
     pub vs_freelist: f64,
+    /// Inter-quartile range of the per-round `vs_freelist` ratios.
+    pub vs_freelist_iqr: (f64, f64),
 }
 
 /// fork + exit of one scheme.
@@ -115,10 +121,14 @@ pub struct ForkRow {
     pub small: Timing,
     /// `uncached` / this (small).
     pub small_vs_uncached: f64,
+    /// Inter-quartile range of the per-round small ratios.
+    pub small_vs_uncached_iqr: (f64, f64),
     /// Large task, ns per fork + exit.
     pub large: Timing,
     /// `uncached` / this (large).
     pub large_vs_uncached: f64,
+    /// Inter-quartile range of the per-round large ratios.
+    pub large_vs_uncached_iqr: (f64, f64),
 }
 
 /// cpa split + revert with a pgd population.
@@ -134,6 +144,8 @@ pub struct CpaRow {
     pub ticket: Timing,
     /// pgd-list / ticket.
     pub ratio: f64,
+    /// Inter-quartile range of the per-round ratios.
+    pub ratio_iqr: (f64, f64),
     /// `slab-ticket`: ns per later join of a stale cached pgd (the refresh
     /// the scheme defers to `mm_join`).
     pub ticket_refresh_ns: f64,
@@ -243,12 +255,16 @@ pub fn alloc_rows(s: &Settings) -> Result<(Freelists, Vec<AllocRow>), MicroError
         })?;
         let unc = schemes.iter().position(|&x| x == Scheme::Uncached);
         for (i, &scheme) in schemes.iter().enumerate() {
+            let vs_unc = unc.map(|u| Ratio::paired(&st[u], &st[i]));
+            let vs_free = Ratio::paired(&st[i], ft);
             rows.push(AllocRow {
                 mode,
                 scheme,
                 ns: Timing::of(st[i].clone()),
-                vs_uncached: unc.map_or(0.0, |u| micro::paired_ratio(&st[u], &st[i])),
-                vs_freelist: micro::paired_ratio(&st[i], ft),
+                vs_uncached: vs_unc.map_or(0.0, |r| r.median),
+                vs_uncached_iqr: vs_unc.map_or((0.0, 0.0), |r| (r.q1, r.q3)),
+                vs_freelist: vs_free.median,
+                vs_freelist_iqr: (vs_free.q1, vs_free.q3),
             });
         }
         fl.push((mode, Timing::of(ft.clone())));
@@ -278,14 +294,18 @@ pub fn fork_rows(s: &Settings) -> Result<Vec<ForkRow>, MicroError> {
         }
         let unc = schemes.iter().position(|&x| x == Scheme::Uncached);
         for (i, &scheme) in schemes.iter().enumerate() {
-            let vs = |v: &[Vec<f64>]| unc.map_or(0.0, |j| micro::paired_ratio(&v[j], &v[i]));
+            let vs = |v: &[Vec<f64>]| unc.map_or(Ratio::default(), |j| Ratio::paired(&v[j], &v[i]));
+            let (small, large) = (vs(&res[0]), vs(&res[1]));
+            let zero_nan = |x: f64| if x.is_nan() { 0.0 } else { x };
             rows.push(ForkRow {
                 mode,
                 scheme,
                 small: Timing::of(res[0][i].clone()),
-                small_vs_uncached: vs(&res[0]),
+                small_vs_uncached: zero_nan(small.median),
+                small_vs_uncached_iqr: (zero_nan(small.q1), zero_nan(small.q3)),
                 large: Timing::of(res[1][i].clone()),
-                large_vs_uncached: vs(&res[1]),
+                large_vs_uncached: zero_nan(large.median),
+                large_vs_uncached_iqr: (zero_nan(large.q1), zero_nan(large.q3)),
             });
         }
     }
@@ -303,12 +323,14 @@ pub fn cpa_rows(s: &Settings) -> Result<Vec<CpaRow>, MicroError> {
             let iters = (200_000 / n.max(1) as u64).clamp(4, 2_000);
             let t = micro::interleaved_rounds(&mut [&mut a, &mut b], s.rounds, iters)?;
             let refresh = b.join_cost(1000)?;
+            let ratio = Ratio::paired(&t[0], &t[1]);
             rows.push(CpaRow {
                 pgds: n,
                 live,
                 pgd_list: Timing::of(t[0].clone()),
                 ticket: Timing::of(t[1].clone()),
-                ratio: micro::paired_ratio(&t[0], &t[1]),
+                ratio: ratio.median,
+                ratio_iqr: (ratio.q1, ratio.q3),
                 ticket_refresh_ns: refresh,
             });
         }
@@ -547,13 +569,18 @@ fn pct(e: Option<f64>) -> String {
     e.map_or("-".into(), |e| format!("{:+.0}%", e * 100.0))
 }
 
+/// A paired ratio with its inter-quartile range: `13.2x [12.1–14.0]`.
+fn ratio_cell(median: f64, (q1, q3): (f64, f64), p: usize, unit: &str) -> String {
+    format!("{median:.p$}{unit} [{q1:.p$}–{q3:.p$}]")
+}
+
 /// The report as Markdown tables (what `pgdcache bench` prints).
 pub fn markdown(r: &Report) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "host: {} · suite wall time {:.1} s\n", r.host, r.wall_s);
     let _ = writeln!(
         o,
-        "Times: median (fastest) of {} interleaved rounds. Ratios: median of the per-round ratios (paired by round).\n",
+        "Times: median (fastest) of {} interleaved rounds. Ratios: median [inter-quartile range] of the per-round ratios (paired by round).\n",
         r.settings.rounds
     );
     let _ = writeln!(o, "### pgd_alloc + pgd_free, warm cache, one CPU\n");
@@ -574,13 +601,13 @@ pub fn markdown(r: &Report) -> String {
     for a in &r.alloc {
         let _ = writeln!(
             o,
-            "| {} | {} | {:.1} ({:.1}) | {:.1}x | {:.1} |",
+            "| {} | {} | {:.1} ({:.1}) | {} | {} |",
             a.mode.name(),
             a.scheme,
             a.ns.median_ns,
             a.ns.min_ns,
-            a.vs_uncached,
-            a.vs_freelist
+            ratio_cell(a.vs_uncached, a.vs_uncached_iqr, 1, "x"),
+            ratio_cell(a.vs_freelist, a.vs_freelist_iqr, 1, "")
         );
     }
     let _ = writeln!(
@@ -598,13 +625,13 @@ pub fn markdown(r: &Report) -> String {
     for f in &r.fork {
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {:.2}x | {} | {:.3}x |",
+            "| {} | {} | {} | {} | {} | {} |",
             f.mode.name(),
             f.scheme,
             us(f.small.median_ns),
-            f.small_vs_uncached,
+            ratio_cell(f.small_vs_uncached, f.small_vs_uncached_iqr, 2, "x"),
             us(f.large.median_ns),
-            f.large_vs_uncached
+            ratio_cell(f.large_vs_uncached, f.large_vs_uncached_iqr, 3, "x")
         );
     }
     let _ = writeln!(
@@ -619,12 +646,12 @@ pub fn markdown(r: &Report) -> String {
     for c in &r.cpa {
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {:.1}x | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             c.pgds,
             c.live,
             us(c.pgd_list.median_ns),
             us(c.ticket.median_ns),
-            c.ratio,
+            ratio_cell(c.ratio, c.ratio_iqr, 1, "x"),
             us(c.ticket_refresh_ns)
         );
     }

@@ -43,6 +43,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use x86paging::gen::Rng;
 use x86paging::PagingMode;
 
 /// The global locks of the model.
@@ -210,7 +211,7 @@ pub fn simulate(
         })
         .collect();
     let mut stats = [VLockStats::default(); 3];
-    let mut rng = seed | 1;
+    let mut rng = Rng::new(seed);
     let mut done = 0u64;
     let mut claimed = cpus as u64;
     let mut finish = 0.0f64;
@@ -327,12 +328,7 @@ pub fn simulate(
                         // The lock is free: the first waiter still spinning takes it.
                         st.waiters.iter().position(|w| t - w.spin_from <= spin_ns)
                     }
-                    LockModel::Tas => {
-                        rng ^= rng << 13;
-                        rng ^= rng >> 7;
-                        rng ^= rng << 17;
-                        Some((rng % st.waiters.len() as u64) as usize)
-                    }
+                    LockModel::Tas => Some(rng.below(st.waiters.len() as u64) as usize),
                     LockModel::Fifo => Some(0),
                 };
                 if let Some(w) = pick.and_then(|pos| st.waiters.remove(pos)) {
@@ -527,11 +523,10 @@ pub fn measure_xfer() -> f64 {
 /// capacity the host actually offers a 2-thread run right now.
 pub fn host_speedup() -> f64 {
     fn spin(n: u64) -> u64 {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
+        let mut x = 0;
         for _ in 0..n {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            x ^= rng.next_u64();
         }
         x
     }

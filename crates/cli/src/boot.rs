@@ -328,6 +328,17 @@ fn spawn_qemu(elf: &Path, b: &Boot) -> Result<Qemu, BootError> {
 /// Boots one kernel and waits for its verdict. `on_line` sees every serial
 /// line as it arrives.
 pub fn run_boot(elf: &Path, b: &Boot, on_line: &mut dyn FnMut(&str)) -> Result<Outcome, BootError> {
+    run_boot_until(elf, b, None, on_line)
+}
+
+/// [`run_boot`] that stops QEMU as soon as the kernel reports event
+/// `until` (returned as the outcome's result).
+pub fn run_boot_until(
+    elf: &Path,
+    b: &Boot,
+    until: Option<&str>,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<Outcome, BootError> {
     let mut q = spawn_qemu(elf, b)?;
     let stdout =
         q.0.stdout
@@ -370,6 +381,9 @@ pub fn run_boot(elf: &Path, b: &Boot, on_line: &mut dyn FnMut(&str)) -> Result<O
                             });
                         }
                     };
+                    if until.is_some() && v["event"].as_str() == until {
+                        return Ok(Outcome::Result(v));
+                    }
                     match v["event"].as_str() {
                         Some("result") => result = Some(v),
                         Some("done") => {
@@ -643,16 +657,15 @@ fn kvm_runs(
         lock: LockKind::Tas,
         cpus: 1,
         accel: "kvm",
-        timeout: Duration::from_secs(20),
+        timeout: Duration::from_secs(90),
         extra: Vec::new(),
         ram_mib: 128,
     };
-    let mut paging = false;
-    let _ = run_boot(elf, &probe, &mut |l| {
-        if l.starts_with("@@ ") && l.contains("\"event\":\"paging\"") {
-            paging = true;
-        }
-    })?;
+    // The probe ends at the kernel's `paging` event: swapper is loaded.
+    let paging = matches!(
+        run_boot_until(elf, &probe, Some("paging"), &mut |_| {})?,
+        Outcome::Result(_)
+    );
     cache.push((mode, paging));
     Ok(paging)
 }

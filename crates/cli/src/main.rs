@@ -3,6 +3,7 @@
 //! One module per subcommand; [`args`] holds the value parsers shared by
 //! them. With no subcommand it runs `compare` (every scheme × {2level, pae}
 //! on the X-restart workload).
+#![forbid(unsafe_code)]
 
 mod args;
 mod bench;

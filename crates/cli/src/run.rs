@@ -1,6 +1,8 @@
 //! `pgdcache run`: one configuration of the simulator, with every metric of
 //! the run report (text or `--json`), and a progress bar on stderr for runs
-//! that last more than a second when stderr is a terminal.
+//! that last more than a second when stderr is a terminal. `--plot FILE.svg`
+//! samples the run every 2 ms and draws its timeline: conversions, live and
+//! cached pgds, stale entries found.
 
 use crate::error::CliError;
 use crate::settings::{RunFlags, SimFlags};
@@ -20,11 +22,24 @@ pub struct RunArgs {
     #[command(flatten)]
     /// Run settings.
     pub run: RunFlags,
+    /// Draw the run's timeline (conversions, live and cached pgds, stale
+    /// entries found) as an SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 /// Runs `run`.
 pub fn run(a: &RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let cfg = a.run.config(&a.sim)?;
+    if let Some(p) = &a.plot {
+        if p.extension().and_then(|e| e.to_str()) != Some("svg") {
+            return Err(CliError::Usage(format!(
+                "bad plot file '{}': expected a path ending in .svg",
+                p.display()
+            ))
+            .into());
+        }
+    }
     let tty = std::io::stderr().is_terminal();
     let start = Instant::now();
     let bar: Mutex<Option<ProgressBar>> = Mutex::new(None);
@@ -49,13 +64,17 @@ pub fn run(a: &RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         b.set_message(format!("tasks, {:.0}/s", done as f64 / secs.max(1e-9)));
         b.set_position(done);
     };
-    let r = sim::run_with_progress(&cfg, Some(&progress)).map_err(CliError::from);
+    let every = a.plot.as_ref().map(|_| std::time::Duration::from_millis(2));
+    let r = sim::run_with_timeline(&cfg, Some(&progress), every).map_err(CliError::from);
     if let Ok(mut slot) = bar.lock() {
         if let Some(b) = slot.take() {
             b.finish_and_clear();
         }
     }
     let r = r?;
+    if let Some(p) = &a.plot {
+        plot(p, &r).map_err(|e| CliError::Run(format!("cannot write {}: {e}", p.display())))?;
+    }
     if a.sim.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -199,4 +218,108 @@ fn text(r: &RunReport) -> String {
         let _ = writeln!(o, "  {l}");
     }
     o
+}
+
+/// The run's timeline, two panels on one time axis. Top: pgds live and
+/// cached, with every conversion (a large-page split or revert) as a
+/// vertical line; where a line crosses cached pgds is the seed's window, in
+/// which a scheme that does not fix cached pgds up leaves them stale.
+/// Bottom: stale or dangling kernel entries the CPUs have found so far.
+fn plot(path: &std::path::Path, r: &RunReport) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let tl = &r.timeline;
+    let c = &r.config;
+    let root = SVGBackend::new(path, (1000, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(
+        &format!(
+            "pgdcache run: {} {} · {} · {} CPUs · {} tasks · verdict: {}",
+            c.mode,
+            c.scheme,
+            c.workload.name(),
+            c.cpus,
+            r.tasks,
+            r.verdict.short()
+        ),
+        ("sans-serif", 18),
+    )?;
+    let (top, bottom) = root.split_vertically(380);
+    let ms = |s: &sim::TimelineSample| s.t_s * 1e3;
+    let t_max = tl.last().map_or(1.0, ms).max(1e-3);
+    let pgds = tl
+        .iter()
+        .map(|s| s.pgds_live.max(s.pgds_cached))
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64
+        * 1.2;
+    let stale = tl.iter().map(|s| s.stale_found).max().unwrap_or(0).max(1) as f64 * 1.15;
+    let conversions: Vec<f64> = tl
+        .windows(2)
+        .filter(|w| w[1].conversions > w[0].conversions)
+        .map(|w| ms(&w[1]))
+        .collect();
+    let blue = RGBColor(40, 90, 200);
+    let green = RGBColor(30, 150, 70);
+    let orange = RGBColor(230, 140, 0);
+
+    let mut up = ChartBuilder::on(&top)
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..t_max, 0f64..pgds)?;
+    up.configure_mesh().y_desc("pgds").draw()?;
+    up.draw_series(
+        conversions
+            .iter()
+            .map(|&t| PathElement::new(vec![(t, 0.0), (t, pgds)], orange.mix(0.8))),
+    )?
+    .label(format!(
+        "conversion (split or revert of a large page; {} in the run)",
+        tl.last().map_or(0, |s| s.conversions)
+    ))
+    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], orange));
+    let series = |f: fn(&sim::TimelineSample) -> f64| -> Vec<(f64, f64)> {
+        tl.iter().map(|s| (ms(s), f(s))).collect()
+    };
+    up.draw_series(LineSeries::new(
+        series(|s| s.pgds_live as f64),
+        blue.stroke_width(2),
+    ))?
+    .label("pgds live")
+    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], blue));
+    up.draw_series(LineSeries::new(
+        series(|s| s.pgds_cached as f64),
+        green.stroke_width(2),
+    ))?
+    .label("pgds cached (constructed, unused)")
+    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], green));
+    up.configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .draw()?;
+
+    let mut down = ChartBuilder::on(&bottom)
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..t_max, 0f64..stale)?;
+    down.configure_mesh()
+        .x_desc("time since the CPUs started (ms)")
+        .y_desc("entries")
+        .draw()?;
+    down.draw_series(LineSeries::new(
+        series(|s| s.stale_found as f64),
+        RED.stroke_width(2),
+    ))?
+    .label("stale or dangling kernel entries found by the CPUs so far")
+    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+    down.configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .draw()?;
+    root.present()?;
+    Ok(())
 }

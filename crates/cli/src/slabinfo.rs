@@ -1,6 +1,8 @@
 //! `pgdcache slabinfo`: boot a kernel, run a short workload on the
 //! simulator, and print the pgd and pmd caches as `/proc/slabinfo`
-//! version 2.1 (`objcache::slabinfo`), optionally with the debug statistics.
+//! version 2.1 (`objcache::slabinfo`), byte for byte Linux's format;
+//! `--stats` adds Linux's `CONFIG_DEBUG_SLAB` columns, `--extra` our own
+//! `ctorstat`/`resizestat` groups (not Linux's).
 
 use crate::args::parse_mode;
 use crate::error::CliError;
@@ -25,9 +27,14 @@ pub struct SlabinfoArgs {
     /// Tasks to run first.
     #[arg(long, value_parser = parse_ops, default_value = "2000")]
     pub ops: u64,
-    /// Also print the CONFIG_DEBUG_SLAB statistics columns.
+    /// Also print the CONFIG_DEBUG_SLAB statistics columns (globalstat,
+    /// cpustat), as Linux prints them.
     #[arg(long)]
     pub stats: bool,
+    /// Also print pgdcache's own groups, which are not Linux's: ctorstat
+    /// <ctors> <dtors> and resizestat <resized>.
+    #[arg(long)]
+    pub extra: bool,
 }
 
 /// Runs `slabinfo`.
@@ -36,15 +43,15 @@ pub fn run(a: &SlabinfoArgs) -> Result<(), Box<dyn std::error::Error>> {
     c.ops = a.ops;
     let r = sim::run(&c).map_err(CliError::from)?;
     if r.slab.is_empty() {
-        println!(
+        eprintln!(
             "# scheme {} in {} keeps no pgd cache (pgds are pages)",
             a.scheme, a.mode
         );
     }
-    if a.stats {
-        print!("{}", objcache::slabinfo_with_stats(&r.slab));
-    } else {
-        print!("{}", objcache::slabinfo(&r.slab));
-    }
+    let cols = objcache::SlabinfoColumns {
+        stats: a.stats,
+        extra: a.extra,
+    };
+    print!("{}", objcache::slabinfo_format(&r.slab, cols));
     Ok(())
 }

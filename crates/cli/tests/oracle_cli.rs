@@ -230,7 +230,10 @@ fn oracle_three_cases_all_modes() {
         .output()
         .unwrap();
     if !q.available() {
-        eprintln!("SKIP: QEMU not installed ({})", q.config().binary.display());
+        oracle::ci::qemu_missing(format_args!(
+            "QEMU not installed ({})",
+            q.config().binary.display()
+        ));
         assert_eq!(out.status.code(), Some(3));
         assert!(String::from_utf8_lossy(&out.stderr).contains("QEMU not available"));
         return;

@@ -291,26 +291,20 @@ fn on<A: Alloc>(k: usize, make: &(impl Fn(usize) -> A + Sync), n: u64, batch: us
 
 /// Samples of one measurement, in round order (round `i` of every
 /// measurement ran back to back, so pairing by round cancels slow drifts in
-/// background load).
+/// background load). The statistics are the workspace's one module,
+/// `benchstats`.
 #[derive(Clone)]
 struct Samples(Vec<f64>);
 
 impl Samples {
-    fn sorted(&self) -> Vec<f64> {
-        let mut v = self.0.clone();
-        v.sort_by(|a, b| a.total_cmp(b));
-        v
-    }
     /// Best (minimum) and median ns/pair.
     fn best_median(&self) -> (f64, f64) {
-        let v = self.sorted();
-        (v[0], v[v.len() / 2])
+        let s = benchstats::Summary::of(&self.0);
+        (s.min, s.median)
     }
-    /// Paired ratios `self_i / other_i` per round: (median, lower quartile).
-    fn ratio_to(&self, other: &Samples) -> (f64, f64) {
-        let mut r: Vec<f64> = self.0.iter().zip(&other.0).map(|(a, b)| a / b).collect();
-        r.sort_by(|a, b| a.total_cmp(b));
-        (r[r.len() / 2], r[r.len() / 4])
+    /// Paired ratios `self_i / other_i` per round, with their quartiles.
+    fn ratio_to(&self, other: &Samples) -> benchstats::Ratio {
+        benchstats::Ratio::paired(&self.0, &other.0)
     }
 }
 
@@ -320,12 +314,15 @@ fn interleaved(runs: usize, mut ms: Vec<Box<dyn FnMut() -> f64 + '_>>) -> Vec<Sa
     for m in ms.iter_mut() {
         m();
     }
-    let mut samples = vec![Vec::new(); ms.len()];
-    for _ in 0..runs {
-        for (m, s) in ms.iter_mut().zip(samples.iter_mut()) {
-            s.push(m());
-        }
-    }
+    let mut ok: Vec<_> = ms
+        .iter_mut()
+        .map(|m| move || -> Result<f64, std::convert::Infallible> { Ok(m()) })
+        .collect();
+    let mut refs: Vec<&mut dyn FnMut() -> Result<f64, std::convert::Infallible>> = ok
+        .iter_mut()
+        .map(|f| f as &mut dyn FnMut() -> Result<f64, std::convert::Infallible>)
+        .collect();
+    let Ok(samples) = benchstats::interleaved(runs, &mut refs);
     samples.into_iter().map(Samples).collect()
 }
 
@@ -425,11 +422,8 @@ pub fn print_ratio_tables(n: u64, runs: usize) {
         let (b, m) = x.best_median();
         format!("{b:.1} ({m:.1})")
     };
-    // Paired per-round ratio a/b: median (lower quartile).
-    let q = |a: &Samples, b: &Samples| {
-        let (m, q1) = a.ratio_to(b);
-        format!("{m:.2}x ({q1:.2}x)")
-    };
+    // Paired per-round ratio a/b: median [inter-quartile range].
+    let q = |a: &Samples, b: &Samples| format!("{:.2}", a.ratio_to(b));
     println!("ns per alloc+free pair, best (median); 2 threads: wall time / total pairs");
     println!();
     println!("| workload | objcache per-call (`alloc_on`/`free_on`) | objcache pinned (`lock_cpu`) | slabmalloc | system, natural 16 B align | system, cache's align |");
@@ -448,7 +442,7 @@ pub fn print_ratio_tables(n: u64, runs: usize) {
         }
     }
     println!();
-    println!("Speed-up of objcache over each baseline (baseline ns / objcache ns, paired by round): median (lower quartile) of the {runs} per-round ratios:");
+    println!("Speed-up of objcache over each baseline (baseline ns / objcache ns, paired by round): median [inter-quartile range] of the {runs} per-round ratios:");
     println!();
     println!("| workload | baseline | per-call objcache | pinned objcache |");
     println!("|---|---|---|---|");
@@ -469,7 +463,7 @@ pub fn print_ratio_tables(n: u64, runs: usize) {
         }
     }
     println!();
-    println!("Two-thread scaling: aggregate throughput of 2 threads / 1 thread (1T ns / 2T ns, paired by round): median (lower quartile) of the {runs} per-round ratios:");
+    println!("Two-thread scaling: aggregate throughput of 2 threads / 1 thread (1T ns / 2T ns, paired by round): median [inter-quartile range] of the {runs} per-round ratios:");
     println!();
     println!("| workload | objcache per-call | objcache pinned | slabmalloc | system, 16 B align | system, cache's align |");
     println!("|---|---|---|---|---|---|");
@@ -512,15 +506,15 @@ pub fn print_ratio_tables(n: u64, runs: usize) {
         r[1].best_median().0,
         r[2].best_median().0,
     );
-    println!("| pgd (4 KiB: 3 KiB zero + 1 KiB copy) | ns/pair | ratio |");
+    println!("| pgd (4 KiB: 3 KiB zero + 1 KiB copy) | ns/pair (best) | ratio, paired by round: median [IQR] |");
     println!("|---|---|---|");
     println!(
-        "| preconstructed (objcache, ctor once) | {pre:.1} | {:.2}x |",
-        every / pre
+        "| preconstructed (objcache, ctor once) | {pre:.1} | {:.2} |",
+        r[1].ratio_to(&r[0])
     );
     println!(
-        "| preconstructed, pinned CPU (`lock_cpu`) | {pinned:.1} | {:.2}x |",
-        every / pinned
+        "| preconstructed, pinned CPU (`lock_cpu`) | {pinned:.1} | {:.2} |",
+        r[1].ratio_to(&r[2])
     );
     println!("| construct on every alloc (system + memset + memcpy) | {every:.1} | 1.00x |");
     load("after");

@@ -82,36 +82,27 @@ impl Default for ResizePolicy {
     }
 }
 
-/// `SLAB_*` cache-creation flags (values as in Linux 2.5 `<linux/slab.h>`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct SlabFlags(pub u32);
-
-impl SlabFlags {
-    /// No flags.
-    pub const NONE: Self = Self(0);
-    /// Debug mode: run the verify callback on every free.  (Double-free and
-    /// foreign-pointer checks are always on.)
-    pub const DEBUG_FREE: Self = Self(0x0000_0100);
-    /// Never destroy empty slabs on the free path; only `shrink`/`destroy`
-    /// give pages back.  Keeps constructed objects cached indefinitely.
-    pub const NO_REAP: Self = Self(0x0000_1000);
-    /// Align objects on L1 cache lines (64 bytes; smaller objects are packed
-    /// to the smallest power of two >= their size, as Linux does).
-    pub const HWCACHE_ALIGN: Self = Self(0x0000_2000);
-    /// Accepted for source compatibility; alignment is never relaxed here.
-    pub const MUST_HWCACHE_ALIGN: Self = Self(0x0000_8000);
-
-    /// Whether all bits of `other` are set.
-    pub const fn contains(self, other: Self) -> bool {
-        self.0 & other.0 == other.0
+bitflags::bitflags! {
+    /// `SLAB_*` cache-creation flags (values as in Linux 2.5 `<linux/slab.h>`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct SlabFlags: u32 {
+        /// Debug mode: run the verify callback on every free.  (Double-free
+        /// and foreign-pointer checks are always on.)
+        const DEBUG_FREE = 0x0000_0100;
+        /// Never destroy empty slabs on the free path; only `shrink`/`destroy`
+        /// give pages back.  Keeps constructed objects cached indefinitely.
+        const NO_REAP = 0x0000_1000;
+        /// Align objects on L1 cache lines (64 bytes; smaller objects are
+        /// packed to the smallest power of two >= their size, as Linux does).
+        const HWCACHE_ALIGN = 0x0000_2000;
+        /// Accepted for source compatibility; alignment is never relaxed here.
+        const MUST_HWCACHE_ALIGN = 0x0000_8000;
     }
 }
 
-impl core::ops::BitOr for SlabFlags {
-    type Output = Self;
-    fn bitor(self, rhs: Self) -> Self {
-        Self(self.0 | rhs.0)
-    }
+impl SlabFlags {
+    /// No flags (`SlabFlags::empty()`).
+    pub const NONE: Self = Self::empty();
 }
 
 /// Linux 2.5 `enable_cpucache()` defaults: `(limit, batchcount)` by size.
@@ -441,6 +432,8 @@ impl<P: PageSource> fmt::Debug for KmemCache<P> {
 
 /// `destroy` refused: objects are still allocated.  The cache is handed back
 /// unchanged (dropping it leaks the slabs that hold live objects).
+#[derive(thiserror::Error)]
+#[error("cache {} still has {live} live objects", .cache.name)]
 pub struct DestroyError<P: PageSource> {
     /// Objects still held by users.
     pub live: usize,
@@ -488,19 +481,6 @@ impl<P: PageSource> fmt::Debug for DestroyError<P> {
             .finish()
     }
 }
-
-impl<P: PageSource> fmt::Display for DestroyError<P> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "cache {} still has {} live objects",
-            self.cache.name, self.live
-        )
-    }
-}
-
-#[cfg(feature = "std")]
-impl<P: PageSource> std::error::Error for DestroyError<P> {}
 
 impl<P: PageSource> KmemCache<P> {
     /// `kmem_cache_create(name, size, align, flags, ctor, dtor)` with one CPU
@@ -873,7 +853,7 @@ impl<P: PageSource> KmemCache<P> {
             .source
             .alloc_pages(order)
             .map_err(AllocError::OutOfMemory)?;
-        if (pages.as_ptr() as usize) % self.geo.slab_bytes() != 0 {
+        if !(pages.as_ptr() as usize).is_multiple_of(self.geo.slab_bytes()) {
             // SAFETY: just obtained from `alloc_pages(order)`, not yet used.
             unsafe { self.source.free_pages(pages, order) };
             return Err(AllocError::MisalignedPages);

@@ -58,6 +58,40 @@
 //! share a slot or a drain runs), and the slab lists have one `list_lock`.
 //! Lock order is array → list.  Under `--cfg loom` the locks and the modelled
 //! atomics come from `loom` (see the `sync` module).
+//!
+//! # Quick start
+//!
+//! A cache of page directories whose constructor copies the kernel part
+//! once per object, not once per allocation (the seed's `pgd_ctor`):
+//!
+//! ```
+//! use objcache::{CacheBuilder, SystemPageSource};
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::sync::Arc;
+//!
+//! let ctors = Arc::new(AtomicUsize::new(0));
+//! let counted = ctors.clone();
+//! let cache = CacheBuilder::new("pgd", 4096)
+//!     .ctor(move |obj| {
+//!         // SAFETY: the cache hands the constructor a whole 4096-byte
+//!         // object it owns; writing its upper quarter is in bounds.
+//!         unsafe { obj.as_ptr().add(3072).write_bytes(0xc0, 1024) };
+//!         counted.fetch_add(1, Ordering::Relaxed);
+//!     })
+//!     .build(SystemPageSource)?;
+//!
+//! let pgd = cache.alloc()?;
+//! // SAFETY: `pgd` is a live 4096-byte object.
+//! assert_eq!(unsafe { *pgd.as_ptr().add(3072) }, 0xc0); // constructed
+//! cache.free(pgd)?; // back in the per-CPU array, still constructed
+//! let again = cache.alloc()?; // the same object: no constructor call
+//! assert_eq!(again, pgd);
+//! assert_eq!(ctors.load(Ordering::Relaxed), cache.stats().num_objs);
+//! cache.free(again)?;
+//! print!("{}", objcache::slabinfo(&[cache.stats()])); // /proc/slabinfo 2.1
+//! cache.destroy()?; // every constructed object destructed, slabs freed
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![no_std]
 #![warn(missing_docs)]
 
@@ -83,4 +117,19 @@ pub use error::{AllocError, CreateError, FreeError, TuneError};
 pub use page::SystemPageSource;
 pub use page::{FaultyPageSource, PageAllocError, PageSource, PAGE_SHIFT, PAGE_SIZE};
 pub use slab::{CACHE_LINE, MAX_ORDER};
-pub use stats::{slabinfo, slabinfo_with_stats, CacheStats};
+pub use stats::{slabinfo, slabinfo_format, slabinfo_with_stats, CacheStats, SlabinfoColumns};
+
+#[cfg(test)]
+mod error_traits {
+    fn is_error<E: core::error::Error + 'static>() {}
+
+    #[test]
+    fn every_error_type_is_a_core_error() {
+        is_error::<crate::CreateError>();
+        is_error::<crate::AllocError>();
+        is_error::<crate::FreeError>();
+        is_error::<crate::TuneError>();
+        is_error::<crate::PageAllocError>();
+        is_error::<crate::DestroyError<crate::FaultyPageSource<crate::SystemPageSource>>>();
+    }
+}

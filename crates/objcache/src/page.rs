@@ -7,7 +7,6 @@
 //! frame allocator.  [`SystemPageSource`] backs it with the host allocator and
 //! [`FaultyPageSource`] wraps any source for fault injection and leak checking.
 
-use core::fmt;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -17,25 +16,15 @@ pub const PAGE_SIZE: usize = 4096;
 pub const PAGE_SHIFT: u32 = 12;
 
 /// Why a page source could not provide pages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PageAllocError {
     /// The source has no free frames of the requested order.
+    #[error("out of page frames")]
     OutOfMemory,
     /// A fault was injected by [`FaultyPageSource`].
+    #[error("page allocation failure injected")]
     Injected,
 }
-
-impl fmt::Display for PageAllocError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::OutOfMemory => f.write_str("out of page frames"),
-            Self::Injected => f.write_str("page allocation failure injected"),
-        }
-    }
-}
-
-#[cfg(feature = "std")]
-impl std::error::Error for PageAllocError {}
 
 /// A provider of naturally aligned, physically contiguous page frames.
 pub trait PageSource: Send + Sync {

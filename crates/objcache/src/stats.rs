@@ -3,9 +3,11 @@
 //! [`CacheStats`] is a snapshot of one cache: the slab-level figures that
 //! `/proc/slabinfo` prints, plus the counters the pgdcache experiments need
 //! (constructor/destructor calls, per-CPU hits and misses, grow/reap counts).
-//! [`slabinfo`] renders a slice of snapshots exactly in the 2.1 layout, and
-//! [`slabinfo_with_stats`] appends Linux's `CONFIG_DEBUG_SLAB`-style
-//! `globalstat`/`cpustat` columns.
+//! [`slabinfo`] renders a slice of snapshots exactly as Linux's
+//! `/proc/slabinfo` version 2.1, [`slabinfo_with_stats`] exactly as a
+//! `CONFIG_DEBUG_SLAB` kernel prints it (`globalstat`/`cpustat` columns),
+//! and [`slabinfo_format`] can add our own `ctorstat`/`resizestat` groups,
+//! which are not Linux's.
 
 use alloc::string::String;
 use core::fmt::Write;
@@ -79,9 +81,26 @@ pub struct CacheStats {
     pub errors: usize,
 }
 
-const HEADER: &str = "slabinfo - version: 2.1\n# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>";
+const HEADER: &str = "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>";
+const STATS_HEADER: &str = " : globalstat <listallocs> <maxobjs> <grown> <reaped> <error> <maxfreeable> <nodeallocs> <remotefrees> <alienoverflow> : cpustat <allochit> <allocmiss> <freehit> <freemiss>";
+const EXTRA_HEADER: &str = " : ctorstat <ctors> <dtors> : resizestat <resized>";
+
+/// Which columns [`slabinfo_format`] prints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlabinfoColumns {
+    /// Linux's `CONFIG_DEBUG_SLAB` statistics: the first line says
+    /// `slabinfo - version: 2.1 (statistics)` and every cache gets the
+    /// `globalstat` and `cpustat` groups, in Linux's widths.
+    pub stats: bool,
+    /// Ours, not Linux's: `: ctorstat <ctors> <dtors>` (constructor and
+    /// destructor calls) and `: resizestat <resized>` (per-CPU arrays grown
+    /// by dynamic resizing) after everything else. No tool that parses
+    /// `/proc/slabinfo` knows these groups.
+    pub extra: bool,
+}
 
 fn line(out: &mut String, s: &CacheStats) {
+    // mm/slab_common.c cache_show().
     let _ = write!(
         out,
         "{:<17} {:>6} {:>6} {:>6} {:>4} {:>4} : tunables {:>4} {:>4} {:>4} : slabdata {:>6} {:>6} {:>6}",
@@ -100,48 +119,77 @@ fn line(out: &mut String, s: &CacheStats) {
     );
 }
 
-/// Formats `caches` as `/proc/slabinfo` version 2.1.
+/// Formats `caches` as `/proc/slabinfo` version 2.1, byte for byte what
+/// Linux's SLAB allocator prints (`print_slabinfo_header` and
+/// `cache_show` in `mm/slab_common.c`): the version line, the `# name`
+/// column header, one line per cache.
 pub fn slabinfo(caches: &[CacheStats]) -> String {
-    let mut out = String::from(HEADER);
+    slabinfo_format(caches, SlabinfoColumns::default())
+}
+
+/// Like [`slabinfo`], as a kernel built with `CONFIG_DEBUG_SLAB` prints it
+/// (`slabinfo_show_stats` in `mm/slab.c`): `(statistics)` on the version
+/// line, then `globalstat` and `cpustat` groups. The columns are filled
+/// from our counters: `listallocs` = allocations that refilled a per-CPU
+/// array (`alloc_misses`), `maxobjs` = `num_objs` now (we keep no
+/// high-water mark), `grown`, `reaped`, `error`; `maxfreeable`,
+/// `nodeallocs`, `remotefrees` and `alienoverflow` are 0 (no NUMA);
+/// `cpustat` = per-CPU array hits and misses.
+pub fn slabinfo_with_stats(caches: &[CacheStats]) -> String {
+    slabinfo_format(
+        caches,
+        SlabinfoColumns {
+            stats: true,
+            extra: false,
+        },
+    )
+}
+
+/// `/proc/slabinfo` 2.1 with the chosen column groups (see
+/// [`SlabinfoColumns`]; only `extra` adds columns that are not Linux's).
+pub fn slabinfo_format(caches: &[CacheStats], cols: SlabinfoColumns) -> String {
+    let mut out = String::from(if cols.stats {
+        "slabinfo - version: 2.1 (statistics)\n"
+    } else {
+        "slabinfo - version: 2.1\n"
+    });
+    out.push_str(HEADER);
+    if cols.stats {
+        out.push_str(STATS_HEADER);
+    }
+    if cols.extra {
+        out.push_str(EXTRA_HEADER);
+    }
     out.push('\n');
     for s in caches {
         line(&mut out, s);
+        if cols.stats {
+            let _ = write!(
+                out,
+                " : globalstat {:>7} {:>6} {:>5} {:>4} {:>4} {:>4} {:>4} {:>4} {:>4} : cpustat {:>6} {:>6} {:>6} {:>6}",
+                s.alloc_misses,
+                s.num_objs,
+                s.grown,
+                s.reaped,
+                s.errors,
+                0,
+                0,
+                0,
+                0,
+                s.alloc_hits,
+                s.alloc_misses,
+                s.free_hits,
+                s.free_misses,
+            );
+        }
+        if cols.extra {
+            let _ = write!(
+                out,
+                " : ctorstat {:>6} {:>6} : resizestat {:>4}",
+                s.ctor_calls, s.dtor_calls, s.resized
+            );
+        }
         out.push('\n');
-    }
-    out
-}
-
-/// Like [`slabinfo`], with the statistics columns Linux prints under
-/// `CONFIG_DEBUG_SLAB` (`globalstat` and `cpustat`), filled from our counters
-/// (`listallocs` = misses, `maxobjs` = num_objs now, `maxfreeable`,
-/// `nodeallocs`, `remotefrees`, `alienoverflow` = 0), plus a trailing
-/// `: ctorstat <ctor_calls> <dtor_calls>` group and a `: resizestat <resized>`
-/// group (per-CPU arrays grown by dynamic resizing).
-pub fn slabinfo_with_stats(caches: &[CacheStats]) -> String {
-    let mut out = String::from(HEADER);
-    out.push_str(" : globalstat <listallocs> <maxobjs> <grown> <reaped> <error> <maxfreeable> <nodeallocs> <remotefrees> <alienoverflow> : cpustat <allochit> <allocmiss> <freehit> <freemiss> : ctorstat <ctors> <dtors> : resizestat <resized>\n");
-    for s in caches {
-        line(&mut out, s);
-        let _ = writeln!(
-            out,
-            " : globalstat {:>7} {:>6} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>4} : cpustat {:>6} {:>6} {:>6} {:>6} : ctorstat {:>6} {:>6} : resizestat {:>4}",
-            s.alloc_misses,
-            s.num_objs,
-            s.grown,
-            s.reaped,
-            s.errors,
-            0,
-            0,
-            0,
-            0,
-            s.alloc_hits,
-            s.alloc_misses,
-            s.free_hits,
-            s.free_misses,
-            s.ctor_calls,
-            s.dtor_calls,
-            s.resized
-        );
     }
     out
 }
@@ -176,6 +224,17 @@ mod tests {
             lines.next(),
             Some("pgd                    3      4   4096    1    1 : tunables   24   12    0 : slabdata      3      4      0")
         );
-        assert!(slabinfo_with_stats(&[s]).contains(": cpustat"));
+        let stats = slabinfo_with_stats(core::slice::from_ref(&s));
+        assert!(stats.starts_with("slabinfo - version: 2.1 (statistics)\n"));
+        assert!(stats.contains(": cpustat"));
+        assert!(!stats.contains("ctorstat"));
+        let extra = slabinfo_format(
+            &[s],
+            SlabinfoColumns {
+                stats: true,
+                extra: true,
+            },
+        );
+        assert!(extra.contains(" : ctorstat      0      0 : resizestat    0\n"));
     }
 }

@@ -55,7 +55,7 @@ proptest! {
         let (c, d) = (ctors.clone(), dtors.clone());
         let mut flags = if hw { SlabFlags::HWCACHE_ALIGN } else { SlabFlags::NONE };
         if no_reap {
-            flags = flags | SlabFlags::NO_REAP;
+            flags |= SlabFlags::NO_REAP;
         }
         let cache = CacheBuilder::new("prop", size)
             .align(align)

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use objcache::{CacheBuilder, FaultyPageSource, ResizePolicy, SystemPageSource};
+use x86paging::gen::Rng;
 
 const OBJ: usize = 256;
 
@@ -85,7 +86,7 @@ fn stress(path: Path, policy: Option<ResizePolicy>) {
             let (cache, bitmap, bit_of) = (&cache, &bitmap, &bit_of);
             s.spawn(move || {
                 let mut held: Vec<(NonNull<u8>, usize)> = Vec::new();
-                let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(t);
+                let mut rng = Rng::stream(0x9E37_79B9_7F4A_7C15, u64::from(t));
                 let mut ops = 0;
                 let mut pinned = None;
                 while ops < total_ops / 2 {
@@ -95,10 +96,7 @@ fn stress(path: Path, policy: Option<ResizePolicy>) {
                             pinned = Some(cache.lock_cpu(usize::from(t)).unwrap());
                         }
                     }
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    let alloc = held.is_empty() || (held.len() < 200 && rng % 2 == 0);
+                    let alloc = held.is_empty() || (held.len() < 200 && rng.chance(1, 2));
                     if alloc {
                         let p = match pinned.as_mut() {
                             Some(c) => c.alloc().unwrap(),
@@ -122,7 +120,7 @@ fn stress(path: Path, policy: Option<ResizePolicy>) {
                         }
                         held.push((p, bit));
                     } else {
-                        let i = (rng as usize / 2) % held.len();
+                        let i = rng.below(held.len() as u64) as usize;
                         let (p, bit) = held.swap_remove(i);
                         // SAFETY: we still own the object.
                         unsafe {

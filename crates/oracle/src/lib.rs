@@ -15,6 +15,7 @@
 //! Both sit behind the [`MmuOracle`] trait; the input is a
 //! [`image::PagingImage`].
 
+pub mod ci;
 pub mod image;
 pub mod kvm;
 pub mod probe;

@@ -47,7 +47,7 @@ fn hex_val(c: u8) -> Option<u8> {
 
 /// Decode a hex string into bytes.
 pub fn hex_decode(s: &[u8]) -> Result<Vec<u8>, OracleError> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(OracleError::Protocol(format!(
             "odd-length hex {:?}",
             String::from_utf8_lossy(s)

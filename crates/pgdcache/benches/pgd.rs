@@ -24,9 +24,7 @@ use x86paging::PagingMode;
 #[allow(dead_code)]
 #[path = "../../bench/src/micro.rs"]
 mod micro;
-use micro::{
-    interleaved_rounds, paired_ratio, AllocFree, CpaCycle, ForkExit, Freelist, Subject, Timing,
-};
+use micro::{interleaved_rounds, AllocFree, CpaCycle, ForkExit, Freelist, Ratio, Subject, Timing};
 
 const MODES: [PagingMode; 2] = [PagingMode::TwoLevel, PagingMode::Pae];
 const SMALL: u64 = 28;
@@ -102,7 +100,8 @@ fn cpa(c: &mut Criterion) {
 }
 
 /// Ratios, measured in interleaved rounds in this same run: the median of
-/// the per-round ratios (times: the median round).
+/// the per-round ratios with their inter-quartile range, `13.2x [12.1–14.0]`
+/// (times: the median round).
 fn summary() {
     println!("\n== ratios (7 interleaved rounds, paired by round, same run) ==");
     let med = |v: &[f64]| Timing::of(v.to_vec()).median_ns;
@@ -120,12 +119,12 @@ fn summary() {
         let free = &t[t.len() - 1];
         for (i, s) in sc.iter().enumerate() {
             println!(
-                "alloc_free {:<6} {:<17} {:>8.1} ns  {:>6.1}x vs uncached  {:>6.1}x the freelist ({:.1} ns)",
+                "alloc_free {:<6} {:<17} {:>8.1} ns  {:.1} vs uncached  {:.1} the freelist ({:.1} ns)",
                 mode.name(),
                 s.name(),
                 med(&t[i]),
-                paired_ratio(&t[0], &t[i]),
-                paired_ratio(&t[i], free),
+                Ratio::paired(&t[0], &t[i]),
+                Ratio::paired(&t[i], free),
                 med(free)
             );
         }
@@ -142,11 +141,11 @@ fn summary() {
             let t = interleaved_rounds(&mut refs, 7, iters).expect("measure");
             for (i, s) in sc.iter().enumerate() {
                 println!(
-                    "fork_exit  {:<6} {name} {:<17} {:>10.2} µs  {:>6.3}x vs uncached",
+                    "fork_exit  {:<6} {name} {:<17} {:>10.2} µs  {:.3} vs uncached",
                     mode.name(),
                     s.name(),
                     med(&t[i]) / 1e3,
-                    paired_ratio(&t[0], &t[i])
+                    Ratio::paired(&t[0], &t[i])
                 );
             }
         }
@@ -160,10 +159,10 @@ fn summary() {
             let iters = (200_000 / n as u64).clamp(4, 2_000);
             let t = interleaved_rounds(&mut [&mut a, &mut b], 7, iters).expect("measure");
             println!(
-                "cpa {n:>6} pgds {live:>5} live: slab-pgd-list {:>9.2} µs  slab-ticket {:>9.2} µs  ticket {:.1}x cheaper",
+                "cpa {n:>6} pgds {live:>5} live: slab-pgd-list {:>9.2} µs  slab-ticket {:>9.2} µs  ticket {:.1} cheaper",
                 med(&t[0]) / 1e3,
                 med(&t[1]) / 1e3,
-                paired_ratio(&t[0], &t[1])
+                Ratio::paired(&t[0], &t[1])
             );
         }
     }

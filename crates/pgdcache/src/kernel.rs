@@ -318,7 +318,7 @@ impl<M: KernelMem> Shared<M> {
     /// Zeroes the user part of `pgd` (the `memset` of `pgd_ctor`).
     pub(crate) fn zero_user_part(&self, pgd: PhysAddr) -> Result<u64, KernelError> {
         let n = self.mode.user_ptrs_per_pgd() as u64 * self.mode.entry_bytes();
-        if n % 8 == 0 {
+        if n.is_multiple_of(8) {
             self.pm.fill(pgd, n, 0).map_err(mem_err)?;
         } else {
             for i in 0..self.mode.user_ptrs_per_pgd() {

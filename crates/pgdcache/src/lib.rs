@@ -14,6 +14,40 @@
 //! variant and `std::time::Instant` as the clock for lock hold times.
 //! Without `std`, hold times need a clock from [`set_clock`], and
 //! [`LockKind::Mutex`] spins (there is no scheduler to park on).
+//!
+//! # Quick start
+//!
+//! Boot a 2-level kernel with the seed's scheme, fork a task (its pgd comes
+//! preconstructed from `pgd_cache`), split a direct-map large page with
+//! `change_page_attr` while a pgd sits cached, and let the checker walk
+//! every pgd, live and cached:
+//!
+//! ```
+//! use pgdcache::mm::TaskSize;
+//! use pgdcache::{Kernel, KernelConfig, Scheme};
+//! use physmem::{SimMemory, VirtAddr};
+//! use std::sync::Arc;
+//! use x86paging::{EntryFlags, PagingMode};
+//!
+//! let pm = Arc::new(SimMemory::new(64 << 20)?);
+//! let k: Kernel = Kernel::new(pm, &KernelConfig::new(PagingMode::TwoLevel, Scheme::SlabPgdList))?;
+//! let init = k.exec_mm(0, TaskSize::SMALL)?;
+//! let child = k.fork_mm(1, &init)?;
+//! k.exit_mm(1, child)?; // its pgd goes back to the cache, still constructed
+//!
+//! // Map 4 KiB of the direct map uncached: the 4 MiB page is split, and the
+//! // new pte table is installed in every pgd on pgd_list, cached ones too.
+//! let va = VirtAddr::new(0xc000_0000 + (16 << 20));
+//! let uncached = k.page_kernel_at(va).unwrap() | EntryFlags::PCD | EntryFlags::PWT;
+//! k.change_page_attr(va, 1, uncached)?;
+//! k.global_flush_tlb();
+//! assert!(k.verify()?.is_clean());
+//!
+//! // Under the 2.5.60 slabification (Scheme::SlabUnsynced) the cached pgd
+//! // would keep the stale 4 MiB entry, and verify() would say so.
+//! k.exit_mm(0, init)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![no_std]
 #![warn(missing_docs)]
 

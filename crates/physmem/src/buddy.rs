@@ -27,42 +27,39 @@ pub const MAX_ORDER: u32 = 10;
 pub const POISON_FREE: u8 = 0x6b;
 
 /// Why a frame allocation failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AllocError {
     /// No free block of this order or larger.
+    #[error("out of memory (order {order})")]
     OutOfMemory {
         /// The order asked for.
         order: u32,
     },
     /// The fault injector failed this allocation.
+    #[error("injected allocation failure (#{seq})")]
     Injected {
         /// The allocation's sequence number.
         seq: u64,
     },
     /// The order is above [`MAX_ORDER`].
+    #[error("order {0} is above MAX_ORDER {MAX_ORDER}")]
     BadOrder(u32),
 }
 
-impl core::fmt::Display for AllocError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            AllocError::OutOfMemory { order } => write!(f, "out of memory (order {order})"),
-            AllocError::Injected { seq } => write!(f, "injected allocation failure (#{seq})"),
-            AllocError::BadOrder(o) => write!(f, "order {o} is above MAX_ORDER {MAX_ORDER}"),
-        }
-    }
-}
-
 /// Why a free was refused (the frames are left untouched).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FreeError {
     /// The frame is outside RAM.
+    #[error("free of {0}: outside RAM")]
     NoSuchFrame(Frame),
     /// The frame is already free.
+    #[error("double free of {0}")]
     DoubleFree(Frame),
     /// The frame is not the head of an allocated block.
+    #[error("free of {0}: not the head of a block")]
     NotHead(Frame),
     /// The block was allocated with another order.
+    #[error("free of {frame} with order {freed}, allocated with order {allocated}")]
     WrongOrder {
         /// The frame.
         frame: Frame,
@@ -72,26 +69,8 @@ pub enum FreeError {
         freed: u32,
     },
     /// The frame is reserved and was never allocated.
+    #[error("free of reserved {0}")]
     Reserved(Frame),
-}
-
-impl core::fmt::Display for FreeError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            FreeError::NoSuchFrame(fr) => write!(f, "free of {fr}: outside RAM"),
-            FreeError::DoubleFree(fr) => write!(f, "double free of {fr}"),
-            FreeError::NotHead(fr) => write!(f, "free of {fr}: not the head of a block"),
-            FreeError::WrongOrder {
-                frame,
-                allocated,
-                freed,
-            } => write!(
-                f,
-                "free of {frame} with order {freed}, allocated with order {allocated}"
-            ),
-            FreeError::Reserved(fr) => write!(f, "free of reserved {fr}"),
-        }
-    }
 }
 
 /// Frame accounting: how many frames each owner holds.
@@ -206,7 +185,8 @@ impl<M: PhysMem> PhysMemory<M> {
             let mut pfn = reserved_frames;
             while pfn < frames {
                 let mut order = MAX_ORDER;
-                while order > 0 && (pfn % (1 << order) != 0 || pfn + (1 << order) > frames) {
+                while order > 0 && (!pfn.is_multiple_of(1 << order) || pfn + (1 << order) > frames)
+                {
                     order -= 1;
                 }
                 for i in 0..(1u64 << order) {
@@ -645,7 +625,7 @@ mod tests {
         assert_eq!(total_free + 256, MIN_RAM / PAGE_SIZE);
         let a = pm.alloc_frame(Owner::Slab).unwrap();
         let b = pm.alloc_pages(3, Owner::UserTable).unwrap();
-        assert!(b.pfn() % 8 == 0);
+        assert!(b.pfn().is_multiple_of(8));
         assert_eq!(pm.stats().of(Owner::Slab), 1);
         assert_eq!(pm.stats().of(Owner::UserTable), 8);
         assert_eq!(pm.frame_state(a), FrameState::Live);

@@ -11,6 +11,37 @@
 //! direct-mapped memory as a [`PhysMem`]; the `std` feature adds [`Ram`], a
 //! `Lowmem` over one contiguous anonymous mapping that can be handed to KVM
 //! as guest memory or exported as an image for QEMU.
+//!
+//! # Quick start
+//!
+//! A kernel hands its own direct map to the allocator as a [`Lowmem`] (here
+//! a plain buffer stands in for the memory at `PAGE_OFFSET`), reserves the
+//! first megabyte, and allocates, uses and frees frames:
+//!
+//! ```
+//! use physmem::{Lowmem, Owner, PhysMem, PhysMemory};
+//! use std::alloc::{alloc_zeroed, dealloc, Layout};
+//! use std::ptr::NonNull;
+//!
+//! let layout = Layout::from_size_align(16 << 20, 4096).unwrap();
+//! // SAFETY: a non-zero size.
+//! let base = NonNull::new(unsafe { alloc_zeroed(layout) }).unwrap();
+//! // SAFETY: 16 MiB, page-aligned, zeroed, reached only through `mem`,
+//! // freed below after `pm` is gone.
+//! let mem = unsafe { Lowmem::new(base, 16 << 20) };
+//! let pm = PhysMemory::with_memory(mem, 1 << 20);
+//!
+//! let frame = pm.alloc_pages(0, Owner::KernelTable)?; // one 4 KiB frame
+//! pm.store_u64(frame.start(), 0xdead_beef)?;
+//! assert_eq!(pm.load_u64(frame.start())?, 0xdead_beef);
+//! pm.free_pages(frame, 0)?;
+//! assert!(pm.free_pages(frame, 0).is_err()); // a double free is refused
+//!
+//! drop(pm);
+//! // SAFETY: allocated above with this layout; nothing refers to it now.
+//! unsafe { dealloc(base.as_ptr(), layout) };
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![no_std]
 #![warn(missing_docs)]
 
@@ -49,3 +80,19 @@ pub use ram::{Ram, RamError, MAX_RAM, MIN_RAM};
 /// The simulator's physical memory: [`PhysMemory`] over [`Ram`].
 #[cfg(feature = "std")]
 pub type SimMemory = PhysMemory<Ram>;
+
+#[cfg(test)]
+mod error_traits {
+    fn is_error<E: core::error::Error + Send + Sync + 'static>() {}
+
+    #[test]
+    fn every_error_type_is_a_core_error() {
+        is_error::<crate::AllocError>();
+        is_error::<crate::FreeError>();
+        is_error::<crate::ListError>();
+        is_error::<crate::MemError>();
+        is_error::<crate::BadPcpConfig>();
+        #[cfg(feature = "std")]
+        is_error::<crate::RamError>();
+    }
+}

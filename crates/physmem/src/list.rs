@@ -12,24 +12,17 @@ use crate::page::{PageTable, NIL, PG_LRU};
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 /// Why a list operation was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ListError {
     /// The frame is outside RAM.
+    #[error("{0} is outside RAM")]
     NoSuchFrame(Frame),
     /// `list_add` of a frame already on a list.
+    #[error("{0} is already on a list")]
     AlreadyLinked(Frame),
     /// `list_del` of a frame that is not on a list.
+    #[error("{0} is not on a list")]
     NotLinked(Frame),
-}
-
-impl core::fmt::Display for ListError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            ListError::NoSuchFrame(fr) => write!(f, "{fr} is outside RAM"),
-            ListError::AlreadyLinked(fr) => write!(f, "{fr} is already on a list"),
-            ListError::NotLinked(fr) => write!(f, "{fr} is not on a list"),
-        }
-    }
 }
 
 /// The head of an intrusive frame list.

@@ -10,28 +10,17 @@
 //! see either the old or the new value, never a torn one.
 
 use crate::addr::{Frame, PhysAddr, PAGE_SIZE};
-use core::fmt;
 
 /// Why a physical access failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MemError {
     /// The address is beyond the end of RAM.
+    #[error("physical address {0} is outside RAM")]
     OutOfRange(PhysAddr),
     /// The address is not aligned to the access width.
+    #[error("physical address {0} is misaligned")]
     Misaligned(PhysAddr),
 }
-
-impl fmt::Display for MemError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MemError::OutOfRange(pa) => write!(f, "physical address {pa} is outside RAM"),
-            MemError::Misaligned(pa) => write!(f, "physical address {pa} is misaligned"),
-        }
-    }
-}
-
-#[cfg(feature = "std")]
-impl std::error::Error for MemError {}
 
 /// What the frame allocator knows about a frame, as far as a table walk cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

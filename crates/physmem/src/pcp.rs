@@ -70,18 +70,13 @@ impl PcpConfig {
 }
 
 /// A list sizing that cannot work (`batch` must be ≥ 1 and `high` above it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "per-CPU page lists of batch {} and high {}: batch must be at least 1 and high above it",
+    .0.batch,
+    .0.high
+)]
 pub struct BadPcpConfig(pub PcpConfig);
-
-impl core::fmt::Display for BadPcpConfig {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(
-            f,
-            "per-CPU page lists of batch {} and high {}: batch must be at least 1 and high above it",
-            self.0.batch, self.0.high
-        )
-    }
-}
 
 /// Counters of the page lists.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -24,27 +24,15 @@ pub const MIN_RAM: u64 = 16 << 20;
 pub const MAX_RAM: u64 = 4 << 30;
 
 /// Why RAM could not be created.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum RamError {
     /// The size is outside `MIN_RAM..=MAX_RAM` or not a multiple of 4 MiB.
+    #[error("RAM size {0} bytes is not allowed: it must be between 16 MiB and 4 GiB and a multiple of 4 MiB")]
     BadSize(u64),
     /// The host refused the mapping.
-    Map(std::io::Error),
+    #[error("cannot map simulated RAM: {0}")]
+    Map(#[source] std::io::Error),
 }
-
-impl core::fmt::Display for RamError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            RamError::BadSize(s) => write!(
-                f,
-                "RAM size {s} bytes is not allowed: it must be between 16 MiB and 4 GiB and a multiple of 4 MiB"
-            ),
-            RamError::Map(e) => write!(f, "cannot map simulated RAM: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for RamError {}
 
 /// Contiguous simulated physical memory starting at physical address 0: a
 /// [`Lowmem`] over an anonymous host mapping that it owns.
@@ -57,7 +45,7 @@ pub struct Ram {
 impl Ram {
     /// Maps `size` bytes of zeroed RAM.
     pub fn new(size: u64) -> Result<Self, RamError> {
-        if !(MIN_RAM..=MAX_RAM).contains(&size) || size % (4 << 20) != 0 {
+        if !(MIN_RAM..=MAX_RAM).contains(&size) || !size.is_multiple_of(4 << 20) {
             return Err(RamError::BadSize(size));
         }
         let len = usize::try_from(size).map_err(|_| RamError::BadSize(size))?;

@@ -30,21 +30,12 @@ pub const MAX_RAM: u64 = 4 << 30;
 const FAKE_BASE: usize = 0x1000_0000_0000;
 
 /// Why RAM could not be created.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum RamError {
     /// The size is outside `MIN_RAM..=MAX_RAM` or not a multiple of 4 MiB.
+    #[error("RAM size {0} bytes is not allowed")]
     BadSize(u64),
 }
-
-impl core::fmt::Display for RamError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            RamError::BadSize(s) => write!(f, "RAM size {s} bytes is not allowed"),
-        }
-    }
-}
-
-impl std::error::Error for RamError {}
 
 type Frame = Box<[AtomicU64; 512]>;
 

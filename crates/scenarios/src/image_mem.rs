@@ -39,7 +39,7 @@ impl ImageMem {
 
     fn bytes<const N: usize>(&self, pa: PhysAddr) -> Result<[u8; N], MemError> {
         let a = pa.as_u64();
-        if a % N as u64 != 0 {
+        if !a.is_multiple_of(N as u64) {
             return Err(MemError::Misaligned(pa));
         }
         let i = self.ranges.partition_point(|r| r.0 <= a);

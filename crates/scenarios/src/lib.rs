@@ -16,6 +16,7 @@
 //! * [`diff`] — our walker vs an oracle on one image: addresses of interest
 //!   (`gva2gpa`) and the whole mapping list (`info tlb`); and, root by root,
 //!   the oracle's walk of each pgd vs its walk of `swapper_pg_dir`.
+#![forbid(unsafe_code)]
 
 pub mod diff;
 pub mod image_mem;

@@ -33,10 +33,10 @@ fn qemu() -> Option<QemuOracle> {
     if q.available() {
         Some(q)
     } else {
-        eprintln!(
-            "SKIP: {} not runnable; apt-get install -y --no-install-recommends qemu-system-x86",
+        oracle::ci::qemu_missing(format_args!(
+            "{} not runnable; apt-get install -y --no-install-recommends qemu-system-x86",
             q.config().binary.display()
-        );
+        ));
         None
     }
 }

@@ -5,7 +5,7 @@
 //! Our walker reads the exported image's bytes; it must agree with the walk
 //! over the simulator's RAM it was cut from (no QEMU needed) and with QEMU's
 //! `gva2gpa` and `info tlb` on every root of the image (skipped with `SKIP:`
-//! when QEMU is missing). A deliberately wrong leaf list (the cpa target's
+//! when QEMU is missing; failed instead under `CI`). A deliberately wrong leaf list (the cpa target's
 //! PCD dropped) must be caught, so the comparison is known to have teeth.
 //!
 //! Then the seed's bug on a real MMU: QEMU's walk of every pgd is compared
@@ -161,10 +161,10 @@ fn assert_verdict(st: &ScenarioState, r: &RootsReport, who: &str) {
 fn scenarios_against_qemu() {
     let mut q = QemuOracle::new();
     if !q.available() {
-        eprintln!(
-            "SKIP: {} not runnable; apt-get install -y --no-install-recommends qemu-system-x86",
+        oracle::ci::qemu_missing(format_args!(
+            "{} not runnable; apt-get install -y --no-install-recommends qemu-system-x86",
             q.config().binary.display()
-        );
+        ));
         return;
     }
     let mut bug_seen = 0;

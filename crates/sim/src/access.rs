@@ -257,7 +257,7 @@ impl Checker {
             );
             return hit;
         }
-        if target && seq1 % 2 == 0 && g.seq.load(Ordering::Acquire) == seq1 {
+        if target && seq1.is_multiple_of(2) && g.seq.load(Ordering::Acquire) == seq1 {
             let pcd = EntryFlags::from_bits_retain(entry.flags).contains(EntryFlags::PCD);
             if pcd != want_uncached {
                 self.record(

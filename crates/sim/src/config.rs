@@ -254,7 +254,7 @@ impl SimConfig {
             }
         }
         let min_ram = 32u64 << 20;
-        if self.ram < min_ram || self.ram > (4u64 << 30) || self.ram % PAGE_SIZE != 0 {
+        if self.ram < min_ram || self.ram > (4u64 << 30) || !self.ram.is_multiple_of(PAGE_SIZE) {
             return bad(
                 "ram",
                 self.ram.to_string(),

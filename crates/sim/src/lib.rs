@@ -15,6 +15,7 @@
 //! * [`access`] — the live access checks;
 //! * [`run`](mod@run) — one run ([`run::run`]) → [`report::RunReport`];
 //! * [`compare`](mod@compare) — every scheme × {2-level, PAE} side by side.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod access;
@@ -28,6 +29,7 @@ pub mod smp;
 pub use compare::{compare, CompareRow, CompareSpec};
 pub use config::{CpaRate, SimConfig, SimError, Workload};
 pub use report::{
-    ClosingCheck, FinalCheck, Latency, RunReport, Verdict, ViolationCounts, ZoneReport,
+    ClosingCheck, FinalCheck, Latency, RunReport, TimelineSample, Verdict, ViolationCounts,
+    ZoneReport,
 };
-pub use run::{run, run_with_progress};
+pub use run::{run, run_with_progress, run_with_timeline};

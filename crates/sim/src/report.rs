@@ -208,6 +208,26 @@ impl Verdict {
     }
 }
 
+/// One point of a run's timeline ([`crate::run::run_with_timeline`]),
+/// sampled by the thread that watches the CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TimelineSample {
+    /// Seconds since the CPUs started.
+    pub t_s: f64,
+    /// Tasks completed so far.
+    pub tasks: u64,
+    /// Large-page conversions so far (`set_pmd_pte` calls: every split and
+    /// every revert of a direct-map large page).
+    pub conversions: u64,
+    /// Live pgds (address spaces on `mmlist`).
+    pub pgds_live: usize,
+    /// Constructed pgds sitting in the pgd cache, not in use (0 where pgds
+    /// are pages).
+    pub pgds_cached: usize,
+    /// Stale or dangling kernel entries the CPUs' live checks found so far.
+    pub stale_found: u64,
+}
+
 /// Everything one run measured.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RunReport {
@@ -257,4 +277,8 @@ pub struct RunReport {
     pub final_check: FinalCheck,
     /// The verdict.
     pub verdict: Verdict,
+    /// The timeline, when asked for ([`crate::run::run_with_timeline`];
+    /// left out of the JSON when empty).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TimelineSample>,
 }

@@ -12,7 +12,8 @@
 use crate::access::{Checker, VmAreas};
 use crate::config::{CpaRate, SimConfig, SimError, Workload};
 use crate::report::{
-    ClosingCheck, FinalCheck, LatencyRecorder, RunReport, Verdict, ViolationCounts, ZoneReport,
+    ClosingCheck, FinalCheck, LatencyRecorder, RunReport, TimelineSample, Verdict, ViolationCounts,
+    ZoneReport,
 };
 use crate::rng::Rng;
 use crate::smp::Smp;
@@ -96,6 +97,20 @@ pub fn run_with_progress(
     cfg: &SimConfig,
     progress: Option<Progress<'_>>,
 ) -> Result<RunReport, SimError> {
+    run_with_timeline(cfg, progress, None)
+}
+
+/// Runs `cfg` like [`run_with_progress`], and with `every` set samples a
+/// [`TimelineSample`] that often (conversions so far, live and cached pgds,
+/// stale entries found so far) into [`RunReport::timeline`]: how the pgds
+/// cached at each conversion meet the conversions, i.e. the seed's window.
+/// Sampling reads the kernel's counters and the caches' statistics, which
+/// takes their locks briefly.
+pub fn run_with_timeline(
+    cfg: &SimConfig,
+    progress: Option<Progress<'_>>,
+    every: Option<Duration>,
+) -> Result<RunReport, SimError> {
     cfg.validate()?;
     let pm = Arc::new(SimMemory::new(cfg.ram).map_err(|e| SimError::Ram {
         ram: cfg.ram,
@@ -142,6 +157,7 @@ pub fn run_with_progress(
     let zone0 = world.kernel.pm().pcp_stats();
     let start = Instant::now();
     let mut results: Vec<CpuResult> = Vec::new();
+    let mut timeline: Vec<TimelineSample> = Vec::new();
     let mut wall = Duration::ZERO;
     std::thread::scope(|s| {
         let w = &world;
@@ -150,15 +166,30 @@ pub fn run_with_progress(
             .collect();
         let gfx = (cfg.cpa_rate != CpaRate::Off).then(|| s.spawn(move || gfx_agent(w)));
         let vm = s.spawn(move || vmalloc_agent(w));
+        let mut last_progress: Option<Instant> = None;
+        let mut last_sample: Option<Instant> = None;
         while !cpus.iter().all(|h| h.is_finished()) {
             if let Some(p) = progress {
-                p(w.done.load(Ordering::Relaxed), planned);
+                if last_progress.is_none_or(|t| t.elapsed() >= Duration::from_millis(100)) {
+                    p(w.done.load(Ordering::Relaxed), planned);
+                    last_progress = Some(Instant::now());
+                }
             }
-            std::thread::sleep(Duration::from_millis(if progress.is_some() {
-                100
-            } else {
-                2
-            }));
+            if let Some(every) = every {
+                if last_sample.is_none_or(|t| t.elapsed() >= every) {
+                    timeline.push(sample(w, start));
+                    last_sample = Some(Instant::now());
+                }
+            }
+            let tick = match (progress, every) {
+                (_, Some(e)) => e.min(Duration::from_millis(2)),
+                (Some(_), None) => Duration::from_millis(100),
+                (None, None) => Duration::from_millis(2),
+            };
+            std::thread::sleep(tick);
+        }
+        if every.is_some() {
+            timeline.push(sample(w, start));
         }
         wall = start.elapsed();
         w.stop_agents.store(true, Ordering::Release);
@@ -257,7 +288,28 @@ pub fn run_with_progress(
         first_live,
         final_check,
         verdict,
+        timeline,
     })
+}
+
+/// One timeline point, read while the CPUs run.
+fn sample(w: &World, start: Instant) -> TimelineSample {
+    let ks = w.kernel.stats();
+    let cached = w
+        .kernel
+        .slab_stats()
+        .iter()
+        .find(|c| c.name == "pgd")
+        .map_or(0, |c| c.num_objs.saturating_sub(c.live_objs));
+    let (live, _, _) = w.checker.summary();
+    TimelineSample {
+        t_s: start.elapsed().as_secs_f64(),
+        tasks: w.done.load(Ordering::Relaxed),
+        conversions: ks.conversions,
+        pgds_live: ks.mmlist_len,
+        pgds_cached: cached,
+        stale_found: live.stale + live.dangling,
+    }
 }
 
 fn first_final_kind(v: &ViolationCounts) -> Option<&'static str> {
@@ -464,7 +516,7 @@ fn cpu_main(w: &World, id: usize) -> CpuResult {
     let mut cpu = Cpu {
         w,
         id,
-        rng: Rng::new(w.cfg.seed, id as u64 + 1),
+        rng: Rng::stream(w.cfg.seed, id as u64 + 1),
         res: CpuResult::default(),
     };
     let shell_size = w.cfg.task_size();
@@ -494,7 +546,7 @@ fn cpu_main(w: &World, id: usize) -> CpuResult {
         }
         w.done.fetch_add(1, Ordering::Relaxed);
         mine += 1;
-        if w.cfg.sample_every > 0 && mine % w.cfg.sample_every == 0 {
+        if w.cfg.sample_every > 0 && mine.is_multiple_of(w.cfg.sample_every) {
             if let Err(e) = cpu.sample_pgd() {
                 w.fail(e);
                 break;
@@ -595,7 +647,7 @@ fn gfx_agent(w: &World) {
 /// vmalloc/vfree: keeps up to four areas, allocating or freeing one at a time.
 fn vmalloc_agent(w: &World) {
     let per_kilo = w.cfg.workload.vmalloc_per_kilo_task();
-    let mut rng = Rng::new(w.cfg.seed, 0x7f00);
+    let mut rng = Rng::stream(w.cfg.seed, 0x7f00);
     let mut next = 0u64;
     let k = &w.kernel;
     loop {

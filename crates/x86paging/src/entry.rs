@@ -139,9 +139,10 @@ impl EntryFlags {
 }
 
 /// Why an entry could not be encoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EntryError {
     /// The address is not aligned to the page (or table) size.
+    #[error("physical address {pa} is not aligned to {align:#x}")]
     Misaligned {
         /// The address.
         pa: PhysAddr,
@@ -149,6 +150,7 @@ pub enum EntryError {
         align: u64,
     },
     /// The address does not fit the entry format.
+    #[error("physical address {pa} does not fit in {max_bits} bits")]
     AddressTooWide {
         /// The address.
         pa: PhysAddr,
@@ -156,6 +158,7 @@ pub enum EntryError {
         max_bits: u32,
     },
     /// The mode has no pages of this size.
+    #[error("{mode} paging has no {size} pages")]
     UnsupportedSize {
         /// The mode.
         mode: PagingMode,
@@ -163,8 +166,10 @@ pub enum EntryError {
         size: PageSize,
     },
     /// NX asked for in a 4-byte (2-level) entry, which has no bit 63.
+    #[error("2-level entries have no NX bit")]
     NxUnsupported,
     /// The level does not exist in this mode or cannot hold this kind of entry.
+    #[error("{mode} paging has no such entry at level {level}")]
     BadLevel {
         /// The mode.
         mode: PagingMode,
@@ -172,37 +177,12 @@ pub enum EntryError {
         level: Level,
     },
     /// A PAE PDPTE may carry only P, PWT and PCD.
+    #[error("a PAE PDPTE may hold only P, PWT and PCD, not {0:?}")]
     PdpteFlags(EntryFlags),
     /// `PAT` asked for in a table pointer, where bit 7 would mean PS.
+    #[error("PAT is meaningless in a table pointer")]
     PatInTable,
 }
-
-impl fmt::Display for EntryError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EntryError::Misaligned { pa, align } => {
-                write!(f, "physical address {pa} is not aligned to {align:#x}")
-            }
-            EntryError::AddressTooWide { pa, max_bits } => {
-                write!(f, "physical address {pa} does not fit in {max_bits} bits")
-            }
-            EntryError::UnsupportedSize { mode, size } => {
-                write!(f, "{mode} paging has no {size} pages")
-            }
-            EntryError::NxUnsupported => f.write_str("2-level entries have no NX bit"),
-            EntryError::BadLevel { mode, level } => {
-                write!(f, "{mode} paging has no such entry at level {level}")
-            }
-            EntryError::PdpteFlags(fl) => {
-                write!(f, "a PAE PDPTE may hold only P, PWT and PCD, not {fl:?}")
-            }
-            EntryError::PatInTable => f.write_str("PAT is meaningless in a table pointer"),
-        }
-    }
-}
-
-#[cfg(feature = "std")]
-impl std::error::Error for EntryError {}
 
 /// What an entry points at, decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

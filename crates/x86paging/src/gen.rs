@@ -43,7 +43,11 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use physmem::{Owner, PhysAddr, PhysMem, PhysMemory, VirtAddr};
 
-/// SplitMix64: a small, fast, seedable generator (no dependencies, `no_std`).
+/// The workspace's one pseudo-random generator: SplitMix64 (Steele, Lea &
+/// Flood 2014), small, fast, seedable, `no_std`. The generator of random
+/// page tables here, of the simulator's choices (`sim`), of the
+/// virtual-time model's lock arbitration (`pgdcache-bench`) and of the
+/// stress tests: the same seed gives the same sequence everywhere.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
 
@@ -52,13 +56,15 @@ impl Rng {
     pub const fn new(seed: u64) -> Self {
         Rng(seed)
     }
+    /// Stream `stream` of seed `seed`: independent-looking generators for,
+    /// e.g., each thread of a run (the pair is hashed into the start state).
+    pub const fn stream(seed: u64, stream: u64) -> Self {
+        Rng(mix(seed ^ mix(stream.wrapping_add(0xd134_2543_de82_ef95))))
+    }
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        mix(self.0)
     }
     /// A value in `0..n` (`n > 0`; returns 0 for `n == 0`).
     pub fn below(&mut self, n: u64) -> u64 {
@@ -72,6 +78,13 @@ impl Rng {
     pub fn chance(&mut self, num: u64, den: u64) -> bool {
         self.below(den) < num
     }
+}
+
+/// SplitMix64's output function (a bijective 64-bit mixer).
+const fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// What to generate.

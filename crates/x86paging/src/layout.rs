@@ -35,6 +35,9 @@ pub const FIX_APIC_BASE: u64 = 2;
 pub const FIX_IO_APIC_BASE_0: u64 = 3;
 /// `__START_KERNEL_map` on x86_64.
 pub const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
+/// `CPU_ENTRY_AREA_BASE` on x86_64 (4- and 5-level): pgd slot −4 at the
+/// p4d shift. Only a ptdump marker here: nothing is mapped there.
+pub const CPU_ENTRY_AREA_BASE: u64 = 0xffff_fe00_0000_0000;
 /// Bytes of the kernel image mapped at `__START_KERNEL_map` (at most RAM).
 pub const KERNEL_IMAGE_MAP: u64 = 16 << 20;
 /// Physical start and length of kernel text (`_text`.. `_etext`): the
@@ -149,39 +152,54 @@ impl Layout {
         0..self.user_end
     }
 
-    /// Section markers for ptdump, sorted by address, named as Linux's
-    /// `/sys/kernel/debug/page_tables/kernel` names them.
+    /// Section markers for ptdump, in address order, as Linux's
+    /// `arch/x86/mm/dump_pagetables.c` names and places them
+    /// (`address_markers[]`, Linux 5.8 and later).
+    ///
+    /// * x86_64: `User Space`, `Kernel Space` (at bit 63, as Linux puts
+    ///   it), `Low Kernel Mapping`, `vmalloc() Area`, `Vmemmap`,
+    ///   `CPU entry Area` ([`CPU_ENTRY_AREA_BASE`]: nothing is mapped there
+    ///   here, Linux prints the marker in every configuration), `High Kernel
+    ///   Mapping`, `Modules`, `End Modules`, `Fixmap Area`.
+    /// * i386: `User Space`, `Kernel Mapping`, `vmalloc() Area`,
+    ///   `vmalloc() End`, `Persistent kmap() Area`, `Fixmap area` (lower
+    ///   case on i386, as in Linux). Linux since 4.15 also has `CPU entry
+    ///   area` between the pkmap window and the fixmap; the 2.5.69 layout
+    ///   modelled here has no such area, so that marker is left out.
+    ///
+    /// Markers Linux prints only with options this layout does not model
+    /// (`LDT remap`, `KASAN shadow`, `ESPfix Area`, `EFI Runtime Services`)
+    /// are not produced: the dump is that of a kernel built without
+    /// `CONFIG_MODIFY_LDT_SYSCALL`, `CONFIG_KASAN`, `CONFIG_X86_ESPFIX64`
+    /// and `CONFIG_EFI`.
     pub fn markers(&self) -> Vec<(u64, &'static str)> {
         let mut v = Vec::new();
         v.push((0, "User Space"));
         if self.mode.is_64bit() {
-            v.push((
-                self.mode
-                    .canonicalize(1 << (self.mode.va_bits() - 1))
-                    .as_u64(),
-                "Kernel Space",
-            ));
+            v.push((1 << 63, "Kernel Space"));
             v.push((self.page_offset, "Low Kernel Mapping"));
-            v.push((self.direct_map_end, "Low Kernel Mapping End"));
+            v.push((self.vmalloc_start, "vmalloc() Area"));
+            if let Some(p) = self.vmemmap_start {
+                v.push((p, "Vmemmap"));
+            }
+            v.push((CPU_ENTRY_AREA_BASE, "CPU entry Area"));
+            if let Some(k) = &self.kernel_image {
+                v.push((k.start, "High Kernel Mapping"));
+            }
+            if let Some(m) = &self.modules {
+                v.push((m.start, "Modules"));
+                v.push((m.end, "End Modules"));
+            }
+            v.push((self.fixaddr_start, "Fixmap Area"));
         } else {
             v.push((self.page_offset, "Kernel Mapping"));
+            v.push((self.vmalloc_start, "vmalloc() Area"));
+            v.push((self.vmalloc_end, "vmalloc() End"));
+            if let Some(p) = self.pkmap_base {
+                v.push((p, "Persistent kmap() Area"));
+            }
+            v.push((self.fixaddr_start, "Fixmap area"));
         }
-        v.push((self.vmalloc_start, "vmalloc() Area"));
-        v.push((self.vmalloc_end, "vmalloc() End"));
-        if let Some(p) = self.pkmap_base {
-            v.push((p, "Persistent kmap() Area"));
-        }
-        if let Some(p) = self.vmemmap_start {
-            v.push((p, "Vmemmap"));
-        }
-        if let Some(k) = &self.kernel_image {
-            v.push((k.start, "High Kernel Mapping"));
-        }
-        if let Some(m) = &self.modules {
-            v.push((m.start, "Modules"));
-            v.push((m.end, "End Modules"));
-        }
-        v.push((self.fixaddr_start, "Fixmap Area"));
         v.sort_by_key(|&(a, _)| a);
         v
     }
@@ -205,6 +223,9 @@ mod tests {
         let l = Layout::new(PagingMode::FourLevel, 64 << 20);
         let m = l.markers();
         assert!(m.windows(2).all(|w| w[0].0 <= w[1].0));
-        assert_eq!(m[1], (0xffff_8000_0000_0000, "Kernel Space"));
+        assert_eq!(m[1], (0x8000_0000_0000_0000, "Kernel Space"));
+        assert!(!m
+            .iter()
+            .any(|&(_, n)| n.ends_with("End") && n != "vmalloc() End"));
     }
 }

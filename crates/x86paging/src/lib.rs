@@ -18,8 +18,39 @@
 //!   translations, for differential testing.
 //!
 //! The core is `no_std` + `alloc`; the default `std` feature adds
-//! `std::error::Error` impls and simulated RAM through `physmem/std`.
+//! simulated RAM through `physmem/std`.
+//!
+//! # Quick start
+//!
+//! Boot `swapper_pg_dir`, map a page into it, and walk it as the MMU would:
+//!
+//! ```
+//! use physmem::{Owner, PhysAddr, SimMemory, VirtAddr};
+//! use x86paging::{boot, map, translate, Access, BootConfig, EntryFlags, PageSize, PagingMode};
+//!
+//! let pm = SimMemory::new(64 << 20)?;
+//! let ks = boot(&pm, BootConfig::new(PagingMode::Pae))?; // swapper_pg_dir
+//!
+//! // The direct map is there: PAGE_OFFSET + 8 MiB is physical 8 MiB.
+//! let t = translate(&pm, &ks.cpu, VirtAddr::new(0xc080_0000), Access::READ)?;
+//! assert_eq!((t.pa, t.size), (PhysAddr::new(8 << 20), PageSize::Size2M));
+//!
+//! // Map a user page (the tables it needs come from the frame allocator).
+//! let va = VirtAddr::new(0x0804_8000);
+//! let flags = EntryFlags::PRESENT | EntryFlags::USER;
+//! map(&pm, ks.mode, ks.pgd, va, PhysAddr::new(0x30_0000), PageSize::Size4K, flags, Owner::UserTable)?;
+//! let t = translate(&pm, &ks.cpu, va, Access::USER_READ)?;
+//! assert_eq!(t.pa, PhysAddr::new(0x30_0000));
+//! // Read-only: a user write faults with #PF.
+//! assert!(translate(&pm, &ks.cpu, va, Access::USER_WRITE).is_err());
+//!
+//! // And as Linux's /sys/kernel/debug/page_tables/kernel would print it:
+//! let dump = x86paging::PtDump { mode: ks.mode, lines: &ks.ptdump(&pm, ks.pgd) }.to_string();
+//! assert!(dump.contains("0x08048000-0x08049000           4K USR ro                     x  pte"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![no_std]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 extern crate alloc;
@@ -46,3 +77,19 @@ pub use mode::{Level, PageSize, PagingMode, ParseModeError};
 pub use ptdump::{PtDump, PtLine, PtRange};
 pub use table::{entry_pa, read_entry, write_entry};
 pub use walk::{load_pdptes, translate, PfErrorCode, Translation, WalkFault};
+
+#[cfg(test)]
+mod error_traits {
+    fn is_error<E: core::error::Error + Send + Sync + 'static>() {}
+
+    #[test]
+    fn every_error_type_is_a_core_error() {
+        is_error::<crate::EntryError>();
+        is_error::<crate::ParseModeError>();
+        is_error::<crate::BootError>();
+        is_error::<crate::MapError>();
+        is_error::<crate::WalkFault>();
+        let e = crate::BootError::from(crate::MapError::OutOfMemory);
+        assert!(core::error::Error::source(&e).is_some());
+    }
+}

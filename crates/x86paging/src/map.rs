@@ -24,17 +24,18 @@
 use crate::entry::{Entry, EntryError, EntryFlags};
 use crate::mode::{Level, PageSize, PagingMode};
 use crate::table::{entry_pa, entry_pa_at, read_entry, write_entry};
-use core::fmt;
 use core::ops::Range;
 use physmem::{Frame, FrameState, MemError, Owner, PhysAddr, PhysMem, PhysMemory, VirtAddr};
 
 /// Why a page-table edit failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MapError {
     /// The entry could not be encoded (misaligned or too-wide address, NX on
     /// 2-level, …).
-    Entry(EntryError),
+    #[error("cannot encode entry: {0}")]
+    Entry(#[from] EntryError),
     /// The mode has no pages of this size.
+    #[error("{mode} paging has no {size} pages")]
     UnsupportedSize {
         /// The mode.
         mode: PagingMode,
@@ -42,6 +43,7 @@ pub enum MapError {
         size: PageSize,
     },
     /// The virtual address is not aligned to the page size.
+    #[error("{va} is not {size}-aligned")]
     Misaligned {
         /// The address.
         va: VirtAddr,
@@ -49,9 +51,11 @@ pub enum MapError {
         size: PageSize,
     },
     /// The virtual address is not canonical (or above 4 GiB on 32-bit).
+    #[error("{0} is not a valid linear address")]
     NonCanonical(VirtAddr),
     /// Something is already mapped there: a present leaf at `level` (or, at
     /// the target level, a present table or page).
+    #[error("{va} is already mapped (present {level} entry)")]
     AlreadyMapped {
         /// The address.
         va: VirtAddr,
@@ -59,8 +63,10 @@ pub enum MapError {
         level: Level,
     },
     /// Allocating a page table failed.
+    #[error("out of memory allocating a page table")]
     OutOfMemory,
     /// A table on the path has been freed.
+    #[error("{level} table {table} is freed")]
     Dangling {
         /// Its level.
         level: Level,
@@ -68,6 +74,7 @@ pub enum MapError {
         table: Frame,
     },
     /// A table on the path is outside RAM.
+    #[error("{level} table at {table} is outside RAM")]
     BadPhys {
         /// Its level.
         level: Level,
@@ -75,44 +82,9 @@ pub enum MapError {
         table: PhysAddr,
     },
     /// A physical access failed.
-    Mem(MemError),
+    #[error("{0}")]
+    Mem(#[from] MemError),
 }
-
-impl From<EntryError> for MapError {
-    fn from(e: EntryError) -> Self {
-        MapError::Entry(e)
-    }
-}
-impl From<MemError> for MapError {
-    fn from(e: MemError) -> Self {
-        MapError::Mem(e)
-    }
-}
-
-impl fmt::Display for MapError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MapError::Entry(e) => write!(f, "cannot encode entry: {e}"),
-            MapError::UnsupportedSize { mode, size } => {
-                write!(f, "{mode} paging has no {size} pages")
-            }
-            MapError::Misaligned { va, size } => write!(f, "{va} is not {size}-aligned"),
-            MapError::NonCanonical(va) => write!(f, "{va} is not a valid linear address"),
-            MapError::AlreadyMapped { va, level } => {
-                write!(f, "{va} is already mapped (present {level} entry)")
-            }
-            MapError::OutOfMemory => f.write_str("out of memory allocating a page table"),
-            MapError::Dangling { level, table } => write!(f, "{level} table {table} is freed"),
-            MapError::BadPhys { level, table } => {
-                write!(f, "{level} table at {table} is outside RAM")
-            }
-            MapError::Mem(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-#[cfg(feature = "std")]
-impl std::error::Error for MapError {}
 
 /// True if `va` is in the user half: below `TASK_SIZE`'s pgd boundary on
 /// 32-bit (`0xC0000000`), the lower canonical half on 64-bit.

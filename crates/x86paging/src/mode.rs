@@ -127,24 +127,12 @@ impl fmt::Display for PageSize {
 }
 
 /// Error from parsing a [`PagingMode`] name.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown paging mode {given:?}: expected one of 2level, pae, 4level, 5level")]
 pub struct ParseModeError {
     /// What was given (truncated to 64 bytes).
     pub given: alloc::string::String,
 }
-
-impl fmt::Display for ParseModeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "unknown paging mode {:?}: expected one of 2level, pae, 4level, 5level",
-            self.given
-        )
-    }
-}
-
-#[cfg(feature = "std")]
-impl std::error::Error for ParseModeError {}
 
 const LEVELS_2: &[Level] = &[Level::Pgd, Level::Pte];
 const LEVELS_PAE: &[Level] = &[Level::Pgd, Level::Pmd, Level::Pte];

@@ -1,23 +1,69 @@
-//! ptdump: a page table printed as merged ranges, like Linux's
-//! `/sys/kernel/debug/page_tables/kernel`.
+//! ptdump: a page table printed exactly as Linux's
+//! `/sys/kernel/debug/page_tables/kernel` prints it.
 //!
-//! [`dump`] walks every present leaf under a pgd in address order and merges
-//! neighbours with the same level and effective attributes into
-//! [`PtRange`]s, with section markers (`---[ User Space ]---`, …) from a
-//! [`Layout`] in between. [`PtDump`] prints them in the kernel's format:
+//! [`dump`] walks a page table the way Linux's generic page-table dumper
+//! (`mm/ptdump.c` over `walk_page_range_novma`, with the x86 `note_page` of
+//! `arch/x86/mm/dump_pagetables.c`, Linux 5.8 and later) does, and
+//! [`PtDump`] prints the result in its format. For the same tables and the
+//! same section markers the text is byte for byte Linux's:
 //!
-//! ```text
-//! 0xc0000000-0xc0400000           4M     RW     PSE     GLB x  pgd
+//! * **Every address is accounted for**, mapped or not. A not-present run
+//!   prints with blank attributes and the level where the walk found the
+//!   hole: an empty pgd entry is a `pgd` hole, an empty pmd a `pmd` hole,
+//!   an empty pte a `pte` hole. On x86_64 the walk covers the user half and
+//!   the kernel half from the end of the hypervisor guard hole
+//!   (`GUARD_HOLE_END_ADDR`, pgd slot 272) on, so the line that starts the
+//!   user half ends there.
+//! * **Runs break** where the entry's flags change (`pte_flags`: every bit
+//!   outside the physical address, so accessed/dirty and the software bits
+//!   too), where the effective U/S, R/W and NX change (U/S and R/W ANDed
+//!   down the walk, NX ORed, a PAE PDPTE included), where the level
+//!   changes, and at a section marker. Physical contiguity does not break
+//!   a run.
+//! * **Attributes** are the leaf entry's own bits (not the effective
+//!   ones): `USR`, `RW`/`ro`, `PWT`, `PCD`, `PSE` (any level above the
+//!   pte), `PAT` (bit 7 of a pte; Linux also tests bit 12 of a large page
+//!   but has already masked it out with the address, so a large page never
+//!   shows `PAT`), `GLB`, `NX`/`x`.
+//! * **Levels** are Linux's: folded levels report where Linux's walker does,
+//!   so a 2-level 4 MiB page is a `pmd` (the pmd folded into the pgd) and a
+//!   hole in a 2-level pgd a `pgd`.
+//! * **Markers** (`---[ User Space ]---`, …, see [`Layout::markers`]) are
+//!   printed when the walk first reaches an address at or past them, one
+//!   marker per step, as Linux does; a marker past the last step is not
+//!   printed.
+//! * The last line ends at `0x00000000` (`0x0000000000000000` on x86_64):
+//!   Linux flushes the last run at address 0.
+//!
+//! A 2-level PSE page, and the booted fixmap's first pte:
+//!
+//! ```
+//! use physmem::SimMemory;
+//! use x86paging::{boot, BootConfig, PagingMode, PtDump};
+//!
+//! let pm = SimMemory::new(64 << 20).unwrap();
+//! let ks = boot(&pm, BootConfig::new(PagingMode::TwoLevel)).unwrap();
+//! let lines = ks.ptdump(&pm, ks.pgd);
+//! let text = PtDump { mode: ks.mode, lines: &lines }.to_string();
+//! assert!(text.starts_with(
+//!     "---[ User Space ]---\n\
+//!      0x00000000-0xc0000000           3G                               pgd\n\
+//!      ---[ Kernel Mapping ]---\n\
+//!      0xc0000000-0xc4000000          64M     RW         PSE     GLB x  pmd\n"
+//! ));
+//! assert!(text.ends_with("0xfffff000-0x00000000           4K                               pte\n"));
 //! ```
 //!
-//! (start-end, size, USR/RW/PWT/PCD/PSE/PAT/GLB/NX, level name.) The same
-//! lines serialize to JSON with the `serde` feature. Attributes are
-//! effective ones: U/S and R/W ANDed down the walk, NX ORed.
+//! (start-end, size, then `USR`/`RW`/`PWT`/`PCD`/`PSE`/`PAT`/`GLB`/`NX`
+//! columns, 30 blanks when not present, and the level.) The same lines
+//! serialize to JSON with the `serde` feature, with the raw flags, the page
+//! size and the physical start as well.
 //!
-//! A table whose frame has been freed is not read: it shows up as a
-//! [`PtLine::Dangling`] line.
+//! One line is ours, not Linux's: a table whose frame has been freed is not
+//! read (Linux would read whatever the page now holds); it shows up as a
+//! [`PtLine::Dangling`] line. A healthy kernel never has one.
 
-use crate::entry::{bits::*, EntryFlags};
+use crate::entry::bits::*;
 use crate::layout::Layout;
 use crate::mode::{Level, PageSize, PagingMode};
 use crate::table::{entry_pa_at, read_entry};
@@ -26,7 +72,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use physmem::{FrameState, PhysAddr, PhysMem};
 
-/// A run of leaves with the same level and attributes.
+/// A run of entries with the same level, flags and effective protection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct PtRange {
@@ -34,36 +80,43 @@ pub struct PtRange {
     pub start: u64,
     /// End (exclusive; 0 means the top of the address space).
     pub end: u64,
-    /// Level of the leaves.
+    /// Bytes covered.
+    pub size: u64,
+    /// The level Linux reports for the run (see the module docs).
     pub level: Level,
-    /// Page size of the leaves.
-    pub page_size: PageSize,
-    /// Physical address the first page maps.
-    pub phys_start: u64,
+    /// True if the entries are present.
+    pub present: bool,
+    /// The first entry's flags as Linux compares them (`pte_flags`: every
+    /// bit outside the physical-address field); 0 for a hole.
+    pub prot: u64,
+    /// Page size of the leaves (`None` when not present).
+    pub page_size: Option<PageSize>,
+    /// Physical address the first page maps (`None` when not present).
+    pub phys_start: Option<u64>,
     /// True if the physical pages are contiguous too.
     pub phys_contiguous: bool,
-    /// Effective U/S.
+    /// `USR`: the U/S bit of the leaf.
     pub user: bool,
-    /// Effective R/W.
+    /// `RW`: the R/W bit of the leaf.
     pub rw: bool,
-    /// PWT.
+    /// `PWT`.
     pub pwt: bool,
-    /// PCD.
+    /// `PCD`.
     pub pcd: bool,
-    /// A large page (PS=1).
+    /// `PSE`: a large page (bit 7 above the pte level).
     pub pse: bool,
-    /// PAT.
+    /// `PAT` as Linux prints it (bit 7 of a pte only).
     pub pat: bool,
-    /// Global.
+    /// `GLB`.
     pub global: bool,
-    /// Effective NX.
+    /// `NX`: the NX bit of the leaf.
     pub nx: bool,
 }
 
 impl PtRange {
     /// Bytes covered.
     pub const fn bytes(&self) -> u64 {
-        self.end.wrapping_sub(self.start)
+        self.size
     }
 }
 
@@ -79,10 +132,10 @@ pub enum PtLine {
         /// Its name.
         name: String,
     },
-    /// A run of mapped pages.
+    /// A run of entries, present or not.
     Range(PtRange),
-    /// A table that has been freed, reached from an entry covering
-    /// `start..start+span`.
+    /// Ours, not Linux's: a table that has been freed, reached from an
+    /// entry covering `start..start+span`.
     Dangling {
         /// First address the freeing entry covers.
         start: u64,
@@ -95,212 +148,363 @@ pub enum PtLine {
     },
 }
 
-struct Leaf {
-    va: u64,
-    size: PageSize,
-    level: Level,
-    pa: u64,
-    flags: EntryFlags,
+/// `pte_flags`: the bits outside the physical-address field
+/// (`PTE_FLAGS_MASK`; the 32-bit entries of 2-level have only 12).
+const fn flags_mask(mode: PagingMode) -> u64 {
+    match mode {
+        PagingMode::TwoLevel => 0xfff,
+        _ => !ADDR_MASK_64,
+    }
 }
 
-enum Item {
-    Leaf(Leaf),
+/// Linux's `effective_prot`: U/S and R/W ANDed down the walk, NX ORed.
+const fn combine(higher: u64, prot: u64) -> u64 {
+    (higher & prot & (_PAGE_USER | _PAGE_RW)) | ((higher | prot) & _PAGE_NX)
+}
+
+/// What the walk reports at one address: Linux's `note_page` arguments
+/// (or our dangling table).
+enum Note {
+    Entry {
+        level: Level,
+        /// `pte_flags` of the entry (0 for a hole).
+        prot: u64,
+        /// Effective protection (0 for a hole).
+        eff: u64,
+        /// Size and physical address of a present leaf.
+        leaf: Option<(PageSize, u64)>,
+    },
     Dangling {
-        start: u64,
-        span: u64,
         level: Level,
         table: u64,
     },
 }
 
-#[allow(clippy::too_many_arguments)]
-fn walk<P: PhysMem + ?Sized>(
-    mem: &P,
+/// Linux's `struct pg_state`: the run being collected and the marker state.
+struct State<'m> {
     mode: PagingMode,
-    table: PhysAddr,
-    level: Level,
-    base: u64,
-    eff: (bool, bool, bool),
-    first: usize,
-    count: usize,
-    out: &mut Vec<Item>,
-) {
-    let span = mode.span(level);
-    for i in first..first + count {
-        let va = mode
-            .canonicalize(base.wrapping_add(i as u64 * span))
-            .as_u64();
-        let Ok(e) = read_entry(mem, mode, entry_pa_at(mode, table, i)) else {
+    markers: &'m [(u64, &'static str)],
+    /// Index of the current marker (Linux's `st->marker`).
+    marker: usize,
+    started: bool,
+    start: u64,
+    cur: Option<Note>,
+    phys_next: Option<u64>,
+    phys_contiguous: bool,
+    out: Vec<PtLine>,
+}
+
+impl State<'_> {
+    fn next_marker(&self) -> Option<(u64, &'static str)> {
+        self.markers.get(self.marker + 1).copied()
+    }
+
+    fn push_marker(&mut self, i: usize) {
+        if let Some(&(addr, name)) = self.markers.get(i) {
+            self.out.push(PtLine::Marker {
+                addr,
+                name: String::from(name),
+            });
+        }
+    }
+
+    /// Linux's `note_page(addr, level, val)`.
+    fn note(&mut self, addr: u64, new: Option<Note>) {
+        if !self.started {
+            self.started = true;
+            self.marker = 0;
+            self.push_marker(0);
+            self.start = 0;
+            self.begin(addr, new);
             return;
+        }
+        let at_marker = self.next_marker().is_some_and(|(m, _)| addr >= m);
+        let same = matches!(
+            (&self.cur, &new),
+            (
+                Some(Note::Entry { level: l1, prot: p1, eff: e1, .. }),
+                Some(Note::Entry { level: l2, prot: p2, eff: e2, .. }),
+            ) if l1 == l2 && p1 == p2 && e1 == e2
+        );
+        if same && !at_marker {
+            if let Some(Note::Entry {
+                leaf: Some((size, pa)),
+                ..
+            }) = new
+            {
+                if let Some(next) = self.phys_next {
+                    self.phys_contiguous &= next == pa;
+                }
+                self.phys_next = Some(pa.wrapping_add(size.bytes()));
+            }
+            return;
+        }
+        self.flush(addr);
+        if at_marker {
+            self.marker += 1;
+            self.push_marker(self.marker);
+        }
+        self.begin(addr, new);
+    }
+
+    fn begin(&mut self, addr: u64, new: Option<Note>) {
+        self.start = addr;
+        self.phys_contiguous = true;
+        self.phys_next = match &new {
+            Some(Note::Entry {
+                leaf: Some((size, pa)),
+                ..
+            }) => Some(pa.wrapping_add(size.bytes())),
+            _ => None,
         };
-        if !e.is_present() {
-            continue;
-        }
-        let pdpte = mode == PagingMode::Pae && level == Level::Pgd;
-        let raw = e.raw();
-        let (mut rw, mut us, mut nx) = eff;
-        if !pdpte {
-            rw &= raw & _PAGE_RW != 0;
-            us &= raw & _PAGE_USER != 0;
-            nx |= mode != PagingMode::TwoLevel && raw & _PAGE_NX != 0;
-        }
-        if e.is_leaf(mode, level, true) {
-            let size = mode.page_size_at(level).unwrap_or(PageSize::Size4K);
-            let mut flags = e.flags(Some(size));
-            flags.set(EntryFlags::RW, rw);
-            flags.set(EntryFlags::USER, us);
-            flags.set(EntryFlags::NX, nx);
-            out.push(Item::Leaf(Leaf {
-                va,
-                size,
+        self.cur = new;
+    }
+
+    /// Prints the collected run as ending at `end`.
+    fn flush(&mut self, end: u64) {
+        let top = if self.mode.is_64bit() {
+            u64::MAX
+        } else {
+            0xffff_ffff
+        };
+        let size = end.wrapping_sub(self.start) & top;
+        match self.cur.take() {
+            None => {}
+            Some(Note::Dangling { level, table }) => self.out.push(PtLine::Dangling {
+                start: self.start,
+                span: size,
                 level,
-                pa: e.page_addr(mode, size).as_u64(),
-                flags,
-            }));
-            continue;
-        }
-        let Some(next) = mode.next_level(level) else {
-            continue;
-        };
-        let child = e.table_addr(mode);
-        match mem.frame_state(child.frame()) {
-            FrameState::Live => walk(
-                mem,
-                mode,
-                child,
-                next,
-                base.wrapping_add(i as u64 * span),
-                (rw, us, nx),
-                0,
-                mode.entries(next),
-                out,
-            ),
-            _ => out.push(Item::Dangling {
-                start: va,
-                span,
-                level: next,
-                table: child.as_u64(),
+                table,
             }),
+            Some(Note::Entry {
+                level, prot, leaf, ..
+            }) => {
+                let present = prot & _PAGE_PRESENT != 0;
+                let on = |bit: u64| present && prot & bit != 0;
+                let phys_start = leaf.map(|(_, pa)| pa);
+                self.out.push(PtLine::Range(PtRange {
+                    start: self.start,
+                    end,
+                    size,
+                    level,
+                    present,
+                    prot,
+                    page_size: leaf.map(|(s, _)| s),
+                    phys_start,
+                    phys_contiguous: phys_start.is_some() && self.phys_contiguous,
+                    user: on(_PAGE_USER),
+                    rw: on(_PAGE_RW),
+                    pwt: on(_PAGE_PWT),
+                    pcd: on(_PAGE_PCD),
+                    pse: level != Level::Pte && on(_PAGE_PSE),
+                    pat: match level {
+                        Level::Pte => on(_PAGE_PAT),
+                        Level::Pmd | Level::Pud => on(_PAGE_PAT_LARGE),
+                        _ => false,
+                    },
+                    global: on(_PAGE_GLOBAL),
+                    nx: on(_PAGE_NX),
+                }))
+            }
+        }
+    }
+}
+
+/// The level Linux's walker reports a leaf at, for an entry of our `level`:
+/// the pmd folded into a 2-level pgd, the pud folded into a PAE pgd.
+const fn leaf_level(mode: PagingMode, level: Level) -> Level {
+    match (mode, level) {
+        (PagingMode::TwoLevel, Level::Pgd) => Level::Pmd,
+        (PagingMode::Pae, Level::Pgd) => Level::Pud,
+        _ => level,
+    }
+}
+
+/// Linux's `*_leaf()` for a non-pte entry of our `level`: bit 7 where the
+/// level can hold a large page (`pmd_leaf`, `pud_leaf`; a PAE PDPTE is
+/// read as a pud), never at a 64-bit pgd or p4d.
+fn is_leaf(mode: PagingMode, level: Level, raw: u64) -> bool {
+    let can = match (mode, level) {
+        (PagingMode::TwoLevel | PagingMode::Pae, _) => true,
+        (_, Level::Pgd | Level::P4d) => false,
+        _ => true,
+    };
+    can && raw & _PAGE_PSE != 0
+}
+
+/// Linux's `*_present()` for a non-leaf table entry: a pmd is present
+/// with P or PROTNONE (the global bit), the other levels with P.
+fn is_present_table(mode: PagingMode, level: Level, raw: u64) -> bool {
+    let pmd = level == Level::Pmd || (mode == PagingMode::TwoLevel && level == Level::Pgd);
+    let mask = if pmd {
+        _PAGE_PRESENT | _PAGE_GLOBAL
+    } else {
+        _PAGE_PRESENT
+    };
+    raw & mask != 0
+}
+
+struct Walk<'a, P: ?Sized> {
+    mem: &'a P,
+    mode: PagingMode,
+    mask: u64,
+}
+
+impl<P: PhysMem + ?Sized> Walk<'_, P> {
+    /// Walks entries `range` of `table` at `level`, whose first entry
+    /// covers `base`; `higher` is the effective protection above (`None`
+    /// at the pgd).
+    fn table(
+        &self,
+        st: &mut State<'_>,
+        table: PhysAddr,
+        level: Level,
+        base: u64,
+        higher: Option<u64>,
+        range: core::ops::Range<usize>,
+    ) {
+        let mode = self.mode;
+        let span = mode.span(level);
+        for i in range {
+            let unsigned = base.wrapping_add(i as u64 * span);
+            let va = mode.canonicalize(unsigned).as_u64();
+            let Ok(e) = read_entry(self.mem, mode, entry_pa_at(mode, table, i)) else {
+                return;
+            };
+            let raw = e.raw();
+            let prot = raw & self.mask;
+            if level == Level::Pte {
+                // pte_entry: every pte is noted, empty or not.
+                let eff = match (raw, higher) {
+                    (0, _) => 0,
+                    (_, Some(h)) => combine(h, prot),
+                    (_, None) => prot,
+                };
+                let leaf = e.is_present().then(|| {
+                    (
+                        PageSize::Size4K,
+                        e.page_addr(mode, PageSize::Size4K).as_u64(),
+                    )
+                });
+                st.note(
+                    va,
+                    Some(Note::Entry {
+                        level,
+                        prot,
+                        eff,
+                        leaf,
+                    }),
+                );
+                continue;
+            }
+            // pgd/p4d/pud/pmd_none: the accessed and dirty bits alone do
+            // not make an entry (the KNL erratum mask).
+            if raw & !(_PAGE_ACCESSED | _PAGE_DIRTY) == 0 {
+                st.note(
+                    va,
+                    Some(Note::Entry {
+                        level,
+                        prot: 0,
+                        eff: 0,
+                        leaf: None,
+                    }),
+                );
+                continue;
+            }
+            // Folded levels combine the same value again, which is
+            // idempotent after the first combination.
+            let eff = match higher {
+                Some(h) => combine(h, prot),
+                None => combine(prot, prot),
+            };
+            if is_leaf(mode, level, raw) {
+                let size = mode.page_size_at(level).unwrap_or(PageSize::Size4K);
+                let leaf = e
+                    .is_present()
+                    .then(|| (size, e.page_addr(mode, size).as_u64()));
+                st.note(
+                    va,
+                    Some(Note::Entry {
+                        level: leaf_level(mode, level),
+                        prot,
+                        eff,
+                        leaf,
+                    }),
+                );
+                continue;
+            }
+            if !is_present_table(mode, level, raw) {
+                // Linux neither notes nor descends: the run goes on.
+                continue;
+            }
+            let Some(next) = mode.next_level(level) else {
+                continue;
+            };
+            let child = e.table_addr(mode);
+            if self.mem.frame_state(child.frame()) == FrameState::Live {
+                self.table(st, child, next, unsigned, Some(eff), 0..mode.entries(next));
+            } else {
+                st.note(
+                    va,
+                    Some(Note::Dangling {
+                        level: next,
+                        table: child.as_u64(),
+                    }),
+                );
+            }
         }
     }
 }
 
 /// Dumps the page table rooted at `root` with section markers from
-/// `layout` (pass `None` for no markers).
+/// `layout` (pass `None` for no markers), as Linux's ptdump walks it.
 pub fn dump<P: PhysMem + ?Sized>(
     mem: &P,
     mode: PagingMode,
     root: PhysAddr,
     layout: Option<&Layout>,
 ) -> Vec<PtLine> {
-    let mut items = Vec::new();
-    if mem.frame_state(root.frame()) == FrameState::Live {
-        walk(
-            mem,
-            mode,
-            root,
-            Level::Pgd,
-            0,
-            (true, true, false),
-            0,
-            mode.ptrs_per_pgd(),
-            &mut items,
-        );
-    } else {
-        items.push(Item::Dangling {
-            start: 0,
-            span: 0,
-            level: Level::Pgd,
-            table: root.as_u64(),
-        });
-    }
     let markers = layout.map(|l| l.markers()).unwrap_or_default();
-    let mut next_marker = 0;
-    let mut out = Vec::new();
-    let mut cur: Option<PtRange> = None;
-    let mut emit_markers = |upto: Option<u64>, out: &mut Vec<PtLine>, cur: &mut Option<PtRange>| {
-        while let Some(&(addr, name)) = markers.get(next_marker) {
-            if upto.is_some_and(|u| addr > u) {
-                break;
-            }
-            if let Some(r) = cur.take() {
-                out.push(PtLine::Range(r));
-            }
-            out.push(PtLine::Marker {
-                addr,
-                name: String::from(name),
-            });
-            next_marker += 1;
-        }
+    let mut st = State {
+        mode,
+        markers: &markers,
+        marker: 0,
+        started: false,
+        start: 0,
+        cur: None,
+        phys_next: None,
+        phys_contiguous: true,
+        out: Vec::new(),
     };
-    for item in items {
-        match item {
-            Item::Leaf(l) => {
-                emit_markers(Some(l.va), &mut out, &mut cur);
-                let end = l.va.wrapping_add(l.size.bytes());
-                let f = l.flags;
-                let range = PtRange {
-                    start: l.va,
-                    end,
-                    level: l.level,
-                    page_size: l.size,
-                    phys_start: l.pa,
-                    phys_contiguous: true,
-                    user: f.contains(EntryFlags::USER),
-                    rw: f.contains(EntryFlags::RW),
-                    pwt: f.contains(EntryFlags::PWT),
-                    pcd: f.contains(EntryFlags::PCD),
-                    pse: l.size != PageSize::Size4K,
-                    pat: f.contains(EntryFlags::PAT),
-                    global: f.contains(EntryFlags::GLOBAL),
-                    nx: f.contains(EntryFlags::NX),
-                };
-                match cur.as_mut() {
-                    Some(c)
-                        if c.end == range.start
-                            && c.level == range.level
-                            && same_attrs(c, &range) =>
-                    {
-                        c.phys_contiguous &=
-                            c.phys_start.wrapping_add(c.bytes()) == range.phys_start;
-                        c.end = range.end;
-                    }
-                    _ => {
-                        if let Some(r) = cur.replace(range) {
-                            out.push(PtLine::Range(r));
-                        }
-                    }
-                }
-            }
-            Item::Dangling {
-                start,
-                span,
-                level,
-                table,
-            } => {
-                emit_markers(Some(start), &mut out, &mut cur);
-                if let Some(r) = cur.take() {
-                    out.push(PtLine::Range(r));
-                }
-                out.push(PtLine::Dangling {
-                    start,
-                    span,
-                    level,
-                    table,
-                });
-            }
+    let walk = Walk {
+        mem,
+        mode,
+        mask: flags_mask(mode),
+    };
+    let n = mode.ptrs_per_pgd();
+    if mem.frame_state(root.frame()) == FrameState::Live {
+        if mode.is_64bit() {
+            // ptdump_ranges: the user half, then the kernel half from
+            // GUARD_HOLE_END_ADDR (pgd slot -240) on.
+            walk.table(&mut st, root, Level::Pgd, 0, None, 0..n / 2);
+            walk.table(&mut st, root, Level::Pgd, 0, None, n / 2 + 16..n);
+        } else {
+            walk.table(&mut st, root, Level::Pgd, 0, None, 0..n);
         }
+    } else {
+        st.note(
+            0,
+            Some(Note::Dangling {
+                level: Level::Pgd,
+                table: root.as_u64(),
+            }),
+        );
     }
-    if let Some(r) = cur.take() {
-        out.push(PtLine::Range(r));
+    // Flush out the last run: Linux's note_page(st, 0, -1, 0).
+    if st.started {
+        st.flush(0);
     }
-    emit_markers(None, &mut out, &mut cur);
-    out
-}
-
-fn same_attrs(a: &PtRange, b: &PtRange) -> bool {
-    (a.user, a.rw, a.pwt, a.pcd, a.pse, a.pat, a.global, a.nx)
-        == (b.user, b.rw, b.pwt, b.pcd, b.pse, b.pat, b.global, b.nx)
+    st.out
 }
 
 /// Prints dump lines in the kernel's format.
@@ -311,11 +515,13 @@ pub struct PtDump<'a> {
     pub lines: &'a [PtLine],
 }
 
+/// The size as Linux prints it: divided by 1024 while it divides, with the
+/// unit letter (`"BKMGTPE"`); a size of 0 (the whole 64-bit space) is `0E`.
 fn size_str(mut delta: u64) -> (u64, char) {
     let units = ['B', 'K', 'M', 'G', 'T', 'P', 'E'];
     let mut u = 0;
-    while delta != 0 && delta % 1024 == 0 && u + 1 < units.len() {
-        delta /= 1024;
+    while delta & 1023 == 0 && u + 1 < units.len() {
+        delta >>= 10;
         u += 1;
     }
     (delta, units[u])
@@ -328,24 +534,27 @@ impl fmt::Display for PtDump<'_> {
             match line {
                 PtLine::Marker { name, .. } => writeln!(f, "---[ {name} ]---")?,
                 PtLine::Range(r) => {
-                    let (n, unit) = size_str(r.bytes());
+                    let (n, unit) = size_str(r.size);
                     write!(f, "0x{:0w$x}-0x{:0w$x}   {n:>9}{unit} ", r.start, r.end)?;
-                    let col =
-                        |on: bool, s: &'static str, off: &'static str| if on { s } else { off };
-                    write!(
-                        f,
-                        "{}{}{}{}{}{}{}{}{}",
-                        col(r.user, "USR ", "    "),
-                        col(r.rw, "RW ", "ro "),
-                        col(r.pwt, "PWT ", "    "),
-                        col(r.pcd, "PCD ", "    "),
-                        col(r.pse, "PSE ", "    "),
-                        col(r.pat, "PAT ", "    "),
-                        col(r.global, "GLB ", "    "),
-                        col(r.nx, "NX ", "x  "),
-                        r.level.name()
-                    )?;
-                    writeln!(f)?;
+                    if r.present {
+                        let col =
+                            |on: bool, s: &'static str, off: &'static str| if on { s } else { off };
+                        write!(
+                            f,
+                            "{}{}{}{}{}{}{}{}",
+                            col(r.user, "USR ", "    "),
+                            col(r.rw, "RW ", "ro "),
+                            col(r.pwt, "PWT ", "    "),
+                            col(r.pcd, "PCD ", "    "),
+                            col(r.pse, "PSE ", "    "),
+                            col(r.pat, "PAT ", "    "),
+                            col(r.global, "GLB ", "    "),
+                            col(r.nx, "NX ", "x  "),
+                        )?;
+                    } else {
+                        f.write_str("                              ")?;
+                    }
+                    writeln!(f, "{}", r.level.name())?;
                 }
                 PtLine::Dangling {
                     start,
@@ -356,7 +565,7 @@ impl fmt::Display for PtDump<'_> {
                     f,
                     "0x{:0w$x}-0x{:0w$x}   DANGLING {level} table at {table:#x} (freed)",
                     start,
-                    start.wrapping_add(*span)
+                    self.mode.canonicalize(start.wrapping_add(*span)).as_u64()
                 )?,
             }
         }

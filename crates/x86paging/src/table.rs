@@ -66,7 +66,7 @@ pub fn next_used_entry<P: PhysMem + ?Sized>(
     if count == 0 {
         return Ok(None);
     }
-    if idx % per_word != 0 {
+    if !idx.is_multiple_of(per_word) {
         return Ok(Some(idx));
     }
     let words = count.div_ceil(per_word);

@@ -37,7 +37,6 @@ use crate::cpu::{Access, AccessKind, CpuState};
 use crate::entry::{bits::*, Entry, EntryFlags};
 use crate::mode::{Level, PageSize, PagingMode};
 use crate::table::{entry_pa, read_entry};
-use core::fmt;
 use physmem::{Frame, FrameState, PhysAddr, PhysMem, VirtAddr};
 
 bitflags::bitflags! {
@@ -58,14 +57,16 @@ bitflags::bitflags! {
 }
 
 /// Why a translation failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WalkFault {
     /// The address is not canonical (64-bit) or above 4 GiB (32-bit): #GP.
+    #[error("#GP: non-canonical address {va}")]
     NonCanonical {
         /// The address.
         va: VirtAddr,
     },
     /// A page fault (#PF, vector 14).
+    #[error("#PF error code {:#x} ({code:?}) at {level} entry {entry_pa}", .code.bits())]
     PageFault {
         /// The error code the CPU would push.
         code: PfErrorCode,
@@ -77,6 +78,7 @@ pub enum WalkFault {
     },
     /// PAE: a present PDPTE has reserved bits set. The CPU raises #GP at
     /// `MOV CR3` (the PDPTE load), before any access.
+    #[error("#GP at MOV CR3: PDPTE {index} = {entry} has reserved bits")]
     PdpteReserved {
         /// Which of the four PDPTEs.
         index: usize,
@@ -84,6 +86,7 @@ pub enum WalkFault {
         entry: Entry,
     },
     /// The walk reached a table whose frame has been freed (use-after-free).
+    #[error("dangling {level} table: {table} is freed (entry {entry_pa})")]
     Dangling {
         /// The level of the freed table.
         level: Level,
@@ -93,6 +96,7 @@ pub enum WalkFault {
         entry_pa: PhysAddr,
     },
     /// The walk reached a table outside RAM.
+    #[error("{level} table at {table} is outside RAM")]
     BadPhys {
         /// The level of the table.
         level: Level,
@@ -119,43 +123,6 @@ impl WalkFault {
         }
     }
 }
-
-impl fmt::Display for WalkFault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            WalkFault::NonCanonical { va } => write!(f, "#GP: non-canonical address {va}"),
-            WalkFault::PageFault {
-                code,
-                level,
-                entry_pa,
-            } => write!(
-                f,
-                "#PF error code {:#x} ({code:?}) at {level} entry {entry_pa}",
-                code.bits()
-            ),
-            WalkFault::PdpteReserved { index, entry } => {
-                write!(
-                    f,
-                    "#GP at MOV CR3: PDPTE {index} = {entry} has reserved bits"
-                )
-            }
-            WalkFault::Dangling {
-                level,
-                table,
-                entry_pa,
-            } => write!(
-                f,
-                "dangling {level} table: {table} is freed (entry {entry_pa})"
-            ),
-            WalkFault::BadPhys { level, table } => {
-                write!(f, "{level} table at {table} is outside RAM")
-            }
-        }
-    }
-}
-
-#[cfg(feature = "std")]
-impl std::error::Error for WalkFault {}
 
 /// A successful translation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
