@@ -311,6 +311,7 @@ fn spawn_qemu(elf: &Path, b: &Boot) -> Result<Qemu, BootError> {
         use std::os::unix::process::CommandExt;
         // SAFETY: prctl is async-signal-safe; between fork and exec it only
         // asks the kernel to SIGKILL the child when pgdcache dies.
+        #[allow(unsafe_code)]
         unsafe {
             cmd.pre_exec(|| {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {

@@ -33,7 +33,7 @@ impl Sparse {
     }
     fn check(&self, pa: PhysAddr, width: u64) -> Result<u64, MemError> {
         let a = pa.as_u64();
-        if a % width != 0 {
+        if !a.is_multiple_of(width) {
             return Err(MemError::Misaligned(pa));
         }
         match a.checked_add(width) {
