@@ -4,6 +4,16 @@
 # then the loom models (exhaustive interleavings) under --cfg loom in their own target dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The bare-metal kernel that `pgdcache boot` (and crates/cli/tests/boot.rs)
+# runs under QEMU: built first, so the boot tests time the kernel, not a
+# cold build. It is its own workspace; a missing target is the boot tests'
+# to report (SKIP, or failure under CI).
+for t in i686-unknown-linux-gnu x86_64-unknown-none; do
+  if rustup target list --installed 2>/dev/null | grep -qx "$t"; then
+    echo "== kernel for $t"
+    (cd crates/kernel && CARGO_TARGET_DIR=../../target/kernel cargo build --release --quiet --target "$t")
+  fi
+done
 cargo test --workspace --release
 # The docs build without a warning (broken links, bad code blocks); the
 # quick-start doctests ran above, with the golden-file tests.

@@ -293,7 +293,8 @@ fn a_hung_emulator_is_killed_at_the_timeout() {
     }
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("no verdict within 2 s"), "{text}");
-    assert!(t.elapsed().as_secs() < 60, "took {:?}", t.elapsed());
+    // The budget covers a cold kernel build on a loaded CI machine.
+    assert!(t.elapsed().as_secs() < 600, "took {:?}", t.elapsed());
     // Nothing it started outlives it.
     let ps = Command::new("pgrep").args(["-f", &marker]).output();
     if let Ok(ps) = ps {
@@ -335,7 +336,7 @@ fn a_killed_pgdcache_takes_its_emulator_with_it() {
             .is_ok_and(|o| !o.stdout.is_empty())
     };
     let t = std::time::Instant::now();
-    while !running() && t.elapsed().as_secs() < 60 {
+    while !running() && t.elapsed().as_secs() < 600 {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert!(running(), "the stand-in emulator never started");
