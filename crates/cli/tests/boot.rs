@@ -507,3 +507,53 @@ fn a_shootdown_without_ipis_is_caught_by_the_hardware() {
     );
     assert_eq!(r["ok"], false, "{r}");
 }
+
+/// KVM where the machine offers it: the CPU walks the page tables in
+/// hardware. Where `/dev/kvm` is missing this skips with a message (also
+/// under CI); where it exists, a KVM that cannot even run long mode is
+/// broken, and under CI that fails. (This host's restricted KVM runs only
+/// long mode, and slowly: a few tasks.)
+#[test]
+fn kvm_boots_where_the_host_offers_it() {
+    let test = "kvm";
+    if !qemu_or_skip(test) {
+        return;
+    }
+    let usable = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if !usable {
+        eprintln!("SKIP: {test}: /dev/kvm is missing or not accessible");
+        return;
+    }
+    let Some(rows) = boot_json(
+        test,
+        &[
+            "--accel",
+            "auto",
+            "--mode",
+            "4level",
+            "--scheme",
+            "slab-pgd-list",
+            "--tasks",
+            "3",
+            "--timeout",
+            "600",
+        ],
+    ) else {
+        return;
+    };
+    let r = &rows[0];
+    if r["accel"] != "kvm" {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "/dev/kvm is present but KVM could not run 4-level paging: {r}"
+        );
+        eprintln!("SKIP: {test}: this host's KVM cannot run 4-level paging");
+        return;
+    }
+    assert_eq!(r["verdict"], "correct", "{r}");
+    assert_eq!(r["ok"], true, "{r}");
+}
