@@ -11,6 +11,70 @@ mod x86_64;
 #[cfg(target_arch = "x86_64")]
 pub use self::x86_64::*;
 
+use core::arch::asm;
+
+/// Reads a model-specific register.
+pub fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: the caller reads architectural MSRs (EFER).
+    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Writes a model-specific register.
+///
+/// # Safety
+/// The value must be valid for the MSR and keep the kernel running.
+pub unsafe fn wrmsr(msr: u32, v: u64) {
+    // SAFETY: the caller guarantees the value.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nostack))
+    };
+}
+
+/// Writes a byte to an I/O port.
+pub fn outb(port: u16, v: u8) {
+    // SAFETY: the kernel only uses COM1 and QEMU's debug-exit port.
+    unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack)) };
+}
+
+/// Reads a byte from an I/O port.
+pub fn inb(port: u16) -> u8 {
+    let v: u8;
+    // SAFETY: as `outb`.
+    unsafe { asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack)) };
+    v
+}
+
+/// The time-stamp counter.
+pub fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDTSC has no side effect.
+    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Stops the CPU for good.
+pub fn halt() -> ! {
+    loop {
+        // SAFETY: interrupts are off; hlt just parks the CPU.
+        unsafe { asm!("cli; hlt", options(nomem, nostack)) };
+    }
+}
+
+/// Enables interrupts.
+pub fn sti() {
+    // SAFETY: the IDT is loaded and every vector the kernel raises has a
+    // handler.
+    unsafe { asm!("sti", options(nomem, nostack)) };
+}
+
+/// Waits for an interrupt with interrupts enabled.
+pub fn idle() {
+    // SAFETY: as `sti`; hlt returns at the next interrupt.
+    unsafe { asm!("sti; hlt", options(nomem, nostack)) };
+}
+
 /// CR4.PGE.
 pub const CR4_PGE: u64 = 1 << 7;
 /// CR4.LA57.
