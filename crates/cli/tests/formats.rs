@@ -8,12 +8,19 @@ use std::process::Command;
 use x86paging::{boot, BootConfig, PagingMode, PtDump};
 
 fn run(args: &[&str]) -> (String, String) {
+    run_code(args, 0)
+}
+
+/// Runs pgdcache and checks its exit code (1: a finding, such as the bug
+/// `slab-unsynced` exists to show).
+fn run_code(args: &[&str], code: i32) -> (String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_pgdcache"))
         .args(args)
         .output()
         .expect("run pgdcache");
-    assert!(
-        out.status.success(),
+    assert_eq!(
+        out.status.code(),
+        Some(code),
         "{args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -76,19 +83,23 @@ fn run_plot_draws_the_timeline() {
     let dir = std::env::temp_dir().join(format!("pgdcache-plot-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let svg = dir.join("run.svg");
-    let (text, _) = run(&[
-        "run",
-        "--mode",
-        "2level",
-        "--scheme",
-        "slab-unsynced",
-        "--workload",
-        "xrestart",
-        "--ops",
-        "3000",
-        "--plot",
-        svg.to_str().unwrap(),
-    ]);
+    // slab-unsynced is caught: a finding, exit 1 (the exit-code contract).
+    let (text, _) = run_code(
+        &[
+            "run",
+            "--mode",
+            "2level",
+            "--scheme",
+            "slab-unsynced",
+            "--workload",
+            "xrestart",
+            "--ops",
+            "3000",
+            "--plot",
+            svg.to_str().unwrap(),
+        ],
+        1,
+    );
     assert!(text.contains("verdict"), "{text}");
     let s = std::fs::read_to_string(&svg).unwrap();
     assert!(s.starts_with("<svg"), "{}", &s[..s.len().min(200)]);
