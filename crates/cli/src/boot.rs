@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use pgdcache::{LockKind, Scheme};
-use serde_json::{json, Value};
+use serde_json::Value;
 use x86paging::PagingMode;
 
 /// Arguments of `boot`.
@@ -465,17 +465,18 @@ pub(crate) fn kvm_usable() -> bool {
         .is_ok()
 }
 
-struct Row {
-    mode: PagingMode,
-    scheme: Scheme,
-    accel: &'static str,
-    expected: &'static str,
-    outcome: Result<Outcome, String>,
-    secs: f64,
+/// One kernel boot's row of the report.
+pub(crate) struct Row {
+    pub(crate) mode: PagingMode,
+    pub(crate) scheme: Scheme,
+    pub(crate) accel: &'static str,
+    pub(crate) expected: &'static str,
+    pub(crate) outcome: Result<Outcome, String>,
+    pub(crate) secs: f64,
 }
 
 impl Row {
-    fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         match &self.outcome {
             Ok(Outcome::Result(r)) => meets(r, self.expected),
             _ => false,
@@ -591,9 +592,9 @@ fn run(a: &BootArgs) -> Result<u8, BootError> {
     let mut out = std::io::stdout().lock();
     let written = if a.json {
         rows.iter()
-            .try_for_each(|r| writeln!(out, "{}", row_json(r, a)))
+            .try_for_each(|r| writeln!(out, "{}", crate::boot_table::row_json(r, a)))
     } else {
-        print_table(&mut out, a, &pairs, &rows)
+        crate::boot_table::print_table(&mut out, a, &pairs, &rows)
     };
     match written.and_then(|()| out.flush()) {
         Ok(()) => Ok(code),
@@ -660,109 +661,10 @@ fn kvm_runs(
     Ok(paging)
 }
 
-fn row_json(r: &Row, a: &BootArgs) -> Value {
-    let mut v = match &r.outcome {
-        Ok(Outcome::Result(res)) => res.clone(),
-        Ok(Outcome::KernelError { stage, message }) => json!({
-            "mode": r.mode.name(), "scheme": r.scheme.name(), "cpus": a.cpus,
-            "verdict": format!("kernel error in {stage}: {message}"),
-            "violations": null, "leaked_frames": null, "tasks": null,
-        }),
-        Ok(Outcome::Crash { what, tail }) => json!({
-            "mode": r.mode.name(), "scheme": r.scheme.name(), "cpus": a.cpus,
-            "verdict": format!("crashed: {what}"), "last_lines": tail,
-            "violations": null, "leaked_frames": null, "tasks": null,
-        }),
-        Err(e) => json!({
-            "mode": r.mode.name(), "scheme": r.scheme.name(), "cpus": a.cpus,
-            "verdict": format!("failed: {e}"),
-            "violations": null, "leaked_frames": null, "tasks": null,
-        }),
-    };
-    if let Some(o) = v.as_object_mut() {
-        o.remove("event");
-        o.insert("accel".into(), json!(r.accel));
-        o.insert("expected".into(), json!(r.expected));
-        o.insert("ok".into(), json!(r.ok()));
-        o.insert("seed".into(), json!(a.seed));
-        o.insert("seconds".into(), json!((r.secs * 100.0).round() / 100.0));
-    }
-    v
-}
-
-fn print_table(
-    out: &mut impl Write,
-    a: &BootArgs,
-    pairs: &[(PagingMode, Scheme)],
-    rows: &[Row],
-) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "real MMU (QEMU {}) · {} CPU(s) · {} tasks per kernel · lock {} · seed {}",
-        a.accel, a.cpus, a.tasks, a.lock, a.seed
-    )?;
-    writeln!(
-        out,
-        "{:<6} {:<17} {:<4} {:<30} {:>6} {:>5} {:>5} {:>7} {:>7} {:>6} {:>6}  expected",
-        "mode",
-        "scheme",
-        "acc",
-        "verdict",
-        "tasks",
-        "conv",
-        "ipis",
-        "hw-viol",
-        "sw-viol",
-        "leaked",
-        "time"
-    )?;
-    for &(mode, scheme) in pairs {
-        let (m, s) = (mode.name(), scheme.name());
-        if let Err(why) = scheme.supports(mode) {
-            writeln!(out, "{m:<6} {s:<17} {:<4} n/a  {why}", "")?;
-            continue;
-        }
-        let Some(r) = rows.iter().find(|r| r.mode == mode && r.scheme == scheme) else {
-            continue;
-        };
-        let mark = if r.ok() { "yes" } else { "NO" };
-        let acc = r.accel;
-        match &r.outcome {
-            Ok(Outcome::Result(v)) => writeln!(
-                out,
-                "{m:<6} {s:<17} {acc:<4} {:<30} {:>6} {:>5} {:>5} {:>7} {:>7} {:>6} {:>5.1}s  {} ({mark})",
-                v["verdict"].as_str().unwrap_or("?"),
-                v["tasks"].as_u64().unwrap_or(0),
-                v["conversions"].as_u64().unwrap_or(0),
-                v["ipis"].as_u64().unwrap_or(0),
-                v["hw_violations"].as_u64().unwrap_or(0),
-                v["sw_violations"].as_u64().unwrap_or(0),
-                v["leaked_frames"].as_u64().unwrap_or(0),
-                r.secs,
-                r.expected
-            )?,
-            Ok(Outcome::KernelError { stage, message }) => writeln!(
-                out,
-                "{m:<6} {s:<17} {acc:<4} kernel error in {stage}: {message} ({mark})"
-            )?,
-            Ok(Outcome::Crash { what, tail }) => {
-                writeln!(
-                    out,
-                    "{m:<6} {s:<17} {acc:<4} CRASHED: {what} ({mark}); last serial lines:"
-                )?;
-                for l in tail.iter().rev().take(8).rev() {
-                    writeln!(out, "    | {l}")?;
-                }
-            }
-            Err(e) => writeln!(out, "{m:<6} {s:<17} {acc:<4} failed: {e} ({mark})")?,
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn expectations_follow_the_seed() {

@@ -10,6 +10,7 @@ mod args;
 mod bench;
 mod boot;
 mod boot_bench;
+mod boot_table;
 mod check;
 mod compare;
 mod completions;
