@@ -75,6 +75,51 @@ pub fn idle() {
     unsafe { asm!("sti; hlt", options(nomem, nostack)) };
 }
 
+/// The exception stubs both entry files emit, one line per vector: an
+/// `ISR_ERR` vector has a CPU-pushed error code, an `ISR_NOERR` one gets a
+/// 0 pushed in its place. Each file defines the two macros for its width.
+#[macro_export]
+macro_rules! isr_stubs {
+    () => {
+        concat!(
+            "ISR_NOERR 0\n",
+            "ISR_NOERR 1\n",
+            "ISR_NOERR 2\n",
+            "ISR_NOERR 3\n",
+            "ISR_NOERR 4\n",
+            "ISR_NOERR 5\n",
+            "ISR_NOERR 6\n",
+            "ISR_NOERR 7\n",
+            "ISR_ERR 8\n",
+            "ISR_NOERR 9\n",
+            "ISR_ERR 10\n",
+            "ISR_ERR 11\n",
+            "ISR_ERR 12\n",
+            "ISR_ERR 13\n",
+            "ISR_ERR 14\n",
+            "ISR_NOERR 15\n",
+            "ISR_NOERR 16\n",
+            "ISR_ERR 17\n",
+            "ISR_NOERR 18\n",
+            "ISR_NOERR 19\n",
+            "ISR_NOERR 20\n",
+            "ISR_ERR 21\n",
+            "ISR_NOERR 22\n",
+            "ISR_NOERR 23\n",
+            "ISR_NOERR 24\n",
+            "ISR_NOERR 25\n",
+            "ISR_NOERR 26\n",
+            "ISR_NOERR 27\n",
+            "ISR_NOERR 28\n",
+            "ISR_ERR 29\n",
+            "ISR_ERR 30\n",
+            "ISR_NOERR 31\n",
+            "ISR_NOERR 240\n",
+            "ISR_NOERR 255\n",
+        )
+    };
+}
+
 /// CR4.PGE.
 pub const CR4_PGE: u64 = 1 << 7;
 /// CR4.LA57.

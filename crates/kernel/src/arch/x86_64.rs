@@ -165,40 +165,9 @@ isr\n:
     pushq $\n
     jmp isr_common
     .endm
-    ISR_NOERR 0
-    ISR_NOERR 1
-    ISR_NOERR 2
-    ISR_NOERR 3
-    ISR_NOERR 4
-    ISR_NOERR 5
-    ISR_NOERR 6
-    ISR_NOERR 7
-    ISR_ERR 8
-    ISR_NOERR 9
-    ISR_ERR 10
-    ISR_ERR 11
-    ISR_ERR 12
-    ISR_ERR 13
-    ISR_ERR 14
-    ISR_NOERR 15
-    ISR_NOERR 16
-    ISR_ERR 17
-    ISR_NOERR 18
-    ISR_NOERR 19
-    ISR_NOERR 20
-    ISR_ERR 21
-    ISR_NOERR 22
-    ISR_NOERR 23
-    ISR_NOERR 24
-    ISR_NOERR 25
-    ISR_NOERR 26
-    ISR_NOERR 27
-    ISR_NOERR 28
-    ISR_ERR 29
-    ISR_ERR 30
-    ISR_NOERR 31
-    ISR_NOERR 240
-    ISR_NOERR 255
+"#,
+    crate::isr_stubs!(),
+    r#"
 isr_common:
     pushq %rax
     pushq %rcx
