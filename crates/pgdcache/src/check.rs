@@ -7,10 +7,10 @@
 //! kernel entry of each pgd:
 //!
 //! * equal to swapper's: fine;
-//! * not present where swapper's is present, in the vmalloc area:
-//!   [`Finding::LazyMissing`], allowed (`vmalloc_fault` will copy it);
-//! * a cached pgd of `slab-ticket` whose ticket is older than the
-//!   generation: [`Finding::KnownStale`], allowed (refreshed at join);
+//! * not present where swapper's is present, in the vmalloc area: counted
+//!   as lazily missing, allowed (`vmalloc_fault` will copy it);
+//! * a cached pgd the scheme lets lag by design (`slab-ticket`: an old
+//!   ticket, refreshed at join): counted as known stale, allowed;
 //! * a pointer to a table that is not one of swapper's live kernel tables —
 //!   freed, or freed and reused: [`ViolationKind::Dangling`];
 //! * anything else: [`ViolationKind::Stale`].
@@ -23,11 +23,17 @@
 //! every live vmalloc area maps that area's own frame in swapper
 //! ([`ViolationKind::VmallocUnmapped`] otherwise).
 
-use crate::kernel::{Kernel, KernelError, KernelMem, Pgd};
+use crate::cpa::Cpa;
+use crate::error::KernelError;
+use crate::pgd::{Pgd, PgdCaches};
 use crate::prelude::*;
-use crate::scheme::Scheme;
+use crate::swapper::{KernelMem, Swapper};
+use crate::tracker::Tracker;
+use crate::vmalloc::Vmalloc;
 use alloc::collections::BTreeSet;
+use core::sync::atomic::Ordering;
 use physmem::{Frame, FrameState, Owner, PhysAddr, PhysMem};
+use x86paging::boot::KernelSpace;
 use x86paging::table::{entry_pa_at, read_entry};
 use x86paging::{Entry, Level, PagingMode};
 
@@ -58,15 +64,6 @@ impl ViolationKind {
             ViolationKind::VmallocUnmapped => "vmalloc-unmapped",
         }
     }
-}
-
-/// Allowed differences, counted but not violations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub enum Finding {
-    /// A vmalloc-area entry not faulted in yet.
-    LazyMissing,
-    /// A cached `slab-ticket` pgd with an old ticket.
-    KnownStale,
 }
 
 /// One violation.
@@ -114,7 +111,34 @@ impl Report {
     }
 }
 
-impl<M: KernelMem> Kernel<M> {
+/// The checker: borrows every part of the pgd system it reads, and reads
+/// each from its owner (cached pgds from the object cache itself).
+pub(crate) struct Checker<'a, M: KernelMem> {
+    pub(crate) sw: &'a Swapper<M>,
+    pub(crate) ks: &'a KernelSpace,
+    pub(crate) caches: &'a PgdCaches<M>,
+    pub(crate) tracker: &'a dyn Tracker<M>,
+    pub(crate) cpa: &'a Cpa<M>,
+    pub(crate) vm: &'a Vmalloc<M>,
+}
+
+impl<M: KernelMem> Checker<'_, M> {
+    fn mode(&self) -> PagingMode {
+        self.sw.mode
+    }
+
+    fn pm(&self) -> &physmem::PhysMemory<M> {
+        &self.sw.pm
+    }
+
+    fn swapper(&self) -> Pgd {
+        Pgd(self.sw.pgd)
+    }
+
+    fn pgd_entry(&self, pgd: Pgd, index: usize) -> Result<Entry, KernelError> {
+        self.sw.read(pgd.0, index)
+    }
+
     /// Swapper's kernel page tables (the live ones a kernel entry may point at).
     fn swapper_tables(&self) -> Result<BTreeSet<Frame>, KernelError> {
         let mut out = BTreeSet::new();
@@ -143,10 +167,10 @@ impl<M: KernelMem> Kernel<M> {
         data: &mut Vec<Frame>,
     ) -> Result<(), KernelError> {
         let mode = self.mode();
-        let pm = &**self.pm();
+        let pm = self.pm();
         for i in lo..hi {
             let e = read_entry(pm, mode, entry_pa_at(mode, table, i))
-                .map_err(crate::kernel::mem_err)?;
+                .map_err(KernelError::from)?;
             if !e.is_present() {
                 continue;
             }
@@ -172,15 +196,15 @@ impl<M: KernelMem> Kernel<M> {
     }
 
     /// Checks every pgd and the frame accounting.
-    pub fn verify(&self) -> Result<Report, KernelError> {
+    pub(crate) fn run(&self) -> Result<Report, KernelError> {
         let mode = self.mode();
-        let pm = &**self.pm();
+        let pm = self.pm();
         let mut rep = Report::default();
         let kernel_tables = self.swapper_tables()?;
-        let live: BTreeSet<Pgd> = self.live_pgds().into_iter().collect();
+        let live: BTreeSet<Pgd> = self.tracker.mmlist().snapshot().into_iter().map(Pgd).collect();
         let mut all: Vec<(Pgd, bool)> = live.iter().map(|&p| (p, false)).collect();
-        let preconstructed = self.scheme().preconstructed();
-        for (p, allocated) in self.cache_pgds() {
+        let preconstructed = self.caches.preconstructed();
+        for (p, allocated) in self.caches.pgd_objects() {
             if !allocated {
                 // Free objects of a ctor-less cache are raw memory, not pgds.
                 if preconstructed {
@@ -191,16 +215,13 @@ impl<M: KernelMem> Kernel<M> {
             }
         }
         let (lo, hi) = (mode.user_ptrs_per_pgd(), mode.ptrs_per_pgd());
-        let generation = self.generation();
         for &(pgd, cached) in &all {
             if cached {
                 rep.cached += 1;
             } else {
                 rep.live += 1;
             }
-            let known_stale = cached
-                && self.scheme() == Scheme::SlabTicket
-                && self.ticket_of(pgd).is_some_and(|t| t != generation);
+            let known_stale = cached && self.tracker.cached_may_lag(self.sw, pgd.0);
             for i in lo..hi {
                 let s = self.pgd_entry(self.swapper(), i)?;
                 let p = self.pgd_entry(pgd, i)?;
@@ -208,7 +229,7 @@ impl<M: KernelMem> Kernel<M> {
                     continue;
                 }
                 let va = mode.pgd_entry_start(i);
-                if !p.is_present() && s.is_present() && self.in_vmalloc_area(va) {
+                if !p.is_present() && s.is_present() && self.vm.contains(va) {
                     rep.lazy_missing += 1;
                     continue;
                 }
@@ -251,16 +272,16 @@ impl<M: KernelMem> Kernel<M> {
                 }
             }
         }
-        if mode == PagingMode::Pae && self.has_pmd_cache() {
+        if mode == PagingMode::Pae && self.caches.has_pmd_cache() {
             self.check_pae_pmds(&all, &mut rep)?;
         }
-        for (pmd, allocated) in self.cache_pmds() {
+        for (pmd, allocated) in self.caches.pmd_objects() {
             if allocated {
                 continue;
             }
             for j in 0..mode.entries(Level::Pmd) {
                 let e = read_entry(pm, mode, entry_pa_at(mode, pmd, j))
-                    .map_err(crate::kernel::mem_err)?;
+                    .map_err(KernelError::from)?;
                 if e != Entry::EMPTY {
                     rep.violations.push(Violation {
                         kind: ViolationKind::NotConstructed,
@@ -273,17 +294,33 @@ impl<M: KernelMem> Kernel<M> {
                 }
             }
         }
+        self.check_ctors(&mut rep);
         self.check_vmalloc_areas(&mut rep);
         self.account_frames(&all, &kernel_tables, &mut rep)?;
         Ok(rep)
     }
 
+    /// A constructor or destructor that failed left an object the cache
+    /// believes constructed (it cannot return an error to the cache).
+    fn check_ctors(&self, rep: &mut Report) {
+        let n = self.sw.counters.ctor_failures.load(Ordering::Relaxed);
+        if n != 0 {
+            rep.violations.push(Violation {
+                kind: ViolationKind::NotConstructed,
+                pgd: None,
+                cached: true,
+                index: None,
+                detail: format!("{n} pgd_ctor/pgd_dtor/pmd_ctor call(s) failed"),
+            });
+        }
+    }
+
     /// The vmalloc invariant: page `i` of every area on `vmlist` maps the
     /// area's frame `i` in `swapper_pg_dir` (docs/CORRECTNESS.md).
     fn check_vmalloc_areas(&self, rep: &mut Report) {
-        let pm = &**self.pm();
-        let ks = self.kernel_space();
-        for (start, frames) in self.vmalloc_area_frames() {
+        let pm = self.pm();
+        let ks = self.ks;
+        for (start, frames) in self.vm.area_frames() {
             for (i, f) in frames.iter().enumerate() {
                 let va = physmem::VirtAddr::new(start.as_u64() + i as u64 * physmem::PAGE_SIZE);
                 let got = ks.translate_in(pm, self.swapper().0, va, x86paging::Access::READ);
@@ -315,13 +352,13 @@ impl<M: KernelMem> Kernel<M> {
         rep: &mut Report,
     ) -> Result<(), KernelError> {
         let mode = self.mode();
-        let pm = &**self.pm();
+        let pm = self.pm();
         let mut owned: BTreeSet<Frame> = kernel_tables.clone();
-        owned.extend(self.deferred_frames());
-        owned.extend(self.vmalloc_frames());
+        owned.extend(self.cpa.deferred_frames());
+        owned.extend(self.vm.frames());
         // Pages boot mapped outside the direct map (fixmap data, kernel image).
         for m in self
-            .kernel_space()
+            .ks
             .mappings
             .iter()
             .filter(|m| m.what != "direct")
@@ -336,7 +373,7 @@ impl<M: KernelMem> Kernel<M> {
             if cached {
                 continue;
             }
-            if !self.has_pgd_cache_page() {
+            if !self.caches.pgds_are_objects() {
                 owned.insert(pgd.0.frame());
             }
             self.collect_tables(
@@ -353,7 +390,12 @@ impl<M: KernelMem> Kernel<M> {
         let stats = pm.stats();
         rep.frames_used = stats.used() - stats.of(Owner::Reserved);
         let mut leaked = 0u64;
-        let slab_expected = self.slab_frames();
+        let slab_expected: u64 = self
+            .caches
+            .stats()
+            .iter()
+            .map(|s| (s.num_slabs * s.pages_per_slab) as u64)
+            .sum();
         let mut slab_seen = 0u64;
         for pfn in 0..pm.pages().len() {
             let f = Frame::from_pfn(pfn);
@@ -401,10 +443,11 @@ impl<M: KernelMem> Kernel<M> {
     /// empty (constructed).
     fn check_pae_pmds(&self, all: &[(Pgd, bool)], rep: &mut Report) -> Result<(), KernelError> {
         let mode = self.mode();
-        let pm = &**self.pm();
-        let keeps = self.scheme().keeps_pmds();
+        let pm = self.pm();
+        let keeps = self.caches.keeps_pmds();
         let allocated: BTreeSet<PhysAddr> = self
-            .cache_pmds()
+            .caches
+            .pmd_objects()
             .into_iter()
             .filter_map(|(pa, a)| a.then_some(pa))
             .collect();
@@ -446,7 +489,7 @@ impl<M: KernelMem> Kernel<M> {
                 if cached {
                     for j in 0..mode.entries(Level::Pmd) {
                         let pe = read_entry(pm, mode, entry_pa_at(mode, pmd, j))
-                            .map_err(crate::kernel::mem_err)?;
+                            .map_err(KernelError::from)?;
                         if pe != Entry::EMPTY {
                             let detail = format!("cached pgd's pmd {pmd} has entry {j} = {pe}");
                             push(
@@ -486,14 +529,5 @@ impl<M: KernelMem> Kernel<M> {
             push(rep, ViolationKind::Leak, None, false, None, detail);
         }
         Ok(())
-    }
-
-    fn has_pmd_cache(&self) -> bool {
-        self.pmd_cache.is_some()
-    }
-
-    /// True when pgds are slab objects (so a pgd's frame is a slab page).
-    fn has_pgd_cache_page(&self) -> bool {
-        self.pgd_cache.is_some()
     }
 }

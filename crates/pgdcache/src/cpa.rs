@@ -10,17 +10,21 @@
 //! after every CPU has flushed its TLB.
 //!
 //! Both conversions go through `set_pmd_pte`, which writes `swapper_pg_dir`
-//! and then, on 2-level, every other pgd the scheme knows of — the heart of
-//! the seed patch. On PAE and 4/5-level the entry lives in a shared kernel
-//! pmd and the function stops after swapper (`if (PTRS_PER_PMD > 1) return;`).
+//! and then, on 2-level, asks the scheme's [`Tracker`] to write every other
+//! pgd that must see the change — the heart of the seed patch. This module
+//! never knows which pgds those are. On PAE and 4/5-level the entry lives in
+//! a shared kernel pmd and the function stops after swapper
+//! (`if (PTRS_PER_PMD > 1) return;`).
 //!
 //! Unlike 2.6.0, a request is all-or-nothing: it is validated first, and the
 //! pte pages every split will need are allocated before anything changes, so
 //! an invalid request or an allocation failure leaves the tables untouched.
 
-use crate::kernel::{mem_err, Kernel, KernelError, KernelMem, Shared};
+use crate::error::KernelError;
 use crate::prelude::*;
-use crate::scheme::Scheme;
+use crate::swapper::{KernelMem, Swapper};
+use crate::tlb::TlbFlush;
+use crate::tracker::Tracker;
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
@@ -68,7 +72,11 @@ pub enum CpaError {
     },
     /// A pte page for a split could not be allocated.
     #[error("out of memory for split_large_page")]
-    OutOfMemory,
+    OutOfMemory(#[source] physmem::AllocError),
+    /// A split needed a pte page the plan did not allocate (a bug: the plan
+    /// and the change run under the same `cpa_lock`).
+    #[error("split of {0} was not planned")]
+    Unplanned(VirtAddr),
     /// The direct map is not where it should be (a bug).
     #[error("direct-map address {0} is not mapped")]
     NotMapped(VirtAddr),
@@ -94,85 +102,71 @@ pub(crate) struct CpaState {
     deferred: Vec<Frame>,
 }
 
-type FlushHook = Arc<dyn Fn() + Send + Sync>;
-
-/// `cpa_lock` and what it protects.
-pub(crate) struct CpaLock {
+/// `change_page_attr`'s state: `cpa_lock` and the direct map it works on.
+pub(crate) struct Cpa<M: KernelMem> {
+    sw: Arc<Swapper<M>>,
+    ks: Arc<KernelSpace>,
+    tracker: Arc<dyn Tracker<M>>,
+    tlb: Arc<TlbFlush>,
     /// `cpa_lock`: serialises `change_page_attr` and protects the split
-    /// set and the deferred list.
+    /// set and the deferred list. Taken before `pgd_lock`/`mmlist_lock`
+    /// (through the tracker) and before the page allocator's locks.
     state: crate::sync::Mutex<CpaState>,
-    /// `flush_kernel_map` on every CPU (installed by the simulator).
-    flush: crate::sync::RwLock<Option<FlushHook>>,
     large: PageSize,
     map_start: VirtAddr,
     map_end: VirtAddr,
 }
 
-impl CpaLock {
-    pub(crate) fn new<M: KernelMem>(sh: &Shared<M>, ks: &KernelSpace) -> Self {
-        let large = if sh.mode == PagingMode::TwoLevel {
+impl<M: KernelMem> Cpa<M> {
+    pub(crate) fn new(
+        sw: &Arc<Swapper<M>>,
+        ks: &Arc<KernelSpace>,
+        tracker: &Arc<dyn Tracker<M>>,
+        tlb: &Arc<TlbFlush>,
+    ) -> Self {
+        let large = if sw.mode == PagingMode::TwoLevel {
             PageSize::Size4M
         } else {
             PageSize::Size2M
         };
-        let map_start = VirtAddr::new(sh.mode.page_offset());
-        let map_end = VirtAddr::new(ks.layout.direct_map_end);
-        CpaLock {
+        Cpa {
+            sw: sw.clone(),
+            ks: ks.clone(),
+            tracker: tracker.clone(),
+            tlb: tlb.clone(),
             state: crate::sync::Mutex::new(CpaState {
                 split: BTreeMap::new(),
                 deferred: Vec::new(),
             }),
-            flush: crate::sync::RwLock::new(None),
             large,
-            map_start,
-            map_end,
+            map_start: VirtAddr::new(sw.mode.page_offset()),
+            map_end: VirtAddr::new(ks.layout.direct_map_end),
         }
     }
-}
 
-impl<M: KernelMem> Kernel<M> {
-    /// `PAGE_KERNEL` for vmalloc and other kernel data pages in this mode.
-    pub fn page_kernel(&self) -> EntryFlags {
-        let mut f = (EntryFlags::PAGE_KERNEL | EntryFlags::GLOBAL).for_mode(self.mode());
-        if !self.ks.cpu.nxe {
-            f.remove(EntryFlags::NX);
-        }
-        f
+    fn mode(&self) -> PagingMode {
+        self.sw.mode
     }
 
-    /// The default protection of the direct-map page at `va`: what boot
-    /// mapped it with (on i386 the pages over kernel text lack NX).
-    pub fn page_kernel_at(&self, va: VirtAddr) -> Option<EntryFlags> {
+    /// The default protection of the direct-map page at `va`.
+    fn page_kernel_at(&self, va: VirtAddr) -> Option<EntryFlags> {
         self.ks.reference(va).map(|(_, f)| f)
     }
 
-    /// Installs `flush_kernel_map` for every CPU: called by
-    /// `global_flush_tlb` (and `vfree`) before freed tables are reused.
-    pub fn set_flush_hook(&self, f: impl Fn() + Send + Sync + 'static) {
-        *self.cpa.flush.write() = Some(Arc::new(f));
-    }
-
-    pub(crate) fn flush_all_tlbs(&self) {
-        let hook = self.cpa.flush.read().clone();
-        if let Some(h) = hook {
-            h();
-        }
-    }
-
     /// pte pages queued for freeing by `global_flush_tlb`.
-    pub fn deferred_frames(&self) -> Vec<Frame> {
-        self.cpa.state.lock().deferred.clone()
+    pub(crate) fn deferred_frames(&self) -> Vec<Frame> {
+        self.state.lock().deferred.clone()
     }
 
     /// pte pages currently installed by splits.
-    pub fn split_frames(&self) -> Vec<Frame> {
-        self.cpa.state.lock().split.keys().copied().collect()
+    pub(crate) fn split_frames(&self) -> Vec<Frame> {
+        self.state.lock().split.keys().copied().collect()
     }
 
     /// The direct-map address of physical address `pa` (`__va`), if mapped.
-    pub fn direct_map_va(&self, pa: PhysAddr) -> Option<VirtAddr> {
-        let va = self.cpa.map_start.checked_add(pa.as_u64())?;
-        (va < self.cpa.map_end).then_some(va)
+    pub(crate) fn direct_map_va(&self, pa: PhysAddr) -> Option<VirtAddr> {
+        let va = self.map_start.checked_add(pa.as_u64())?;
+        (va < self.map_end).then_some(va)
     }
 
     fn check_prot(&self, prot: EntryFlags) -> Result<(), CpaError> {
@@ -197,7 +191,7 @@ impl<M: KernelMem> Kernel<M> {
 
     /// `change_page_attr(page, numpages, prot)` on the direct-map pages
     /// starting at `start`. All-or-nothing.
-    pub fn change_page_attr(
+    pub(crate) fn change_page_attr(
         &self,
         start: VirtAddr,
         numpages: u64,
@@ -216,17 +210,17 @@ impl<M: KernelMem> Kernel<M> {
                 start,
                 pages: numpages,
             })?;
-        if start < self.cpa.map_start || end > self.cpa.map_end {
+        if start < self.map_start || end > self.map_end {
             return Err(CpaError::OutsideDirectMap {
                 start,
                 end,
-                map_start: self.cpa.map_start,
-                map_end: self.cpa.map_end,
+                map_start: self.map_start,
+                map_end: self.map_end,
             });
         }
         self.check_prot(prot)?;
         let prot = prot | EntryFlags::ACCESSED | EntryFlags::DIRTY;
-        let mut st = self.cpa.state.lock();
+        let mut st = self.state.lock();
         // Plan: which large pages must be split? Allocate their pte pages now.
         let mut pool = Vec::new();
         {
@@ -235,16 +229,16 @@ impl<M: KernelMem> Kernel<M> {
             while va < end {
                 let (_, level, _) = self.kernel_lookup(va)?;
                 if level != Level::Pte && Some(prot) != self.page_kernel_at(va) {
-                    let base = va.as_u64() & !self.cpa.large.mask();
+                    let base = va.as_u64() & !self.large.mask();
                     if last_large != Some(base) {
                         last_large = Some(base);
-                        match self.sh.pm.alloc_frame(Owner::KernelTable) {
+                        match self.sw.pm.alloc_frame(Owner::KernelTable) {
                             Ok(f) => pool.push(f),
-                            Err(_) => {
+                            Err(e) => {
                                 for f in pool {
-                                    let _ = self.sh.pm.free_frame(f);
+                                    let _ = self.sw.pm.free_frame(f);
                                 }
-                                return Err(CpaError::OutOfMemory);
+                                return Err(CpaError::OutOfMemory(e));
                             }
                         }
                     }
@@ -253,19 +247,20 @@ impl<M: KernelMem> Kernel<M> {
             }
         }
         let mut va = start;
-        while va < end {
-            self.change_one(&mut st, va, prot, &mut pool)?;
+        let mut result = Ok(());
+        while va < end && result.is_ok() {
+            result = self.change_one(&mut st, va, prot, &mut pool);
             va = VirtAddr::new(va.as_u64() + PAGE_SIZE);
         }
         // Nothing should be left, but never leak.
         for f in pool {
-            let _ = self.sh.pm.free_frame(f);
+            let _ = self.sw.pm.free_frame(f);
         }
-        Ok(())
+        result
     }
 
     fn kernel_lookup(&self, va: VirtAddr) -> Result<(PhysAddr, Level, Entry), CpaError> {
-        match x86paging::map::lookup(&*self.sh.pm, self.mode(), self.sh.swapper, va) {
+        match x86paging::map::lookup(&*self.sw.pm, self.mode(), self.sw.pgd, va) {
             Some((at, level, e)) if e.is_present() => Ok((at, level, e)),
             _ => Err(CpaError::NotMapped(va)),
         }
@@ -280,9 +275,9 @@ impl<M: KernelMem> Kernel<M> {
         pool: &mut Vec<Frame>,
     ) -> Result<(), CpaError> {
         let mode = self.mode();
-        let pm = &*self.sh.pm;
+        let pm = &*self.sw.pm;
         let def = self.page_kernel_at(va).ok_or(CpaError::NotMapped(va))?;
-        let pa = PhysAddr::new(va.as_u64() - self.cpa.map_start.as_u64());
+        let pa = PhysAddr::new(va.as_u64() - self.map_start.as_u64());
         let (kpte, level, old) = self.kernel_lookup(va)?;
         let standard =
             Entry::page(mode, PageSize::Size4K, pa, def).map_err(|_| CpaError::NotMapped(va))?;
@@ -294,19 +289,19 @@ impl<M: KernelMem> Kernel<M> {
         let kpte_frame = kpte.frame();
         if prot != def {
             if level == Level::Pte {
-                write_entry(pm, mode, kpte, wanted).map_err(mem_err)?;
+                write_entry(pm, mode, kpte, wanted).map_err(KernelError::from)?;
                 if old == standard && st.split.contains_key(&kpte_frame) {
                     if let Some(p) = pm.page(kpte_frame) {
                         p.get();
                     }
                 }
             } else {
-                let split = pool.pop().ok_or(CpaError::OutOfMemory)?;
+                let split = pool.pop().ok_or(CpaError::Unplanned(va))?;
                 self.split_large_page(split, va, level, old, prot)?;
                 st.split.insert(
                     split,
                     Split {
-                        base: VirtAddr::new(va.as_u64() & !self.cpa.large.mask()),
+                        base: VirtAddr::new(va.as_u64() & !self.large.mask()),
                         parent: kpte,
                     },
                 );
@@ -316,7 +311,7 @@ impl<M: KernelMem> Kernel<M> {
                 return Ok(());
             }
         } else if level == Level::Pte && old != standard {
-            write_entry(pm, mode, kpte, standard).map_err(mem_err)?;
+            write_entry(pm, mode, kpte, standard).map_err(KernelError::from)?;
             if st.split.contains_key(&kpte_frame) {
                 if let Some(p) = pm.page(kpte_frame) {
                     p.put();
@@ -348,9 +343,9 @@ impl<M: KernelMem> Kernel<M> {
         prot: EntryFlags,
     ) -> Result<(), CpaError> {
         let mode = self.mode();
-        let pm = &*self.sh.pm;
+        let pm = &*self.sw.pm;
         let size = mode.page_size_at(level).ok_or(CpaError::NotMapped(va))?;
-        if size != self.cpa.large {
+        if size != self.large {
             return Err(CpaError::BadProt {
                 flags: prot,
                 why: "splitting pages larger than the pmd level (1 GiB) is not supported",
@@ -358,7 +353,7 @@ impl<M: KernelMem> Kernel<M> {
         }
         let large_flags = large.flags(Some(size)).difference(EntryFlags::PAT);
         let base_pa = large.page_addr(mode, size);
-        let target = PhysAddr::new(va.as_u64() - self.cpa.map_start.as_u64());
+        let target = PhysAddr::new(va.as_u64() - self.map_start.as_u64());
         let n = mode.entries(Level::Pte);
         for i in 0..n {
             let pa = PhysAddr::new(base_pa.as_u64() + i as u64 * PAGE_SIZE);
@@ -368,7 +363,7 @@ impl<M: KernelMem> Kernel<M> {
                 why: "cannot be encoded",
             })?;
             let at = x86paging::table::entry_pa_at(mode, split.start(), i);
-            write_entry(pm, mode, at, e).map_err(mem_err)?;
+            write_entry(pm, mode, at, e).map_err(KernelError::from)?;
         }
         if let Some(p) = pm.page(split) {
             p.get();
@@ -379,62 +374,35 @@ impl<M: KernelMem> Kernel<M> {
     /// `revert_page`: puts the large page back.
     fn revert_page(&self, s: Split) -> Result<(), CpaError> {
         let mode = self.mode();
-        let pa = PhysAddr::new(s.base.as_u64() - self.cpa.map_start.as_u64());
+        let pa = PhysAddr::new(s.base.as_u64() - self.map_start.as_u64());
         let flags = self
             .ks
             .mapping_of(s.base)
             .map(|m| m.flags)
             .ok_or(CpaError::NotMapped(s.base))?;
-        let e = Entry::page(mode, self.cpa.large, pa, flags)
+        let e = Entry::page(mode, self.large, pa, flags)
             .map_err(|_| CpaError::NotMapped(s.base))?;
         self.set_pmd_pte(s.parent, s.base, e)
     }
 
     /// `set_pmd_pte`: writes the kernel entry for `va` in `swapper_pg_dir`
-    /// and, on 2-level, in every other pgd the scheme tracks.
-    pub(crate) fn set_pmd_pte(
-        &self,
-        kpte: PhysAddr,
-        va: VirtAddr,
-        e: Entry,
-    ) -> Result<(), CpaError> {
-        let sh = &self.sh;
-        write_entry(&*sh.pm, sh.mode, kpte, e).map_err(mem_err)?;
-        sh.counters.conversions.fetch_add(1, Ordering::Relaxed);
-        if !sh.propagates() {
+    /// and, on 2-level, asks the tracker to write it in every other pgd
+    /// that must see it.
+    fn set_pmd_pte(&self, kpte: PhysAddr, va: VirtAddr, e: Entry) -> Result<(), CpaError> {
+        let sw = &self.sw;
+        write_entry(&*sw.pm, sw.mode, kpte, e).map_err(KernelError::from)?;
+        sw.counters.conversions.fetch_add(1, Ordering::Relaxed);
+        if !sw.propagates() {
             return Ok(());
         }
         let t0 = crate::time::now_ns();
-        let index = sh.mode.index(va, Level::Pgd);
-        let n = match sh.scheme {
-            Scheme::SlabPgdList => {
-                let list = sh.pgd_lock.lock();
-                let mut n = 0;
-                for f in list.iter(sh.pm.pages()) {
-                    write_entry(&*sh.pm, sh.mode, sh.entry_at(f.start(), index), e)
-                        .map_err(mem_err)?;
-                    n += 1;
-                }
-                n
-            }
-            Scheme::SlabTicket | Scheme::Uncached | Scheme::SlabUnsynced => {
-                let live = sh.mmlist.lock();
-                if sh.scheme == Scheme::SlabTicket {
-                    sh.generation.fetch_add(1, Ordering::AcqRel);
-                }
-                for &pgd in live.iter() {
-                    write_entry(&*sh.pm, sh.mode, sh.entry_at(pgd, index), e).map_err(mem_err)?;
-                }
-                live.len() as u64
-            }
-            // Nothing to rewrite: shared lower tables; `slab-prepopulated`
-            // exists only on PAE, which never propagates.
-            Scheme::SharedKernel | Scheme::SlabPrepopulated => 0,
-        };
-        sh.counters
+        let n = self
+            .tracker
+            .propagate(sw, sw.mode.index(va, Level::Pgd), e)?;
+        sw.counters
             .propagated_entries
             .fetch_add(n, Ordering::Relaxed);
-        sh.counters
+        sw.counters
             .propagation_ns
             .fetch_add(crate::time::elapsed_ns(t0), Ordering::Relaxed);
         Ok(())
@@ -442,11 +410,11 @@ impl<M: KernelMem> Kernel<M> {
 
     /// `global_flush_tlb`: flush every CPU's TLB, then free the pte pages
     /// that `revert_page` replaced. Returns how many were freed.
-    pub fn global_flush_tlb(&self) -> usize {
-        let deferred = core::mem::take(&mut self.cpa.state.lock().deferred);
-        self.flush_all_tlbs();
+    pub(crate) fn global_flush_tlb(&self) -> usize {
+        let deferred = core::mem::take(&mut self.state.lock().deferred);
+        self.tlb.flush_all();
         for f in &deferred {
-            let _ = self.sh.pm.free_frame(*f);
+            let _ = self.sw.pm.free_frame(*f);
         }
         deferred.len()
     }

@@ -63,24 +63,35 @@ mod prelude {
     pub(crate) use alloc::vec::Vec;
 }
 
+mod bug;
 pub mod check;
 pub mod cpa;
+pub mod error;
 pub mod kernel;
 pub mod lock;
 pub mod mm;
 pub mod pages;
+pub mod pgd;
 pub mod scheme;
+pub mod stats;
+pub mod swapper;
 mod sync;
 mod time;
+mod tlb;
+pub mod tracker;
 pub mod vmalloc;
 
+#[cfg(loom)]
+pub use bug::Bug;
 pub use check::{Report, Violation, ViolationKind};
 pub use cpa::CpaError;
-#[cfg(loom)]
-pub use kernel::Bug;
-pub use kernel::{DefaultMem, Kernel, KernelConfig, KernelError, KernelMem, KernelStats, Pgd};
+pub use error::KernelError;
+pub use kernel::{DefaultMem, Kernel, KernelConfig};
 pub use lock::{LockKind, LockStats, StatLock};
 pub use mm::{Mm, MmError};
+pub use pgd::Pgd;
 pub use scheme::Scheme;
+pub use stats::KernelStats;
+pub use swapper::KernelMem;
 pub use time::set_clock;
 pub use vmalloc::VmError;

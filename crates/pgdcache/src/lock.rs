@@ -214,14 +214,6 @@ impl<T> StatLock<T> {
             max_hold_ns: self.counters.max_hold_ns.load(Ordering::Relaxed),
         }
     }
-
-    /// Zeroes the counters.
-    pub fn reset_stats(&self) {
-        self.counters.acquisitions.store(0, Ordering::Relaxed);
-        self.counters.contended.store(0, Ordering::Relaxed);
-        self.counters.hold_ns.store(0, Ordering::Relaxed);
-        self.counters.max_hold_ns.store(0, Ordering::Relaxed);
-    }
 }
 
 impl<T> core::ops::Deref for StatGuard<'_, T> {

@@ -7,9 +7,13 @@
 //! that dominate for large tasks) and shares data pages copy-on-write:
 //! both map them read-only and the frame's `page_count` counts the sharers.
 
-use crate::kernel::{mem_err, Kernel, KernelError, KernelMem, Pgd};
+use crate::error::KernelError;
+use crate::pgd::{Pgd, PgdCaches};
 use crate::prelude::*;
-use physmem::{Frame, Owner, VirtAddr, PAGE_SIZE};
+use crate::swapper::{KernelMem, Swapper};
+use crate::tracker::Tracker;
+use physmem::{Frame, Owner, PhysMemory, VirtAddr, PAGE_SIZE};
+use x86paging::boot::KernelSpace;
 use x86paging::table::{entry_pa_at, read_entry, write_entry};
 use x86paging::{Entry, EntryFlags, Level, PageSize, PagingMode};
 
@@ -23,8 +27,8 @@ pub enum MmError {
     #[error("out of memory for user pages")]
     OutOfMemory,
     /// The requested user layout is not mappable.
-    #[error("bad user mapping at {0}: {1}")]
-    BadMapping(VirtAddr, String),
+    #[error("bad user mapping at {0}")]
+    BadMapping(VirtAddr, #[source] x86paging::map::MapError),
 }
 
 /// One user address space (`struct mm_struct`, reduced to what matters
@@ -77,7 +81,39 @@ impl TaskSize {
     }
 }
 
-impl<M: KernelMem> Kernel<M> {
+/// What exec, fork and exit work with: the pgd caches, the scheme's
+/// tracker (`mmlist`, and the ticket refresh at join), and the memory.
+pub(crate) struct AddressSpaces<'a, M: KernelMem> {
+    pub(crate) sw: &'a Swapper<M>,
+    pub(crate) ks: &'a KernelSpace,
+    pub(crate) caches: &'a PgdCaches<M>,
+    pub(crate) tracker: &'a dyn Tracker<M>,
+}
+
+impl<M: KernelMem> AddressSpaces<'_, M> {
+    fn pm(&self) -> &PhysMemory<M> {
+        &self.sw.pm
+    }
+
+    fn mode(&self) -> PagingMode {
+        self.sw.mode
+    }
+
+    fn kernel_space(&self) -> &KernelSpace {
+        self.ks
+    }
+
+    /// The address space of `pgd` joins `mmlist`: in `slab-ticket` this is
+    /// where a pgd with an old ticket is refreshed (see [`Tracker`]).
+    pub(crate) fn mm_join(&self, pgd: Pgd) -> Result<(), KernelError> {
+        self.tracker.on_join(self.sw, pgd.0)
+    }
+
+    /// The address space of `pgd` leaves `mmlist` (exit, before `pgd_free`).
+    pub(crate) fn mm_leave(&self, pgd: Pgd) {
+        self.tracker.mmlist().leave(pgd.0)
+    }
+
     fn user_flags(&self, writable: bool, exec: bool) -> EntryFlags {
         let mut f = EntryFlags::PRESENT | EntryFlags::USER;
         if writable {
@@ -91,7 +127,7 @@ impl<M: KernelMem> Kernel<M> {
 
     fn map_user(&self, mm: &Mm, va: u64, f: Frame, flags: EntryFlags) -> Result<(), MmError> {
         x86paging::map::map(
-            &**self.pm(),
+            self.pm(),
             self.mode(),
             mm.pgd.0,
             VirtAddr::new(va),
@@ -102,14 +138,14 @@ impl<M: KernelMem> Kernel<M> {
         )
         .map_err(|e| match e {
             x86paging::map::MapError::OutOfMemory => MmError::OutOfMemory,
-            other => MmError::BadMapping(VirtAddr::new(va), other.to_string()),
+            other => MmError::BadMapping(VirtAddr::new(va), other),
         })
     }
 
     /// `mm_init` + the join to `mmlist`: an empty address space with a
     /// fresh pgd, visible to conversions (and, in `slab-ticket`, refreshed).
     fn mm_init(&self, cpu: usize) -> Result<Mm, MmError> {
-        let pgd = self.pgd_alloc(cpu)?;
+        let pgd = self.caches.alloc(cpu)?;
         let mm = Mm {
             pgd,
             pages: Vec::new(),
@@ -123,7 +159,7 @@ impl<M: KernelMem> Kernel<M> {
 
     /// exec: a fresh address space with `size` pages mapped (text at 4 MiB,
     /// data after it, stack below the top of user space), joined to `mmlist`.
-    pub fn exec_mm(&self, cpu: usize, size: TaskSize) -> Result<Mm, MmError> {
+    pub(crate) fn exec_mm(&self, cpu: usize, size: TaskSize) -> Result<Mm, MmError> {
         let mut mm = self.mm_init(cpu)?;
         let text = 0x40_0000u64;
         let data = text + size.text * PAGE_SIZE;
@@ -160,7 +196,7 @@ impl<M: KernelMem> Kernel<M> {
     /// fork: `pgd_alloc`, join `mmlist` (`dup_mmap` does it first), then
     /// `copy_page_range`: every parent pte is copied read-only and the data
     /// frame shared.
-    pub fn fork_mm(&self, cpu: usize, parent: &Mm) -> Result<Mm, MmError> {
+    pub(crate) fn fork_mm(&self, cpu: usize, parent: &Mm) -> Result<Mm, MmError> {
         let mut mm = self.mm_init(cpu)?;
         mm.pages.reserve_exact(parent.pages.len());
         for &(va, f, exec) in &parent.pages {
@@ -187,7 +223,7 @@ impl<M: KernelMem> Kernel<M> {
     }
 
     /// exit: leave `mmlist`, `clear_page_tables`, `pgd_free`.
-    pub fn exit_mm(&self, cpu: usize, mm: Mm) -> Result<(), MmError> {
+    pub(crate) fn exit_mm(&self, cpu: usize, mm: Mm) -> Result<(), MmError> {
         self.mm_leave(mm.pgd);
         self.teardown(cpu, mm)
     }
@@ -197,21 +233,21 @@ impl<M: KernelMem> Kernel<M> {
             self.put_user_frame(f);
         }
         self.clear_page_tables(mm.pgd)?;
-        self.pgd_free(cpu, mm.pgd)?;
+        self.caches.free(cpu, mm.pgd)?;
         Ok(())
     }
 
     /// `clear_page_tables`: frees every user page table and clears the user
     /// entries, so the pgd (and on PAE its pmds) is back in constructed
     /// state. Data pages are the caller's.
-    pub fn clear_page_tables(&self, pgd: Pgd) -> Result<(), KernelError> {
+    pub(crate) fn clear_page_tables(&self, pgd: Pgd) -> Result<(), KernelError> {
         let mode = self.mode();
-        let pm = &**self.pm();
+        let pm = self.pm();
         if mode == PagingMode::Pae {
             // The three user pmds belong to the pgd (pmd_cache): keep them,
             // free the pte tables they point at.
             for i in 0..mode.user_ptrs_per_pgd() {
-                let pe = read_entry(pm, mode, entry_pa_at(mode, pgd.0, i)).map_err(mem_err)?;
+                let pe = read_entry(pm, mode, entry_pa_at(mode, pgd.0, i)).map_err(KernelError::from)?;
                 if !pe.is_present() {
                     continue;
                 }
@@ -220,16 +256,16 @@ impl<M: KernelMem> Kernel<M> {
                 let mut j = 0;
                 // Runs of empty entries are skipped in one scan.
                 while let Some(used) =
-                    x86paging::table::next_used_entry(pm, mode, pmd, j, n - j).map_err(mem_err)?
+                    x86paging::table::next_used_entry(pm, mode, pmd, j, n - j).map_err(KernelError::from)?
                 {
                     j = used + 1;
                     let at = entry_pa_at(mode, pmd, used);
-                    let e = read_entry(pm, mode, at).map_err(mem_err)?;
+                    let e = read_entry(pm, mode, at).map_err(KernelError::from)?;
                     if e.is_present() && !e.is_leaf(mode, Level::Pmd, true) {
                         let _ = pm.free_frame(e.table_addr(mode).frame());
                     }
                     if !e.is_none() {
-                        write_entry(pm, mode, at, Entry::EMPTY).map_err(mem_err)?;
+                        write_entry(pm, mode, at, Entry::EMPTY).map_err(KernelError::from)?;
                     }
                 }
             }
@@ -239,7 +275,7 @@ impl<M: KernelMem> Kernel<M> {
         // entry's tables go too.
         let end = mode.user_ptrs_per_pgd() as u64 * mode.span(Level::Pgd);
         x86paging::map::free_user_tables(pm, mode, pgd.0, VirtAddr::new(0)..VirtAddr::new(end))
-            .map_err(|e| KernelError::Mem(e.to_string()))?;
+            .map_err(KernelError::from)?;
         Ok(())
     }
 }

@@ -7,11 +7,11 @@
 //! direct-map address: `pa_of` is the simulator's `__pa` and `ptr_of` its
 //! `__va`, exactly the kernel's arrangement for lowmem.
 
-use crate::kernel::KernelMem;
+use crate::swapper::KernelMem;
 use alloc::sync::Arc;
 use core::ptr::NonNull;
 use objcache::{PageAllocError, PageSource};
-use physmem::{Frame, Owner, PhysAddr, PhysMemory};
+use physmem::{Frame, Owner, PhysMemory};
 
 /// Allocates slab pages as [`Owner::Slab`] frames of the simulated machine.
 pub struct SimPages<M: KernelMem> {
@@ -55,9 +55,4 @@ impl<M: KernelMem> PageSource for SimPages<M> {
             let _ = self.pm.free_pages(Frame::containing(pa), order);
         }
     }
-}
-
-/// `__pa` of an object pointer.
-pub fn pa_of<M: KernelMem>(pm: &PhysMemory<M>, p: NonNull<u8>) -> Option<PhysAddr> {
-    pm.pa_of(p)
 }

@@ -9,9 +9,14 @@
 //! dangle. A large-page conversion replaces one *present* entry with another
 //! and frees tables, which is why it needs `pgd_list` and this does not.
 
-use crate::kernel::{mem_err, Kernel, KernelError, KernelMem, Pgd, Shared};
+use crate::bug::id;
+use crate::error::KernelError;
+use crate::pgd::Pgd;
 use crate::prelude::*;
+use crate::swapper::{KernelMem, Swapper};
+use crate::tlb::TlbFlush;
 use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 use physmem::{Frame, Owner, PhysAddr, VirtAddr, PAGE_SIZE};
 use x86paging::boot::KernelSpace;
@@ -38,6 +43,18 @@ pub enum VmError {
     /// out a range still mapped). Nothing was overwritten.
     #[error("vmalloc: {0} is already mapped; refusing to overwrite its pte")]
     AlreadyMapped(VirtAddr),
+    /// `vfree` found a pte of the area that does not map the area's own
+    /// frame (a bug: under `vmlist_lock` nobody else maps the range). The
+    /// pte was left alone.
+    #[error("vfree: {va} should map {expected} but holds {found:?}")]
+    NotOurs {
+        /// The page.
+        va: VirtAddr,
+        /// The area's frame for it.
+        expected: PhysAddr,
+        /// What the pte holds (`None`: no 4 KiB pte there).
+        found: Option<Entry>,
+    },
     /// A page-table access failed (a bug).
     #[error(transparent)]
     Kernel(#[from] KernelError),
@@ -54,82 +71,68 @@ pub(crate) struct VmState {
     areas: BTreeMap<u64, Area>,
 }
 
-/// `vmlist_lock` and the vmalloc area bounds.
-pub(crate) struct VmLock {
+/// The vmalloc area: `vmlist_lock`, its areas and its bounds.
+pub(crate) struct Vmalloc<M: KernelMem> {
+    sw: Arc<Swapper<M>>,
+    tlb: Arc<TlbFlush>,
     /// `vmlist_lock`: protects the list of areas and serialises the
-    /// population of swapper's vmalloc tables.
+    /// population of swapper's vmalloc tables. Taken before the page
+    /// allocator's locks; the TLB flush of `vfree` runs under it.
     state: crate::sync::Mutex<VmState>,
     start: u64,
     end: u64,
+    page_kernel: EntryFlags,
 }
 
-impl VmLock {
-    pub(crate) fn new(ks: &KernelSpace) -> Self {
-        VmLock {
+/// `PAGE_KERNEL` for vmalloc and other kernel data pages in this address
+/// space (global; NX where the CPU has it enabled).
+pub(crate) fn page_kernel(ks: &KernelSpace) -> EntryFlags {
+    let mut f = (EntryFlags::PAGE_KERNEL | EntryFlags::GLOBAL).for_mode(ks.mode);
+    if !ks.cpu.nxe {
+        f.remove(EntryFlags::NX);
+    }
+    f
+}
+
+impl<M: KernelMem> Vmalloc<M> {
+    pub(crate) fn new(sw: &Arc<Swapper<M>>, ks: &KernelSpace, tlb: &Arc<TlbFlush>) -> Self {
+        Vmalloc {
+            sw: sw.clone(),
+            tlb: tlb.clone(),
             state: crate::sync::Mutex::new(VmState {
                 areas: BTreeMap::new(),
             }),
             start: ks.layout.vmalloc_start,
             end: ks.layout.vmalloc_end,
+            page_kernel: page_kernel(ks),
         }
     }
-}
 
-/// `shared-kernel`: give every kernel pgd entry of swapper a table now, so
-/// no pgd ever needs a kernel entry propagated or faulted in later (what
-/// x86_64 does with `preallocate_vmalloc_pages`).
-pub(crate) fn preallocate_kernel_tables<M: KernelMem>(
-    sh: &Shared<M>,
-    _ks: &KernelSpace,
-) -> Result<(), KernelError> {
-    let mode = sh.mode;
-    if mode == PagingMode::Pae || mode == PagingMode::TwoLevel {
-        return Ok(()); // PAE: the kernel pmd is already shared
-    }
-    let (lo, hi) = sh.kernel_range();
-    for i in lo..hi {
-        let at = sh.entry_at(sh.swapper, i);
-        let e = read_entry(&*sh.pm, mode, at).map_err(mem_err)?;
-        if e.is_present() {
-            continue;
-        }
-        let f = sh
-            .pm
-            .alloc_zeroed_frame(Owner::KernelTable)
-            .map_err(|_| KernelError::OutOfMemory("preallocate kernel tables"))?;
-        let t = Entry::table(mode, Level::Pgd, f.start(), EntryFlags::KERNPG_TABLE)
-            .map_err(|e| KernelError::Boot(e.to_string()))?;
-        write_entry(&*sh.pm, mode, at, t).map_err(mem_err)?;
-    }
-    Ok(())
-}
-
-impl<M: KernelMem> Kernel<M> {
     /// The vmalloc area `[start, end)`.
-    pub fn vmalloc_area(&self) -> (VirtAddr, VirtAddr) {
-        (VirtAddr::new(self.vm.start), VirtAddr::new(self.vm.end))
+    pub(crate) fn area(&self) -> (VirtAddr, VirtAddr) {
+        (VirtAddr::new(self.start), VirtAddr::new(self.end))
     }
 
     /// True if `va` lies in the vmalloc area.
-    pub fn in_vmalloc_area(&self, va: VirtAddr) -> bool {
-        (self.vm.start..self.vm.end).contains(&va.as_u64())
+    pub(crate) fn contains(&self, va: VirtAddr) -> bool {
+        (self.start..self.end).contains(&va.as_u64())
     }
 
     /// `vmalloc(npages * PAGE_SIZE)`: backing frames mapped into
     /// `swapper_pg_dir` only. All-or-nothing.
-    pub fn vmalloc(&self, npages: u64) -> Result<VirtAddr, VmError> {
+    pub(crate) fn alloc(&self, npages: u64) -> Result<VirtAddr, VmError> {
         if npages == 0 {
             return Err(VmError::Empty);
         }
-        let mut st = self.vm.state.lock();
+        let mut st = self.state.lock();
         let start = self.find_hole(&st, npages)?;
         let mut frames = Vec::new();
         for _ in 0..npages {
-            match self.sh.pm.alloc_frame(Owner::KernelData) {
+            match self.sw.pm.alloc_frame(Owner::KernelData) {
                 Ok(f) => frames.push(f),
                 Err(_) => {
                     for f in frames {
-                        let _ = self.sh.pm.free_frame(f);
+                        let _ = self.sw.pm.free_frame(f);
                     }
                     return Err(VmError::OutOfMemory);
                 }
@@ -142,18 +145,18 @@ impl<M: KernelMem> Kernel<M> {
             match self.map_kernel_page(va, *f, &mut attached) {
                 Ok(pte) => mapped.push(pte),
                 Err(e) => {
-                    let mode = self.mode();
+                    let mode = self.sw.mode;
                     for pte in mapped {
-                        let _ = write_entry(&*self.sh.pm, mode, pte, Entry::EMPTY);
+                        let _ = write_entry(&*self.sw.pm, mode, pte, Entry::EMPTY);
                     }
                     // Tables attached by this call cover only addresses no
                     // live area uses, so no pgd can have copied them yet.
                     for (at, t) in attached.into_iter().rev() {
-                        let _ = write_entry(&*self.sh.pm, mode, at, Entry::EMPTY);
-                        let _ = self.sh.pm.free_frame(t);
+                        let _ = write_entry(&*self.sw.pm, mode, at, Entry::EMPTY);
+                        let _ = self.sw.pm.free_frame(t);
                     }
                     for f in frames {
-                        let _ = self.sh.pm.free_frame(f);
+                        let _ = self.sw.pm.free_frame(f);
                     }
                     return Err(e);
                 }
@@ -168,14 +171,14 @@ impl<M: KernelMem> Kernel<M> {
             .checked_add(1)
             .and_then(|n| n.checked_mul(PAGE_SIZE))
             .ok_or(VmError::NoSpace(npages))?;
-        let mut cand = self.vm.start;
+        let mut cand = self.start;
         for (&s, a) in &st.areas {
             if cand + need <= s {
                 break;
             }
             cand = s + (a.frames.len() as u64 + 1) * PAGE_SIZE;
         }
-        if cand.checked_add(need).is_some_and(|e| e <= self.vm.end) {
+        if cand.checked_add(need).is_some_and(|e| e <= self.end) {
             Ok(cand)
         } else {
             Err(VmError::NoSpace(npages))
@@ -190,29 +193,29 @@ impl<M: KernelMem> Kernel<M> {
         f: Frame,
         attached: &mut Vec<(PhysAddr, Frame)>,
     ) -> Result<PhysAddr, VmError> {
-        let sh = &self.sh;
-        let mode = sh.mode;
-        let mut table = sh.swapper;
+        let sw = &self.sw;
+        let mode = sw.mode;
+        let mut table = sw.pgd;
         for &level in mode.levels() {
             let at = entry_pa(mode, table, level, va);
-            let e = read_entry(&*sh.pm, mode, at).map_err(mem_err)?;
+            let e = read_entry(&*sw.pm, mode, at).map_err(KernelError::from)?;
             if level == Level::Pte {
                 // Never overwrite a live mapping: a present pte here means
                 // the range is still someone's (the race an unmap outside
                 // `vmlist_lock` would open). Refuse instead of clobbering.
-                if e.is_present() && !sh.bug_is(4) {
+                if e.is_present() && !sw.bugs.is(id::VFREE_UNMAPS_AFTER_UNLOCK) {
                     return Err(VmError::AlreadyMapped(va));
                 }
-                let leaf = Entry::page(mode, PageSize::Size4K, f.start(), self.page_kernel())
-                    .map_err(|e| KernelError::Boot(e.to_string()))?;
-                write_entry(&*sh.pm, mode, at, leaf).map_err(mem_err)?;
+                let leaf = Entry::page(mode, PageSize::Size4K, f.start(), self.page_kernel)
+                    .map_err(KernelError::from)?;
+                write_entry(&*sw.pm, mode, at, leaf).map_err(KernelError::from)?;
                 return Ok(at);
             }
             if e.is_present() {
                 table = e.table_addr(mode);
                 continue;
             }
-            let t = sh
+            let t = sw
                 .pm
                 .alloc_zeroed_frame(Owner::KernelTable)
                 .map_err(|_| VmError::OutOfMemory)?;
@@ -222,8 +225,8 @@ impl<M: KernelMem> Kernel<M> {
                 EntryFlags::KERNPG_TABLE
             };
             let te = Entry::table(mode, level, t.start(), flags)
-                .map_err(|e| KernelError::Boot(e.to_string()))?;
-            write_entry(&*sh.pm, mode, at, te).map_err(mem_err)?;
+                .map_err(KernelError::from)?;
+            write_entry(&*sw.pm, mode, at, te).map_err(KernelError::from)?;
             attached.push((at, t));
             table = t.start();
         }
@@ -240,21 +243,23 @@ impl<M: KernelMem> Kernel<M> {
     /// `vmalloc` may be handed the same range and map fresh frames there;
     /// an unmap after the unlock would then clear *its* ptes (see
     /// docs/CORRECTNESS.md, "vmalloc areas").
-    pub fn vfree(&self, va: VirtAddr) -> Result<(), VmError> {
+    pub(crate) fn free(&self, va: VirtAddr) -> Result<(), VmError> {
         #[cfg(loom)]
-        if self.sh.bug_is(4) || self.sh.bug_is(5) {
+        if self.sw.bugs.is(id::VFREE_UNMAPS_AFTER_UNLOCK)
+            || self.sw.bugs.is(id::VFREE_UNMAPS_AFTER_UNLOCK_LEAF_CHECKED)
+        {
             return self.vfree_unmap_after_unlock(va);
         }
-        let mut st = self.vm.state.lock();
+        let mut st = self.state.lock();
         let area = st
             .areas
             .remove(&va.as_u64())
             .ok_or(VmError::NotAnArea(va))?;
         let (freeable, unmapped) = self.unmap_area(va, &area);
-        self.flush_all_tlbs();
+        self.tlb.flush_all();
         drop(st);
         for f in freeable {
-            let _ = self.sh.pm.free_frame(f);
+            let _ = self.sw.pm.free_frame(f);
         }
         unmapped
     }
@@ -271,14 +276,14 @@ impl<M: KernelMem> Kernel<M> {
             .areas
             .remove(&va.as_u64())
             .ok_or(VmError::NotAnArea(va))?;
-        let mode = self.mode();
+        let mode = self.sw.mode;
         for i in 0..area.frames.len() as u64 {
             let p = VirtAddr::new(va.as_u64() + i * PAGE_SIZE);
-            let _ = x86paging::map::unmap(&*self.sh.pm, mode, self.sh.swapper, p);
+            let _ = x86paging::map::unmap(&*self.sw.pm, mode, self.sw.pgd, p);
         }
-        self.flush_all_tlbs();
+        self.tlb.flush_all();
         for f in area.frames {
-            let _ = self.sh.pm.free_frame(f);
+            let _ = self.sw.pm.free_frame(f);
         }
         Ok(())
     }
@@ -290,7 +295,7 @@ impl<M: KernelMem> Kernel<M> {
     /// read or cleared stays allocated (a leak the checker reports) rather
     /// than be freed while mapped.
     fn unmap_area(&self, va: VirtAddr, area: &Area) -> (Vec<Frame>, Result<(), VmError>) {
-        let mode = self.mode();
+        let mode = self.sw.mode;
         let mut result = Ok(());
         let mut freeable = Vec::with_capacity(area.frames.len());
         let mut fail = |e: VmError| {
@@ -300,13 +305,13 @@ impl<M: KernelMem> Kernel<M> {
         };
         for (i, f) in area.frames.iter().enumerate() {
             let p = VirtAddr::new(va.as_u64() + i as u64 * PAGE_SIZE);
-            match x86paging::map::lookup_checked(&*self.sh.pm, mode, self.sh.swapper, p) {
+            match x86paging::map::lookup_checked(&*self.sw.pm, mode, self.sw.pgd, p) {
                 Ok(Some((at, Level::Pte, e)))
                     if e.is_present() && e.page_addr(mode, PageSize::Size4K) == f.start() =>
                 {
-                    match write_entry(&*self.sh.pm, mode, at, Entry::EMPTY) {
+                    match write_entry(&*self.sw.pm, mode, at, Entry::EMPTY) {
                         Ok(()) => freeable.push(*f),
-                        Err(e) => fail(VmError::Kernel(mem_err(e))),
+                        Err(e) => fail(VmError::Kernel(KernelError::from(e))),
                     }
                 }
                 Ok(other) => {
@@ -315,21 +320,21 @@ impl<M: KernelMem> Kernel<M> {
                     // not ours is a bug. Leave it and say so; our frame is
                     // not mapped there, so it may go.
                     freeable.push(*f);
-                    fail(VmError::Kernel(KernelError::Mem(format!(
-                        "vfree: {p} should map {} but holds {:?}",
-                        f.start(),
-                        other.map(|(_, _, e)| e)
-                    ))));
+                    fail(VmError::NotOurs {
+                        va: p,
+                        expected: f.start(),
+                        found: other.map(|(_, _, e)| e),
+                    });
                 }
-                Err(e) => fail(VmError::Kernel(KernelError::Mem(e.to_string()))),
+                Err(e) => fail(VmError::Kernel(KernelError::from(e))),
             }
         }
         (freeable, result)
     }
 
     /// Every area as its start and its backing frames (for the checker).
-    pub(crate) fn vmalloc_area_frames(&self) -> Vec<(VirtAddr, Vec<Frame>)> {
-        self.vm
+    pub(crate) fn area_frames(&self) -> Vec<(VirtAddr, Vec<Frame>)> {
+        self
             .state
             .lock()
             .areas
@@ -339,8 +344,8 @@ impl<M: KernelMem> Kernel<M> {
     }
 
     /// Backing frames of every vmalloc area (for frame accounting).
-    pub fn vmalloc_frames(&self) -> Vec<Frame> {
-        self.vm
+    pub(crate) fn frames(&self) -> Vec<Frame> {
+        self
             .state
             .lock()
             .areas
@@ -350,8 +355,8 @@ impl<M: KernelMem> Kernel<M> {
     }
 
     /// Start addresses and sizes (pages) of the vmalloc areas.
-    pub fn vmalloc_areas(&self) -> Vec<(VirtAddr, u64)> {
-        self.vm
+    pub(crate) fn areas(&self) -> Vec<(VirtAddr, u64)> {
+        self
             .state
             .lock()
             .areas
@@ -362,18 +367,18 @@ impl<M: KernelMem> Kernel<M> {
 
     /// `vmalloc_fault`: if `va` is in the vmalloc area and `pgd` lacks the
     /// top-level entry swapper has, copy it. Returns true if it did.
-    pub fn vmalloc_fault(&self, pgd: Pgd, va: VirtAddr) -> Result<bool, KernelError> {
-        let sh = &self.sh;
-        if !self.in_vmalloc_area(va) || sh.mode == PagingMode::Pae {
+    pub(crate) fn fault(&self, pgd: Pgd, va: VirtAddr) -> Result<bool, KernelError> {
+        let sw = &self.sw;
+        if !self.contains(va) || sw.mode == PagingMode::Pae {
             return Ok(false);
         }
-        let index = sh.mode.index(va, Level::Pgd);
-        let s = read_entry(&*sh.pm, sh.mode, sh.entry_at(sh.swapper, index)).map_err(mem_err)?;
-        let at = sh.entry_at(pgd.0, index);
-        let p = read_entry(&*sh.pm, sh.mode, at).map_err(mem_err)?;
+        let index = sw.mode.index(va, Level::Pgd);
+        let s = read_entry(&*sw.pm, sw.mode, sw.entry_at(sw.pgd, index)).map_err(KernelError::from)?;
+        let at = sw.entry_at(pgd.0, index);
+        let p = read_entry(&*sw.pm, sw.mode, at).map_err(KernelError::from)?;
         if s.is_present() && !p.is_present() {
-            write_entry(&*sh.pm, sh.mode, at, s).map_err(mem_err)?;
-            sh.counters.vmalloc_faults.fetch_add(1, Ordering::Relaxed);
+            write_entry(&*sw.pm, sw.mode, at, s).map_err(KernelError::from)?;
+            sw.counters.vmalloc_faults.fetch_add(1, Ordering::Relaxed);
             return Ok(true);
         }
         Ok(false)
