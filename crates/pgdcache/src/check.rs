@@ -37,8 +37,12 @@ use x86paging::boot::KernelSpace;
 use x86paging::table::{entry_pa_at, read_entry};
 use x86paging::{Entry, Level, PagingMode};
 
-/// What is wrong.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+/// What is wrong: the one violation type of the workspace, shared by this
+/// checker, the simulator's live checks, the kernel's verdicts and the CLI.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum ViolationKind {
     /// A kernel entry differs from swapper's and points at live memory.
     Stale,
@@ -51,9 +55,23 @@ pub enum ViolationKind {
     /// A page of a live vmalloc area does not map the area's own frame in
     /// `swapper_pg_dir` (unmapped, or mapping another frame).
     VmallocUnmapped,
+    /// A kernel access through a pgd faulted where swapper maps the page
+    /// (not a lazy vmalloc fault): seen by a CPU, never by this checker.
+    Fault,
 }
 
 impl ViolationKind {
+    /// Every kind, in the order a verdict names the first one present:
+    /// the worst (a walk into freed memory) first.
+    pub const ALL: [ViolationKind; 6] = [
+        ViolationKind::Dangling,
+        ViolationKind::Stale,
+        ViolationKind::Fault,
+        ViolationKind::NotConstructed,
+        ViolationKind::Leak,
+        ViolationKind::VmallocUnmapped,
+    ];
+
     /// Lower-case name for reports.
     pub fn name(self) -> &'static str {
         match self {
@@ -62,7 +80,14 @@ impl ViolationKind {
             ViolationKind::NotConstructed => "not-constructed",
             ViolationKind::Leak => "leak",
             ViolationKind::VmallocUnmapped => "vmalloc-unmapped",
+            ViolationKind::Fault => "fault",
         }
+    }
+}
+
+impl core::fmt::Display for ViolationKind {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -169,8 +194,7 @@ impl<M: KernelMem> Checker<'_, M> {
         let mode = self.mode();
         let pm = self.pm();
         for i in lo..hi {
-            let e = read_entry(pm, mode, entry_pa_at(mode, table, i))
-                .map_err(KernelError::from)?;
+            let e = read_entry(pm, mode, entry_pa_at(mode, table, i)).map_err(KernelError::from)?;
             if !e.is_present() {
                 continue;
             }
@@ -201,7 +225,13 @@ impl<M: KernelMem> Checker<'_, M> {
         let pm = self.pm();
         let mut rep = Report::default();
         let kernel_tables = self.swapper_tables()?;
-        let live: BTreeSet<Pgd> = self.tracker.mmlist().snapshot().into_iter().map(Pgd).collect();
+        let live: BTreeSet<Pgd> = self
+            .tracker
+            .mmlist()
+            .snapshot()
+            .into_iter()
+            .map(Pgd)
+            .collect();
         let mut all: Vec<(Pgd, bool)> = live.iter().map(|&p| (p, false)).collect();
         let preconstructed = self.caches.preconstructed();
         for (p, allocated) in self.caches.pgd_objects() {
@@ -280,8 +310,8 @@ impl<M: KernelMem> Checker<'_, M> {
                 continue;
             }
             for j in 0..mode.entries(Level::Pmd) {
-                let e = read_entry(pm, mode, entry_pa_at(mode, pmd, j))
-                    .map_err(KernelError::from)?;
+                let e =
+                    read_entry(pm, mode, entry_pa_at(mode, pmd, j)).map_err(KernelError::from)?;
                 if e != Entry::EMPTY {
                     rep.violations.push(Violation {
                         kind: ViolationKind::NotConstructed,
@@ -357,12 +387,7 @@ impl<M: KernelMem> Checker<'_, M> {
         owned.extend(self.cpa.deferred_frames());
         owned.extend(self.vm.frames());
         // Pages boot mapped outside the direct map (fixmap data, kernel image).
-        for m in self
-            .ks
-            .mappings
-            .iter()
-            .filter(|m| m.what != "direct")
-        {
+        for m in self.ks.mappings.iter().filter(|m| m.what != "direct") {
             let first = m.pa.frame().pfn();
             let n = m.size.bytes() / physmem::PAGE_SIZE;
             owned.extend((first..first + n).map(Frame::from_pfn));

@@ -380,8 +380,8 @@ impl<M: KernelMem> Cpa<M> {
             .mapping_of(s.base)
             .map(|m| m.flags)
             .ok_or(CpaError::NotMapped(s.base))?;
-        let e = Entry::page(mode, self.large, pa, flags)
-            .map_err(|_| CpaError::NotMapped(s.base))?;
+        let e =
+            Entry::page(mode, self.large, pa, flags).map_err(|_| CpaError::NotMapped(s.base))?;
         self.set_pmd_pte(s.parent, s.base, e)
     }
 

@@ -104,8 +104,12 @@ impl<M: KernelMem> Kernel<M> {
         let cpus = cfg.cpus.max(1);
         let ks = Arc::new(x86paging::boot::boot(&pm, BootConfig::new(mode))?);
         let sw = Arc::new(Swapper::new(pm, mode, ks.pgd, cpus));
-        let tracker: Arc<dyn Tracker<M>> =
-            Arc::from(crate::tracker::for_config(cfg.scheme, mode, cfg.lock, cfg.timed_locks));
+        let tracker: Arc<dyn Tracker<M>> = Arc::from(crate::tracker::for_config(
+            cfg.scheme,
+            mode,
+            cfg.lock,
+            cfg.timed_locks,
+        ));
         tracker.on_boot(&sw)?;
         let caches = PgdCaches::new(&sw, &tracker, cfg.scheme, cpus, cfg.debug)?;
         let tlb = Arc::new(TlbFlush::new());
@@ -215,12 +219,21 @@ impl<M: KernelMem> Kernel<M> {
 
     /// Live address spaces (a snapshot of `mmlist`).
     pub fn live_pgds(&self) -> Vec<Pgd> {
-        self.tracker.mmlist().snapshot().into_iter().map(Pgd).collect()
+        self.tracker
+            .mmlist()
+            .snapshot()
+            .into_iter()
+            .map(Pgd)
+            .collect()
     }
 
     /// A snapshot of `pgd_list` (2-level `slab-pgd-list`; empty otherwise).
     pub fn pgd_list(&self) -> Vec<Pgd> {
-        self.tracker.pgd_list(&self.sw).into_iter().map(Pgd).collect()
+        self.tracker
+            .pgd_list(&self.sw)
+            .into_iter()
+            .map(Pgd)
+            .collect()
     }
 
     /// The pgd's ticket (2-level `slab-ticket`).

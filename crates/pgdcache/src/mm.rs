@@ -247,7 +247,8 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
             // The three user pmds belong to the pgd (pmd_cache): keep them,
             // free the pte tables they point at.
             for i in 0..mode.user_ptrs_per_pgd() {
-                let pe = read_entry(pm, mode, entry_pa_at(mode, pgd.0, i)).map_err(KernelError::from)?;
+                let pe =
+                    read_entry(pm, mode, entry_pa_at(mode, pgd.0, i)).map_err(KernelError::from)?;
                 if !pe.is_present() {
                     continue;
                 }
@@ -255,8 +256,8 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
                 let n = mode.entries(Level::Pmd);
                 let mut j = 0;
                 // Runs of empty entries are skipped in one scan.
-                while let Some(used) =
-                    x86paging::table::next_used_entry(pm, mode, pmd, j, n - j).map_err(KernelError::from)?
+                while let Some(used) = x86paging::table::next_used_entry(pm, mode, pmd, j, n - j)
+                    .map_err(KernelError::from)?
                 {
                     j = used + 1;
                     let at = entry_pa_at(mode, pmd, used);

@@ -46,7 +46,10 @@ impl<M: KernelMem> Ctors<M> {
     /// cache; a failure is counted and `verify` reports it.
     fn pgd_ctor(&self, obj: NonNull<u8>) {
         let sw = &self.sw;
-        let r = sw.pm.pa_of(obj).ok_or(KernelError::BadPgd(PhysAddr::new(0), "outside RAM"));
+        let r = sw
+            .pm
+            .pa_of(obj)
+            .ok_or(KernelError::BadPgd(PhysAddr::new(0), "outside RAM"));
         let r = r.and_then(|pgd| {
             sw.counters.pgd_ctors.fetch_add(1, Ordering::Relaxed);
             Ok(self.tracker.on_ctor(sw, pgd)? + sw.zero_user_part(pgd)?)
@@ -83,11 +86,12 @@ impl<M: KernelMem> Ctors<M> {
         for i in 0..sw.mode.user_ptrs_per_pgd() {
             let given_back = match sw.read(pgd, i) {
                 Ok(e) if !e.is_present() => continue,
-                Ok(e) => sw
-                    .pm
-                    .ptr_of(e.table_addr(sw.mode))
-                    .is_some_and(|p| pmds.free(p).is_ok())
-                    && sw.write(pgd, i, Entry::EMPTY).is_ok(),
+                Ok(e) => {
+                    sw.pm
+                        .ptr_of(e.table_addr(sw.mode))
+                        .is_some_and(|p| pmds.free(p).is_ok())
+                        && sw.write(pgd, i, Entry::EMPTY).is_ok()
+                }
                 Err(_) => false,
             };
             if !given_back {
@@ -101,7 +105,10 @@ impl<M: KernelMem> Ctors<M> {
         let sw = &self.sw;
         sw.counters.pmd_ctors.fetch_add(1, Ordering::Relaxed);
         match sw.pm.pa_of(obj).map(|pa| sw.pm.fill(pa, PAGE_SIZE, 0)) {
-            Some(Ok(())) => sw.counters.ctor_bytes.fetch_add(PAGE_SIZE, Ordering::Relaxed),
+            Some(Ok(())) => sw
+                .counters
+                .ctor_bytes
+                .fetch_add(PAGE_SIZE, Ordering::Relaxed),
             _ => sw.counters.ctor_failures.fetch_add(1, Ordering::Relaxed),
         };
     }
@@ -118,7 +125,10 @@ impl<M: KernelMem> Ctors<M> {
                 if !e.is_present() {
                     return Err("slab-prepopulated pgd freed without its pmds");
                 }
-                let pmd = sw.pm.ptr_of(e.table_addr(sw.mode)).ok_or("pmd outside RAM")?;
+                let pmd = sw
+                    .pm
+                    .ptr_of(e.table_addr(sw.mode))
+                    .ok_or("pmd outside RAM")?;
                 self.verify_pmd_on_free(pmd)?;
             }
             return Ok(());
@@ -191,7 +201,11 @@ impl<M: KernelMem> PgdCaches<M> {
     ) -> Result<Option<Cache<M>>, KernelError> {
         let sw = &ctors.sw;
         let mode = sw.mode;
-        let align = if mode == PagingMode::Pae { 32 } else { PAGE_SIZE as usize };
+        let align = if mode == PagingMode::Pae {
+            32
+        } else {
+            PAGE_SIZE as usize
+        };
         let mut b = CacheBuilder::new("pgd", mode.pgd_bytes() as usize)
             .align(align)
             .cpus(cpus);
@@ -320,7 +334,10 @@ impl<M: KernelMem> PgdCaches<M> {
         let f = sw
             .pm
             .alloc_frame(Owner::PgdPage)
-            .map_err(|source| KernelError::FrameAlloc { what: "a pgd page", source })?;
+            .map_err(|source| KernelError::FrameAlloc {
+                what: "a pgd page",
+                source,
+            })?;
         let pgd = f.start();
         let built = sw
             .zero_user_part(pgd)
@@ -376,7 +393,10 @@ impl<M: KernelMem> PgdCaches<M> {
                         for &pmd in &out[..i] {
                             let _ = sw.pm.free_frame(pmd.frame());
                         }
-                        return Err(KernelError::FrameAlloc { what: "a pmd page", source });
+                        return Err(KernelError::FrameAlloc {
+                            what: "a pmd page",
+                            source,
+                        });
                     }
                 }
             }
@@ -444,12 +464,13 @@ impl<M: KernelMem> PgdCaches<M> {
             self.pmds_put(cpu, &pmds[..n]);
         }
         match &self.pgd_cache {
-            Some(c) => c
-                .free_on(cpu, self.ptr_of(pgd.0)?)
-                .map_err(|source| KernelError::CacheFree {
-                    cache: "pgd_cache",
-                    source,
-                })?,
+            Some(c) => {
+                c.free_on(cpu, self.ptr_of(pgd.0)?)
+                    .map_err(|source| KernelError::CacheFree {
+                        cache: "pgd_cache",
+                        source,
+                    })?
+            }
             None => sw
                 .pm
                 .free_frame(pgd.0.frame())

@@ -32,7 +32,12 @@ pub(crate) struct Swapper<M: KernelMem> {
 }
 
 impl<M: KernelMem> Swapper<M> {
-    pub(crate) fn new(pm: Arc<PhysMemory<M>>, mode: PagingMode, pgd: PhysAddr, cpus: usize) -> Self {
+    pub(crate) fn new(
+        pm: Arc<PhysMemory<M>>,
+        mode: PagingMode,
+        pgd: PhysAddr,
+        cpus: usize,
+    ) -> Self {
         Swapper {
             pm,
             mode,
@@ -66,7 +71,12 @@ impl<M: KernelMem> Swapper<M> {
 
     /// Writes entry `index` of `pgd` (one atomic store).
     pub(crate) fn write(&self, pgd: PhysAddr, index: usize, e: Entry) -> Result<(), KernelError> {
-        Ok(write_entry(&*self.pm, self.mode, self.entry_at(pgd, index), e)?)
+        Ok(write_entry(
+            &*self.pm,
+            self.mode,
+            self.entry_at(pgd, index),
+            e,
+        )?)
     }
 
     /// Copies the kernel part of `swapper_pg_dir` into `pgd` (the `memcpy`

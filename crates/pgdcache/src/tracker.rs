@@ -308,9 +308,7 @@ impl<M: KernelMem> Tracker<M> for Ticket {
         }
         let mut live = self.mmlist.live.lock();
         if self.refresh(sw, pgd)? {
-            sw.counters
-                .ticket_refreshes
-                .fetch_add(1, Ordering::Relaxed);
+            sw.counters.ticket_refreshes.fetch_add(1, Ordering::Relaxed);
         }
         live.insert(pgd);
         Ok(())

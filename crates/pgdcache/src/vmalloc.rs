@@ -224,8 +224,7 @@ impl<M: KernelMem> Vmalloc<M> {
             } else {
                 EntryFlags::KERNPG_TABLE
             };
-            let te = Entry::table(mode, level, t.start(), flags)
-                .map_err(KernelError::from)?;
+            let te = Entry::table(mode, level, t.start(), flags).map_err(KernelError::from)?;
             write_entry(&*sw.pm, mode, at, te).map_err(KernelError::from)?;
             attached.push((at, t));
             table = t.start();
@@ -270,7 +269,6 @@ impl<M: KernelMem> Vmalloc<M> {
     #[cfg(loom)]
     fn vfree_unmap_after_unlock(&self, va: VirtAddr) -> Result<(), VmError> {
         let area = self
-            .vm
             .state
             .lock()
             .areas
@@ -334,8 +332,7 @@ impl<M: KernelMem> Vmalloc<M> {
 
     /// Every area as its start and its backing frames (for the checker).
     pub(crate) fn area_frames(&self) -> Vec<(VirtAddr, Vec<Frame>)> {
-        self
-            .state
+        self.state
             .lock()
             .areas
             .iter()
@@ -345,8 +342,7 @@ impl<M: KernelMem> Vmalloc<M> {
 
     /// Backing frames of every vmalloc area (for frame accounting).
     pub(crate) fn frames(&self) -> Vec<Frame> {
-        self
-            .state
+        self.state
             .lock()
             .areas
             .values()
@@ -356,8 +352,7 @@ impl<M: KernelMem> Vmalloc<M> {
 
     /// Start addresses and sizes (pages) of the vmalloc areas.
     pub(crate) fn areas(&self) -> Vec<(VirtAddr, u64)> {
-        self
-            .state
+        self.state
             .lock()
             .areas
             .iter()
@@ -373,7 +368,8 @@ impl<M: KernelMem> Vmalloc<M> {
             return Ok(false);
         }
         let index = sw.mode.index(va, Level::Pgd);
-        let s = read_entry(&*sw.pm, sw.mode, sw.entry_at(sw.pgd, index)).map_err(KernelError::from)?;
+        let s =
+            read_entry(&*sw.pm, sw.mode, sw.entry_at(sw.pgd, index)).map_err(KernelError::from)?;
         let at = sw.entry_at(pgd.0, index);
         let p = read_entry(&*sw.pm, sw.mode, at).map_err(KernelError::from)?;
         if s.is_present() && !p.is_present() {

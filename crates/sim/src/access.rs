@@ -15,10 +15,10 @@
 
 use crate::report::ViolationCounts;
 use crate::rng::Rng;
-use crate::run::World;
-use crate::smp::TlbEntry;
+use crate::run::Gfx;
+use crate::smp::{Smp, TlbEntry};
 use parking_lot::{Mutex, RwLock};
-use pgdcache::{Kernel, Pgd};
+use pgdcache::{Kernel, Pgd, ViolationKind};
 use physmem::{VirtAddr, PAGE_SIZE};
 use std::sync::atomic::{AtomicU64, Ordering};
 use x86paging::walk::WalkFault;
@@ -62,21 +62,14 @@ impl VmAreas {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Stale,
-    Dangling,
-    Fault,
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Stale => "stale",
-            Kind::Dangling => "dangling",
-            Kind::Fault => "fault",
-        }
-    }
+/// What a CPU's kernel access reads: the parts of the simulated machine
+/// the live checker looks at, borrowed for one touch (the checker never
+/// sees the `World` that owns it).
+pub(crate) struct Machine<'a> {
+    pub(crate) kernel: &'a Kernel,
+    pub(crate) gfx: &'a Gfx,
+    pub(crate) smp: &'a Smp,
+    pub(crate) areas: &'a VmAreas,
 }
 
 /// The live checker: what to touch, and the violations seen.
@@ -88,7 +81,7 @@ pub struct Checker {
     stale: AtomicU64,
     dangling: AtomicU64,
     fault: AtomicU64,
-    first: Mutex<(Option<&'static str>, Vec<String>)>,
+    first: Mutex<(Option<ViolationKind>, Vec<String>)>,
 }
 
 impl Checker {
@@ -117,7 +110,7 @@ impl Checker {
     }
 
     /// Counts, the first few violations, and the kind of the very first.
-    pub fn summary(&self) -> (ViolationCounts, Vec<String>, Option<&'static str>) {
+    pub fn summary(&self) -> (ViolationCounts, Vec<String>, Option<ViolationKind>) {
         let f = self.first.lock();
         (
             ViolationCounts {
@@ -133,16 +126,17 @@ impl Checker {
         )
     }
 
-    fn record(&self, kind: Kind, cpu: usize, pgd: Pgd, va: u64, detail: String) {
+    fn record(&self, kind: ViolationKind, cpu: usize, pgd: Pgd, va: u64, detail: String) {
         let c = match kind {
-            Kind::Stale => &self.stale,
-            Kind::Dangling => &self.dangling,
-            Kind::Fault => &self.fault,
+            ViolationKind::Dangling => &self.dangling,
+            ViolationKind::Fault => &self.fault,
+            // A CPU sees a wrong translation: everything else is stale.
+            _ => &self.stale,
         };
         c.fetch_add(1, Ordering::Relaxed);
         let mut f = self.first.lock();
         if f.0.is_none() {
-            f.0 = Some(kind.name());
+            f.0 = Some(kind);
         }
         if f.1.len() < KEEP {
             f.1.push(format!(
@@ -155,7 +149,7 @@ impl Checker {
 
     /// Touches the kernel addresses through `pgd` on `cpu`. Returns
     /// (accesses, TLB hits).
-    pub(crate) fn touch(&self, w: &World, cpu: usize, pgd: Pgd, rng: &mut Rng) -> (u64, u64) {
+    pub(crate) fn touch(&self, w: &Machine<'_>, cpu: usize, pgd: Pgd, rng: &mut Rng) -> (u64, u64) {
         let mut n = 0;
         let mut hits = 0;
         let ks = w.kernel.kernel_space();
@@ -189,7 +183,15 @@ impl Checker {
     }
 
     /// One supervisor read of `va` through `pgd`. Returns true on a TLB hit.
-    fn access(&self, w: &World, cpu: usize, pgd: Pgd, va: u64, expect: u64, target: bool) -> bool {
+    fn access(
+        &self,
+        w: &Machine<'_>,
+        cpu: usize,
+        pgd: Pgd,
+        va: u64,
+        expect: u64,
+        target: bool,
+    ) -> bool {
         let g = &w.gfx;
         let seq1 = g.seq.load(Ordering::Acquire);
         let want_uncached = g.uncached.load(Ordering::Acquire);
@@ -202,7 +204,7 @@ impl Checker {
         let entry = match cached {
             Some(e) => e,
             None => {
-                let k = &w.kernel;
+                let k = w.kernel;
                 let ks = k.kernel_space();
                 let mut tries = 0;
                 loop {
@@ -222,7 +224,7 @@ impl Checker {
                             tries += 1;
                             if let Err(e) = k.vmalloc_fault(pgd, VirtAddr::new(va)) {
                                 self.record(
-                                    Kind::Fault,
+                                    ViolationKind::Fault,
                                     cpu,
                                     pgd,
                                     va,
@@ -232,11 +234,11 @@ impl Checker {
                             }
                         }
                         Err(f @ WalkFault::Dangling { .. }) => {
-                            self.record(Kind::Dangling, cpu, pgd, va, f.to_string());
+                            self.record(ViolationKind::Dangling, cpu, pgd, va, f.to_string());
                             return false;
                         }
                         Err(f) => {
-                            self.record(Kind::Fault, cpu, pgd, va, f.to_string());
+                            self.record(ViolationKind::Fault, cpu, pgd, va, f.to_string());
                             return false;
                         }
                     }
@@ -246,7 +248,7 @@ impl Checker {
         let want_page = expect & !(PAGE_SIZE - 1);
         if entry.pa_page != want_page {
             self.record(
-                Kind::Stale,
+                ViolationKind::Stale,
                 cpu,
                 pgd,
                 va,
@@ -262,7 +264,7 @@ impl Checker {
             let pcd = EntryFlags::from_bits_retain(entry.flags).contains(EntryFlags::PCD);
             if pcd != want_uncached {
                 self.record(
-                    Kind::Stale,
+                    ViolationKind::Stale,
                     cpu,
                     pgd,
                     va,

@@ -11,6 +11,7 @@
 use hdrhistogram::Histogram;
 use objcache::CacheStats;
 use pgdcache::KernelStats;
+use pgdcache::ViolationKind;
 
 /// A latency summary in nanoseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -93,6 +94,50 @@ pub struct ViolationCounts {
 }
 
 impl ViolationCounts {
+    /// The counts of a checker's report (leak: the larger of the frames
+    /// leaked and the leak violations).
+    pub fn from_report(r: &pgdcache::Report) -> ViolationCounts {
+        let c = |k| r.count(k) as u64;
+        ViolationCounts {
+            stale: c(ViolationKind::Stale),
+            dangling: c(ViolationKind::Dangling),
+            fault: c(ViolationKind::Fault),
+            not_constructed: c(ViolationKind::NotConstructed),
+            leak: r.leaked_frames.max(c(ViolationKind::Leak)),
+            vmalloc_unmapped: c(ViolationKind::VmallocUnmapped),
+        }
+    }
+
+    /// The count of `kind`.
+    pub fn get(&self, kind: ViolationKind) -> u64 {
+        match kind {
+            ViolationKind::Stale => self.stale,
+            ViolationKind::Dangling => self.dangling,
+            ViolationKind::Fault => self.fault,
+            ViolationKind::NotConstructed => self.not_constructed,
+            ViolationKind::Leak => self.leak,
+            ViolationKind::VmallocUnmapped => self.vmalloc_unmapped,
+        }
+    }
+
+    /// Adds `n` to the count of `kind`.
+    pub fn add(&mut self, kind: ViolationKind, n: u64) {
+        let c = match kind {
+            ViolationKind::Stale => &mut self.stale,
+            ViolationKind::Dangling => &mut self.dangling,
+            ViolationKind::Fault => &mut self.fault,
+            ViolationKind::NotConstructed => &mut self.not_constructed,
+            ViolationKind::Leak => &mut self.leak,
+            ViolationKind::VmallocUnmapped => &mut self.vmalloc_unmapped,
+        };
+        *c += n;
+    }
+
+    /// The worst kind present ([`ViolationKind::ALL`]'s order), if any.
+    pub fn first_kind(&self) -> Option<ViolationKind> {
+        ViolationKind::ALL.into_iter().find(|&k| self.get(k) > 0)
+    }
+
     /// Total.
     pub fn total(&self) -> u64 {
         self.stale
@@ -187,7 +232,7 @@ pub enum Verdict {
     /// No violation of any kind.
     Correct,
     /// Violations; the kind of the first one.
-    Caught(String),
+    Caught(ViolationKind),
     /// The combination cannot exist.
     NotApplicable(String),
     /// The run failed.

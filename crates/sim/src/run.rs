@@ -18,7 +18,7 @@ use crate::report::{
 use crate::rng::Rng;
 use crate::smp::Smp;
 use pgdcache::mm::{Mm, TaskSize};
-use pgdcache::{Kernel, KernelConfig, ViolationKind};
+use pgdcache::{Kernel, KernelConfig};
 use physmem::{SimMemory, VirtAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -62,6 +62,16 @@ pub(crate) struct World {
 }
 
 impl World {
+    /// What the live checker reads.
+    fn machine(&self) -> crate::access::Machine<'_> {
+        crate::access::Machine {
+            kernel: &self.kernel,
+            gfx: &self.gfx,
+            smp: &self.smp,
+            areas: &self.areas,
+        }
+    }
+
     fn fail(&self, e: SimError) {
         let mut slot = self.error.lock();
         if slot.is_none() {
@@ -263,13 +273,13 @@ pub fn run_with_timeline(
     let closing_kind = final_check
         .closing_cpa
         .as_ref()
-        .and_then(|c| first_final_kind(&c.violations));
+        .and_then(|c| c.violations.first_kind());
     let verdict = if let Some(f) = &failure {
         Verdict::Error(f.to_string())
     } else if let Some(kind) = first_kind {
-        Verdict::Caught(kind.to_string())
-    } else if let Some(kind) = first_final_kind(&final_check.violations).or(closing_kind) {
-        Verdict::Caught(kind.to_string())
+        Verdict::Caught(kind)
+    } else if let Some(kind) = final_check.violations.first_kind().or(closing_kind) {
+        Verdict::Caught(kind)
     } else {
         Verdict::Correct
     };
@@ -335,31 +345,6 @@ fn sample(w: &World, start: Instant) -> TimelineSample {
     }
 }
 
-fn first_final_kind(v: &ViolationCounts) -> Option<&'static str> {
-    [
-        (v.dangling, "dangling"),
-        (v.stale, "stale"),
-        (v.not_constructed, "not-constructed"),
-        (v.leak, "leak"),
-        (v.vmalloc_unmapped, "vmalloc-unmapped"),
-    ]
-    .into_iter()
-    .find(|(n, _)| *n > 0)
-    .map(|(_, k)| k)
-}
-
-fn counts(r: &pgdcache::check::Report) -> ViolationCounts {
-    let c = |kind| r.count(kind) as u64;
-    ViolationCounts {
-        stale: c(ViolationKind::Stale),
-        dangling: c(ViolationKind::Dangling),
-        fault: 0,
-        not_constructed: c(ViolationKind::NotConstructed),
-        leak: r.leaked_frames.max(c(ViolationKind::Leak)),
-        vmalloc_unmapped: c(ViolationKind::VmallocUnmapped),
-    }
-}
-
 fn first_violations(r: &pgdcache::check::Report, prefix: &str) -> Vec<String> {
     r.violations
         .iter()
@@ -378,7 +363,7 @@ fn closing_cpa(w: &World, f: &mut FinalCheck) -> Result<(), SimError> {
         let r = w.kernel.verify()?;
         f.first
             .extend(first_violations(&r, &format!("after the closing {name}: ")));
-        let v = counts(&r);
+        let v = ViolationCounts::from_report(&r);
         c.cached_pgds = c.cached_pgds.max(r.cached);
         c.known_stale = c.known_stale.max(r.known_stale);
         c.leaked_frames = c.leaked_frames.max(r.leaked_frames);
@@ -396,7 +381,7 @@ fn closing_cpa(w: &World, f: &mut FinalCheck) -> Result<(), SimError> {
 
 fn final_check(k: &Kernel) -> Result<FinalCheck, SimError> {
     let r = k.verify()?;
-    let violations = counts(&r);
+    let violations = ViolationCounts::from_report(&r);
     Ok(FinalCheck {
         live_pgds: r.live,
         cached_pgds: r.cached,
@@ -442,7 +427,7 @@ impl Cpu<'_> {
         let (n, hits) = self
             .w
             .checker
-            .touch(self.w, self.id, mm.pgd(), &mut self.rng);
+            .touch(&self.w.machine(), self.id, mm.pgd(), &mut self.rng);
         self.res.accesses += n;
         self.res.tlb_hits += hits;
     }
