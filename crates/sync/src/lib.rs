@@ -49,10 +49,10 @@
 //! constructor must never convert a page, and `change_page_attr` never
 //! allocates from the object caches while holding `pgd_lock`.
 //!
-//! Same-class nesting (Linux's `spin_lock_nested`): two locks of one class
-//! held at once are reported as recursive locking, unless the inner one is
-//! taken with [`SpinLock::lock_nested`] and a distinct subclass, which
-//! lockdep then treats as a class of its own (`array_cache/1`).
+//! Same-class nesting (two CPUs' `array_cache` locks, or pgd_cache's and
+//! pmd_cache's, held at once) is allowed and adds no order; a lock taken
+//! again by its holder is reported; [`SpinLock::lock_nested`] makes the
+//! inner lock a subclass whose order is checked (see [`lockdep`]).
 #![no_std]
 #![warn(missing_docs)]
 

@@ -117,6 +117,12 @@ macro_rules! shim_lock {
                 self.class
             }
 
+            /// The lock's identity for lockdep: its address.
+            #[inline]
+            fn instance(&self) -> usize {
+                core::ptr::from_ref(self) as usize
+            }
+
             /// Takes the lock, spinning (or sleeping) until it is free.
             #[cfg_attr(all(feature = "lockdep", not(loom)), track_caller)]
             #[inline]
@@ -130,7 +136,7 @@ macro_rules! shim_lock {
             #[cfg_attr(all(feature = "lockdep", not(loom)), track_caller)]
             #[inline]
             pub fn lock_nested(&self, subclass: u8) -> $Guard<'_, T> {
-                let held = Held::acquire_nested(self.class, subclass);
+                let held = Held::acquire_instance(self.class, subclass, self.instance());
                 $Guard {
                     inner: $be::lock(&self.inner),
                     _held: held,
@@ -144,7 +150,7 @@ macro_rules! shim_lock {
                 let inner = $be::try_lock(&self.inner)?;
                 Some($Guard {
                     inner,
-                    _held: Held::try_acquired(self.class),
+                    _held: Held::try_acquired(self.class, self.instance()),
                 })
             }
         }

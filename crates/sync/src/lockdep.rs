@@ -13,11 +13,21 @@
 //! `A`. Known edges are cached per thread, so the common acquisition costs
 //! a thread-local read and a bit test per held lock.
 //!
-//! Failures panic with a [`Violation`] message: a lock order inversion
+//! Failures panic with a `Violation` message: a lock order inversion
 //! (naming both orders and where the first one was seen), recursive
-//! locking of one class (two `array_cache` locks held at once without a
-//! [`SpinLock::lock_nested`](crate::SpinLock::lock_nested) subclass), or a
-//! release of a class this thread does not hold.
+//! locking (a lock taken again by the thread that holds it), or a release
+//! of a class this thread does not hold.
+//!
+//! **Same-class nesting.** Two *different* locks of one class held at once
+//! (CPU 1's `array_cache` pinned while CPU 0's is used; pgd_cache's and
+//! pmd_cache's arrays on PAE) are allowed and add no order: lockdep cannot
+//! tell which of two instances is "first", so an ABBA between two
+//! instances of one class goes unseen — unless the inner one is taken with
+//! [`SpinLock::lock_nested`](crate::SpinLock::lock_nested), whose subclass
+//! is a node of its own, ordered and checked like a class (Linux's
+//! `spin_lock_nested`). Linux reports unannotated same-class nesting as
+//! "possible recursive locking"; here it is a documented allowance, because
+//! objcache nests per-CPU arrays of one class by design.
 //!
 //! The checker is active with the `lockdep` feature and not under
 //! `--cfg loom` (loom runs its threads on one OS thread, whose single
@@ -52,6 +62,8 @@ pub struct Held {
     class: &'static LockClass,
     #[cfg(all(feature = "lockdep", not(loom)))]
     subclass: u8,
+    #[cfg(all(feature = "lockdep", not(loom)))]
+    instance: usize,
 }
 
 impl Held {
@@ -64,37 +76,57 @@ impl Held {
     }
 
     /// [`acquire`](Self::acquire) of subclass `subclass` (Linux's
-    /// `spin_lock_nested`): a same-class lock nested inside another is its
-    /// own node of the graph.
+    /// `spin_lock_nested`): a subclass is its own node of the graph, so the
+    /// order between two locks of one class is checked.
     #[cfg_attr(all(feature = "lockdep", not(loom)), track_caller)]
     #[inline]
     pub fn acquire_nested(class: &'static LockClass, subclass: u8) -> Held {
+        Self::acquire_instance(class, subclass, 0)
+    }
+
+    /// [`acquire_nested`](Self::acquire_nested) of the lock at address
+    /// `instance` (0: unknown), which lets lockdep tell a lock taken twice
+    /// (a certain self-deadlock, reported) from two locks of one class
+    /// (allowed, see the [module docs](self)).
+    #[cfg_attr(all(feature = "lockdep", not(loom)), track_caller)]
+    #[inline]
+    pub fn acquire_instance(class: &'static LockClass, subclass: u8, instance: usize) -> Held {
         #[cfg(all(feature = "lockdep", not(loom)))]
         {
-            graph::acquire(class, subclass, core::panic::Location::caller(), false);
-            Held { class, subclass }
+            let at = core::panic::Location::caller();
+            graph::acquire(class, subclass, instance, at, false);
+            Held {
+                class,
+                subclass,
+                instance,
+            }
         }
         #[cfg(not(all(feature = "lockdep", not(loom))))]
         {
-            let _ = (class, subclass);
+            let _ = (class, subclass, instance);
             Held {}
         }
     }
 
-    /// Records a lock of `class` taken by a successful `try_lock`: it
+    /// Records a lock of `class` (at address `instance`, 0: unknown)
+    /// taken by a successful `try_lock`: it
     /// cannot deadlock, so no order is checked or added for it, but it is
     /// held (locks taken under it are ordered after it).
     #[cfg_attr(all(feature = "lockdep", not(loom)), track_caller)]
     #[inline]
-    pub fn try_acquired(class: &'static LockClass) -> Held {
+    pub fn try_acquired(class: &'static LockClass, instance: usize) -> Held {
         #[cfg(all(feature = "lockdep", not(loom)))]
         {
-            graph::acquire(class, 0, core::panic::Location::caller(), true);
-            Held { class, subclass: 0 }
+            graph::acquire(class, 0, instance, core::panic::Location::caller(), true);
+            Held {
+                class,
+                subclass: 0,
+                instance,
+            }
         }
         #[cfg(not(all(feature = "lockdep", not(loom))))]
         {
-            let _ = class;
+            let _ = (class, instance);
             Held {}
         }
     }
@@ -113,7 +145,8 @@ impl Held {
 impl Drop for Held {
     #[track_caller]
     fn drop(&mut self) {
-        graph::release(self.class, self.subclass, core::panic::Location::caller());
+        let at = core::panic::Location::caller();
+        graph::release(self.class, self.subclass, self.instance, at);
     }
 }
 
@@ -136,7 +169,7 @@ pub fn release(class: &'static LockClass) {
 #[inline]
 pub fn release_nested(class: &'static LockClass, subclass: u8) {
     #[cfg(all(feature = "lockdep", not(loom)))]
-    graph::release(class, subclass, core::panic::Location::caller());
+    graph::release(class, subclass, 0, core::panic::Location::caller());
     #[cfg(not(all(feature = "lockdep", not(loom))))]
     let _ = (class, subclass);
 }
@@ -265,11 +298,31 @@ mod tests {
 
     #[test]
     #[should_panic(expected = "recursive locking of `rec`")]
-    fn two_locks_of_one_class_without_annotation_panic() {
+    fn one_lock_taken_twice_panics_instead_of_hanging() {
         static R: LockClass = LockClass::new("rec");
-        let (x, y) = (SpinLock::new(&R, ()), SpinLock::new(&R, ()));
-        let _gx = x.lock();
-        let _gy = y.lock();
+        let x = SpinLock::new(&R, ());
+        let _g1 = x.lock();
+        let _g2 = x.lock();
+    }
+
+    #[test]
+    fn two_locks_of_one_class_nest_without_an_order() {
+        static S: LockClass = LockClass::new("same");
+        static O: LockClass = LockClass::new("same_other");
+        let (x, y) = (SpinLock::new(&S, ()), SpinLock::new(&S, ()));
+        let o = SpinLock::new(&O, ());
+        {
+            let _gx = x.lock();
+            let _gy = y.lock();
+            let _go = o.lock();
+            assert_eq!(held(), [("same", 0), ("same", 0), ("same_other", 0)]);
+        }
+        {
+            let _gy = y.lock();
+            let _gx = x.lock();
+        }
+        assert!(order_seen(&S, &O));
+        assert!(!order_seen(&S, &S));
     }
 
     #[test]

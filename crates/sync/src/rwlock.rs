@@ -56,7 +56,7 @@ impl<T> RwLock<T> {
     #[cfg_attr(all(feature = "lockdep", not(loom)), track_caller)]
     #[inline]
     pub fn read(&self) -> RwLockReadGuard<'_, T> {
-        let held = Held::acquire(self.class);
+        let held = Held::acquire_instance(self.class, 0, core::ptr::from_ref(self) as usize);
         #[cfg(loom)]
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
         #[cfg(not(loom))]
@@ -68,7 +68,7 @@ impl<T> RwLock<T> {
     #[cfg_attr(all(feature = "lockdep", not(loom)), track_caller)]
     #[inline]
     pub fn write(&self) -> RwLockWriteGuard<'_, T> {
-        let held = Held::acquire(self.class);
+        let held = Held::acquire_instance(self.class, 0, core::ptr::from_ref(self) as usize);
         #[cfg(loom)]
         let inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         #[cfg(not(loom))]

@@ -48,12 +48,10 @@ pub enum Violation {
         /// Each edge of the opposite order with where it was first seen.
         first_seen: String,
     },
-    /// A second lock of a class this thread already holds, without a
-    /// nesting annotation.
+    /// A lock taken again by the thread that holds it.
     #[error(
-        "lockdep: recursive locking of `{class}`: taken at {at} while this thread already \
-         holds a `{class}` (taken at {held_at}); a legitimate nesting takes the inner one \
-         with lock_nested(subclass)"
+        "lockdep: recursive locking of `{class}`: the lock is taken at {at} by the thread \
+         that already holds it (taken at {held_at}): a certain deadlock"
     )]
     Recursive {
         /// The class (and subclass).
@@ -93,6 +91,8 @@ pub enum Violation {
 
 struct HeldLock {
     node: u8,
+    /// The lock's address (0: unknown).
+    instance: usize,
     at: Site,
 }
 
@@ -268,7 +268,13 @@ fn fail(v: Box<Violation>) {
     }
 }
 
-pub(super) fn acquire(class: &'static LockClass, subclass: u8, at: Site, trylock: bool) {
+pub(super) fn acquire(
+    class: &'static LockClass,
+    subclass: u8,
+    instance: usize,
+    at: Site,
+    trylock: bool,
+) {
     let node = match node_of(class, subclass) {
         Ok(n) => n,
         Err(v) => return fail(v),
@@ -278,7 +284,10 @@ pub(super) fn acquire(class: &'static LockClass, subclass: u8, at: Site, trylock
         let mut st = st.borrow_mut();
         let ThreadState { held, known } = &mut *st;
         if !trylock {
-            if let Some(h) = held.iter().find(|h| h.node == node) {
+            if let Some(h) = held
+                .iter()
+                .find(|h| h.node == node && instance != 0 && h.instance == instance)
+            {
                 let g = graph();
                 return Err(Box::new(Violation::Recursive {
                     class: g.name(node),
@@ -286,20 +295,21 @@ pub(super) fn acquire(class: &'static LockClass, subclass: u8, at: Site, trylock
                     held_at: h.at.to_string(),
                 }));
             }
-            if held
-                .iter()
-                .any(|h| known[usize::from(h.node)] & bit(node) == 0)
-            {
+            // Another lock of this very class and subclass adds no order.
+            let unknown = |h: &HeldLock, known: &[u128; MAX_NODES]| {
+                h.node != node && known[usize::from(h.node)] & bit(node) == 0
+            };
+            if held.iter().any(|h| unknown(h, known)) {
                 let mut g = graph();
                 for h in held.iter() {
-                    if known[usize::from(h.node)] & bit(node) == 0 {
+                    if unknown(h, known) {
                         g.add_edge(h, node, at)?;
                         known[usize::from(h.node)] |= bit(node);
                     }
                 }
             }
         }
-        held.push(HeldLock { node, at });
+        held.push(HeldLock { node, instance, at });
         Ok(())
     });
     if let Ok(Err(v)) = r {
@@ -307,11 +317,18 @@ pub(super) fn acquire(class: &'static LockClass, subclass: u8, at: Site, trylock
     }
 }
 
-pub(super) fn release(class: &'static LockClass, subclass: u8, at: Site) {
+pub(super) fn release(class: &'static LockClass, subclass: u8, instance: usize, at: Site) {
     let node = class.node(subclass).checked_sub(1);
     let r = STATE.try_with(|st| {
         let mut st = st.borrow_mut();
-        match node.and_then(|n| st.held.iter().rposition(|h| h.node == n)) {
+        let held = &st.held;
+        // This very lock if known, else the innermost of its class.
+        let pos = node.and_then(|n| {
+            held.iter()
+                .rposition(|h| h.node == n && h.instance == instance)
+                .or_else(|| held.iter().rposition(|h| h.node == n))
+        });
+        match pos {
             Some(i) => {
                 st.held.remove(i);
                 Ok(())
