@@ -57,7 +57,7 @@
 #![warn(missing_docs)]
 
 extern crate alloc;
-#[cfg(any(test, feature = "std"))]
+#[cfg(any(test, feature = "std", loom))]
 extern crate std;
 
 pub mod atomic;
