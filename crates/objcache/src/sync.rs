@@ -1,4 +1,4 @@
-//! Synchronisation primitives, swappable for `loom`'s.
+//! objcache's locks and atomics, from the workspace's shim (`pgdcache-sync`).
 //!
 //! The kernel's slab allocator is built from two kinds of locks: the per-cache
 //! `list_lock` (a spinlock protecting the full/partial/free slab lists) and the
@@ -6,76 +6,121 @@
 //! owning CPU.  A user-space model has no "owning CPU" that can be pinned, so
 //! every per-CPU array gets its own (in practice uncontended) spinlock.
 //!
-//! Everything that a concurrency model should explore goes through this module:
-//! under `--cfg loom` it re-exports `loom`'s `Mutex` and atomics, otherwise
-//! `spin::Mutex` and `core::sync::atomic`.  The [`Mutex`] wrapper gives both the
-//! same infallible `lock()` signature so the allocator code is identical.
+//! Both are the shim's [`SpinLock`] (`spin`'s, loom's under `--cfg loom`, so
+//! a model checker can permute the critical sections), and both report to the
+//! shim's lockdep under their classes: a lock around an `ArrayCache` is of
+//! class [`ARRAY_CACHE`], one around the slab `Lists` of class [`LIST_LOCK`]
+//! (the class follows the protected type, so the allocator code builds locks
+//! with a plain `Mutex::new(value)`; [`Mutex::with_class`] names one
+//! explicitly). The order is `array_cache` → `list_lock` → the page source's
+//! locks; a constructor runs with `array_cache` held (`pgd_ctor` takes
+//! `pgd_lock` there).
 
-#[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicU8, AtomicUsize};
-#[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU8, AtomicUsize};
+pub(crate) use pgdcache_sync::atomic::{AtomicU8, AtomicUsize};
+use pgdcache_sync::classes::{ARRAY_CACHE, LIST_LOCK};
+use pgdcache_sync::{LockClass, SpinLock};
 
-/// A mutual-exclusion lock with an infallible `lock()`.
-///
-/// Backed by `spin::Mutex` (usable in `no_std`, never sleeps) or, under
-/// `cfg(loom)`, by `loom::sync::Mutex` so that a model checker can permute the
-/// critical sections.
-#[derive(Debug)]
-pub(crate) struct Mutex<T> {
-    #[cfg(not(loom))]
-    inner: spin::Mutex<T>,
-    #[cfg(loom)]
-    inner: loom::sync::Mutex<T>,
+/// The class of any other lock objcache builds.
+static OBJCACHE: LockClass = LockClass::new("objcache");
+
+/// Guard returned by [`Mutex::lock`].
+pub(crate) type MutexGuard<'a, T> = pgdcache_sync::SpinLockGuard<'a, T>;
+
+/// A spinlock with an infallible `lock()`, of the class of what it protects.
+pub(crate) struct Mutex<T>(SpinLock<T>);
+
+/// The lock class of a lock around a `T`: `array_cache` for a per-CPU
+/// `ArrayCache`, `list_lock` for a cache's slab `Lists`.
+fn class_of<T>() -> &'static LockClass {
+    let ty = core::any::type_name::<T>();
+    if ty.ends_with("::ArrayCache") {
+        &ARRAY_CACHE
+    } else if ty.ends_with("::Lists") {
+        &LIST_LOCK
+    } else {
+        &OBJCACHE
+    }
 }
 
-/// Guard returned by [`Mutex::lock`].
-#[cfg(not(loom))]
-pub(crate) type MutexGuard<'a, T> = spin::MutexGuard<'a, T>;
-/// Guard returned by [`Mutex::lock`].
-#[cfg(loom)]
-pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
-
 impl<T> Mutex<T> {
-    /// Creates an unlocked mutex holding `value`.
+    /// Creates an unlocked mutex holding `value`, of the class of `T`.
     pub(crate) fn new(value: T) -> Self {
-        Self {
-            #[cfg(not(loom))]
-            inner: spin::Mutex::new(value),
-            #[cfg(loom)]
-            inner: loom::sync::Mutex::new(value),
-        }
+        Self::with_class(class_of::<T>(), value)
+    }
+
+    /// Creates an unlocked mutex of class `class` holding `value`.
+    pub(crate) fn with_class(class: &'static LockClass, value: T) -> Self {
+        Mutex(SpinLock::new(class, value))
     }
 
     /// Acquires the lock, spinning until it is available.
     #[inline]
+    #[track_caller]
     pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
-        #[cfg(not(loom))]
-        {
-            self.inner.lock()
-        }
-        #[cfg(loom)]
-        {
-            // A poisoned lock only means another model thread panicked; the
-            // model is failing anyway, so keep going with the data.
-            self.inner.lock().unwrap_or_else(|e| e.into_inner())
-        }
+        self.0.lock()
     }
 
     /// Acquires the lock if it is free, without spinning.
     #[inline]
+    #[track_caller]
     pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-        #[cfg(not(loom))]
+        self.0.try_lock()
+    }
+
+    /// The lock's class.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn class(&self) -> &'static LockClass {
+        self.0.class()
+    }
+}
+
+impl<T> core::fmt::Debug for Mutex<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_class_follows_the_protected_type() {
+        let lists = Mutex::new(crate::slab::Lists::new(1, 1));
+        assert_eq!(lists.class().name(), "list_lock");
+        assert_eq!(Mutex::new(0u8).class().name(), "objcache");
+        assert_eq!(
+            Mutex::with_class(&ARRAY_CACHE, ()).class().name(),
+            "array_cache"
+        );
+    }
+
+    /// With the checker on (objcache's tests turn it on), a pinned CPU
+    /// slot holds `array_cache`, and a constructor runs under it.
+    #[cfg(feature = "std")]
+    #[test]
+    fn array_locks_report_as_array_cache() {
+        use pgdcache_sync::lockdep;
+        static CTOR_SAW: std::sync::Mutex<std::vec::Vec<(&str, u8)>> =
+            std::sync::Mutex::new(std::vec::Vec::new());
+        let cache = crate::CacheBuilder::new("lockdep-test", 64)
+            .ctor(|_| *CTOR_SAW.lock().unwrap() = lockdep::held())
+            .build(crate::SystemPageSource)
+            .unwrap();
         {
-            self.inner.try_lock()
-        }
-        #[cfg(loom)]
-        {
-            match self.inner.try_lock() {
-                Ok(g) => Some(g),
-                Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
-                Err(std::sync::TryLockError::WouldBlock) => None,
+            let mut cpu = cache.lock_cpu(0).unwrap();
+            if lockdep::ENABLED {
+                assert_eq!(lockdep::held(), [("array_cache", 0)]);
             }
+            let obj = cpu.alloc().unwrap();
+            cpu.free(obj).unwrap();
         }
+        assert!(lockdep::held().is_empty());
+        if lockdep::ENABLED {
+            assert_eq!(CTOR_SAW.lock().unwrap()[0], ("array_cache", 0));
+            use pgdcache_sync::classes::{ARRAY_CACHE, LIST_LOCK};
+            assert!(lockdep::order_seen(&ARRAY_CACHE, &LIST_LOCK));
+        }
+        cache.destroy().unwrap();
     }
 }

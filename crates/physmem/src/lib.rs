@@ -4,8 +4,8 @@
 //! the [`PhysMem`] seam through which all page-table code touches RAM,
 //! per-frame metadata ([`Page`], the simulator's `struct page`), intrusive
 //! frame lists ([`FrameList`], the `pgd_list` of the seed patch), and a buddy
-//! frame allocator with accounting, poisoning and fault injection
-//! ([`PhysMemory`]).
+//! frame allocator ([`PhysMemory`]) with per-CPU page lists, accounting,
+//! freed-frame poisoning (an option, on by default) and fault injection.
 //!
 //! The core is `no_std` + `alloc`, including [`Lowmem`], a kernel's own
 //! direct-mapped memory as a [`PhysMem`]; the `std` feature adds [`Ram`], a
@@ -49,6 +49,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod accounting;
 pub mod addr;
 pub mod buddy;
 pub mod fault;
@@ -56,7 +57,9 @@ pub mod list;
 pub mod lowmem;
 pub mod mem;
 pub mod page;
+pub mod page_alloc;
 pub mod pcp;
+pub mod poison;
 #[cfg(all(feature = "std", not(loom)))]
 pub mod ram;
 #[cfg(all(feature = "std", loom))]
@@ -64,16 +67,19 @@ pub mod ram;
 pub mod ram;
 mod sync;
 
+pub use accounting::FrameStats;
 pub use addr::{Frame, PhysAddr, VirtAddr, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE};
-pub use buddy::{AllocError, FrameStats, FreeError, PhysMemory, MAX_ORDER, POISON_FREE};
+pub use buddy::MAX_ORDER;
 pub use fault::{AllocRequest, FaultInjector};
 pub use list::{FrameList, ListError};
 pub use lowmem::Lowmem;
 pub use mem::{DirectMap, FrameState, MemError, PhysMem};
 pub use page::{Owner, Page, PageTable};
+pub use page_alloc::{AllocError, FreeError, PhysMemory};
 #[cfg(feature = "std")]
 pub use pcp::{enter_cpu, CpuGuard};
 pub use pcp::{this_cpu, BadPcpConfig, PcpConfig, PcpStats};
+pub use poison::{PoisonStats, POISON_FREE};
 #[cfg(feature = "std")]
 pub use ram::{Ram, RamError, MAX_RAM, MIN_RAM};
 

@@ -103,6 +103,15 @@ impl PhysMem for Lowmem {
     }
 
     fn first_nonzero_u64(&self, pa: PhysAddr, words: usize) -> Result<Option<usize>, MemError> {
+        self.first_other_u64(pa, words, 0)
+    }
+
+    fn first_other_u64(
+        &self,
+        pa: PhysAddr,
+        words: usize,
+        value: u64,
+    ) -> Result<Option<usize>, MemError> {
         if words == 0 {
             return Ok(None);
         }
@@ -116,7 +125,7 @@ impl PhysMem for Lowmem {
         Ok((0..words).position(|i| {
             // SAFETY: `first..=last` is in bounds and 8-byte aligned (checked
             // above), and only ever accessed atomically (`new`'s contract).
-            unsafe { AtomicU64::from_ptr(first.add(i)) }.load(Ordering::Relaxed) != 0
+            unsafe { AtomicU64::from_ptr(first.add(i)) }.load(Ordering::Relaxed) != value
         }))
     }
 

@@ -109,6 +109,26 @@ pub trait PhysMem: Sync {
         Ok(None)
     }
 
+    /// The index of the first 64-bit word among `words` words at `pa`
+    /// (8-byte aligned) that is not `value`, or `None` if all are: the
+    /// page allocator's poison check. Each word is read atomically.
+    fn first_other_u64(
+        &self,
+        pa: PhysAddr,
+        words: usize,
+        value: u64,
+    ) -> Result<Option<usize>, MemError> {
+        for i in 0..words {
+            let at = pa
+                .checked_add(i as u64 * 8)
+                .ok_or(MemError::OutOfRange(pa))?;
+            if self.load_u64(at)? != value {
+                return Ok(Some(i));
+            }
+        }
+        Ok(None)
+    }
+
     /// Reads `buf.len()` bytes (8-byte aligned, multiple of 8) starting at `pa`.
     fn read_into(&self, pa: PhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
         for (i, chunk) in buf.chunks_exact_mut(8).enumerate() {

@@ -28,6 +28,9 @@ pub const PG_LRU: u32 = 1 << 2;
 pub const PG_RESERVED: u32 = 1 << 3;
 /// Page flag: head of an allocated block; `private` holds its order.
 pub const PG_HEAD: u32 = 1 << 4;
+/// Page flag: freed with poisoning on, so filled with `POISON_FREE`; the
+/// poison is checked when the frame is allocated again (`crate::poison`).
+pub const PG_POISON: u32 = 1 << 5;
 
 /// Who owns a frame, for frame accounting and leak checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

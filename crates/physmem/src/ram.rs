@@ -111,6 +111,15 @@ impl PhysMem for Ram {
     fn first_nonzero_u64(&self, pa: PhysAddr, words: usize) -> Result<Option<usize>, MemError> {
         self.mem.first_nonzero_u64(pa, words)
     }
+    #[inline]
+    fn first_other_u64(
+        &self,
+        pa: PhysAddr,
+        words: usize,
+        value: u64,
+    ) -> Result<Option<usize>, MemError> {
+        self.mem.first_other_u64(pa, words, value)
+    }
 }
 
 impl crate::mem::DirectMap for Ram {

@@ -1,0 +1,72 @@
+//! # pgdcache-sync — the workspace's one lock shim and its lock-order checker
+//!
+//! Every lock of the pgd system's layers (`physmem`, `objcache`, `pgdcache`)
+//! is built here, for two reasons.
+//!
+//! **One loom shim.** Under `--cfg loom` the locks and atomics become
+//! `loom`'s, so that a model checker explores every interleaving of the
+//! *real* code paths; otherwise they are `spin`'s (usable in a `no_std`
+//! kernel) or, for [`Mutex`] and [`RwLock`] with the `std` feature,
+//! `parking_lot`'s. Every lock has the same infallible `lock()` in every
+//! configuration (a loom lock poisoned by a panicking model thread hands
+//! its data on: the model is failing anyway). [`unmodelled::SpinLock`]
+//! stays a spin lock even under loom, for locks a model must not turn into
+//! scheduling points (the page allocator's, outside its own models).
+//!
+//! **A small lockdep.** Every lock belongs to a named [`LockClass`] (a
+//! `static`, one per kind of lock: [`classes::ZONE`], [`classes::PGD_LOCK`],
+//! …). With the `lockdep` feature, [`lockdep`] records per thread the stack
+//! of held classes and, globally, every "A held while B taken" order, and
+//! panics at the first acquisition that closes a cycle, naming both orders
+//! and where each was first seen — a deadlock reported the first time the
+//! two orders merely *occur*, on any threads, at any time. Locks built
+//! elsewhere (pgdcache's `pgd_lock` variants) report through
+//! [`lockdep::Held`]. Without the feature, or under loom, every hook is an
+//! empty inline function.
+//!
+//! # The lock order of the pgd system
+//!
+//! Outermost first; an arrow is "may be held while taking":
+//!
+//! ```text
+//! cpa_lock ──→ pgd_lock            set_pmd_pte rewrites every listed pgd under cpa_lock
+//! cpa_lock ──→ mmlist_lock         slab-ticket: a conversion rewrites the live pgds
+//! cpa_lock ──→ pcp ──→ zone        split_large_page allocates its pte page under cpa_lock
+//!                                  (Linux 2.5.69 drops cpa_lock around alloc_pages;
+//!                                  the simulator keeps it: the order is then legal
+//!                                  as long as no path takes cpa_lock under pcp/zone)
+//! array_cache ──→ list_lock        a refill or flush of a per-CPU array (objcache)
+//! array_cache ──→ pgd_lock         pgd_ctor links the new pgd into pgd_list with the
+//! array_cache ──→ pmd_cache's      CPU's array lock held (the cache grows inside alloc);
+//!   array_cache                    pgd_dtor unlinks it from a flush
+//! list_lock ──→ pcp ──→ zone       a cache grows or shrinks (objcache's PageSource)
+//! pcp ──→ zone                     a per-CPU page list is refilled, trimmed or drained
+//! vmlist_lock ──→ pcp ──→ zone     vmalloc allocates its pages and page tables
+//! ```
+//!
+//! `zone` is the innermost lock: nothing is taken under it. No path takes
+//! `pgd_lock` and then `cpa_lock`, `array_cache` or `list_lock`: a
+//! constructor must never convert a page, and `change_page_attr` never
+//! allocates from the object caches while holding `pgd_lock`.
+//!
+//! Same-class nesting (two CPUs' `array_cache` locks, or pgd_cache's and
+//! pmd_cache's, held at once) is allowed and adds no order; a lock taken
+//! again by its holder is reported; [`SpinLock::lock_nested`] makes the
+//! inner lock a subclass whose order is checked (see [`lockdep`]).
+#![no_std]
+#![warn(missing_docs)]
+
+extern crate alloc;
+#[cfg(any(test, feature = "std", loom))]
+extern crate std;
+
+pub mod atomic;
+pub mod class;
+pub mod classes;
+mod lock;
+pub mod lockdep;
+mod rwlock;
+
+pub use class::LockClass;
+pub use lock::{unmodelled, Mutex, MutexGuard, SpinLock, SpinLockGuard};
+pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
