@@ -101,7 +101,7 @@ impl<M: KernelMem> Kernel<M> {
             Owner::UserTable,
         )
         .map_err(|e| match e {
-            x86paging::map::MapError::OutOfMemory => MmError::OutOfMemory,
+            x86paging::map::MapError::OutOfMemory(_) => MmError::OutOfMemory,
             other => MmError::BadMapping(VirtAddr::new(va), other.to_string()),
         })
     }

@@ -59,22 +59,28 @@ extern crate std;
 
 pub mod boot;
 pub mod cpu;
+pub mod cursor;
 pub mod entry;
+pub mod flush;
 pub mod gen;
 pub mod layout;
 pub mod map;
 pub mod mode;
 pub mod ptdump;
+pub mod range;
 pub mod table;
 pub mod walk;
 
 pub use boot::{boot, BootConfig, BootError, BootMapping, KernelSpace};
 pub use cpu::{Access, AccessKind, CpuState, CrValues};
+pub use cursor::{Cursor, Merged, Slot};
 pub use entry::{Decoded, Entry, EntryError, EntryFlags, EntryKind};
+pub use flush::{Flush, FrameSource, TableFrames, TlbFlush};
 pub use layout::Layout;
 pub use map::{free_user_tables, lookup, lookup_checked, map, unmap, MapError};
 pub use mode::{Level, PageSize, PagingMode, ParseModeError};
 pub use ptdump::{PtDump, PtLine, PtRange};
+pub use range::Entries;
 pub use table::{entry_pa, read_entry, write_entry};
 pub use walk::{load_pdptes, translate, PfErrorCode, Translation, WalkFault};
 
@@ -89,7 +95,9 @@ mod error_traits {
         is_error::<crate::BootError>();
         is_error::<crate::MapError>();
         is_error::<crate::WalkFault>();
-        let e = crate::BootError::from(crate::MapError::OutOfMemory);
+        let e = crate::BootError::from(crate::MapError::OutOfMemory(
+            physmem::AllocError::OutOfMemory { order: 0 },
+        ));
         assert!(core::error::Error::source(&e).is_some());
     }
 }
