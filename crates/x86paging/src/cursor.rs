@@ -576,6 +576,37 @@ impl<'m, P: PhysMem + ?Sized> Cursor<'m, P> {
         )))
     }
 
+    /// Undoes the tables an edit attached: every entry in `range` that
+    /// points at one of `tables` is cleared and its table given back to
+    /// `frames`, deepest first. For an all-or-nothing edit of many pages
+    /// with a [`Tracked`](crate::Tracked) source (vmalloc: the tables
+    /// cover only addresses no one else uses yet, so no other pgd can have
+    /// copied a pointer to them). Returns how many tables were freed.
+    pub fn unhook<F: FrameSource + ?Sized>(
+        &self,
+        range: Range<VirtAddr>,
+        tables: &[Frame],
+        frames: &F,
+    ) -> Result<u64, MapError> {
+        let mut ours = alloc::vec::Vec::new();
+        for slot in self.entries(range) {
+            let slot = slot?;
+            if slot.table().is_some_and(|t| tables.contains(&t.frame())) {
+                ours.push(slot);
+            }
+        }
+        let mut freed = 0;
+        for slot in ours.iter().rev() {
+            let Some(table) = slot.table() else { continue };
+            // No TLB caches a table only this edit could reach.
+            self.write(slot, Entry::EMPTY)?.ignore();
+            if frames.free_table(table.frame()).is_ok() {
+                freed += 1;
+            }
+        }
+        Ok(freed)
+    }
+
     /// The present entries whose span meets `range`, table pointers before
     /// what they point at (see [`Entries`]). An end that truncates to 0 in
     /// the mode's linear-address width is the top of the address space

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::cpu::{Access, CpuState};
-use crate::flush::{TableFrames, TlbFlush};
+use crate::flush::{TableFrames, TlbFlush, Tracked};
 use crate::gen::{generate, random_va, GenConfig, Rng};
 use crate::walk::{translate, WalkFault};
 use alloc::vec::Vec;
@@ -406,6 +406,67 @@ fn entries_visit_exactly_the_range() {
             .filter_map(|r| r.as_ref().ok())
             .any(|s| s.leaf().is_some()));
         assert_eq!(cur.entries(VirtAddr::new(hi)..VirtAddr::new(lo)).count(), 0);
+    }
+}
+
+/// vmalloc's pattern: many pages, one failure, everything undone.
+#[test]
+fn tracked_edits_unhook_as_a_whole() {
+    for mode in PagingMode::ALL {
+        let (pm, root) = setup();
+        let cur = Cursor::new(&pm, mode, root);
+        let base = TableFrames::new(&pm, Owner::KernelTable);
+        // A table that was there before stays.
+        let start = kva(mode).as_u64();
+        cur.map(
+            VirtAddr::new(start),
+            PhysAddr::new(0),
+            PageSize::Size4K,
+            EntryFlags::RW,
+            &base,
+        )
+        .unwrap()
+        .ignore();
+        let before = pm.stats().of(Owner::KernelTable);
+        let frames = Tracked::new(base);
+        // 3 pages in the old pte table, then across into new tables.
+        let span = mode.span(mode.levels()[mode.nr_levels() - 2]);
+        let pages: Vec<u64> = (1..4)
+            .map(|i| start + i * 4096)
+            .chain((0..3).map(|i| start + 3 * span + i * 4096))
+            .collect();
+        for &p in &pages {
+            cur.map(
+                VirtAddr::new(p),
+                PhysAddr::new(0x9000),
+                PageSize::Size4K,
+                EntryFlags::RW,
+                &frames,
+            )
+            .unwrap()
+            .ignore();
+        }
+        assert!(!frames.tables().is_empty(), "{mode}");
+        assert_eq!(
+            pm.stats().of(Owner::KernelTable),
+            before + frames.tables().len() as u64
+        );
+        for &p in &pages {
+            cur.unmap(VirtAddr::new(p)).unwrap().ignore();
+        }
+        let end = VirtAddr::new(start + 4 * span);
+        let n = cur
+            .unhook(VirtAddr::new(start)..end, &frames.tables(), &frames)
+            .unwrap();
+        assert!(n > 0);
+        assert!(frames.tables().is_empty());
+        assert_eq!(pm.stats().of(Owner::KernelTable), before, "{mode}");
+        assert!(cur.lookup(VirtAddr::new(start)).unwrap().leaf().is_some());
+        let gone = cur.lookup(VirtAddr::new(pages[5])).unwrap();
+        assert!(
+            gone.level != Level::Pte && !gone.is_present(),
+            "{mode}: {gone:?}"
+        );
     }
 }
 

@@ -18,8 +18,13 @@
 //!
 //! [`FrameSource`] is the narrow allocator interface a cursor needs for
 //! missing intermediate tables (`pmd_alloc`, `pte_alloc_kernel`);
-//! [`TableFrames`] is it over [`PhysMemory`] with an [`Owner`] tag.
+//! [`TableFrames`] is it over [`PhysMemory`] with an [`Owner`] tag, and
+//! [`Tracked`] remembers what it handed out, so an edit of many pages
+//! (`vmalloc`) can be undone as a whole with
+//! [`Cursor::unhook`](crate::Cursor::unhook).
 
+use alloc::vec::Vec;
+use core::cell::RefCell;
 use physmem::{AllocError, Frame, FreeError, Owner, PhysMem, PhysMemory, VirtAddr, PAGE_SIZE};
 
 /// Above this many pages [`TlbFlush::flush_range`] flushes everything
@@ -172,5 +177,42 @@ impl<M: PhysMem> FrameSource for TableFrames<'_, M> {
     }
     fn free_table(&self, frame: Frame) -> Result<(), FreeError> {
         self.pm.free_frame(frame)
+    }
+}
+
+/// A [`FrameSource`] that records the tables it hands out (and forgets
+/// those given back), for an all-or-nothing edit spanning several calls:
+/// on failure, [`Cursor::unhook`](crate::Cursor::unhook) with
+/// [`Tracked::tables`] takes them all out again.
+#[derive(Debug)]
+pub struct Tracked<F> {
+    inner: F,
+    tables: RefCell<Vec<Frame>>,
+}
+
+impl<F: FrameSource> Tracked<F> {
+    /// Records what `inner` hands out from now on.
+    pub const fn new(inner: F) -> Self {
+        Tracked {
+            inner,
+            tables: RefCell::new(Vec::new()),
+        }
+    }
+    /// The tables handed out and not given back, oldest first.
+    pub fn tables(&self) -> Vec<Frame> {
+        self.tables.borrow().clone()
+    }
+}
+
+impl<F: FrameSource> FrameSource for Tracked<F> {
+    fn alloc_table(&self) -> Result<Frame, AllocError> {
+        let f = self.inner.alloc_table()?;
+        self.tables.borrow_mut().push(f);
+        Ok(f)
+    }
+    fn free_table(&self, frame: Frame) -> Result<(), FreeError> {
+        self.inner.free_table(frame)?;
+        self.tables.borrow_mut().retain(|&t| t != frame);
+        Ok(())
     }
 }

@@ -136,7 +136,7 @@
 //! | walk | with the cursor |
 //! |---|---|
 //! | `lookup_address` | [`Cursor::lookup`] / [`Cursor::leaf_of`] → [`Slot`] |
-//! | `pmd_alloc`/`pte_alloc_kernel` + `set_pte` (vmalloc) | [`Cursor::alloc_path`] then [`Cursor::write`], or [`Cursor::map`] |
+//! | `pmd_alloc`/`pte_alloc_kernel` + `set_pte` (vmalloc) | [`Cursor::alloc_path`] then [`Cursor::write`], or [`Cursor::map`]; all-or-nothing over many pages with a [`Tracked`] frame source and [`Cursor::unhook`] |
 //! | `split_large_page` + `set_pmd_pte` | [`Cursor::fill_split`] (fills a pre-allocated pte page) + [`Cursor::write`], then the same entry into each pgd on `pgd_list` via [`Cursor::with_root`] + [`Cursor::pgd_slot`]; or [`Cursor::split`] in one pgd |
 //! | `revert_page` | [`Cursor::mergeable`] / [`Cursor::merge`] |
 //! | `vmalloc_fault` | [`Cursor::pgd_slot`] on swapper and on the pgd, [`Cursor::write`] |
@@ -167,7 +167,7 @@ pub use boot::{boot, BootConfig, BootError, BootMapping, KernelSpace};
 pub use cpu::{Access, AccessKind, CpuState, CrValues};
 pub use cursor::{Cursor, Merged, Slot};
 pub use entry::{Decoded, Entry, EntryError, EntryFlags, EntryKind};
-pub use flush::{Flush, FrameSource, TableFrames, TlbFlush};
+pub use flush::{Flush, FrameSource, TableFrames, TlbFlush, Tracked};
 pub use layout::Layout;
 pub use map::{free_user_tables, lookup, lookup_checked, map, unmap, MapError};
 pub use mode::{Level, PageSize, PagingMode, ParseModeError};
