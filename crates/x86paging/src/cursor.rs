@@ -38,7 +38,7 @@ use crate::flush::{Flush, FrameSource};
 use crate::map::{table_flags, MapError};
 use crate::mode::{Level, PageSize, PagingMode};
 use crate::range::Entries;
-use crate::table::{entry_pa_at, read_entry, write_entry};
+use crate::table::{entry_pa, entry_pa_at, read_entry, write_entry};
 use core::ops::Range;
 use physmem::{Frame, FrameState, PhysAddr, PhysMem, VirtAddr};
 
@@ -51,8 +51,6 @@ pub struct Slot {
     pub pa: PhysAddr,
     /// The level of the table holding it.
     pub level: Level,
-    /// Its index in that table (`pgd_index`, `pmd_index`, …).
-    pub index: usize,
     /// Its value when read.
     pub entry: Entry,
     /// The first linear address the entry covers (canonical).
@@ -60,6 +58,10 @@ pub struct Slot {
 }
 
 impl Slot {
+    /// Its index in its table (`pgd_index`, `pmd_index`, …).
+    pub const fn index(&self) -> usize {
+        self.mode.index(self.va, self.level)
+    }
     /// True if the entry is present.
     pub const fn is_present(&self) -> bool {
         self.entry.is_present()
@@ -172,6 +174,7 @@ impl<'m, P: PhysMem + ?Sized> Cursor<'m, P> {
     }
 
     /// Refuses a table whose frame is freed or outside RAM.
+    #[inline]
     pub(crate) fn check_table(&self, level: Level, table: PhysAddr) -> Result<(), MapError> {
         match self.mem.frame_state(table.frame()) {
             FrameState::Live => Ok(()),
@@ -200,24 +203,40 @@ impl<'m, P: PhysMem + ?Sized> Cursor<'m, P> {
             mode,
             pa,
             level,
-            index,
             entry,
             va,
         })
     }
 
-    fn slot_for(&self, table: PhysAddr, level: Level, va: VirtAddr) -> Result<Slot, MapError> {
+    /// One step of a walk: the entry for `va` in the `level` table at
+    /// `table`, and where it is.
+    #[inline]
+    fn step(
+        &self,
+        table: PhysAddr,
+        level: Level,
+        va: VirtAddr,
+    ) -> Result<(PhysAddr, Entry), MapError> {
         self.check_table(level, table)?;
-        let mode = self.mode;
-        let above = mode.shift(level) + (mode.entries(level) as u64).trailing_zeros();
-        let base = if above >= 64 {
-            0
-        } else {
-            va.as_u64() & !((1u64 << above) - 1)
-        };
-        self.slot_in(table, level, mode.index(va, level), base)
+        let at = entry_pa(self.mode, table, level, va);
+        Ok((at, read_entry(self.mem, self.mode, at)?))
     }
 
+    /// The slot of an entry a walk for `va` read at `level`. Clearing bits
+    /// below the level's span keeps a canonical address canonical.
+    #[inline]
+    fn found(&self, level: Level, va: VirtAddr, pa: PhysAddr, entry: Entry) -> Slot {
+        let mode = self.mode;
+        Slot {
+            mode,
+            pa,
+            level,
+            entry,
+            va: VirtAddr::new(va.as_u64() & !(mode.span(level) - 1)),
+        }
+    }
+
+    #[inline]
     fn check_va(&self, va: VirtAddr, target: Level) -> Result<(), MapError> {
         if !self.mode.has_level(target) {
             return Err(MapError::Entry(EntryError::BadLevel {
@@ -243,18 +262,20 @@ impl<'m, P: PhysMem + ?Sized> Cursor<'m, P> {
     /// Walks from the pgd towards `target` for `va` and returns the entry
     /// it stopped at: the `target` entry, or an entry above it that is not
     /// present or is a large leaf. Nothing is allocated.
+    #[inline]
     pub fn descend(&self, va: VirtAddr, target: Level) -> Result<Slot, MapError> {
         self.check_va(va, target)?;
+        let mode = self.mode;
         let mut table = self.root;
-        for &level in self.mode.levels() {
-            let slot = self.slot_for(table, level, va)?;
-            match slot.table() {
-                Some(next) if level != target => table = next,
-                _ => return Ok(slot),
+        for &level in mode.levels() {
+            let (at, e) = self.step(table, level, va)?;
+            if level == target || !e.is_present() || e.is_leaf(mode, level, true) {
+                return Ok(self.found(level, va, at, e));
             }
+            table = e.table_addr(mode);
         }
         Err(MapError::Entry(EntryError::BadLevel {
-            mode: self.mode,
+            mode,
             level: target,
         }))
     }
@@ -262,10 +283,12 @@ impl<'m, P: PhysMem + ?Sized> Cursor<'m, P> {
     /// `lookup_address`: the entry that maps `va` — a large leaf, or the
     /// pte slot (present or not) — or the not-present entry above it that
     /// ends the walk (check [`Slot::level`] and [`Slot::leaf`]).
+    #[inline]
     pub fn lookup(&self, va: VirtAddr) -> Result<Slot, MapError> {
         self.descend(va, Level::Pte)
     }
 
+    #[inline]
     fn alloc_path_in<F: FrameSource + ?Sized>(
         &self,
         va: VirtAddr,
@@ -276,15 +299,15 @@ impl<'m, P: PhysMem + ?Sized> Cursor<'m, P> {
         let mode = self.mode;
         let mut table = self.root;
         for &level in mode.levels() {
-            let slot = self.slot_for(table, level, va)?;
+            let (at, e) = self.step(table, level, va)?;
             if level == target {
-                return Ok(slot);
+                return Ok(self.found(level, va, at, e));
             }
-            if slot.leaf().is_some() {
-                return Err(MapError::AlreadyMapped { va, level });
-            }
-            if let Some(next) = slot.table() {
-                table = next;
+            if e.is_present() {
+                if e.is_leaf(mode, level, true) {
+                    return Err(MapError::AlreadyMapped { va, level });
+                }
+                table = e.table_addr(mode);
                 continue;
             }
             let f = frames.alloc_table().map_err(MapError::OutOfMemory)?;
@@ -295,7 +318,7 @@ impl<'m, P: PhysMem + ?Sized> Cursor<'m, P> {
             let e = Entry::table(mode, level, f.start(), table_flags(mode, level, va));
             let written = e
                 .map_err(MapError::from)
-                .and_then(|e| Ok(write_entry(self.mem, mode, slot.pa, e)?));
+                .and_then(|e| Ok(write_entry(self.mem, mode, at, e)?));
             if let Err(e) = written {
                 if attached.hook.is_none() {
                     // Nothing hooked yet: only the frame to give back.
@@ -304,7 +327,7 @@ impl<'m, P: PhysMem + ?Sized> Cursor<'m, P> {
                 }
                 return Err(e);
             }
-            attached.hook.get_or_insert(slot.pa);
+            attached.hook.get_or_insert(at);
             table = f.start();
         }
         Err(MapError::Entry(EntryError::BadLevel {
@@ -357,6 +380,7 @@ impl<'m, P: PhysMem + ?Sized> Cursor<'m, P> {
     /// The target entry was not present, and x86 caches no not-present
     /// entry, so [`Flush::ignore`] is correct here unless the caller's TLB
     /// model caches negative entries.
+    #[inline]
     pub fn map<F: FrameSource + ?Sized>(
         &self,
         va: VirtAddr,

@@ -27,6 +27,7 @@ use crate::cursor::Cursor;
 use crate::entry::{Entry, EntryError, EntryFlags};
 use crate::flush::TableFrames;
 use crate::mode::{Level, PageSize, PagingMode};
+use crate::table::write_entry;
 use alloc::vec::Vec;
 use core::ops::Range;
 use physmem::{AllocError, Frame, MemError, Owner, PhysAddr, PhysMem, PhysMemory, VirtAddr};
@@ -195,6 +196,33 @@ pub fn unmap<P: PhysMem + ?Sized>(
     }
 }
 
+/// An entry to clear and the table it points at, to free.
+type Doom = (PhysAddr, Frame);
+
+/// Entries to clear and tables to free, in walk order: the first few in
+/// place, the rest on the heap.
+#[derive(Default)]
+struct Doomed {
+    head: [Doom; 8],
+    n: usize,
+    spill: Vec<Doom>,
+}
+
+impl Doomed {
+    fn push(&mut self, t: Doom) {
+        match self.head.get_mut(self.n) {
+            Some(slot) => {
+                *slot = t;
+                self.n += 1;
+            }
+            None => self.spill.push(t),
+        }
+    }
+    fn parts(&self) -> (&[Doom], &[Doom]) {
+        (&self.head[..self.n], &self.spill)
+    }
+}
+
 /// `clear_page_tables`: frees the page tables below `root` that lie
 /// entirely inside `range` and clears the entries that pointed at them;
 /// leaves (large or 4 KiB) inside the range are cleared, data pages are not
@@ -233,9 +261,10 @@ pub fn free_user_tables<M: PhysMem>(
         let s = slot.va.as_u64() as u128 & mask;
         s >= start && s + slot.span() as u128 <= end
     };
-    // Tables to free after the walk, parents before children: freed in
-    // reverse, so a table goes only once nothing below it is left.
-    let mut doomed = Vec::new();
+    // Tables to free after the walk (entry, table), parents before
+    // children: freed in reverse, so a table goes only once nothing below it
+    // is left. A small task has a handful; more spill to the heap.
+    let mut doomed = Doomed::default();
     let mut it = cur.entries(range);
     while let Some(slot) = it.next() {
         let slot = slot?;
@@ -246,6 +275,7 @@ pub fn free_user_tables<M: PhysMem>(
             cur.write(&slot, Entry::EMPTY)?.ignore();
             continue;
         }
+        let Some(child) = slot.table() else { continue };
         if mode == PagingMode::Pae && slot.level == Level::Pgd {
             continue; // the pgd's own pmd: emptied, kept
         }
@@ -254,13 +284,13 @@ pub fn free_user_tables<M: PhysMem>(
         if mode.next_level(slot.level) == Some(Level::Pte) {
             it.skip_children();
         }
-        doomed.push(slot);
+        doomed.push((slot.pa, child.frame()));
     }
     let mut freed = 0;
-    for slot in doomed.iter().rev() {
-        let Some(child) = slot.table() else { continue };
-        cur.write(slot, Entry::EMPTY)?.ignore();
-        if pm.free_frame(child.frame()).is_ok() {
+    let (head, spill) = doomed.parts();
+    for &(at, child) in spill.iter().rev().chain(head.iter().rev()) {
+        write_entry(pm, mode, at, Entry::EMPTY)?;
+        if pm.free_frame(child).is_ok() {
             freed += 1;
         }
     }

@@ -83,6 +83,7 @@ impl<'m, P: PhysMem + ?Sized> Entries<'m, P> {
 
     /// Opens `table` (a `level` table covering from `base`) for the part
     /// of the range it covers.
+    #[inline]
     fn open(&mut self, table: PhysAddr, level: Level, base: u128) -> Result<(), MapError> {
         self.cur.check_table(level, table)?;
         let mode = self.cur.mode;
@@ -107,6 +108,7 @@ impl<'m, P: PhysMem + ?Sized> Entries<'m, P> {
         Ok(())
     }
 
+    #[inline]
     fn step(&mut self) -> Option<Result<Slot, MapError>> {
         let mode = self.cur.mode;
         loop {
@@ -163,6 +165,7 @@ impl<'m, P: PhysMem + ?Sized> Entries<'m, P> {
 
 impl<P: PhysMem + ?Sized> Iterator for Entries<'_, P> {
     type Item = Result<Slot, MapError>;
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         self.step()
     }
