@@ -265,6 +265,7 @@ pub fn free_user_tables<M: PhysMem>(
     // children: freed in reverse, so a table goes only once nothing below it
     // is left. A small task has a handful; more spill to the heap.
     let mut doomed = Doomed::default();
+    let mut freed = 0;
     let mut it = cur.entries(range);
     while let Some(slot) = it.next() {
         let slot = slot?;
@@ -280,13 +281,18 @@ pub fn free_user_tables<M: PhysMem>(
             continue; // the pgd's own pmd: emptied, kept
         }
         // A whole pte table about to be freed (and poisoned) need not have
-        // its entries cleared one by one first.
+        // its entries cleared one by one first, and, not entered, it can
+        // go at once.
         if mode.next_level(slot.level) == Some(Level::Pte) {
             it.skip_children();
+            write_entry(pm, mode, slot.pa, Entry::EMPTY)?;
+            if pm.free_frame(child.frame()).is_ok() {
+                freed += 1;
+            }
+            continue;
         }
         doomed.push((slot.pa, child.frame()));
     }
-    let mut freed = 0;
     let (head, spill) = doomed.parts();
     for &(at, child) in spill.iter().rev().chain(head.iter().rev()) {
         write_entry(pm, mode, at, Entry::EMPTY)?;
