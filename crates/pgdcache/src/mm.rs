@@ -25,7 +25,7 @@ pub enum MmError {
     Kernel(#[from] KernelError),
     /// Out of frames for data pages or user page tables.
     #[error("out of memory for user pages")]
-    OutOfMemory,
+    OutOfMemory(#[source] physmem::AllocError),
     /// The requested user layout is not mappable.
     #[error("bad user mapping at {0}")]
     BadMapping(VirtAddr, #[source] x86paging::map::MapError),
@@ -137,7 +137,7 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
             Owner::UserTable,
         )
         .map_err(|e| match e {
-            x86paging::map::MapError::OutOfMemory => MmError::OutOfMemory,
+            x86paging::map::MapError::OutOfMemory(e) => MmError::OutOfMemory(e),
             other => MmError::BadMapping(VirtAddr::new(va), other),
         })
     }
@@ -177,9 +177,9 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
                 let va = start + i * PAGE_SIZE;
                 let f = match self.pm().alloc_frame(Owner::UserData) {
                     Ok(f) => f,
-                    Err(_) => {
+                    Err(e) => {
                         self.exit_mm(cpu, mm)?;
-                        return Err(MmError::OutOfMemory);
+                        return Err(MmError::OutOfMemory(e));
                     }
                 };
                 if let Err(e) = self.map_user(&mm, va, f, self.user_flags(w, x)) {

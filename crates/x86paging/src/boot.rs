@@ -24,13 +24,14 @@
 //! the checker's reference for what kernel addresses should translate to.
 
 use crate::cpu::{Access, CpuState, CrValues};
+use crate::cursor::Cursor;
 use crate::entry::{Entry, EntryFlags};
+use crate::flush::TableFrames;
 use crate::layout::{
     Layout, FIX_APIC_BASE, FIX_IO_APIC_BASE_0, FIX_KDATA, KERNEL_TEXT_PHYS, START_KERNEL_MAP,
 };
-use crate::map::{map, unmap, MapError};
+use crate::map::MapError;
 use crate::mode::{Level, PageSize, PagingMode};
-use crate::table::{entry_pa_at, write_entry};
 use crate::walk::{translate, Translation, WalkFault};
 use alloc::vec::Vec;
 use physmem::{Frame, Owner, PhysAddr, PhysMem, PhysMemory, VirtAddr};
@@ -67,9 +68,9 @@ pub enum BootError {
     /// Building a mapping failed (out of memory, mostly).
     #[error("building the kernel page tables: {0}")]
     Map(#[from] MapError),
-    /// Allocating `swapper_pg_dir` or a PAE pmd failed.
+    /// Allocating `swapper_pg_dir`, a PAE pmd or the fixmap data page failed.
     #[error("out of memory allocating swapper_pg_dir")]
-    OutOfMemory,
+    OutOfMemory(#[source] physmem::AllocError),
 }
 
 /// One mapping boot made (a leaf in `swapper_pg_dir`).
@@ -171,19 +172,23 @@ pub fn boot<M: PhysMem>(pm: &PhysMemory<M>, cfg: BootConfig) -> Result<KernelSpa
     let layout = Layout::new(mode, pm.size());
     let pgd = pm
         .alloc_zeroed_frame(Owner::KernelTable)
-        .map_err(|_| BootError::OutOfMemory)?
+        .map_err(BootError::OutOfMemory)?
         .start();
+    let pt = Cursor::new(pm, mode, pgd);
+    let frames = TableFrames::new(pm, Owner::KernelTable);
     let mut pae_pmds = None;
     if mode == PagingMode::Pae {
         let mut pmds = [PhysAddr::new(0); 4];
         for (i, slot) in pmds.iter_mut().enumerate() {
             let f = pm
                 .alloc_zeroed_frame(Owner::KernelTable)
-                .map_err(|_| BootError::OutOfMemory)?;
+                .map_err(BootError::OutOfMemory)?;
             *slot = f.start();
             let e = Entry::table(mode, Level::Pgd, f.start(), EntryFlags::PRESENT)
                 .map_err(MapError::Entry)?;
-            write_entry(pm, mode, entry_pa_at(mode, pgd, i), e).map_err(MapError::Mem)?;
+            // Paging is not on yet: no TLB holds swapper's entries, here
+            // and for every edit below.
+            pt.write(&pt.pgd_slot(i)?, e)?.ignore();
         }
         pae_pmds = Some(pmds);
     }
@@ -192,7 +197,7 @@ pub fn boot<M: PhysMem>(pm: &PhysMemory<M>, cfg: BootConfig) -> Result<KernelSpa
         |va: u64, pa: u64, size: PageSize, flags: EntryFlags, what| -> Result<(), BootError> {
             let va = VirtAddr::new(va);
             let pa = PhysAddr::new(pa);
-            map(pm, mode, pgd, va, pa, size, flags, Owner::KernelTable)?;
+            pt.map(va, pa, size, flags, &frames)?.ignore();
             mappings.push(BootMapping {
                 va,
                 pa,
@@ -254,23 +259,13 @@ pub fn boot<M: PhysMem>(pm: &PhysMemory<M>, cfg: BootConfig) -> Result<KernelSpa
     // i386: the pkmap pte table, attached empty.
     if let Some(pkmap) = layout.pkmap_base {
         let va = VirtAddr::new(pkmap);
-        map(
-            pm,
-            mode,
-            pgd,
-            va,
-            PhysAddr::new(0),
-            PageSize::Size4K,
-            EntryFlags::PAGE_KERNEL.for_mode(mode),
-            Owner::KernelTable,
-        )?;
-        unmap(pm, mode, pgd, va)?;
+        pt.alloc_path(va, Level::Pte, &frames)?;
     }
 
     // The fixmap.
     let kdata = pm
         .alloc_zeroed_frame(Owner::KernelData)
-        .map_err(|_| BootError::OutOfMemory)?;
+        .map_err(BootError::OutOfMemory)?;
     let nocache = (EntryFlags::PAGE_KERNEL_NOCACHE | EntryFlags::GLOBAL).for_mode(mode);
     let mut fix = [
         (
@@ -315,7 +310,7 @@ mod tests {
     use super::*;
     use crate::gen::Rng;
     use crate::ptdump::{PtDump, PtLine};
-    use crate::table::read_entry;
+    use crate::table::{entry_pa_at, read_entry};
     use physmem::SimMemory;
 
     fn boot_mode(mode: PagingMode, ram: u64) -> (SimMemory, KernelSpace) {
@@ -529,6 +524,17 @@ mod tests {
     fn boot_out_of_memory_is_an_error() {
         let pm = SimMemory::new(16 << 20).unwrap();
         pm.faults().fail_nth(3);
-        assert!(boot(&pm, BootConfig::new(PagingMode::Pae)).is_err());
+        let e = boot(&pm, BootConfig::new(PagingMode::Pae)).unwrap_err();
+        // The allocator's own error is kept as the source.
+        assert!(matches!(e, BootError::OutOfMemory(_)), "{e:?}");
+        assert!(core::error::Error::source(&e).is_some());
+        pm.faults().clear();
+        let pm = SimMemory::new(16 << 20).unwrap();
+        pm.faults().fail_nth(2);
+        let e = boot(&pm, BootConfig::new(PagingMode::FourLevel)).unwrap_err();
+        assert!(
+            matches!(e, BootError::Map(MapError::OutOfMemory(_))),
+            "{e:?}"
+        );
     }
 }

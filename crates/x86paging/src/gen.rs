@@ -303,7 +303,7 @@ pub fn generate<M: PhysMem>(pm: &PhysMemory<M>, cfg: &GenConfig) -> Result<Gener
     let mut rng = Rng::new(cfg.seed);
     let root = pm
         .alloc_zeroed_frame(Owner::UserTable)
-        .map_err(|_| MapError::OutOfMemory)?
+        .map_err(MapError::OutOfMemory)?
         .start();
     let mut cpu = CpuState::new(mode, root);
     cpu.maxphyaddr = cfg.maxphyaddr;

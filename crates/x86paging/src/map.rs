@@ -1,9 +1,11 @@
 //! Kernel-side page-table editing: map, unmap, `lookup_address`,
-//! `clear_page_tables`.
+//! `clear_page_tables`, as functions of a root.
 //!
-//! These are the helpers the pgd system, `change_page_attr` and the tests
-//! use to build and change page tables in simulated physical memory. They
-//! follow the kernel's conventions for what goes into intermediate entries:
+//! These are the entry points the pgd system, `change_page_attr` and the
+//! tests have always called; each is now a thin wrapper over the
+//! [`Cursor`], which does the walking (new code should use the cursor: it
+//! returns the TLB flush an edit owes). They follow the kernel's
+//! conventions for what goes into intermediate entries:
 //!
 //! * a PAE PDPTE holds only the present bit and the pmd's address (the
 //!   kernel writes `1 + __pa(pmd)`: RW/US are reserved there);
@@ -21,18 +23,21 @@
 //! memory, a conflicting mapping, a dangling table) it unhooks and frees
 //! every table it allocated, so a failed call leaves the tables as they were.
 
+use crate::cursor::Cursor;
 use crate::entry::{Entry, EntryError, EntryFlags};
+use crate::flush::TableFrames;
 use crate::mode::{Level, PageSize, PagingMode};
-use crate::table::{entry_pa, entry_pa_at, read_entry, write_entry};
+use crate::table::write_entry;
+use alloc::vec::Vec;
 use core::ops::Range;
-use physmem::{Frame, FrameState, MemError, Owner, PhysAddr, PhysMem, PhysMemory, VirtAddr};
+use physmem::{AllocError, Frame, MemError, Owner, PhysAddr, PhysMem, PhysMemory, VirtAddr};
 
-/// Why a page-table edit failed.
+/// Why a page-table walk or edit failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MapError {
     /// The entry could not be encoded (misaligned or too-wide address, NX on
     /// 2-level, …).
-    #[error("cannot encode entry: {0}")]
+    #[error("cannot encode the entry")]
     Entry(#[from] EntryError),
     /// The mode has no pages of this size.
     #[error("{mode} paging has no {size} pages")]
@@ -62,9 +67,20 @@ pub enum MapError {
         /// The level of the conflicting entry.
         level: Level,
     },
+    /// Nothing present maps the address (unmap, protect, merge).
+    #[error("{0} is not mapped")]
+    NotMapped(VirtAddr),
+    /// A split of an address no large page maps.
+    #[error("{va} is not mapped by a large page (the walk ended at a {level} entry)")]
+    NotLarge {
+        /// The address.
+        va: VirtAddr,
+        /// The level the walk ended at.
+        level: Level,
+    },
     /// Allocating a page table failed.
     #[error("out of memory allocating a page table")]
-    OutOfMemory,
+    OutOfMemory(#[source] AllocError),
     /// A table on the path has been freed.
     #[error("{level} table {table} is freed")]
     Dangling {
@@ -82,7 +98,7 @@ pub enum MapError {
         table: PhysAddr,
     },
     /// A physical access failed.
-    #[error("{0}")]
+    #[error("page-table memory access failed")]
     Mem(#[from] MemError),
 }
 
@@ -106,21 +122,6 @@ pub const fn table_flags(mode: PagingMode, level: Level, va: VirtAddr) -> EntryF
     }
 }
 
-fn check_table<P: PhysMem + ?Sized>(
-    mem: &P,
-    level: Level,
-    table: PhysAddr,
-) -> Result<(), MapError> {
-    match mem.frame_state(table.frame()) {
-        FrameState::Live => Ok(()),
-        FrameState::Freed => Err(MapError::Dangling {
-            level,
-            table: table.frame(),
-        }),
-        FrameState::Unmanaged => Err(MapError::BadPhys { level, table }),
-    }
-}
-
 /// Maps the `size` page at `pa` at `va` in the page table rooted at `root`,
 /// with leaf flags `flags | PRESENT` (`flags` are logical: give
 /// [`EntryFlags::PAT`] at its pte position whatever the size).
@@ -128,7 +129,8 @@ fn check_table<P: PhysMem + ?Sized>(
 /// Missing intermediate tables are allocated zeroed from `pm` tagged
 /// `table_owner`. Fails with [`MapError::AlreadyMapped`] if a present leaf
 /// is on the path or the target entry is present. On any error the tables
-/// this call allocated are unhooked and freed.
+/// this call allocated are unhooked and freed. [`Cursor::map`] without the
+/// flush token: the slot was not present, which no x86 TLB caches.
 #[allow(clippy::too_many_arguments)]
 pub fn map<M: PhysMem>(
     pm: &PhysMemory<M>,
@@ -140,89 +142,10 @@ pub fn map<M: PhysMem>(
     flags: EntryFlags,
     table_owner: Owner,
 ) -> Result<(), MapError> {
-    let target = mode
-        .level_for(size)
-        .ok_or(MapError::UnsupportedSize { mode, size })?;
-    if !mode.is_canonical(va) {
-        return Err(MapError::NonCanonical(va));
-    }
-    if !va.is_aligned(size.bytes()) {
-        return Err(MapError::Misaligned { va, size });
-    }
-    let leaf = Entry::page(mode, size, pa, flags | EntryFlags::PRESENT)?;
-    let mut allocated: [Option<Frame>; 5] = [None; 5];
-    let mut nr_alloc = 0;
-    let mut hook: Option<PhysAddr> = None;
-    let result = map_inner(
-        pm,
-        mode,
-        root,
-        va,
-        target,
-        leaf,
-        table_owner,
-        &mut allocated,
-        &mut nr_alloc,
-        &mut hook,
-    );
-    if result.is_err() {
-        if let Some(at) = hook {
-            let _ = write_entry(pm, mode, at, Entry::EMPTY);
-        }
-        for f in allocated[..nr_alloc].iter().rev().flatten() {
-            let _ = pm.free_frame(*f);
-        }
-    }
-    result
-}
-
-#[allow(clippy::too_many_arguments)]
-fn map_inner<M: PhysMem>(
-    pm: &PhysMemory<M>,
-    mode: PagingMode,
-    root: PhysAddr,
-    va: VirtAddr,
-    target: Level,
-    leaf: Entry,
-    table_owner: Owner,
-    allocated: &mut [Option<Frame>; 5],
-    nr_alloc: &mut usize,
-    hook: &mut Option<PhysAddr>,
-) -> Result<(), MapError> {
-    let mut table = root;
-    for &level in mode.levels() {
-        check_table(pm, level, table)?;
-        let at = entry_pa(mode, table, level, va);
-        let cur = read_entry(pm, mode, at)?;
-        if level == target {
-            if cur.is_present() {
-                return Err(MapError::AlreadyMapped { va, level });
-            }
-            write_entry(pm, mode, at, leaf)?;
-            return Ok(());
-        }
-        if cur.is_present() {
-            if cur.is_leaf(mode, level, true) {
-                return Err(MapError::AlreadyMapped { va, level });
-            }
-            table = cur.table_addr(mode);
-            continue;
-        }
-        let f = pm
-            .alloc_zeroed_frame(table_owner)
-            .map_err(|_| MapError::OutOfMemory)?;
-        if let Some(slot) = allocated.get_mut(*nr_alloc) {
-            *slot = Some(f);
-            *nr_alloc += 1;
-        }
-        let e = Entry::table(mode, level, f.start(), table_flags(mode, level, va))?;
-        write_entry(pm, mode, at, e)?;
-        if hook.is_none() {
-            *hook = Some(at);
-        }
-        table = f.start();
-    }
-    Ok(())
+    let frames = TableFrames::new(pm, table_owner);
+    Cursor::new(pm, mode, root)
+        .map(va, pa, size, flags, &frames)
+        .map(|flush| flush.ignore())
 }
 
 /// The kernel's `lookup_address`: walks from `root` to the entry that maps
@@ -230,7 +153,7 @@ fn map_inner<M: PhysMem>(
 /// pmd/pud, or a PSE pgd entry on 2-level) or the pte slot (returned even if
 /// the pte is not present, as the kernel does). `None` if an upper-level
 /// entry is not present or a table on the path is freed or outside RAM
-/// ([`lookup_checked`] tells which).
+/// ([`lookup_checked`] tells which). [`Cursor::lookup`] as a tuple.
 pub fn lookup<P: PhysMem + ?Sized>(
     mem: &P,
     mode: PagingMode,
@@ -247,43 +170,56 @@ pub fn lookup_checked<P: PhysMem + ?Sized>(
     root: PhysAddr,
     va: VirtAddr,
 ) -> Result<Option<(PhysAddr, Level, Entry)>, MapError> {
-    if !mode.is_canonical(va) {
-        return Err(MapError::NonCanonical(va));
-    }
-    let mut table = root;
-    for &level in mode.levels() {
-        check_table(mem, level, table)?;
-        let at = entry_pa(mode, table, level, va);
-        let e = read_entry(mem, mode, at)?;
-        if level == Level::Pte {
-            return Ok(Some((at, level, e)));
-        }
-        if !e.is_present() {
-            return Ok(None);
-        }
-        if e.is_leaf(mode, level, true) {
-            return Ok(Some((at, level, e)));
-        }
-        table = e.table_addr(mode);
-    }
-    Ok(None)
+    let slot = Cursor::new(mem, mode, root).lookup(va)?;
+    let found = slot.level == Level::Pte || slot.leaf().is_some();
+    Ok(found.then_some((slot.pa, slot.level, slot.entry)))
 }
 
 /// Clears the leaf mapping `va` (a pte or a large-page entry) and returns
 /// its level and old value; `None` if nothing present maps `va`. Tables are
-/// not freed (the kernel frees them only in [`free_user_tables`]).
+/// not freed (the kernel frees them only in [`free_user_tables`]). The TLB
+/// flush is the caller's: [`Cursor::unmap`] returns it as a token.
 pub fn unmap<P: PhysMem + ?Sized>(
     mem: &P,
     mode: PagingMode,
     root: PhysAddr,
     va: VirtAddr,
 ) -> Result<Option<(Level, Entry)>, MapError> {
-    match lookup_checked(mem, mode, root, va)? {
-        Some((at, level, e)) if e.is_present() => {
-            write_entry(mem, mode, at, Entry::EMPTY)?;
-            Ok(Some((level, e)))
+    match Cursor::new(mem, mode, root).unmap(va) {
+        // The caller flushes (documented above): this is the old API.
+        Ok(flush) => {
+            let old = flush.ignore();
+            Ok(Some((old.level, old.entry)))
         }
-        _ => Ok(None),
+        Err(MapError::NotMapped(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// An entry to clear and the table it points at, to free.
+type Doom = (PhysAddr, Frame);
+
+/// Entries to clear and tables to free, in walk order: the first few in
+/// place, the rest on the heap.
+#[derive(Default)]
+struct Doomed {
+    head: [Doom; 8],
+    n: usize,
+    spill: Vec<Doom>,
+}
+
+impl Doomed {
+    fn push(&mut self, t: Doom) {
+        match self.head.get_mut(self.n) {
+            Some(slot) => {
+                *slot = t;
+                self.n += 1;
+            }
+            None => self.spill.push(t),
+        }
+    }
+    fn parts(&self) -> (&[Doom], &[Doom]) {
+        (&self.head[..self.n], &self.spill)
     }
 }
 
@@ -299,95 +235,79 @@ pub fn unmap<P: PhysMem + ?Sized>(
 /// entries are cleared and their tables freed, so a 2-level pgd comes back
 /// with its user part clear, as `pgd_free` expects.
 ///
-/// `range` is `[start, end)` in linear addresses and must not wrap; partial
-/// large pages at its edges are left alone.
+/// `range` is `[start, end)` in linear addresses and must not wrap (an end
+/// that truncates to 0 is the top, see [`Cursor::entries`]); partial large
+/// pages at its edges are left alone. The TLB flush is the caller's (exit
+/// reloads CR3).
 pub fn free_user_tables<M: PhysMem>(
     pm: &PhysMemory<M>,
     mode: PagingMode,
     root: PhysAddr,
     range: Range<VirtAddr>,
 ) -> Result<u64, MapError> {
-    let mask = (1u64 << mode.va_bits()) - 1;
-    let start = range.start.as_u64() & mask;
-    let end_raw = range.end.as_u64() & mask;
-    // An end that truncates to 0 is the top of the address space.
-    let end = if end_raw == 0 && range.end.as_u64() != 0 {
-        mask as u128 + 1
-    } else {
-        end_raw as u128
+    let cur = Cursor::new(pm, mode, root);
+    let (start, end) = (range.start.as_u64() as u128, range.end.as_u64() as u128);
+    let top = 1u128 << mode.va_bits();
+    let mask = top - 1;
+    let (start, end) = (
+        start & mask,
+        if end & mask == 0 && end != 0 {
+            top
+        } else {
+            end & mask
+        },
+    );
+    let whole = |slot: &crate::cursor::Slot| {
+        let s = slot.va.as_u64() as u128 & mask;
+        s >= start && s + slot.span() as u128 <= end
     };
+    // Tables to free after the walk (entry, table), parents before
+    // children: freed in reverse, so a table goes only once nothing below it
+    // is left. A small task has a handful; more spill to the heap.
+    let mut doomed = Doomed::default();
     let mut freed = 0;
-    clear_level(pm, mode, root, Level::Pgd, start as u128, end, &mut freed)?;
-    Ok(freed)
-}
-
-fn clear_level<M: PhysMem>(
-    pm: &PhysMemory<M>,
-    mode: PagingMode,
-    table: PhysAddr,
-    level: Level,
-    start: u128,
-    end: u128,
-    freed: &mut u64,
-) -> Result<(), MapError> {
-    check_table(pm, level, table)?;
-    // Spans and table sizes are powers of two: shift and mask, no division
-    // (this runs on every exit).
-    let shift = mode.shift(level);
-    let span = 1u128 << shift;
-    let n_mask = mode.entries(level) as u128 - 1;
-    let mut a = start;
-    while a < end {
-        let idx = ((a >> shift) & n_mask) as usize;
-        let entry_start = a & !(span - 1);
-        // Entries of this table the range still covers, from `idx` on.
-        let left = (end - entry_start)
-            .div_ceil(span)
-            .min(n_mask + 1 - idx as u128);
-        match crate::table::next_used_entry(pm, mode, table, idx, left as usize)
-            .map_err(MapError::Mem)?
-        {
-            None => break,
-            Some(i) if i > idx => {
-                a = entry_start + ((i - idx) as u128) * span;
-                continue;
-            }
-            Some(_) => {}
+    let mut it = cur.entries(range);
+    while let Some(slot) = it.next() {
+        let slot = slot?;
+        if !whole(&slot) {
+            continue;
         }
-        let entry_end = entry_start + span;
-        let at = entry_pa_at(mode, table, idx);
-        let e = read_entry(pm, mode, at)?;
-        let whole = a == entry_start && end >= entry_end;
-        if e.is_present() {
-            if e.is_leaf(mode, level, true) {
-                if whole {
-                    write_entry(pm, mode, at, Entry::EMPTY)?;
-                }
-            } else if let Some(next) = mode.next_level(level) {
-                let child = e.table_addr(mode);
-                let owned_by_pgd = mode == PagingMode::Pae && level == Level::Pgd;
-                // A whole pte table that is about to be freed (and poisoned)
-                // need not have its entries cleared one by one first.
-                if !(whole && !owned_by_pgd && next == Level::Pte) {
-                    clear_level(pm, mode, child, next, a, end.min(entry_end), freed)?;
-                }
-                if whole && !owned_by_pgd {
-                    write_entry(pm, mode, at, Entry::EMPTY)?;
-                    if pm.free_frame(child.frame()).is_ok() {
-                        *freed += 1;
-                    }
-                }
-            }
+        if slot.leaf().is_some() {
+            cur.write(&slot, Entry::EMPTY)?.ignore();
+            continue;
         }
-        a = entry_end;
+        let Some(child) = slot.table() else { continue };
+        if mode == PagingMode::Pae && slot.level == Level::Pgd {
+            continue; // the pgd's own pmd: emptied, kept
+        }
+        // A whole pte table about to be freed (and poisoned) need not have
+        // its entries cleared one by one first, and, not entered, it can
+        // go at once.
+        if mode.next_level(slot.level) == Some(Level::Pte) {
+            it.skip_children();
+            write_entry(pm, mode, slot.pa, Entry::EMPTY)?;
+            if pm.free_frame(child.frame()).is_ok() {
+                freed += 1;
+            }
+            continue;
+        }
+        doomed.push((slot.pa, child.frame()));
     }
-    Ok(())
+    let (head, spill) = doomed.parts();
+    for &(at, child) in spill.iter().rev().chain(head.iter().rev()) {
+        write_entry(pm, mode, at, Entry::EMPTY)?;
+        if pm.free_frame(child).is_ok() {
+            freed += 1;
+        }
+    }
+    Ok(freed)
 }
 
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
     use crate::cpu::{Access, CpuState};
+    use crate::table::{entry_pa_at, read_entry};
     use crate::walk::translate;
     use physmem::SimMemory;
 
@@ -415,7 +335,10 @@ mod tests {
                     EntryFlags::RW,
                     Owner::UserTable,
                 );
-                assert_eq!(r, Err(MapError::OutOfMemory), "{mode} nth {nth}");
+                assert!(
+                    matches!(r, Err(MapError::OutOfMemory(_))),
+                    "{mode} nth {nth}: {r:?}"
+                );
                 pm.faults().clear();
                 assert_eq!(
                     pm.stats().of(Owner::UserTable),

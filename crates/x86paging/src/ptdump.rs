@@ -35,6 +35,14 @@
 //! * The last line ends at `0x00000000` (`0x0000000000000000` on x86_64):
 //!   Linux flushes the last run at address 0.
 //!
+//! This walk is Linux's dumper, not the kernel-side [`Cursor`](crate::Cursor):
+//! it must visit every entry including the empty ones (a hole is a line),
+//! and it reads entries with `mm/ptdump.c`'s own predicates, which differ
+//! from `lookup_address`'s on purpose — `pmd_present` counts PROTNONE
+//! (the global bit), a PAE PDPTE with bit 7 is a `pud_leaf`, `*_none`
+//! ignores the accessed and dirty bits — so it keeps its own loop over
+//! [`read_entry`] rather than the cursor's present-entry iterator.
+//!
 //! A 2-level PSE page, and the booted fixmap's first pte:
 //!
 //! ```

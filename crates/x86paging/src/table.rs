@@ -10,7 +10,7 @@
 
 use crate::entry::Entry;
 use crate::mode::{Level, PagingMode};
-use physmem::{FrameState, MemError, PhysAddr, PhysMem, VirtAddr};
+use physmem::{MemError, PhysAddr, PhysMem, VirtAddr};
 
 /// Reads the entry at `entry_pa` (zero-extended on 2-level).
 pub fn read_entry<P: PhysMem + ?Sized>(
@@ -79,11 +79,6 @@ pub fn next_used_entry<P: PhysMem + ?Sized>(
         i += 1;
     }
     Ok((i < idx + count).then_some(i))
-}
-
-/// The allocator's view of the frame holding a table at `table`.
-pub fn table_state<P: PhysMem + ?Sized>(mem: &P, table: PhysAddr) -> FrameState {
-    mem.frame_state(table.frame())
 }
 
 #[cfg(all(test, feature = "std"))]
