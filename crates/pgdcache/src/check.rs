@@ -35,7 +35,7 @@ use core::sync::atomic::Ordering;
 use physmem::{Frame, FrameState, Owner, PhysAddr, PhysMem};
 use x86paging::boot::KernelSpace;
 use x86paging::table::{entry_pa_at, read_entry};
-use x86paging::{Entry, Level, PagingMode};
+use x86paging::{Cursor, Entry, Level, PagingMode};
 
 /// What is wrong: the one violation type of the workspace, shared by this
 /// checker, the simulator's live checks, the kernel's verdicts and the CLI.
@@ -167,56 +167,43 @@ impl<M: KernelMem> Checker<'_, M> {
     /// Swapper's kernel page tables (the live ones a kernel entry may point at).
     fn swapper_tables(&self) -> Result<BTreeSet<Frame>, KernelError> {
         let mut out = BTreeSet::new();
-        let mode = self.mode();
         out.insert(self.swapper().0.frame());
-        self.collect_tables(
-            self.swapper().0,
-            Level::Pgd,
-            0,
-            mode.ptrs_per_pgd(),
-            &mut out,
-            &mut Vec::new(),
-        )?;
+        let all = 0..self.mode().ptrs_per_pgd();
+        self.collect_tables(self.swapper(), all, &mut out, &mut Vec::new());
         Ok(out)
     }
 
-    /// Collects the table frames below entries `lo..hi` of the `level` table
-    /// at `table`, and (into `data`) the 4 KiB leaf frames.
+    /// Collects the table frames below entries `pgd_entries` of `pgd`, and
+    /// (into `data`) the 4 KiB leaf frames. A table already collected
+    /// (the PAE kernel pmd every pgd shares) is not entered twice; a freed
+    /// table is not entered at all (the entry checks report it).
     fn collect_tables(
         &self,
-        table: PhysAddr,
-        level: Level,
-        lo: usize,
-        hi: usize,
+        pgd: Pgd,
+        pgd_entries: core::ops::Range<usize>,
         tables: &mut BTreeSet<Frame>,
         data: &mut Vec<Frame>,
-    ) -> Result<(), KernelError> {
+    ) {
         let mode = self.mode();
-        let pm = self.pm();
-        for i in lo..hi {
-            let e = read_entry(pm, mode, entry_pa_at(mode, table, i)).map_err(KernelError::from)?;
-            if !e.is_present() {
-                continue;
-            }
-            if level == Level::Pte {
-                data.push(e.page_addr(mode, x86paging::PageSize::Size4K).frame());
-                continue;
-            }
-            if e.is_leaf(mode, level, true) {
-                continue;
-            }
-            let t = e.table_addr(mode);
-            if pm.frame_state(t.frame()) != FrameState::Live {
-                continue; // reported by the entry checks
-            }
-            if !tables.insert(t.frame()) {
-                continue; // already counted (the PAE kernel pmd is shared by every pgd)
-            }
-            if let Some(next) = mode.next_level(level) {
-                self.collect_tables(t, next, 0, mode.entries(next), tables, data)?;
+        // Unsigned linear addresses: the end of the last entry is the top
+        // of the address space, which the cursor reads modulo its width.
+        let at = |i: usize| physmem::VirtAddr::new(i as u64 * mode.span(Level::Pgd));
+        let (start, end) = (at(pgd_entries.start), at(pgd_entries.end));
+        let cur = Cursor::new(self.pm(), mode, pgd.0);
+        let mut it = cur.entries(start..end);
+        while let Some(slot) = it.next() {
+            let Ok(slot) = slot else {
+                continue; // a freed or foreign table: not entered
+            };
+            if slot.level == Level::Pte {
+                data.extend(slot.page().map(|pa| pa.frame()));
+            } else if let Some(t) = slot.table() {
+                let live = self.pm().frame_state(t.frame()) == FrameState::Live;
+                if !live || !tables.insert(t.frame()) {
+                    it.skip_children();
+                }
             }
         }
-        Ok(())
     }
 
     /// Checks every pgd and the frame accounting.
@@ -401,14 +388,8 @@ impl<M: KernelMem> Checker<'_, M> {
             if !self.caches.pgds_are_objects() {
                 owned.insert(pgd.0.frame());
             }
-            self.collect_tables(
-                pgd.0,
-                Level::Pgd,
-                0,
-                mode.user_ptrs_per_pgd(),
-                &mut user_tables,
-                &mut data,
-            )?;
+            let user = 0..mode.user_ptrs_per_pgd();
+            self.collect_tables(pgd, user, &mut user_tables, &mut data);
         }
         owned.extend(user_tables);
         owned.extend(data);

@@ -28,10 +28,9 @@ use crate::tracker::Tracker;
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
-use physmem::{Frame, Owner, PhysAddr, VirtAddr, PAGE_SIZE};
+use physmem::{Frame, Owner, PhysAddr, PhysMemory, VirtAddr, PAGE_SIZE};
 use x86paging::boot::KernelSpace;
-use x86paging::table::write_entry;
-use x86paging::{Entry, EntryFlags, Level, PageSize, PagingMode};
+use x86paging::{Cursor, Entry, EntryFlags, Level, PageSize, PagingMode, Slot};
 
 /// Why `change_page_attr` refused a request (nothing was changed).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -92,7 +91,7 @@ struct Split {
     base: VirtAddr,
     /// The entry in swapper (pgd on 2-level, kernel pmd otherwise) that
     /// held the large page and now points at the pte page.
-    parent: PhysAddr,
+    parent: Slot,
 }
 
 pub(crate) struct CpaState {
@@ -227,7 +226,7 @@ impl<M: KernelMem> Cpa<M> {
             let mut va = start;
             let mut last_large: Option<u64> = None;
             while va < end {
-                let (_, level, _) = self.kernel_lookup(va)?;
+                let level = self.kernel_lookup(va)?.level;
                 if level != Level::Pte && Some(prot) != self.page_kernel_at(va) {
                     let base = va.as_u64() & !self.large.mask();
                     if last_large != Some(base) {
@@ -259,11 +258,28 @@ impl<M: KernelMem> Cpa<M> {
         result
     }
 
-    fn kernel_lookup(&self, va: VirtAddr) -> Result<(PhysAddr, Level, Entry), CpaError> {
-        match x86paging::map::lookup(&*self.sw.pm, self.mode(), self.sw.pgd, va) {
-            Some((at, level, e)) if e.is_present() => Ok((at, level, e)),
+    /// A cursor on `swapper_pg_dir`.
+    fn swapper(&self) -> Cursor<'_, PhysMemory<M>> {
+        Cursor::new(&self.sw.pm, self.sw.mode, self.sw.pgd)
+    }
+
+    /// `lookup_address` in swapper: the present entry that maps `va`.
+    fn kernel_lookup(&self, va: VirtAddr) -> Result<Slot, CpaError> {
+        match self.swapper().lookup(va) {
+            Ok(slot) if slot.is_present() => Ok(slot),
             _ => Err(CpaError::NotMapped(va)),
         }
+    }
+
+    /// Writes a kernel entry of swapper. The TLB flush is deferred to
+    /// `global_flush_tlb`, the caller's obligation after `change_page_attr`
+    /// (as in Linux), which flushes every CPU once for the whole request.
+    fn write_deferred(&self, slot: &Slot, e: Entry) -> Result<(), CpaError> {
+        self.swapper()
+            .write(slot, e)
+            .map_err(KernelError::from)?
+            .ignore();
+        Ok(())
     }
 
     /// `__change_page_attr` for one page.
@@ -278,7 +294,7 @@ impl<M: KernelMem> Cpa<M> {
         let pm = &*self.sw.pm;
         let def = self.page_kernel_at(va).ok_or(CpaError::NotMapped(va))?;
         let pa = PhysAddr::new(va.as_u64() - self.map_start.as_u64());
-        let (kpte, level, old) = self.kernel_lookup(va)?;
+        let slot = self.kernel_lookup(va)?;
         let standard =
             Entry::page(mode, PageSize::Size4K, pa, def).map_err(|_| CpaError::NotMapped(va))?;
         let wanted =
@@ -286,32 +302,30 @@ impl<M: KernelMem> Cpa<M> {
                 flags: prot,
                 why: "cannot be encoded",
             })?;
-        let kpte_frame = kpte.frame();
+        let kpte_frame = slot.pa.frame();
         if prot != def {
-            if level == Level::Pte {
-                write_entry(pm, mode, kpte, wanted).map_err(KernelError::from)?;
-                if old == standard && st.split.contains_key(&kpte_frame) {
+            if slot.level == Level::Pte {
+                self.write_deferred(&slot, wanted)?;
+                if slot.entry == standard && st.split.contains_key(&kpte_frame) {
                     if let Some(p) = pm.page(kpte_frame) {
                         p.get();
                     }
                 }
             } else {
                 let split = pool.pop().ok_or(CpaError::Unplanned(va))?;
-                self.split_large_page(split, va, level, old, prot)?;
+                let table = self.split_large_page(split, va, &slot, prot)?;
                 st.split.insert(
                     split,
                     Split {
                         base: VirtAddr::new(va.as_u64() & !self.large.mask()),
-                        parent: kpte,
+                        parent: slot,
                     },
                 );
-                let table = Entry::table(mode, level, split.start(), EntryFlags::KERNPG_TABLE)
-                    .map_err(|_| CpaError::NotMapped(va))?;
-                self.set_pmd_pte(kpte, va, table)?;
+                self.set_pmd_pte(&slot, table)?;
                 return Ok(());
             }
-        } else if level == Level::Pte && old != standard {
-            write_entry(pm, mode, kpte, standard).map_err(KernelError::from)?;
+        } else if slot.level == Level::Pte && slot.entry != standard {
+            self.write_deferred(&slot, standard)?;
             if st.split.contains_key(&kpte_frame) {
                 if let Some(p) = pm.page(kpte_frame) {
                     p.put();
@@ -319,7 +333,7 @@ impl<M: KernelMem> Cpa<M> {
             }
         }
         // Back to all-default: restore the large page.
-        if level == Level::Pte {
+        if slot.level == Level::Pte {
             if let Some(s) = st.split.get(&kpte_frame).copied() {
                 if pm.page(kpte_frame).map(|p| p.page_count()) == Some(1) {
                     self.revert_page(s)?;
@@ -332,43 +346,40 @@ impl<M: KernelMem> Cpa<M> {
     }
 
     /// `split_large_page`: fills the pte page `split` for the large page
-    /// holding `va`; the target pte gets `prot`, the rest the large page's
-    /// attributes. `page_count` = 1 (base) + 1 (the non-default target).
+    /// `large` holding `va`; the target pte gets `prot`, the rest the large
+    /// page's attributes. `page_count` = 1 (base) + 1 (the non-default
+    /// target). Returns the entry that points at the pte page.
     fn split_large_page(
         &self,
         split: Frame,
         va: VirtAddr,
-        level: Level,
-        large: Entry,
+        large: &Slot,
         prot: EntryFlags,
-    ) -> Result<(), CpaError> {
-        let mode = self.mode();
-        let pm = &*self.sw.pm;
-        let size = mode.page_size_at(level).ok_or(CpaError::NotMapped(va))?;
-        if size != self.large {
+    ) -> Result<Entry, CpaError> {
+        if large.leaf() != Some(self.large) {
             return Err(CpaError::BadProt {
                 flags: prot,
                 why: "splitting pages larger than the pmd level (1 GiB) is not supported",
             });
         }
-        let large_flags = large.flags(Some(size)).difference(EntryFlags::PAT);
-        let base_pa = large.page_addr(mode, size);
         let target = PhysAddr::new(va.as_u64() - self.map_start.as_u64());
-        let n = mode.entries(Level::Pte);
-        for i in 0..n {
-            let pa = PhysAddr::new(base_pa.as_u64() + i as u64 * PAGE_SIZE);
-            let f = if pa == target { prot } else { large_flags };
-            let e = Entry::page(mode, PageSize::Size4K, pa, f).map_err(|_| CpaError::BadProt {
-                flags: f,
+        let table = self
+            .swapper()
+            .fill_split(large, split, |_, pa, large_flags| {
+                if pa == target {
+                    prot
+                } else {
+                    large_flags.difference(EntryFlags::PAT)
+                }
+            })
+            .map_err(|_| CpaError::BadProt {
+                flags: prot,
                 why: "cannot be encoded",
             })?;
-            let at = x86paging::table::entry_pa_at(mode, split.start(), i);
-            write_entry(pm, mode, at, e).map_err(KernelError::from)?;
-        }
-        if let Some(p) = pm.page(split) {
+        if let Some(p) = self.sw.pm.page(split) {
             p.get();
         }
-        Ok(())
+        Ok(table)
     }
 
     /// `revert_page`: puts the large page back.
@@ -382,15 +393,15 @@ impl<M: KernelMem> Cpa<M> {
             .ok_or(CpaError::NotMapped(s.base))?;
         let e =
             Entry::page(mode, self.large, pa, flags).map_err(|_| CpaError::NotMapped(s.base))?;
-        self.set_pmd_pte(s.parent, s.base, e)
+        self.set_pmd_pte(&s.parent, e)
     }
 
-    /// `set_pmd_pte`: writes the kernel entry for `va` in `swapper_pg_dir`
+    /// `set_pmd_pte`: writes the kernel entry `slot` in `swapper_pg_dir`
     /// and, on 2-level, asks the tracker to write it in every other pgd
     /// that must see it.
-    fn set_pmd_pte(&self, kpte: PhysAddr, va: VirtAddr, e: Entry) -> Result<(), CpaError> {
+    fn set_pmd_pte(&self, slot: &Slot, e: Entry) -> Result<(), CpaError> {
         let sw = &self.sw;
-        write_entry(&*sw.pm, sw.mode, kpte, e).map_err(KernelError::from)?;
+        self.write_deferred(slot, e)?;
         sw.counters.conversions.fetch_add(1, Ordering::Relaxed);
         if !sw.propagates() {
             return Ok(());
@@ -398,7 +409,7 @@ impl<M: KernelMem> Cpa<M> {
         let t0 = crate::time::now_ns();
         let n = self
             .tracker
-            .propagate(sw, sw.mode.index(va, Level::Pgd), e)?;
+            .propagate(sw, sw.mode.index(slot.va, Level::Pgd), e)?;
         sw.counters
             .propagated_entries
             .fetch_add(n, Ordering::Relaxed);

@@ -14,8 +14,9 @@ use crate::swapper::{KernelMem, Swapper};
 use crate::tracker::Tracker;
 use physmem::{Frame, Owner, PhysMemory, VirtAddr, PAGE_SIZE};
 use x86paging::boot::KernelSpace;
-use x86paging::table::{entry_pa_at, read_entry, write_entry};
-use x86paging::{Entry, EntryFlags, Level, PageSize, PagingMode};
+use x86paging::map::MapError;
+use x86paging::{free_user_tables, Cursor, TableFrames};
+use x86paging::{EntryFlags, Level, PageSize, PagingMode};
 
 /// Why an address-space operation failed (everything it did was undone).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -126,20 +127,18 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
     }
 
     fn map_user(&self, mm: &Mm, va: u64, f: Frame, flags: EntryFlags) -> Result<(), MmError> {
-        x86paging::map::map(
-            self.pm(),
-            self.mode(),
-            mm.pgd.0,
-            VirtAddr::new(va),
-            f.start(),
-            PageSize::Size4K,
-            flags,
-            Owner::UserTable,
-        )
-        .map_err(|e| match e {
-            x86paging::map::MapError::OutOfMemory(e) => MmError::OutOfMemory(e),
-            other => MmError::BadMapping(VirtAddr::new(va), other),
-        })
+        let va = VirtAddr::new(va);
+        let frames = TableFrames::new(self.pm(), Owner::UserTable);
+        Cursor::new(self.pm(), self.mode(), mm.pgd.0)
+            .map(va, f.start(), PageSize::Size4K, flags, &frames)
+            .map_err(|e| match e {
+                MapError::OutOfMemory(e) => MmError::OutOfMemory(e),
+                other => MmError::BadMapping(va, other),
+            })?
+            // A new mapping in an empty slot of a pgd no CPU has loaded
+            // since: no TLB can hold the address.
+            .ignore();
+        Ok(())
     }
 
     /// `mm_init` + the join to `mmlist`: an empty address space with a
@@ -242,41 +241,11 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
     /// state. Data pages are the caller's.
     pub(crate) fn clear_page_tables(&self, pgd: Pgd) -> Result<(), KernelError> {
         let mode = self.mode();
-        let pm = self.pm();
-        if mode == PagingMode::Pae {
-            // The three user pmds belong to the pgd (pmd_cache): keep them,
-            // free the pte tables they point at.
-            for i in 0..mode.user_ptrs_per_pgd() {
-                let pe =
-                    read_entry(pm, mode, entry_pa_at(mode, pgd.0, i)).map_err(KernelError::from)?;
-                if !pe.is_present() {
-                    continue;
-                }
-                let pmd = pe.table_addr(mode);
-                let n = mode.entries(Level::Pmd);
-                let mut j = 0;
-                // Runs of empty entries are skipped in one scan.
-                while let Some(used) = x86paging::table::next_used_entry(pm, mode, pmd, j, n - j)
-                    .map_err(KernelError::from)?
-                {
-                    j = used + 1;
-                    let at = entry_pa_at(mode, pmd, used);
-                    let e = read_entry(pm, mode, at).map_err(KernelError::from)?;
-                    if e.is_present() && !e.is_leaf(mode, Level::Pmd, true) {
-                        let _ = pm.free_frame(e.table_addr(mode).frame());
-                    }
-                    if !e.is_none() {
-                        write_entry(pm, mode, at, Entry::EMPTY).map_err(KernelError::from)?;
-                    }
-                }
-            }
-            return Ok(());
-        }
         // The whole user part of the pgd, not just TASK_SIZE: the last user
-        // entry's tables go too.
+        // entry's tables go too. On PAE the three user pmds stay: they
+        // belong to the pgd (pmd_cache), as in 2.5.
         let end = mode.user_ptrs_per_pgd() as u64 * mode.span(Level::Pgd);
-        x86paging::map::free_user_tables(pm, mode, pgd.0, VirtAddr::new(0)..VirtAddr::new(end))
-            .map_err(KernelError::from)?;
+        free_user_tables(self.pm(), mode, pgd.0, VirtAddr::new(0)..VirtAddr::new(end))?;
         Ok(())
     }
 }

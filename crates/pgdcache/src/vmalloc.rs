@@ -18,10 +18,11 @@ use crate::tlb::TlbFlush;
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
-use physmem::{Frame, Owner, PhysAddr, VirtAddr, PAGE_SIZE};
+use physmem::{Frame, Owner, PhysAddr, PhysMemory, VirtAddr, PAGE_SIZE};
 use x86paging::boot::KernelSpace;
-use x86paging::table::{entry_pa, read_entry, write_entry};
-use x86paging::{Entry, EntryFlags, Level, PageSize, PagingMode};
+use x86paging::map::MapError;
+use x86paging::{Cursor, Entry, EntryFlags, Flush, FrameSource, Level, PageSize, PagingMode, Slot};
+use x86paging::{TableFrames, Tracked};
 
 /// Why `vmalloc` or `vfree` refused (nothing was changed).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -34,7 +35,7 @@ pub enum VmError {
     NoSpace(u64),
     /// Out of frames (backing pages or page tables).
     #[error("out of memory in vmalloc")]
-    OutOfMemory,
+    OutOfMemory(#[source] physmem::AllocError),
     /// `vfree` of an address that is not the start of an area.
     #[error("vfree of {0}, which vmalloc did not return")]
     NotAnArea(VirtAddr),
@@ -58,6 +59,14 @@ pub enum VmError {
     /// A page-table access failed (a bug).
     #[error(transparent)]
     Kernel(#[from] KernelError),
+}
+
+/// A page-table edit's error: out of frames, or a bug.
+fn map_err(e: MapError) -> VmError {
+    match e {
+        MapError::OutOfMemory(e) => VmError::OutOfMemory(e),
+        other => VmError::Kernel(KernelError::Map(other)),
+    }
 }
 
 /// One vmalloc area.
@@ -130,31 +139,31 @@ impl<M: KernelMem> Vmalloc<M> {
         for _ in 0..npages {
             match self.sw.pm.alloc_frame(Owner::KernelData) {
                 Ok(f) => frames.push(f),
-                Err(_) => {
+                Err(e) => {
                     for f in frames {
                         let _ = self.sw.pm.free_frame(f);
                     }
-                    return Err(VmError::OutOfMemory);
+                    return Err(VmError::OutOfMemory(e));
                 }
             }
         }
-        let mut attached: Vec<(PhysAddr, Frame)> = Vec::new();
-        let mut mapped: Vec<PhysAddr> = Vec::new();
+        // Tables this call attaches are tracked, so a failure can take
+        // them out again: they cover only addresses no live area uses, so
+        // no pgd can have copied them yet.
+        let tables = Tracked::new(TableFrames::new(&self.sw.pm, Owner::KernelTable));
+        let cur = self.swapper();
+        let mut mapped: Vec<Slot> = Vec::new();
         for (i, f) in frames.iter().enumerate() {
             let va = VirtAddr::new(start + i as u64 * PAGE_SIZE);
-            match self.map_kernel_page(va, *f, &mut attached) {
+            match self.map_kernel_page(&cur, va, *f, &tables) {
                 Ok(pte) => mapped.push(pte),
                 Err(e) => {
-                    let mode = self.sw.mode;
                     for pte in mapped {
-                        let _ = write_entry(&*self.sw.pm, mode, pte, Entry::EMPTY);
+                        // Mapped a moment ago and never used: no TLB has it.
+                        let _ = cur.write(&pte, Entry::EMPTY).map(Flush::ignore);
                     }
-                    // Tables attached by this call cover only addresses no
-                    // live area uses, so no pgd can have copied them yet.
-                    for (at, t) in attached.into_iter().rev() {
-                        let _ = write_entry(&*self.sw.pm, mode, at, Entry::EMPTY);
-                        let _ = self.sw.pm.free_frame(t);
-                    }
+                    let end = VirtAddr::new(start + npages * PAGE_SIZE);
+                    let _ = cur.unhook(VirtAddr::new(start)..end, &tables.tables(), &tables);
                     for f in frames {
                         let _ = self.sw.pm.free_frame(f);
                     }
@@ -185,51 +194,32 @@ impl<M: KernelMem> Vmalloc<M> {
         }
     }
 
-    /// Maps one 4 KiB kernel page in swapper, attaching missing tables and
-    /// recording them in `attached`. Returns the pte's address.
-    fn map_kernel_page(
+    /// A cursor on `swapper_pg_dir`.
+    fn swapper(&self) -> Cursor<'_, PhysMemory<M>> {
+        Cursor::new(&self.sw.pm, self.sw.mode, self.sw.pgd)
+    }
+
+    /// Maps one 4 KiB kernel page in swapper, attaching missing tables
+    /// from `tables`. Returns the pte's slot.
+    fn map_kernel_page<F: FrameSource>(
         &self,
+        cur: &Cursor<'_, PhysMemory<M>>,
         va: VirtAddr,
         f: Frame,
-        attached: &mut Vec<(PhysAddr, Frame)>,
-    ) -> Result<PhysAddr, VmError> {
-        let sw = &self.sw;
-        let mode = sw.mode;
-        let mut table = sw.pgd;
-        for &level in mode.levels() {
-            let at = entry_pa(mode, table, level, va);
-            let e = read_entry(&*sw.pm, mode, at).map_err(KernelError::from)?;
-            if level == Level::Pte {
-                // Never overwrite a live mapping: a present pte here means
-                // the range is still someone's (the race an unmap outside
-                // `vmlist_lock` would open). Refuse instead of clobbering.
-                if e.is_present() && !sw.bugs.is(id::VFREE_UNMAPS_AFTER_UNLOCK) {
-                    return Err(VmError::AlreadyMapped(va));
-                }
-                let leaf = Entry::page(mode, PageSize::Size4K, f.start(), self.page_kernel)
-                    .map_err(KernelError::from)?;
-                write_entry(&*sw.pm, mode, at, leaf).map_err(KernelError::from)?;
-                return Ok(at);
-            }
-            if e.is_present() {
-                table = e.table_addr(mode);
-                continue;
-            }
-            let t = sw
-                .pm
-                .alloc_zeroed_frame(Owner::KernelTable)
-                .map_err(|_| VmError::OutOfMemory)?;
-            let flags = if mode == PagingMode::Pae && level == Level::Pgd {
-                EntryFlags::PRESENT
-            } else {
-                EntryFlags::KERNPG_TABLE
-            };
-            let te = Entry::table(mode, level, t.start(), flags).map_err(KernelError::from)?;
-            write_entry(&*sw.pm, mode, at, te).map_err(KernelError::from)?;
-            attached.push((at, t));
-            table = t.start();
+        tables: &F,
+    ) -> Result<Slot, VmError> {
+        let pte = cur.alloc_path(va, Level::Pte, tables).map_err(map_err)?;
+        // Never overwrite a live mapping: a present pte here means the
+        // range is still someone's (the race an unmap outside
+        // `vmlist_lock` would open). Refuse instead of clobbering.
+        if pte.is_present() && !self.sw.bugs.is(id::VFREE_UNMAPS_AFTER_UNLOCK) {
+            return Err(VmError::AlreadyMapped(va));
         }
-        Err(VmError::OutOfMemory)
+        let leaf = Entry::page(self.sw.mode, PageSize::Size4K, f.start(), self.page_kernel)
+            .map_err(KernelError::from)?;
+        // Not present before (or, in the negative model, clobbered on
+        // purpose): nothing to flush for a new kernel mapping.
+        Ok(cur.write(&pte, leaf).map_err(map_err)?.ignore())
     }
 
     /// `vfree`: unmaps the area in swapper and flushes every TLB *under
@@ -274,10 +264,11 @@ impl<M: KernelMem> Vmalloc<M> {
             .areas
             .remove(&va.as_u64())
             .ok_or(VmError::NotAnArea(va))?;
-        let mode = self.sw.mode;
+        let cur = self.swapper();
         for i in 0..area.frames.len() as u64 {
             let p = VirtAddr::new(va.as_u64() + i * PAGE_SIZE);
-            let _ = x86paging::map::unmap(&*self.sw.pm, mode, self.sw.pgd, p);
+            // Flushed below, once for the area.
+            let _ = cur.unmap(p).map(Flush::ignore);
         }
         self.tlb.flush_all();
         for f in area.frames {
@@ -293,7 +284,7 @@ impl<M: KernelMem> Vmalloc<M> {
     /// read or cleared stays allocated (a leak the checker reports) rather
     /// than be freed while mapped.
     fn unmap_area(&self, va: VirtAddr, area: &Area) -> (Vec<Frame>, Result<(), VmError>) {
-        let mode = self.sw.mode;
+        let cur = self.swapper();
         let mut result = Ok(());
         let mut freeable = Vec::with_capacity(area.frames.len());
         let mut fail = |e: VmError| {
@@ -303,13 +294,16 @@ impl<M: KernelMem> Vmalloc<M> {
         };
         for (i, f) in area.frames.iter().enumerate() {
             let p = VirtAddr::new(va.as_u64() + i as u64 * PAGE_SIZE);
-            match x86paging::map::lookup_checked(&*self.sw.pm, mode, self.sw.pgd, p) {
-                Ok(Some((at, Level::Pte, e)))
-                    if e.is_present() && e.page_addr(mode, PageSize::Size4K) == f.start() =>
-                {
-                    match write_entry(&*self.sw.pm, mode, at, Entry::EMPTY) {
-                        Ok(()) => freeable.push(*f),
-                        Err(e) => fail(VmError::Kernel(KernelError::from(e))),
+            match cur.lookup(p) {
+                Ok(pte) if pte.level == Level::Pte && pte.page() == Some(f.start()) => {
+                    // `vfree` flushes every TLB once for the area, before
+                    // `vmlist_lock` is dropped.
+                    match cur.write(&pte, Entry::EMPTY) {
+                        Ok(flush) => {
+                            flush.ignore();
+                            freeable.push(*f);
+                        }
+                        Err(e) => fail(map_err(e)),
                     }
                 }
                 Ok(other) => {
@@ -321,10 +315,10 @@ impl<M: KernelMem> Vmalloc<M> {
                     fail(VmError::NotOurs {
                         va: p,
                         expected: f.start(),
-                        found: other.map(|(_, _, e)| e),
+                        found: other.is_present().then_some(other.entry),
                     });
                 }
-                Err(e) => fail(VmError::Kernel(KernelError::from(e))),
+                Err(e) => fail(map_err(e)),
             }
         }
         (freeable, result)
@@ -368,12 +362,13 @@ impl<M: KernelMem> Vmalloc<M> {
             return Ok(false);
         }
         let index = sw.mode.index(va, Level::Pgd);
-        let s =
-            read_entry(&*sw.pm, sw.mode, sw.entry_at(sw.pgd, index)).map_err(KernelError::from)?;
-        let at = sw.entry_at(pgd.0, index);
-        let p = read_entry(&*sw.pm, sw.mode, at).map_err(KernelError::from)?;
+        let swapper = self.swapper();
+        let theirs = swapper.with_root(pgd.0);
+        let s = swapper.pgd_slot(index)?;
+        let p = theirs.pgd_slot(index)?;
         if s.is_present() && !p.is_present() {
-            write_entry(&*sw.pm, sw.mode, at, s).map_err(KernelError::from)?;
+            // Not present before: no TLB holds a translation through it.
+            theirs.write(&p, s.entry)?.ignore();
             sw.counters.vmalloc_faults.fetch_add(1, Ordering::Relaxed);
             return Ok(true);
         }

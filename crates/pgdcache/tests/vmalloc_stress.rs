@@ -56,7 +56,7 @@ fn worker(k: &Kernel, cpu: usize, rounds: u64) -> Result<u64, String> {
             let pages = 1 + rng.below(3);
             let va = match k.vmalloc(pages) {
                 Ok(va) => va,
-                Err(VmError::NoSpace(_) | VmError::OutOfMemory) => continue,
+                Err(VmError::NoSpace(_) | VmError::OutOfMemory(_)) => continue,
                 Err(e) => return Err(format!("cpu {cpu}: vmalloc({pages}): {e}")),
             };
             let mut pas = Vec::new();

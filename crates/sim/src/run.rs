@@ -692,7 +692,7 @@ fn vmalloc_agent(w: &World) {
                     }
                 }
                 // Out of simulated memory or of vmalloc space: try later.
-                Err(pgdcache::VmError::OutOfMemory | pgdcache::VmError::NoSpace(_)) => continue,
+                Err(pgdcache::VmError::OutOfMemory(_) | pgdcache::VmError::NoSpace(_)) => continue,
                 // Anything else (a pte already mapped, a table access that
                 // failed) is a bug, never skipped.
                 Err(e) => {
