@@ -133,10 +133,13 @@ impl<M: KernelMem> Cpa<M> {
             ks: ks.clone(),
             tracker: tracker.clone(),
             tlb: tlb.clone(),
-            state: crate::sync::Mutex::new(CpaState {
-                split: BTreeMap::new(),
-                deferred: Vec::new(),
-            }),
+            state: crate::sync::Mutex::new(
+                &crate::sync::classes::CPA_LOCK,
+                CpaState {
+                    split: BTreeMap::new(),
+                    deferred: Vec::new(),
+                },
+            ),
             large,
             map_start: VirtAddr::new(sw.mode.page_offset()),
             map_end: VirtAddr::new(ks.layout.direct_map_end),

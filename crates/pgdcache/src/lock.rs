@@ -22,6 +22,8 @@ use crate::prelude::*;
 use core::fmt;
 use core::str::FromStr;
 use core::sync::atomic::{AtomicU64, Ordering};
+use pgdcache_sync::lockdep::Held;
+use pgdcache_sync::LockClass;
 
 /// Which lock implementation guards `pgd_list` (and the other global lists).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -112,9 +114,11 @@ type ParkingMutex<T> = spin::Mutex<T>;
 #[cfg(not(feature = "std"))]
 type ParkingGuard<'a, T> = spin::MutexGuard<'a, T>;
 
-/// A lock of a selectable kind with contention counters.
+/// A lock of a selectable kind with contention counters, in a lock class
+/// the lock-order checker knows.
 pub struct StatLock<T> {
     inner: Inner<T>,
+    class: &'static LockClass,
     counters: Counters,
     timed: bool,
 }
@@ -125,6 +129,9 @@ pub struct StatGuard<'a, T> {
     counters: &'a Counters,
     /// Acquisition time on the crate's clock (`None`: not timed).
     since: Option<u64>,
+    /// The lock-order checker's record; dropped after `guard` (fields
+    /// drop in order), i.e. after the lock is released.
+    _held: Held,
 }
 
 #[cfg_attr(loom, allow(dead_code))]
@@ -137,9 +144,9 @@ enum GuardInner<'a, T> {
 }
 
 impl<T> StatLock<T> {
-    /// A lock of kind `kind` around `value`. With `timed`, hold times are
-    /// measured (two clock reads per acquisition).
-    pub fn new(kind: LockKind, value: T, timed: bool) -> Self {
+    /// A lock of kind `kind` and class `class` around `value`. With
+    /// `timed`, hold times are measured (two clock reads per acquisition).
+    pub fn new(class: &'static LockClass, kind: LockKind, value: T, timed: bool) -> Self {
         #[cfg(loom)]
         let inner = Inner::Loom(loom::sync::Mutex::new(value), kind);
         #[cfg(not(loom))]
@@ -150,6 +157,7 @@ impl<T> StatLock<T> {
         };
         StatLock {
             inner,
+            class,
             counters: Counters::default(),
             timed,
         }
@@ -167,7 +175,9 @@ impl<T> StatLock<T> {
     }
 
     /// Takes the lock (`spin_lock_irqsave`).
+    #[cfg_attr(feature = "std", track_caller)]
     pub fn lock(&self) -> StatGuard<'_, T> {
+        let held = Held::acquire_instance(self.class, 0, self as *const Self as usize);
         let (guard, contended) = match &self.inner {
             #[cfg(loom)]
             Inner::Loom(l, _) => match l.try_lock() {
@@ -202,7 +212,13 @@ impl<T> StatLock<T> {
             } else {
                 None
             },
+            _held: held,
         }
+    }
+
+    /// The lock's class.
+    pub fn class(&self) -> &'static LockClass {
+        self.class
     }
 
     /// A snapshot of the counters.
@@ -258,7 +274,12 @@ mod tests {
     #[test]
     fn every_kind_excludes_and_counts() {
         for kind in LockKind::ALL {
-            let l = std::sync::Arc::new(StatLock::new(kind, 0u64, true));
+            let l = std::sync::Arc::new(StatLock::new(
+                &pgdcache_sync::classes::PGD_LOCK,
+                kind,
+                0u64,
+                true,
+            ));
             let hs: Vec<_> = (0..2)
                 .map(|_| {
                     let l = l.clone();

@@ -20,7 +20,7 @@ pub(crate) struct TlbFlush {
 impl TlbFlush {
     pub(crate) fn new() -> Self {
         TlbFlush {
-            hook: crate::sync::RwLock::new(None),
+            hook: crate::sync::RwLock::new(&crate::sync::classes::FLUSH_HOOK, None),
         }
     }
 

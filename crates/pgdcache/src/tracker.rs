@@ -25,6 +25,7 @@ use crate::lock::{LockKind, LockStats, StatLock};
 use crate::prelude::*;
 use crate::scheme::Scheme;
 use crate::swapper::{KernelMem, Swapper};
+use crate::sync::classes;
 use alloc::collections::BTreeSet;
 use core::sync::atomic::Ordering;
 use physmem::{Frame, FrameList, Owner, PhysAddr};
@@ -112,7 +113,7 @@ pub(crate) fn for_config<M: KernelMem>(
     }
     match scheme {
         Scheme::SlabPgdList => Box::new(PgdList {
-            pgd_lock: StatLock::new(lock, FrameList::new(), timed),
+            pgd_lock: StatLock::new(&classes::PGD_LOCK, lock, FrameList::new(), timed),
             mmlist,
         }),
         Scheme::SlabTicket => Box::new(Ticket {
@@ -138,7 +139,7 @@ pub(crate) struct MmList {
 impl MmList {
     fn new(lock: LockKind, timed: bool) -> Self {
         MmList {
-            live: StatLock::new(lock, BTreeSet::new(), timed),
+            live: StatLock::new(&classes::MMLIST_LOCK, lock, BTreeSet::new(), timed),
         }
     }
 

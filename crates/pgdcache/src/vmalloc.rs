@@ -108,9 +108,12 @@ impl<M: KernelMem> Vmalloc<M> {
         Vmalloc {
             sw: sw.clone(),
             tlb: tlb.clone(),
-            state: crate::sync::Mutex::new(VmState {
-                areas: BTreeMap::new(),
-            }),
+            state: crate::sync::Mutex::new(
+                &crate::sync::classes::VMLIST_LOCK,
+                VmState {
+                    areas: BTreeMap::new(),
+                },
+            ),
             start: ks.layout.vmalloc_start,
             end: ks.layout.vmalloc_end,
             page_kernel: page_kernel(ks),
