@@ -108,11 +108,13 @@ mod slab;
 mod stats;
 mod sync;
 
+#[cfg(loom)]
+pub use cache::Bug;
 pub use cache::{
-    CacheBuilder, CpuCache, Ctor, DestroyError, Dtor, KmemCache, ResizePolicy, SlabFlags, Verify,
-    MAX_LIMIT, RESIZE_CONTENTION, RESIZE_MAX_FACTOR, RESIZE_WINDOW,
+    CacheBuilder, CpuCache, CpuToken, Ctor, DestroyError, Dtor, KmemCache, ResizePolicy, SlabFlags,
+    Verify, MAX_LIMIT, RESIZE_CONTENTION, RESIZE_MAX_FACTOR, RESIZE_WINDOW,
 };
-pub use error::{AllocError, CreateError, FreeError, TuneError};
+pub use error::{AllocError, ClaimError, CreateError, FreeError, TuneError};
 #[cfg(feature = "std")]
 pub use page::SystemPageSource;
 pub use page::{FaultyPageSource, PageAllocError, PageSource, PAGE_SHIFT, PAGE_SIZE};
@@ -129,6 +131,7 @@ mod error_traits {
         is_error::<crate::AllocError>();
         is_error::<crate::FreeError>();
         is_error::<crate::TuneError>();
+        is_error::<crate::ClaimError>();
         is_error::<crate::PageAllocError>();
         is_error::<crate::DestroyError<crate::FaultyPageSource<crate::SystemPageSource>>>();
     }
