@@ -142,7 +142,10 @@ fn token_vs_remote_stats_and_walk() {
         assert!(st.alloc_hits + st.alloc_misses <= 2, "{st:?}");
         let mut allocated = 0;
         c.for_each_object(|_, a| allocated += usize::from(a));
-        assert!(allocated <= 2, "{allocated} allocated, the owner holds 2 at most");
+        assert!(
+            allocated <= 2,
+            "{allocated} allocated, the owner holds 2 at most"
+        );
         0
     });
 }
