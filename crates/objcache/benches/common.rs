@@ -71,6 +71,35 @@ impl Alloc for Pinned<'_> {
     }
 }
 
+/// objcache through a claimed CPU (`claim_cpu`: no lock, no atomic
+/// read-modify-write per call).
+pub struct Token<'a>(pub objcache::CpuToken<'a, SystemPageSource>);
+
+impl<'a> Token<'a> {
+    pub fn new(cache: &'a KmemCache<SystemPageSource>, cpu: usize) -> Self {
+        match cache.claim_cpu(cpu) {
+            Ok(t) => Self(t),
+            Err(e) => panic!("claim_cpu: {e}"),
+        }
+    }
+}
+
+impl Alloc for Token<'_> {
+    #[inline(always)]
+    fn alloc(&mut self) -> NonNull<u8> {
+        match self.0.alloc() {
+            Ok(p) => p,
+            Err(e) => panic!("objcache alloc: {e}"),
+        }
+    }
+    #[inline(always)]
+    fn free(&mut self, p: NonNull<u8>) {
+        if let Err(e) = self.0.free(p) {
+            panic!("objcache free: {e}");
+        }
+    }
+}
+
 /// A plain objcache for `size`-byte objects (no ctor), `ncpus` slots.
 pub fn objcache(size: usize, ncpus: usize) -> KmemCache<SystemPageSource> {
     match CacheBuilder::new("bench", size)

@@ -104,6 +104,8 @@ pub mod cpu;
 mod error;
 mod page;
 mod pagemap;
+#[cfg(all(feature = "std", not(loom)))]
+pub mod pairbench;
 mod slab;
 mod stats;
 mod sync;

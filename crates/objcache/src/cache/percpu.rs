@@ -40,7 +40,7 @@ use super::KmemCache;
 use crate::error::{AllocError, FreeError};
 use crate::page::PageSource;
 use crate::slab::Entry;
-use crate::sync::{spin_wait, AtomicU8, AtomicUsize, Mutex, MutexGuard, UnsafeCell};
+use crate::sync::{spin_wait, AtomicU8, AtomicUsize, UnsafeCell};
 
 /// One CPU's `array_cache`: free, constructed objects, most recent last, and
 /// the CPU's own statistics (plain counters: only the slot's holder writes
@@ -85,8 +85,11 @@ impl ArrayCache {
 /// A per-CPU slot, padded to its own cache lines so CPUs do not false-share.
 #[repr(align(128))]
 pub(crate) struct CpuSlot {
-    /// The right to `array` (see the module docs).
-    lock: Mutex<()>,
+    /// The slot lock: 1 while someone has the right to `array` (see the
+    /// module docs).  A bare test-and-set word rather than a `Mutex`, so
+    /// that a held slot is one pointer and a token needs no guard object;
+    /// under loom it is a modelled atomic like any other.
+    lock: AtomicU8,
     /// The CPU's array cache; accessed only by the holder of `lock`.
     array: UnsafeCell<ArrayCache>,
     /// 1 while a `CpuToken` for this slot exists.
@@ -95,52 +98,61 @@ pub(crate) struct CpuSlot {
     requests: AtomicUsize,
 }
 
-// SAFETY: `array` is only accessed through a `SlotGuard` or a `CpuToken`,
-// both of which hold `lock` for the duration of the access, so the cell is
-// never accessed from two threads at once; `ArrayCache` itself is `Send`.
+// SAFETY: `array` is only accessed by the holder of `lock` (a `SlotGuard`
+// or a `CpuToken`, which take it with an acquire and give it up with a
+// release), so the cell is never accessed from two threads at once, and
+// `ArrayCache` itself is `Send`.
 unsafe impl Sync for CpuSlot {}
 
 impl CpuSlot {
     pub(crate) fn new(limit: usize, batchcount: usize) -> Self {
         Self {
-            lock: Mutex::new(()),
+            lock: AtomicU8::new(0),
             array: UnsafeCell::new(ArrayCache::new(limit, batchcount)),
             claimed: AtomicU8::new(0),
             requests: AtomicUsize::new(0),
         }
     }
 
+    /// One attempt at the slot lock (`lock cmpxchg`).
+    #[inline(always)]
+    fn try_lock(&self) -> bool {
+        self.lock
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Releases the slot lock (a plain release store).
+    #[inline(always)]
+    fn unlock(&self) {
+        self.lock.store(0, Ordering::Release);
+    }
+
     /// Takes the slot for one call or region (a caller that is not its
     /// token holder): one `lock cmpxchg` when the slot is free.
     #[inline(always)]
     pub(crate) fn acquire(&self) -> SlotGuard<'_> {
-        match self.lock.try_lock() {
-            Some(g) => SlotGuard {
-                slot: self,
-                _lock: g,
-            },
-            None => self.acquire_serving(|| {}),
+        if !self.try_lock() {
+            self.acquire_serving(|| {});
         }
+        SlotGuard { slot: self }
     }
 
-    /// Takes the slot, posting a hand-off request while a token holds it;
-    /// `serve` runs on every spin (a waiting token holder serves its own
-    /// slot's requests there).
+    /// Takes the slot lock, posting a hand-off request while a token holds
+    /// it; `serve` runs on every spin (a waiting token holder serves its
+    /// own slot's requests there).  The caller owns the lock afterwards.
     #[cold]
     #[inline(never)]
-    pub(crate) fn acquire_serving(&self, mut serve: impl FnMut()) -> SlotGuard<'_> {
+    fn acquire_serving(&self, mut serve: impl FnMut()) {
         let mut posted = false;
         loop {
-            if let Some(g) = self.lock.try_lock() {
+            if self.try_lock() {
                 if posted {
                     // Withdraw the request: the owner may take the lock back
                     // once every requester has had it.
                     self.requests.fetch_sub(1, Ordering::Release);
                 }
-                return SlotGuard {
-                    slot: self,
-                    _lock: g,
-                };
+                return;
             }
             if !posted && self.claimed.load(Ordering::Acquire) != 0 {
                 self.requests.fetch_add(1, Ordering::AcqRel);
@@ -151,6 +163,15 @@ impl CpuSlot {
         }
     }
 
+    /// [`acquire`](Self::acquire) for a caller that holds a token on
+    /// another slot and serves it (`serve`) while it waits.
+    pub(crate) fn acquire_while_serving(&self, serve: impl FnMut()) -> SlotGuard<'_> {
+        if !self.try_lock() {
+            self.acquire_serving(serve);
+        }
+        SlotGuard { slot: self }
+    }
+
     /// Whether a requester is waiting for this slot's token holder (a plain
     /// load on x86: the only shared word the token's fast path reads).
     #[inline(always)]
@@ -158,29 +179,39 @@ impl CpuSlot {
         self.requests.load(Ordering::Relaxed) != 0
     }
 
-    /// Takes the lock for a new token (`claimed` already set by the caller).
-    pub(crate) fn lock_for_token(&self) -> MutexGuard<'_, ()> {
-        self.lock.lock()
+    /// Takes the lock for a new token (`claimed` already set by the caller)
+    /// and keeps it: the token now holds the slot until `release_token`.
+    pub(crate) fn lock_for_token(&self) {
+        while !self.try_lock() {
+            spin_wait();
+        }
     }
 
-    /// The token's half of the hand-off: give the lock up (`held` is the
-    /// token's guard), let every posted requester through, take it back.
+    /// The token's half of the hand-off: give the lock up (everything the
+    /// owner wrote happens-before the requester's acquire), let every
+    /// posted requester through, take it back.
     #[cold]
     #[inline(never)]
-    pub(crate) fn hand_off(&self, held: MutexGuard<'_, ()>) -> MutexGuard<'_, ()> {
-        drop(held);
+    pub(crate) fn hand_off(&self) {
+        self.unlock();
         while self.requests.load(Ordering::Acquire) != 0 {
             spin_wait();
         }
-        self.lock.lock()
+        self.lock_for_token();
+    }
+
+    /// A token is dropped: release the lock, then the claim.
+    pub(crate) fn release_token(&self) {
+        self.unlock();
+        self.claimed.store(0, Ordering::Release);
     }
 
     /// Runs `f` on the array.
     ///
     /// # Safety
     ///
-    /// The caller holds `lock` (a `SlotGuard` or a token's guard) for the
-    /// whole call, and does not re-enter the array from `f`.
+    /// The caller holds `lock` (a `SlotGuard`, or it is the slot's token
+    /// holder) for the whole call, and does not re-enter the array from `f`.
     #[inline(always)]
     pub(crate) unsafe fn with_array<R>(&self, f: impl FnOnce(&mut ArrayCache) -> R) -> R {
         // SAFETY: the caller holds `lock`, the one right to the array (see
@@ -203,10 +234,10 @@ impl CpuSlot {
     }
 }
 
-/// The slot lock, held by a caller that is not the slot's token holder.
+/// The slot lock, held by a caller that is not the slot's token holder;
+/// released on drop.
 pub(crate) struct SlotGuard<'a> {
     slot: &'a CpuSlot,
-    _lock: MutexGuard<'a, ()>,
 }
 
 impl SlotGuard<'_> {
@@ -216,6 +247,13 @@ impl SlotGuard<'_> {
         // SAFETY: the guard holds the slot lock; `&mut self` keeps `f` the
         // only access through it.
         unsafe { self.slot.with_array(f) }
+    }
+}
+
+impl Drop for SlotGuard<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.slot.unlock();
     }
 }
 

@@ -65,7 +65,7 @@ impl<P: PageSource> KmemCache<P> {
         for (cpu, slot) in self.cpus.iter().enumerate() {
             match me.as_deref_mut() {
                 Some(t) if t.cpu() == cpu => t.with_own_array(&mut f),
-                Some(t) => slot.acquire_serving(|| t.serve()).with(&mut f),
+                Some(t) => slot.acquire_while_serving(|| t.serve()).with(&mut f),
                 None => slot.acquire().with(&mut f),
             }
         }

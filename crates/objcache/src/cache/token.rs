@@ -31,7 +31,6 @@ use super::KmemCache;
 use crate::error::{AllocError, ClaimError, FreeError, TuneError};
 use crate::page::PageSource;
 use crate::stats::CacheStats;
-use crate::sync::MutexGuard;
 
 /// The right to act as one CPU of one cache (see the module docs): its
 /// `alloc`/`free` run no lock and no atomic read-modify-write.  Borrowed
@@ -40,8 +39,6 @@ pub struct CpuToken<'a, P: PageSource> {
     cache: &'a KmemCache<P>,
     slot: &'a CpuSlot,
     cpu: usize,
-    /// The slot lock; `None` only inside `hand_off_now`.
-    lock: Option<MutexGuard<'a, ()>>,
 }
 
 impl<P: PageSource> KmemCache<P> {
@@ -61,11 +58,11 @@ impl<P: PageSource> KmemCache<P> {
         {
             return Err(ClaimError::Claimed { cpu });
         }
+        slot.lock_for_token();
         Ok(CpuToken {
             cache: self,
             slot,
             cpu,
-            lock: Some(slot.lock_for_token()),
         })
     }
 }
@@ -86,7 +83,8 @@ impl<'a, P: PageSource> CpuToken<'a, P> {
     pub fn alloc(&mut self) -> Result<NonNull<u8>, AllocError> {
         self.serve();
         let cache = self.cache;
-        // SAFETY: outside `hand_off_now` the token holds the slot lock.
+        // SAFETY: a token holds its slot's lock for its whole life,
+        // except inside `hand_off`, which does not touch the array.
         unsafe { self.slot.with_array(|ac| cache.alloc_from(ac)) }
     }
 
@@ -97,7 +95,8 @@ impl<'a, P: PageSource> CpuToken<'a, P> {
         let cache = self.cache;
         let e = cache.take_back(obj)?;
         self.serve();
-        // SAFETY: outside `hand_off_now` the token holds the slot lock.
+        // SAFETY: a token holds its slot's lock for its whole life,
+        // except inside `hand_off`, which does not touch the array.
         unsafe { self.slot.with_array(|ac| cache.free_into(ac, e)) };
         Ok(())
     }
@@ -117,14 +116,13 @@ impl<'a, P: PageSource> CpuToken<'a, P> {
     #[cold]
     #[inline(never)]
     fn hand_off_now(&mut self) {
-        if let Some(held) = self.lock.take() {
-            self.lock = Some(self.slot.hand_off(held));
-        }
+        self.slot.hand_off();
     }
 
     /// Runs `f` on this CPU's own array (the token's remote-operation forms).
     pub(crate) fn with_own_array<R>(&mut self, f: impl FnOnce(&mut ArrayCache) -> R) -> R {
-        // SAFETY: outside `hand_off_now` the token holds the slot lock.
+        // SAFETY: a token holds its slot's lock for its whole life,
+        // except inside `hand_off`, which does not touch the array.
         unsafe { self.slot.with_array(f) }
     }
 
@@ -152,8 +150,7 @@ impl<P: PageSource> Drop for CpuToken<'_, P> {
     /// in the slot, which per-call users and remote operations now take
     /// directly.
     fn drop(&mut self) {
-        drop(self.lock.take());
-        self.slot.claimed.store(0, Ordering::Release);
+        self.slot.release_token();
     }
 }
 
