@@ -82,10 +82,10 @@ impl<'a, P: PageSource> CpuToken<'a, P> {
     #[inline(always)]
     pub fn alloc(&mut self) -> Result<NonNull<u8>, AllocError> {
         self.serve();
-        let cache = self.cache;
+        let (cache, slot) = (self.cache, self.slot);
         // SAFETY: a token holds its slot's lock for its whole life,
         // except inside `hand_off`, which does not touch the array.
-        unsafe { self.slot.with_array(|ac| cache.alloc_from(ac)) }
+        unsafe { slot.with_array(|ac| cache.alloc_from(ac)) }
     }
 
     /// `kmem_cache_free` on this CPU: a hit is a push onto the array.  The
@@ -108,15 +108,12 @@ impl<'a, P: PageSource> CpuToken<'a, P> {
     /// remote operations do not wait for it.
     #[inline(always)]
     pub fn serve(&mut self) {
-        if self.slot.pending() {
-            self.hand_off_now();
+        // `hand_off` (cold, out of line) takes the slot, not the token, so
+        // the fast paths keep the token's fields in registers.
+        let slot = self.slot;
+        if slot.pending() {
+            slot.hand_off();
         }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn hand_off_now(&mut self) {
-        self.slot.hand_off();
     }
 
     /// Runs `f` on this CPU's own array (the token's remote-operation forms).
