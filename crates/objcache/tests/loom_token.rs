@@ -11,8 +11,10 @@
 //! model fails.  Invariants: no object is handed to two owners at once or
 //! lost (owner stamps, and at the end every object is on a slab and the
 //! counts balance), the per-CPU statistics count every operation exactly,
-//! and the negative model (the requester reads without the hand-off) is
-//! caught.
+//! two token holders reading each other's slots finish, and the two
+//! negative models are caught: a requester that reads without the hand-off
+//! (a race on the array), and a waiting token holder that serves its own
+//! slot with the blocking hand-off instead of lending it (a deadlock).
 #![cfg(loom)]
 
 use std::ptr::NonNull;
@@ -183,5 +185,58 @@ fn negative_read_without_hand_off_is_found() {
     assert!(
         msg.contains("Causality violation"),
         "the model failed, but not on the race: {msg}"
+    );
+}
+
+/// Two token holders read statistics through their tokens at once: each
+/// waits for the other's slot while the other waits for its own.  Each lends
+/// its slot while it waits, so both walks finish.
+fn two_token_holders(bug: Bug) {
+    model(move || {
+        let source: Source = std::sync::Arc::new(FaultyPageSource::new(SystemPageSource));
+        let cache = Arc::new(cache(&source));
+        cache.inject_bug(bug);
+        let cpu = |cache: &KmemCache<Source>, n: usize| {
+            let mut t = cache.claim_cpu(n).expect("claim");
+            let p = t.alloc().expect("alloc");
+            take(p, n as u8 + 1);
+            let st = t.stats();
+            assert!((1..=2).contains(&st.live_objs), "{st:?}");
+            give(p, n as u8 + 1);
+            t.free(p).expect("free");
+        };
+        let c2 = cache.clone();
+        let th = loom::thread::spawn(move || cpu(&c2, 1));
+        cpu(&cache, 0);
+        th.join().expect("join");
+        let cache = Arc::try_unwrap(cache).expect("sole owner");
+        let st = cache.stats();
+        assert_eq!((st.live_objs, st.alloc_hits + st.alloc_misses), (0, 2));
+        let st = cache.destroy().expect("no live objects");
+        assert_eq!(st.ctor_calls, st.dtor_calls);
+    });
+}
+
+#[test]
+fn two_token_holders_read_each_other() {
+    two_token_holders(Bug::None);
+}
+
+/// The negative model of the deadlock: serving with the blocking hand-off
+/// while waiting for the other token holder, both wait for each other.
+#[test]
+fn negative_blocking_serve_while_waiting_deadlocks() {
+    let err = std::panic::catch_unwind(|| two_token_holders(Bug::BlockingServeWhileWaiting))
+        .expect_err("loom must find the deadlock");
+    let msg = err
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    // Both threads spin in `reclaim`, each waiting for the other to take
+    // its slot: loom reports the livelock as an unbounded spin.
+    assert!(
+        msg.contains("maximum number of branches"),
+        "the model failed, but not on the deadlock: {msg}"
     );
 }

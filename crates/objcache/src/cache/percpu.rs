@@ -29,7 +29,11 @@
 //!
 //! A requester that itself holds a token on another slot serves its own
 //! requests while it waits (as a CPU spinning in `smp_call_function` still
-//! takes IPIs), so two token holders draining each other cannot deadlock.
+//! takes IPIs), but without blocking: it only *lends* its slot (releases
+//! the lock) and takes it back once its walk is over (`reclaim`).  The only
+//! blocking waits (`reclaim`, the first lock of a token) wait for
+//! requesters, and requesters never block while they wait, so two token
+//! holders draining each other cannot deadlock.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -164,7 +168,8 @@ impl CpuSlot {
     }
 
     /// [`acquire`](Self::acquire) for a caller that holds a token on
-    /// another slot and serves it (`serve`) while it waits.
+    /// another slot and serves it (`serve`, which must not block: it lends
+    /// the token's slot, see `CpuToken::lend`) while it waits.
     pub(crate) fn acquire_while_serving(&self, serve: impl FnMut()) -> SlotGuard<'_> {
         if !self.try_lock() {
             self.acquire_serving(serve);
@@ -193,7 +198,22 @@ impl CpuSlot {
     #[cold]
     #[inline(never)]
     pub(crate) fn hand_off(&self) {
+        self.lend();
+        self.reclaim();
+    }
+
+    /// The first half of `hand_off`: the token gives its lock up.  A token
+    /// holder that is itself waiting for another slot does only this while
+    /// it waits (it must not block there: see `reclaim`).
+    pub(crate) fn lend(&self) {
         self.unlock();
+    }
+
+    /// The second half of `hand_off`: wait until every posted requester has
+    /// had the slot, then take the lock back for the token.  Blocks only on
+    /// requesters, which are in `acquire_serving` loops that never block,
+    /// so waits cannot form a cycle.
+    pub(crate) fn reclaim(&self) {
         while self.requests.load(Ordering::Acquire) != 0 {
             spin_wait();
         }

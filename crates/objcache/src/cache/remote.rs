@@ -38,6 +38,9 @@ pub enum Bug {
     /// `stats` reads a claimed CPU's counters in place, without waiting for
     /// the token holder's hand-off ("reading is harmless").
     ReadWithoutHandOff = 1,
+    /// A token holder waiting for another CPU's slot serves its own with
+    /// the blocking hand-off instead of lending it.
+    BlockingServeWhileWaiting = 2,
 }
 
 impl<P: PageSource> KmemCache<P> {
@@ -51,6 +54,7 @@ impl<P: PageSource> KmemCache<P> {
     fn bug(&self) -> Bug {
         match self.bug.load(Ordering::Relaxed) {
             1 => Bug::ReadWithoutHandOff,
+            2 => Bug::BlockingServeWhileWaiting,
             _ => Bug::None,
         }
     }
@@ -65,9 +69,16 @@ impl<P: PageSource> KmemCache<P> {
         for (cpu, slot) in self.cpus.iter().enumerate() {
             match me.as_deref_mut() {
                 Some(t) if t.cpu() == cpu => t.with_own_array(&mut f),
-                Some(t) => slot.acquire_while_serving(|| t.serve()).with(&mut f),
+                #[cfg(loom)]
+                Some(t) if self.bug() == Bug::BlockingServeWhileWaiting => {
+                    slot.acquire_while_serving(|| t.serve()).with(&mut f)
+                }
+                Some(t) => slot.acquire_while_serving(|| t.lend()).with(&mut f),
                 None => slot.acquire().with(&mut f),
             }
+        }
+        if let Some(t) = me {
+            t.reclaim();
         }
     }
 

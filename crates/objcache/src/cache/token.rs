@@ -39,6 +39,9 @@ pub struct CpuToken<'a, P: PageSource> {
     cache: &'a KmemCache<P>,
     slot: &'a CpuSlot,
     cpu: usize,
+    /// The slot lock is lent to requesters (only inside the token's remote
+    /// operations, which take it back before they return).
+    lent: bool,
 }
 
 impl<P: PageSource> KmemCache<P> {
@@ -63,6 +66,7 @@ impl<P: PageSource> KmemCache<P> {
             cache: self,
             slot,
             cpu,
+            lent: false,
         })
     }
 }
@@ -83,8 +87,10 @@ impl<'a, P: PageSource> CpuToken<'a, P> {
     pub fn alloc(&mut self) -> Result<NonNull<u8>, AllocError> {
         self.serve();
         let (cache, slot) = (self.cache, self.slot);
-        // SAFETY: a token holds its slot's lock for its whole life,
-        // except inside `hand_off`, which does not touch the array.
+        // SAFETY: a token holds its slot's lock for its whole life, except
+        // inside `hand_off` and while lent inside the token's remote
+        // operations, which take it back before they return; neither
+        // touches the array without it.
         unsafe { slot.with_array(|ac| cache.alloc_from(ac)) }
     }
 
@@ -95,8 +101,10 @@ impl<'a, P: PageSource> CpuToken<'a, P> {
         let cache = self.cache;
         let e = cache.take_back(obj)?;
         self.serve();
-        // SAFETY: a token holds its slot's lock for its whole life,
-        // except inside `hand_off`, which does not touch the array.
+        // SAFETY: a token holds its slot's lock for its whole life, except
+        // inside `hand_off` and while lent inside the token's remote
+        // operations, which take it back before they return; neither
+        // touches the array without it.
         unsafe { self.slot.with_array(|ac| cache.free_into(ac, e)) };
         Ok(())
     }
@@ -116,10 +124,33 @@ impl<'a, P: PageSource> CpuToken<'a, P> {
         }
     }
 
+    /// While the token waits for another slot in one of its remote
+    /// operations: if anyone wants this slot, release it without waiting
+    /// (a blocking hand-off here could wait on a requester that is itself
+    /// waiting for this token's thread).
+    pub(crate) fn lend(&mut self) {
+        if !self.lent && self.slot.pending() {
+            self.slot.lend();
+            self.lent = true;
+        }
+    }
+
+    /// Takes a lent slot back (waiting for its requesters to be done).
+    pub(crate) fn reclaim(&mut self) {
+        if self.lent {
+            self.slot.reclaim();
+            self.lent = false;
+        }
+    }
+
     /// Runs `f` on this CPU's own array (the token's remote-operation forms).
     pub(crate) fn with_own_array<R>(&mut self, f: impl FnOnce(&mut ArrayCache) -> R) -> R {
-        // SAFETY: a token holds its slot's lock for its whole life,
-        // except inside `hand_off`, which does not touch the array.
+        self.reclaim();
+        // SAFETY: a token holds its slot's lock for its whole life, except
+        // inside `hand_off` and while lent inside the token's remote
+        // operations, which take it back before they return; neither
+        // touches the array without it.
+        // (`reclaim` just took back a lent lock.)
         unsafe { self.slot.with_array(f) }
     }
 
@@ -147,6 +178,9 @@ impl<P: PageSource> Drop for CpuToken<'_, P> {
     /// in the slot, which per-call users and remote operations now take
     /// directly.
     fn drop(&mut self) {
+        // A token is never dropped lent (remote operations reclaim), but
+        // the claim must go whatever state the lock is in.
+        self.reclaim();
         self.slot.release_token();
     }
 }
