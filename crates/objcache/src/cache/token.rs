@@ -18,7 +18,11 @@
 //! [`CpuToken::stats`], [`CpuToken::tune`]): they use its own array directly
 //! and serve its requests while waiting for other CPUs.  Calling the cache's
 //! own `shrink`/`stats`/`tune`/`alloc_on(own cpu)` from the thread that holds
-//! the token would wait for itself forever.
+//! the token would wait for itself forever, and so can per-call use
+//! (`alloc_on`/`free_on`/`lock_cpu`) of *another* claimed CPU from a token
+//! holder: the per-call forms cannot serve the caller's own slot while they
+//! wait, so two token holders doing that to each other deadlock.  A thread
+//! that is a CPU allocates through its own token only.
 //!
 //! [`serve`]: CpuToken::serve
 
