@@ -51,11 +51,18 @@
 //! pinned [`CpuCache`] is the kernel API: its `alloc`/`free` run no atomic
 //! read-modify-write instruction, as `kmem_cache_alloc` with interrupts off
 //! does not; the per-call forms pay one `lock cmpxchg` each.
+//! [`KmemCache::claim_cpu`] makes that static: the returned [`CpuToken`]
+//! lets one thread act as a CPU for as long as it likes, with no lock and no
+//! atomic read-modify-write on its hits and frees; remote operations
+//! (`shrink`, `tune`, `stats`) reach its array by a hand-off the owner
+//! serves at its next operation or [`CpuToken::serve`], as Linux drains
+//! per-CPU arrays by IPI.
 //!
 //! # Locks
 //!
-//! Each per-CPU array has its own spinlock (uncontended unless two threads
-//! share a slot or a drain runs), and the slab lists have one `list_lock`.
+//! Each per-CPU array has its own slot lock, a test-and-set byte
+//! (uncontended unless two threads share a slot or a drain runs; a token
+//! holds it for its whole life), and the slab lists have one `list_lock`.
 //! Lock order is array → list.  Under `--cfg loom` the locks and the modelled
 //! atomics come from `loom` (see the `sync` module).
 //!
