@@ -1,5 +1,7 @@
 //! Criterion benchmarks: objcache vs slabmalloc vs the system allocator, one
-//! and two threads, and preconstructed pgds vs construct-on-every-alloc.
+//! and two threads (objcache per call, pinned with `lock_cpu`, and through a
+//! claimed CPU's `CpuToken`), and preconstructed pgds vs
+//! construct-on-every-alloc.
 //! After criterion's own report it prints the same-run ratio tables of
 //! `examples/ratios.rs` (fewer, shorter rounds); run the example for the
 //! figures in the README.
@@ -38,6 +40,15 @@ fn alloc_free(c: &mut Criterion) {
         let pin_cache = objcache(size, 2);
         g.bench_function(BenchmarkId::new("objcache_pinned", "1T"), |b| {
             let mut a = Pinned::new(&pin_cache, 0);
+            b.iter_custom(|n| {
+                let t = std::time::Instant::now();
+                pairs(&mut a, n);
+                t.elapsed()
+            })
+        });
+        let token_cache = objcache(size, 2);
+        g.bench_function(BenchmarkId::new("objcache_token", "1T"), |b| {
+            let mut a = Token::new(&token_cache, 0);
             b.iter_custom(|n| {
                 let t = std::time::Instant::now();
                 pairs(&mut a, n);
@@ -87,6 +98,9 @@ fn alloc_free(c: &mut Criterion) {
         });
         g.bench_function(BenchmarkId::new("objcache_pinned", "2T"), |b| {
             b.iter_custom(|n| two_threads(|t| pairs(&mut Pinned::new(&pin_cache, t), n)))
+        });
+        g.bench_function(BenchmarkId::new("objcache_token", "2T"), |b| {
+            b.iter_custom(|n| two_threads(|t| pairs(&mut Token::new(&token_cache, t), n)))
         });
         g.bench_function(BenchmarkId::new("slabmalloc", "2T"), |b| {
             b.iter_custom(|n| two_threads(|_| pairs(&mut Slabmalloc::new(size), n)))
@@ -143,4 +157,6 @@ fn main() {
     // workloads once more in interleaved rounds and print them.
     println!("\n== same-run ratio tables (examples/ratios.rs: 7 rounds x 5e5 pairs) ==\n");
     print_ratio_tables(500_000, 7);
+    println!("\n== issue #17 targets, 32 B pair (examples/pair32.rs: 11 rounds x 1e6 pairs) ==\n");
+    print_pair32(11, 1_000_000);
 }

@@ -1,6 +1,7 @@
 //! Profiling loop: alloc+free of one object, `n` (default 2e7) times.
 //! `pairloop [size] [mode] [n]`, mode `c` = per-call `alloc_on`/`free_on`
-//! (default), `p` = pinned CPU via `lock_cpu`, `s` = system allocator at
+//! (default), `p` = pinned CPU via `lock_cpu`, `t` = a claimed CPU's
+//! `CpuToken`, `s` = system allocator at
 //! 16-byte alignment, `S` = system allocator at the cache's alignment;
 //! e.g. under `perf record` or `valgrind --tool=callgrind`.
 use std::alloc::Layout;
@@ -20,6 +21,7 @@ fn main() {
     let t = std::time::Instant::now();
     match mode.as_str() {
         "p" => pairs(&mut Pinned::new(&cache, 0), n),
+        "t" => pairs(&mut Token::new(&cache, 0), n),
         "s" | "S" => {
             let align = if mode == "s" { 16 } else { cache.align() };
             let layout = Layout::from_size_align(size, align).unwrap_or_else(|e| panic!("{e}"));

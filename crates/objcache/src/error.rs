@@ -91,3 +91,22 @@ pub struct TuneError {
     /// Requested transfer batch.
     pub batchcount: usize,
 }
+
+/// `claim_cpu` failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    /// `claim_cpu(cpu)` with `cpu >= ncpus`.
+    #[error("cpu {cpu} out of range (ncpus {ncpus})")]
+    InvalidCpu {
+        /// The CPU asked for.
+        cpu: usize,
+        /// The cache's number of CPU slots.
+        ncpus: usize,
+    },
+    /// Another [`CpuToken`](crate::CpuToken) for this CPU exists.
+    #[error("cpu {cpu} is already claimed")]
+    Claimed {
+        /// The CPU asked for.
+        cpu: usize,
+    },
+}

@@ -51,11 +51,18 @@
 //! pinned [`CpuCache`] is the kernel API: its `alloc`/`free` run no atomic
 //! read-modify-write instruction, as `kmem_cache_alloc` with interrupts off
 //! does not; the per-call forms pay one `lock cmpxchg` each.
+//! [`KmemCache::claim_cpu`] makes that static: the returned [`CpuToken`]
+//! lets one thread act as a CPU for as long as it likes, with no lock and no
+//! atomic read-modify-write on its hits and frees; remote operations
+//! (`shrink`, `tune`, `stats`) reach its array by a hand-off the owner
+//! serves at its next operation or [`CpuToken::serve`], as Linux drains
+//! per-CPU arrays by IPI.
 //!
 //! # Locks
 //!
-//! Each per-CPU array has its own spinlock (uncontended unless two threads
-//! share a slot or a drain runs), and the slab lists have one `list_lock`.
+//! Each per-CPU array has its own slot lock, a test-and-set byte
+//! (uncontended unless two threads share a slot or a drain runs; a token
+//! holds it for its whole life), and the slab lists have one `list_lock`.
 //! Lock order is array → list.  Under `--cfg loom` the locks and the modelled
 //! atomics come from `loom` (see the `sync` module).
 //!
@@ -104,15 +111,19 @@ pub mod cpu;
 mod error;
 mod page;
 mod pagemap;
+#[cfg(all(feature = "std", not(loom)))]
+pub mod pairbench;
 mod slab;
 mod stats;
 mod sync;
 
+#[cfg(loom)]
+pub use cache::Bug;
 pub use cache::{
-    CacheBuilder, CpuCache, Ctor, DestroyError, Dtor, KmemCache, ResizePolicy, SlabFlags, Verify,
-    MAX_LIMIT, RESIZE_CONTENTION, RESIZE_MAX_FACTOR, RESIZE_WINDOW,
+    CacheBuilder, CpuCache, CpuToken, Ctor, DestroyError, Dtor, KmemCache, ResizePolicy, SlabFlags,
+    Verify, MAX_LIMIT, RESIZE_CONTENTION, RESIZE_MAX_FACTOR, RESIZE_WINDOW,
 };
-pub use error::{AllocError, CreateError, FreeError, TuneError};
+pub use error::{AllocError, ClaimError, CreateError, FreeError, TuneError};
 #[cfg(feature = "std")]
 pub use page::SystemPageSource;
 pub use page::{FaultyPageSource, PageAllocError, PageSource, PAGE_SHIFT, PAGE_SIZE};
@@ -129,6 +140,7 @@ mod error_traits {
         is_error::<crate::AllocError>();
         is_error::<crate::FreeError>();
         is_error::<crate::TuneError>();
+        is_error::<crate::ClaimError>();
         is_error::<crate::PageAllocError>();
         is_error::<crate::DestroyError<crate::FaultyPageSource<crate::SystemPageSource>>>();
     }

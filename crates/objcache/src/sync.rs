@@ -124,3 +124,70 @@ mod tests {
         cache.destroy().unwrap();
     }
 }
+
+/// A cell for per-CPU memory: plain loads and stores, exclusive by protocol
+/// rather than by a lock word inside it.
+///
+/// `core::cell::UnsafeCell` normally; under `cfg(loom)` loom's, which checks
+/// that every access happens-after the previous conflicting one, so a
+/// hand-off that does not order the owner's accesses before the
+/// requester's is reported as a causality violation.  The API is loom's
+/// (`with`/`with_mut` with a raw pointer).
+#[derive(Debug)]
+pub(crate) struct UnsafeCell<T> {
+    #[cfg(not(loom))]
+    inner: core::cell::UnsafeCell<T>,
+    #[cfg(loom)]
+    inner: loom::cell::UnsafeCell<T>,
+}
+
+impl<T> UnsafeCell<T> {
+    /// Wraps `value`.
+    pub(crate) fn new(value: T) -> Self {
+        Self {
+            #[cfg(not(loom))]
+            inner: core::cell::UnsafeCell::new(value),
+            #[cfg(loom)]
+            inner: loom::cell::UnsafeCell::new(value),
+        }
+    }
+
+    /// Calls `f` with a shared pointer to the value.  The caller must have
+    /// the right to read it (no concurrent writer).
+    #[cfg_attr(not(loom), allow(dead_code))] // only the negative loom model reads unlocked
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        #[cfg(not(loom))]
+        {
+            f(self.inner.get())
+        }
+        #[cfg(loom)]
+        {
+            self.inner.with(f)
+        }
+    }
+
+    /// Calls `f` with an exclusive pointer to the value.  The caller must
+    /// have the exclusive right to it (no concurrent reader or writer).
+    #[inline(always)]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        #[cfg(not(loom))]
+        {
+            f(self.inner.get())
+        }
+        #[cfg(loom)]
+        {
+            self.inner.with_mut(f)
+        }
+    }
+}
+
+/// One iteration of a busy-wait: a `pause` normally, a yield to the model
+/// checker under loom (which otherwise explores the spin forever).
+#[inline(always)]
+pub(crate) fn spin_wait() {
+    #[cfg(not(loom))]
+    core::hint::spin_loop();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}
