@@ -311,21 +311,35 @@ impl<'m, P: PhysMem + ?Sized> Cursor<'m, P> {
                 continue;
             }
             let f = frames.alloc_table().map_err(MapError::OutOfMemory)?;
-            if let Some(s) = attached.frames.get_mut(attached.n) {
-                *s = Some(f);
-                attached.n += 1;
-            }
+            // At most four intermediate tables (5-level), so always recorded.
+            let recorded = match attached.frames.get_mut(attached.n) {
+                Some(s) => {
+                    *s = Some(f);
+                    attached.n += 1;
+                    true
+                }
+                None => false,
+            };
             let e = Entry::table(mode, level, f.start(), table_flags(mode, level, va));
             let written = e
                 .map_err(MapError::from)
                 .and_then(|e| Ok(write_entry(self.mem, mode, at, e)?));
             if let Err(e) = written {
-                if attached.hook.is_none() {
-                    // Nothing hooked yet: only the frame to give back.
+                // Not hooked: give it back here unless the undo will.
+                if attached.hook.is_none() || !recorded {
                     let _ = frames.free_table(f);
-                    attached.n -= 1;
+                    if recorded {
+                        attached.n -= 1;
+                    }
                 }
                 return Err(e);
+            }
+            if !recorded {
+                // Unreachable with the four modes; never leave a table the
+                // undo would not know of.
+                let _ = write_entry(self.mem, mode, at, Entry::EMPTY);
+                let _ = frames.free_table(f);
+                return Err(MapError::Entry(EntryError::BadLevel { mode, level }));
             }
             attached.hook.get_or_insert(at);
             table = f.start();

@@ -409,6 +409,48 @@ fn entries_visit_exactly_the_range() {
     }
 }
 
+/// `set_pmd_pte` on 2-level: a split in swapper, then the same pgd entry
+/// written into another pgd through `with_root` + `pgd_slot`.
+#[test]
+fn split_entry_propagates_to_another_pgd() {
+    let mode = PagingMode::TwoLevel;
+    let (pm, swapper) = setup();
+    let other = pm.alloc_zeroed_frame(Owner::UserTable).unwrap().start();
+    let frames = TableFrames::new(&pm, Owner::KernelTable);
+    let cur = Cursor::new(&pm, mode, swapper);
+    let va = kva(mode);
+    cur.map(
+        va,
+        PhysAddr::new(0),
+        PageSize::Size4M,
+        EntryFlags::RW,
+        &frames,
+    )
+    .unwrap()
+    .ignore();
+    let index = mode.index(va, Level::Pgd);
+    let theirs = cur.with_root(other);
+    let old = cur.pgd_slot(index).unwrap().entry;
+    theirs
+        .write(&theirs.pgd_slot(index).unwrap(), old)
+        .unwrap()
+        .ignore();
+    let split = cur
+        .split(va, &frames, |_, _, f| f | EntryFlags::PCD)
+        .unwrap();
+    let new = split.payload().entry;
+    let slot = theirs.pgd_slot(index).unwrap();
+    assert_eq!((slot.index(), slot.va, slot.entry), (index, va, old));
+    theirs.write(&slot, new).unwrap().ignore();
+    split.ignore();
+    for root in [swapper, other] {
+        let t = translate(&pm, &CpuState::new(mode, root), va, Access::READ).unwrap();
+        assert_eq!(t.size, PageSize::Size4K);
+        assert!(t.flags.contains(EntryFlags::PCD));
+    }
+    assert!(cur.pgd_slot(mode.ptrs_per_pgd()).is_err());
+}
+
 /// vmalloc's pattern: many pages, one failure, everything undone.
 #[test]
 fn tracked_edits_unhook_as_a_whole() {
