@@ -45,7 +45,10 @@ impl LockClass {
     }
 
     /// The graph node of `subclass` plus one, 0 if not numbered yet.
-    #[cfg_attr(not(all(feature = "lockdep", not(loom))), allow(dead_code))]
+    #[cfg_attr(
+        not(all(feature = "lockdep", debug_assertions, not(loom))),
+        allow(dead_code)
+    )]
     pub(crate) fn node(&self, subclass: u8) -> u8 {
         self.nodes
             .get(usize::from(subclass))
@@ -53,7 +56,10 @@ impl LockClass {
     }
 
     /// Numbers `subclass` (lockdep's graph lock held).
-    #[cfg_attr(not(all(feature = "lockdep", not(loom))), allow(dead_code))]
+    #[cfg_attr(
+        not(all(feature = "lockdep", debug_assertions, not(loom))),
+        allow(dead_code)
+    )]
     pub(crate) fn set_node(&self, subclass: u8, node_plus_one: u8) {
         if let Some(n) = self.nodes.get(usize::from(subclass)) {
             n.store(node_plus_one, Ordering::Release);

@@ -21,33 +21,39 @@
 //! and where each was first seen — a deadlock reported the first time the
 //! two orders merely *occur*, on any threads, at any time. Locks built
 //! elsewhere (pgdcache's `pgd_lock` variants) report through
-//! [`lockdep::Held`]. Without the feature, or under loom, every hook is an
-//! empty inline function.
+//! [`lockdep::Held`]. Without the feature, in release builds (no debug
+//! assertions), or under loom, every hook is an empty inline function.
 //!
 //! # The lock order of the pgd system
 //!
 //! Outermost first; an arrow is "may be held while taking":
 //!
 //! ```text
-//! cpa_lock ──→ pgd_lock            set_pmd_pte rewrites every listed pgd under cpa_lock
-//! cpa_lock ──→ mmlist_lock         slab-ticket: a conversion rewrites the live pgds
-//! cpa_lock ──→ pcp ──→ zone        split_large_page allocates its pte page under cpa_lock
-//!                                  (Linux 2.5.69 drops cpa_lock around alloc_pages;
-//!                                  the simulator keeps it: the order is then legal
-//!                                  as long as no path takes cpa_lock under pcp/zone)
-//! array_cache ──→ list_lock        a refill or flush of a per-CPU array (objcache)
-//! array_cache ──→ pgd_lock         pgd_ctor links the new pgd into pgd_list with the
-//! array_cache ──→ pmd_cache's      CPU's array lock held (the cache grows inside alloc);
-//!   array_cache                    pgd_dtor unlinks it from a flush
-//! list_lock ──→ pcp ──→ zone       a cache grows or shrinks (objcache's PageSource)
+//! cpa_lock ──→ pgd_lock            set_pmd_pte rewrites every listed pgd (slab-pgd-list)
+//! cpa_lock ──→ mmlist_lock         ... or every live pgd (slab-ticket, uncached)
+//! cpa_lock ──→ pcp ──→ zone        change_page_attr allocates the pte pages of its
+//!                                  splits with cpa_lock held (Linux 2.5.69 drops
+//!                                  cpa_lock around alloc_pages; legal here as long as
+//!                                  nothing takes cpa_lock under pcp or zone)
+//! vmlist_lock ──→ pcp ──→ zone     vmalloc allocates its frames under vmlist_lock
+//! array_cache ──→ list_lock        a per-CPU array refills from, or flushes to, the slabs
+//! array_cache ──→ pgd_lock         a cache grows inside alloc with the CPU's array lock
+//!                                  held (list_lock dropped): pgd_ctor links the new pgd
+//!                                  into pgd_list; a flush runs pgd_dtor (unlink)
+//! array_cache ──→ pcp ──→ zone     ... and gets or frees its slab pages (PageSource)
+//! array_cache ──→ array_cache      PAE: pmd_cache's array while pgd_cache's is pinned
+//!                                  (two locks of one class: allowed, see below)
 //! pcp ──→ zone                     a per-CPU page list is refilled, trimmed or drained
-//! vmlist_lock ──→ pcp ──→ zone     vmalloc allocates its pages and page tables
 //! ```
 //!
-//! `zone` is the innermost lock: nothing is taken under it. No path takes
-//! `pgd_lock` and then `cpa_lock`, `array_cache` or `list_lock`: a
-//! constructor must never convert a page, and `change_page_attr` never
-//! allocates from the object caches while holding `pgd_lock`.
+//! `zone` is the innermost lock: nothing is taken under it. No path may
+//! take `cpa_lock`, `vmlist_lock`, `array_cache` or `list_lock` under
+//! `pgd_lock` or `mmlist_lock` (a constructor never converts a page, a
+//! conversion never allocates from an object cache while it rewrites
+//! pgds). The orders between `physmem`'s and `objcache`'s locks are checked
+//! by their tests under lockdep; `pgdcache`'s own locks (`pgd_lock` in its
+//! three variants, `mmlist_lock`, `cpa_lock`, `vmlist_lock`) join the check
+//! once they are built by the shim or report through [`lockdep::Held`].
 //!
 //! Same-class nesting (two CPUs' `array_cache` locks, or pgd_cache's and
 //! pmd_cache's, held at once) is allowed and adds no order; a lock taken

@@ -124,7 +124,7 @@ macro_rules! shim_lock {
             }
 
             /// Takes the lock, spinning (or sleeping) until it is free.
-            #[cfg_attr(all(feature = "lockdep", not(loom)), track_caller)]
+            #[cfg_attr(all(feature = "lockdep", debug_assertions, not(loom)), track_caller)]
             #[inline]
             pub fn lock(&self) -> $Guard<'_, T> {
                 self.lock_nested(0)
@@ -133,7 +133,7 @@ macro_rules! shim_lock {
             /// Takes the lock as subclass `subclass` of its class (Linux's
             /// `spin_lock_nested`): for a second lock of one class held at
             /// once, in a fixed order (e.g. two CPUs' lists, lower CPU first).
-            #[cfg_attr(all(feature = "lockdep", not(loom)), track_caller)]
+            #[cfg_attr(all(feature = "lockdep", debug_assertions, not(loom)), track_caller)]
             #[inline]
             pub fn lock_nested(&self, subclass: u8) -> $Guard<'_, T> {
                 let held = Held::acquire_instance(self.class, subclass, self.instance());
@@ -144,7 +144,7 @@ macro_rules! shim_lock {
             }
 
             /// Takes the lock if it is free, without waiting.
-            #[cfg_attr(all(feature = "lockdep", not(loom)), track_caller)]
+            #[cfg_attr(all(feature = "lockdep", debug_assertions, not(loom)), track_caller)]
             #[inline]
             pub fn try_lock(&self) -> Option<$Guard<'_, T>> {
                 let inner = $be::try_lock(&self.inner)?;

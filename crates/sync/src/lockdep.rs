@@ -29,10 +29,14 @@
 //! "possible recursive locking"; here it is a documented allowance, because
 //! objcache nests per-CPU arrays of one class by design.
 //!
-//! The checker is active with the `lockdep` feature and not under
-//! `--cfg loom` (loom runs its threads on one OS thread, whose single
-//! thread-local stack would mix them). Otherwise [`Held`] is a zero-sized
-//! type and every hook an empty inline function.
+//! The checker is active with the `lockdep` feature in builds with debug
+//! assertions (a debug option, as `CONFIG_PROVE_LOCKING` is: `cargo test`
+//! and the `test32` profile check lock order; `--release` builds, benches
+//! and examples measured in release do not pay for it even when a
+//! dev-dependency turns the feature on), and not under `--cfg loom` (loom
+//! runs its threads on one OS thread, whose single thread-local stack would
+//! mix them). Otherwise [`Held`] is a zero-sized type and every hook an
+//! empty inline function.
 //!
 //! Locks built outside the shim report through the same hooks:
 //!
@@ -45,12 +49,13 @@
 
 use crate::LockClass;
 
-/// Whether the checker is compiled in (the `lockdep` feature, not loom).
-pub const ENABLED: bool = cfg!(all(feature = "lockdep", not(loom)));
+/// Whether the checker is compiled in (the `lockdep` feature, debug
+/// assertions, not loom).
+pub const ENABLED: bool = cfg!(all(feature = "lockdep", debug_assertions, not(loom)));
 
-#[cfg(all(feature = "lockdep", not(loom)))]
+#[cfg(all(feature = "lockdep", debug_assertions, not(loom)))]
 mod graph;
-#[cfg(all(feature = "lockdep", not(loom)))]
+#[cfg(all(feature = "lockdep", debug_assertions, not(loom)))]
 pub use graph::{Violation, MAX_NODES};
 
 /// One acquisition of a class, recorded for as long as it lives: create it
@@ -58,18 +63,18 @@ pub use graph::{Violation, MAX_NODES};
 #[must_use = "the class counts as released when this is dropped"]
 #[derive(Debug)]
 pub struct Held {
-    #[cfg(all(feature = "lockdep", not(loom)))]
+    #[cfg(all(feature = "lockdep", debug_assertions, not(loom)))]
     class: &'static LockClass,
-    #[cfg(all(feature = "lockdep", not(loom)))]
+    #[cfg(all(feature = "lockdep", debug_assertions, not(loom)))]
     subclass: u8,
-    #[cfg(all(feature = "lockdep", not(loom)))]
+    #[cfg(all(feature = "lockdep", debug_assertions, not(loom)))]
     instance: usize,
 }
 
 impl Held {
     /// Records that this thread is about to take a lock of `class`;
     /// panics if that inverts an order seen before.
-    #[cfg_attr(all(feature = "lockdep", not(loom)), track_caller)]
+    #[cfg_attr(all(feature = "lockdep", debug_assertions, not(loom)), track_caller)]
     #[inline]
     pub fn acquire(class: &'static LockClass) -> Held {
         Self::acquire_nested(class, 0)
@@ -78,7 +83,7 @@ impl Held {
     /// [`acquire`](Self::acquire) of subclass `subclass` (Linux's
     /// `spin_lock_nested`): a subclass is its own node of the graph, so the
     /// order between two locks of one class is checked.
-    #[cfg_attr(all(feature = "lockdep", not(loom)), track_caller)]
+    #[cfg_attr(all(feature = "lockdep", debug_assertions, not(loom)), track_caller)]
     #[inline]
     pub fn acquire_nested(class: &'static LockClass, subclass: u8) -> Held {
         Self::acquire_instance(class, subclass, 0)
@@ -88,10 +93,10 @@ impl Held {
     /// `instance` (0: unknown), which lets lockdep tell a lock taken twice
     /// (a certain self-deadlock, reported) from two locks of one class
     /// (allowed, see the [module docs](self)).
-    #[cfg_attr(all(feature = "lockdep", not(loom)), track_caller)]
+    #[cfg_attr(all(feature = "lockdep", debug_assertions, not(loom)), track_caller)]
     #[inline]
     pub fn acquire_instance(class: &'static LockClass, subclass: u8, instance: usize) -> Held {
-        #[cfg(all(feature = "lockdep", not(loom)))]
+        #[cfg(all(feature = "lockdep", debug_assertions, not(loom)))]
         {
             let at = core::panic::Location::caller();
             graph::acquire(class, subclass, instance, at, false);
@@ -101,7 +106,7 @@ impl Held {
                 instance,
             }
         }
-        #[cfg(not(all(feature = "lockdep", not(loom))))]
+        #[cfg(not(all(feature = "lockdep", debug_assertions, not(loom))))]
         {
             let _ = (class, subclass, instance);
             Held {}
@@ -112,10 +117,10 @@ impl Held {
     /// taken by a successful `try_lock`: it
     /// cannot deadlock, so no order is checked or added for it, but it is
     /// held (locks taken under it are ordered after it).
-    #[cfg_attr(all(feature = "lockdep", not(loom)), track_caller)]
+    #[cfg_attr(all(feature = "lockdep", debug_assertions, not(loom)), track_caller)]
     #[inline]
     pub fn try_acquired(class: &'static LockClass, instance: usize) -> Held {
-        #[cfg(all(feature = "lockdep", not(loom)))]
+        #[cfg(all(feature = "lockdep", debug_assertions, not(loom)))]
         {
             graph::acquire(class, 0, instance, core::panic::Location::caller(), true);
             Held {
@@ -124,7 +129,7 @@ impl Held {
                 instance,
             }
         }
-        #[cfg(not(all(feature = "lockdep", not(loom))))]
+        #[cfg(not(all(feature = "lockdep", debug_assertions, not(loom))))]
         {
             let _ = (class, instance);
             Held {}
@@ -141,7 +146,7 @@ impl Held {
     }
 }
 
-#[cfg(all(feature = "lockdep", not(loom)))]
+#[cfg(all(feature = "lockdep", debug_assertions, not(loom)))]
 impl Drop for Held {
     #[track_caller]
     fn drop(&mut self) {
@@ -151,51 +156,65 @@ impl Drop for Held {
 }
 
 /// Manual hook: this thread takes a lock of `class` (pair with [`release`]).
-#[cfg_attr(all(feature = "lockdep", not(loom)), track_caller)]
+#[cfg_attr(all(feature = "lockdep", debug_assertions, not(loom)), track_caller)]
 #[inline]
 pub fn acquire(class: &'static LockClass) {
     Held::acquire(class).leak();
 }
 
 /// Manual hook: this thread released a lock of `class`.
-#[cfg_attr(all(feature = "lockdep", not(loom)), track_caller)]
+#[cfg_attr(all(feature = "lockdep", debug_assertions, not(loom)), track_caller)]
 #[inline]
 pub fn release(class: &'static LockClass) {
     release_nested(class, 0);
 }
 
 /// Manual hook: this thread released subclass `subclass` of `class`.
-#[cfg_attr(all(feature = "lockdep", not(loom)), track_caller)]
+#[cfg_attr(all(feature = "lockdep", debug_assertions, not(loom)), track_caller)]
 #[inline]
 pub fn release_nested(class: &'static LockClass, subclass: u8) {
-    #[cfg(all(feature = "lockdep", not(loom)))]
+    #[cfg(all(feature = "lockdep", debug_assertions, not(loom)))]
     graph::release(class, subclass, 0, core::panic::Location::caller());
-    #[cfg(not(all(feature = "lockdep", not(loom))))]
+    #[cfg(not(all(feature = "lockdep", debug_assertions, not(loom))))]
     let _ = (class, subclass);
 }
 
 /// The classes this thread holds, outermost first, with their subclasses
 /// (always empty when the checker is off).
 pub fn held() -> alloc::vec::Vec<(&'static str, u8)> {
-    #[cfg(all(feature = "lockdep", not(loom)))]
+    #[cfg(all(feature = "lockdep", debug_assertions, not(loom)))]
     return graph::held();
-    #[cfg(not(all(feature = "lockdep", not(loom))))]
+    #[cfg(not(all(feature = "lockdep", debug_assertions, not(loom))))]
+    alloc::vec::Vec::new()
+}
+
+/// Every order seen so far, as `(held, taken, where taken)` with class
+/// names (`name/subclass` for a subclass), for reports (always empty when
+/// the checker is off).
+pub fn orders() -> alloc::vec::Vec<(
+    alloc::string::String,
+    alloc::string::String,
+    alloc::string::String,
+)> {
+    #[cfg(all(feature = "lockdep", debug_assertions, not(loom)))]
+    return graph::orders();
+    #[cfg(not(all(feature = "lockdep", debug_assertions, not(loom))))]
     alloc::vec::Vec::new()
 }
 
 /// Whether the order `before → … → after` (any subclasses) has been seen
 /// (always false when the checker is off).
 pub fn order_seen(before: &'static LockClass, after: &'static LockClass) -> bool {
-    #[cfg(all(feature = "lockdep", not(loom)))]
+    #[cfg(all(feature = "lockdep", debug_assertions, not(loom)))]
     return graph::order_seen(before, after);
-    #[cfg(not(all(feature = "lockdep", not(loom))))]
+    #[cfg(not(all(feature = "lockdep", debug_assertions, not(loom))))]
     {
         let _ = (before, after);
         false
     }
 }
 
-#[cfg(all(test, feature = "lockdep", not(loom)))]
+#[cfg(all(test, feature = "lockdep", debug_assertions, not(loom)))]
 mod tests {
     use super::*;
     use crate::SpinLock;
@@ -375,6 +394,9 @@ mod tests {
         release(&M);
         assert!(held().is_empty());
         assert!(order_seen(&M, &S));
+        assert!(orders()
+            .iter()
+            .any(|(a, b, at)| a == "manual_m" && b == "manual_s" && at.contains("lockdep.rs")));
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl<T> RwLock<T> {
     }
 
     /// Shared access.
-    #[cfg_attr(all(feature = "lockdep", not(loom)), track_caller)]
+    #[cfg_attr(all(feature = "lockdep", debug_assertions, not(loom)), track_caller)]
     #[inline]
     pub fn read(&self) -> RwLockReadGuard<'_, T> {
         let held = Held::acquire_instance(self.class, 0, core::ptr::from_ref(self) as usize);
@@ -65,7 +65,7 @@ impl<T> RwLock<T> {
     }
 
     /// Exclusive access.
-    #[cfg_attr(all(feature = "lockdep", not(loom)), track_caller)]
+    #[cfg_attr(all(feature = "lockdep", debug_assertions, not(loom)), track_caller)]
     #[inline]
     pub fn write(&self) -> RwLockWriteGuard<'_, T> {
         let held = Held::acquire_instance(self.class, 0, core::ptr::from_ref(self) as usize);

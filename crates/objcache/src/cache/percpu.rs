@@ -35,6 +35,8 @@
 //! requesters, and requesters never block while they wait, so two token
 //! holders draining each other cannot deadlock.
 
+use pgdcache_sync::classes::ARRAY_CACHE;
+use pgdcache_sync::lockdep::Held;
 use alloc::vec::Vec;
 use core::fmt;
 use core::ptr::NonNull;
@@ -135,11 +137,23 @@ impl CpuSlot {
     /// Takes the slot for one call or region (a caller that is not its
     /// token holder): one `lock cmpxchg` when the slot is free.
     #[inline(always)]
+    #[cfg_attr(feature = "std", track_caller)]
     pub(crate) fn acquire(&self) -> SlotGuard<'_> {
+        let held = self.held();
         if !self.try_lock() {
             self.acquire_serving(|| {});
         }
-        SlotGuard { slot: self }
+        SlotGuard {
+            slot: self,
+            _held: held,
+        }
+    }
+
+    /// Tells the lock-order checker this thread takes the slot lock.
+    #[inline(always)]
+    #[cfg_attr(feature = "std", track_caller)]
+    fn held(&self) -> Held {
+        Held::acquire_instance(&ARRAY_CACHE, 0, self as *const Self as usize)
     }
 
     /// Takes the slot lock, posting a hand-off request while a token holds
@@ -170,11 +184,16 @@ impl CpuSlot {
     /// [`acquire`](Self::acquire) for a caller that holds a token on
     /// another slot and serves it (`serve`, which must not block: it lends
     /// the token's slot, see `CpuToken::lend`) while it waits.
+    #[cfg_attr(feature = "std", track_caller)]
     pub(crate) fn acquire_while_serving(&self, serve: impl FnMut()) -> SlotGuard<'_> {
+        let held = self.held();
         if !self.try_lock() {
             self.acquire_serving(serve);
         }
-        SlotGuard { slot: self }
+        SlotGuard {
+            slot: self,
+            _held: held,
+        }
     }
 
     /// Whether a requester is waiting for this slot's token holder (a plain
@@ -258,6 +277,10 @@ impl CpuSlot {
 /// released on drop.
 pub(crate) struct SlotGuard<'a> {
     slot: &'a CpuSlot,
+    /// The lock-order checker's record of the `array_cache` class (empty
+    /// without the `lockdep` feature); dropped after the guard's own
+    /// `Drop` released the slot.
+    _held: Held,
 }
 
 impl SlotGuard<'_> {

@@ -370,3 +370,11 @@ pub(super) fn order_seen(before: &'static LockClass, after: &'static LockClass) 
                 .any(|a| b != a && g.path(b, a).is_some())
         })
 }
+
+pub(super) fn orders() -> Vec<(String, String, String)> {
+    let g = graph();
+    g.seen
+        .iter()
+        .map(|(&(a, b), s)| (g.name(a), g.name(b), s.taken_at.to_string()))
+        .collect()
+}
