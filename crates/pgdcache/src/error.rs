@@ -51,6 +51,16 @@ pub enum KernelError {
         #[source]
         source: objcache::FreeError,
     },
+    /// A CPU's slot of an object cache could not be claimed (out of range,
+    /// or another thread acts as that CPU).
+    #[error("claiming cpu {cpu}")]
+    CpuClaim {
+        /// The CPU.
+        cpu: usize,
+        /// Why.
+        #[source]
+        source: objcache::ClaimError,
+    },
     /// An object cache could not be created.
     #[error("creating {cache}")]
     CacheCreate {

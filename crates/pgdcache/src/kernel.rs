@@ -20,7 +20,7 @@ use crate::cpa::{Cpa, CpaError};
 use crate::error::KernelError;
 use crate::lock::LockKind;
 use crate::mm::{AddressSpaces, Mm, MmError, TaskSize};
-use crate::pgd::{Pgd, PgdCaches};
+use crate::pgd::{CpuSlots, Pgd, PgdCaches, Via};
 use crate::prelude::*;
 use crate::scheme::Scheme;
 use crate::stats::KernelStats;
@@ -177,17 +177,17 @@ impl<M: KernelMem> Kernel<M> {
 
     /// exec: a fresh address space with `size` pages mapped, joined to `mmlist`.
     pub fn exec_mm(&self, cpu: usize, size: TaskSize) -> Result<Mm, MmError> {
-        self.address_spaces().exec_mm(cpu, size)
+        self.address_spaces().exec_mm(&mut Via::Call(cpu), size)
     }
 
     /// fork: a new address space sharing `parent`'s pages copy-on-write.
     pub fn fork_mm(&self, cpu: usize, parent: &Mm) -> Result<Mm, MmError> {
-        self.address_spaces().fork_mm(cpu, parent)
+        self.address_spaces().fork_mm(&mut Via::Call(cpu), parent)
     }
 
     /// exit: leave `mmlist`, `clear_page_tables`, `pgd_free`.
     pub fn exit_mm(&self, cpu: usize, mm: Mm) -> Result<(), MmError> {
-        self.address_spaces().exit_mm(cpu, mm)
+        self.address_spaces().exit_mm(&mut Via::Call(cpu), mm)
     }
 
     /// `clear_page_tables`: the pgd back in constructed state.
@@ -197,12 +197,27 @@ impl<M: KernelMem> Kernel<M> {
 
     /// `pgd_alloc` on CPU `cpu`.
     pub fn pgd_alloc(&self, cpu: usize) -> Result<Pgd, KernelError> {
-        self.caches.alloc(cpu)
+        self.caches.alloc(&mut Via::Call(cpu))
     }
 
     /// `pgd_free` on CPU `cpu` (after `clear_page_tables`).
     pub fn pgd_free(&self, cpu: usize, pgd: Pgd) -> Result<(), KernelError> {
-        self.caches.free(cpu, pgd)
+        self.caches.free(&mut Via::Call(cpu), pgd)
+    }
+
+    /// Claims CPU `cpu` for the calling thread: through the returned
+    /// [`PgdCpu`], `pgd_alloc`/`pgd_free` (and PAE's pmds) use the CPU's
+    /// own slots of the object caches with no lock and no atomic
+    /// read-modify-write on a hit — the kernel's per-CPU fast path. Fails
+    /// if another thread acts as that CPU. Where pgds are pages (no object
+    /// cache) there is no per-CPU state to own and the claim always
+    /// succeeds. The per-call methods above stay for callers that are not
+    /// a CPU.
+    pub fn claim_cpu(&self, cpu: usize) -> Result<PgdCpu<'_, M>, KernelError> {
+        Ok(PgdCpu {
+            k: self,
+            slots: self.caches.claim_cpu(cpu)?,
+        })
     }
 
     /// The address space of `pgd` joins `mmlist` (fork's `dup_mmap`, exec).
@@ -414,5 +429,59 @@ impl<M: KernelMem> Kernel<M> {
             vm: &self.vm,
         }
         .run()
+    }
+}
+
+/// One CPU of the pgd system, held by the thread acting as that CPU (see
+/// [`Kernel::claim_cpu`]): its slots of `pgd_cache` and `pmd_cache`, so a
+/// cache hit is a plain pop and a free a plain push. Remote operations
+/// (`shrink`, `slab_stats`, `verify`'s walk of the caches) are served by
+/// this CPU at its next operation or at [`PgdCpu::serve`]: a thread that
+/// holds a `PgdCpu` and stops allocating must call `serve`, or drop it.
+pub struct PgdCpu<'k, M: KernelMem = DefaultMem> {
+    k: &'k Kernel<M>,
+    slots: CpuSlots<'k, M>,
+}
+
+impl<M: KernelMem> PgdCpu<'_, M> {
+    /// The CPU.
+    pub fn cpu(&self) -> usize {
+        self.slots.cpu()
+    }
+
+    /// `pgd_alloc` on this CPU.
+    pub fn pgd_alloc(&mut self) -> Result<Pgd, KernelError> {
+        self.k.caches.alloc(&mut Via::Cpu(&mut self.slots))
+    }
+
+    /// `pgd_free` on this CPU (after `clear_page_tables`).
+    pub fn pgd_free(&mut self, pgd: Pgd) -> Result<(), KernelError> {
+        self.k.caches.free(&mut Via::Cpu(&mut self.slots), pgd)
+    }
+
+    /// exec on this CPU.
+    pub fn exec_mm(&mut self, size: TaskSize) -> Result<Mm, MmError> {
+        self.k
+            .address_spaces()
+            .exec_mm(&mut Via::Cpu(&mut self.slots), size)
+    }
+
+    /// fork on this CPU.
+    pub fn fork_mm(&mut self, parent: &Mm) -> Result<Mm, MmError> {
+        self.k
+            .address_spaces()
+            .fork_mm(&mut Via::Cpu(&mut self.slots), parent)
+    }
+
+    /// exit on this CPU.
+    pub fn exit_mm(&mut self, mm: Mm) -> Result<(), MmError> {
+        self.k
+            .address_spaces()
+            .exit_mm(&mut Via::Cpu(&mut self.slots), mm)
+    }
+
+    /// A quiescent point: serves any remote operation waiting for this CPU.
+    pub fn serve(&mut self) {
+        self.slots.serve()
     }
 }

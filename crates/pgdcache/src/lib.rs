@@ -86,7 +86,7 @@ pub use bug::Bug;
 pub use check::{Report, Violation, ViolationKind};
 pub use cpa::CpaError;
 pub use error::KernelError;
-pub use kernel::{DefaultMem, Kernel, KernelConfig};
+pub use kernel::{DefaultMem, Kernel, KernelConfig, PgdCpu};
 pub use lock::{LockKind, LockStats, StatLock};
 pub use mm::{Mm, MmError};
 pub use pgd::Pgd;

@@ -8,7 +8,7 @@
 //! both map them read-only and the frame's `page_count` counts the sharers.
 
 use crate::error::KernelError;
-use crate::pgd::{Pgd, PgdCaches};
+use crate::pgd::{Pgd, PgdCaches, Via};
 use crate::prelude::*;
 use crate::swapper::{KernelMem, Swapper};
 use crate::tracker::Tracker;
@@ -143,14 +143,14 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
 
     /// `mm_init` + the join to `mmlist`: an empty address space with a
     /// fresh pgd, visible to conversions (and, in `slab-ticket`, refreshed).
-    fn mm_init(&self, cpu: usize) -> Result<Mm, MmError> {
-        let pgd = self.caches.alloc(cpu)?;
+    fn mm_init(&self, via: &mut Via<'_, '_, M>) -> Result<Mm, MmError> {
+        let pgd = self.caches.alloc(via)?;
         let mm = Mm {
             pgd,
             pages: Vec::new(),
         };
         if let Err(e) = self.mm_join(pgd) {
-            self.teardown(cpu, mm)?;
+            self.teardown(via, mm)?;
             return Err(e.into());
         }
         Ok(mm)
@@ -158,8 +158,8 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
 
     /// exec: a fresh address space with `size` pages mapped (text at 4 MiB,
     /// data after it, stack below the top of user space), joined to `mmlist`.
-    pub(crate) fn exec_mm(&self, cpu: usize, size: TaskSize) -> Result<Mm, MmError> {
-        let mut mm = self.mm_init(cpu)?;
+    pub(crate) fn exec_mm(&self, via: &mut Via<'_, '_, M>, size: TaskSize) -> Result<Mm, MmError> {
+        let mut mm = self.mm_init(via)?;
         let text = 0x40_0000u64;
         let data = text + size.text * PAGE_SIZE;
         let stack_top = self.kernel_space().layout.user_end - 16 * PAGE_SIZE;
@@ -177,13 +177,13 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
                 let f = match self.pm().alloc_frame(Owner::UserData) {
                     Ok(f) => f,
                     Err(e) => {
-                        self.exit_mm(cpu, mm)?;
+                        self.exit_mm(via, mm)?;
                         return Err(MmError::OutOfMemory(e));
                     }
                 };
                 if let Err(e) = self.map_user(&mm, va, f, self.user_flags(w, x)) {
                     let _ = self.pm().free_frame(f);
-                    self.exit_mm(cpu, mm)?;
+                    self.exit_mm(via, mm)?;
                     return Err(e);
                 }
                 mm.pages.push((va, f, x));
@@ -195,8 +195,8 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
     /// fork: `pgd_alloc`, join `mmlist` (`dup_mmap` does it first), then
     /// `copy_page_range`: every parent pte is copied read-only and the data
     /// frame shared.
-    pub(crate) fn fork_mm(&self, cpu: usize, parent: &Mm) -> Result<Mm, MmError> {
-        let mut mm = self.mm_init(cpu)?;
+    pub(crate) fn fork_mm(&self, via: &mut Via<'_, '_, M>, parent: &Mm) -> Result<Mm, MmError> {
+        let mut mm = self.mm_init(via)?;
         mm.pages.reserve_exact(parent.pages.len());
         for &(va, f, exec) in &parent.pages {
             if let Some(p) = self.pm().page(f) {
@@ -205,7 +205,7 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
             // Copy-on-write: the child maps the frame read-only.
             if let Err(e) = self.map_user(&mm, va, f, self.user_flags(false, exec)) {
                 self.put_user_frame(f);
-                self.exit_mm(cpu, mm)?;
+                self.exit_mm(via, mm)?;
                 return Err(e);
             }
             mm.pages.push((va, f, exec));
@@ -222,17 +222,17 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
     }
 
     /// exit: leave `mmlist`, `clear_page_tables`, `pgd_free`.
-    pub(crate) fn exit_mm(&self, cpu: usize, mm: Mm) -> Result<(), MmError> {
+    pub(crate) fn exit_mm(&self, via: &mut Via<'_, '_, M>, mm: Mm) -> Result<(), MmError> {
         self.mm_leave(mm.pgd);
-        self.teardown(cpu, mm)
+        self.teardown(via, mm)
     }
 
-    fn teardown(&self, cpu: usize, mm: Mm) -> Result<(), MmError> {
+    fn teardown(&self, via: &mut Via<'_, '_, M>, mm: Mm) -> Result<(), MmError> {
         for &(_, f, _) in &mm.pages {
             self.put_user_frame(f);
         }
         self.clear_page_tables(mm.pgd)?;
-        self.caches.free(cpu, mm.pgd)?;
+        self.caches.free(via, mm.pgd)?;
         Ok(())
     }
 

@@ -23,7 +23,7 @@ use crate::tracker::Tracker;
 use alloc::sync::Arc;
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
-use objcache::{CacheBuilder, CacheStats, KmemCache, SlabFlags};
+use objcache::{CacheBuilder, CacheStats, CpuToken, KmemCache, SlabFlags};
 use physmem::{Owner, PhysAddr, PhysMem, PAGE_SIZE};
 use x86paging::{Entry, PagingMode};
 
@@ -33,6 +33,75 @@ use x86paging::{Entry, PagingMode};
 pub struct Pgd(pub PhysAddr);
 
 type Cache<M> = KmemCache<SimPages<M>>;
+type Token<'k, M> = CpuToken<'k, SimPages<M>>;
+
+/// The CPU slots of `pgd_cache` and `pmd_cache` owned by the thread acting
+/// as one CPU (`get_cpu()` made static, see [`objcache::CpuToken`]): through
+/// them a cache hit is a plain pop, a free a plain push.
+pub(crate) struct CpuSlots<'k, M: KernelMem> {
+    cpu: usize,
+    pgd: Option<Token<'k, M>>,
+    pmd: Option<Token<'k, M>>,
+}
+
+impl<M: KernelMem> CpuSlots<'_, M> {
+    /// The CPU.
+    pub(crate) fn cpu(&self) -> usize {
+        self.cpu
+    }
+
+    /// A quiescent point: hands both slots to any remote operation waiting.
+    pub(crate) fn serve(&mut self) {
+        self.pgd
+            .iter_mut()
+            .chain(self.pmd.iter_mut())
+            .for_each(|t| t.serve());
+    }
+}
+
+/// How an allocation reaches the caches' per-CPU arrays.
+pub(crate) enum Via<'t, 'k, M: KernelMem> {
+    /// A caller that is not a CPU: each call takes CPU `cpu`'s slot lock
+    /// (`alloc_on`/`free_on`).
+    Call(usize),
+    /// The thread acting as a CPU, through its tokens: no lock, no atomic
+    /// read-modify-write on a hit.
+    Cpu(&'t mut CpuSlots<'k, M>),
+}
+
+impl<M: KernelMem> Via<'_, '_, M> {
+    pub(crate) fn cpu(&self) -> usize {
+        match self {
+            Via::Call(cpu) => *cpu,
+            Via::Cpu(s) => s.cpu,
+        }
+    }
+
+    fn alloc(&mut self, cache: &Cache<M>, pmd: bool) -> Result<NonNull<u8>, objcache::AllocError> {
+        match self {
+            Via::Call(cpu) => cache.alloc_on(*cpu),
+            Via::Cpu(s) => match if pmd { &mut s.pmd } else { &mut s.pgd } {
+                Some(t) => t.alloc(),
+                None => cache.alloc_on(s.cpu),
+            },
+        }
+    }
+
+    fn free(
+        &mut self,
+        cache: &Cache<M>,
+        obj: NonNull<u8>,
+        pmd: bool,
+    ) -> Result<(), objcache::FreeError> {
+        match self {
+            Via::Call(cpu) => cache.free_on(*cpu, obj),
+            Via::Cpu(s) => match if pmd { &mut s.pmd } else { &mut s.pgd } {
+                Some(t) => t.free(obj),
+                None => cache.free_on(s.cpu, obj),
+            },
+        }
+    }
+}
 
 /// What the caches' constructors and destructors share.
 struct Ctors<M: KernelMem> {
@@ -267,6 +336,26 @@ impl<M: KernelMem> PgdCaches<M> {
             })
     }
 
+    /// Claims CPU `cpu`'s slots of both caches for the calling thread.
+    pub(crate) fn claim_cpu(&self, cpu: usize) -> Result<CpuSlots<'_, M>, KernelError> {
+        fn claim<P: objcache::PageSource>(
+            c: &KmemCache<P>,
+            cpu: usize,
+        ) -> Result<CpuToken<'_, P>, KernelError> {
+            c.claim_cpu(cpu)
+                .map_err(|source| KernelError::CpuClaim { cpu, source })
+        }
+        Ok(CpuSlots {
+            cpu,
+            pgd: self.pgd_cache.as_ref().map(|c| claim(c, cpu)).transpose()?,
+            pmd: self
+                .pmd_cache
+                .as_deref()
+                .map(|c| claim(c, cpu))
+                .transpose()?,
+        })
+    }
+
     fn ptr_of(&self, pa: PhysAddr) -> Result<NonNull<u8>, KernelError> {
         self.sw
             .pm
@@ -284,8 +373,9 @@ impl<M: KernelMem> PgdCaches<M> {
     /// `pgd_alloc` on CPU `cpu`: a pgd whose user part is empty and whose
     /// kernel part matches `swapper_pg_dir` (up to lazily faulted vmalloc
     /// entries, and, for the ticket scheme, up to a refresh at join).
-    pub(crate) fn alloc(&self, cpu: usize) -> Result<Pgd, KernelError> {
+    pub(crate) fn alloc(&self, via: &mut Via<'_, '_, M>) -> Result<Pgd, KernelError> {
         let sw = &self.sw;
+        let cpu = via.cpu();
         let oom = |source| KernelError::CacheAlloc {
             cache: "pgd_cache",
             source,
@@ -293,17 +383,17 @@ impl<M: KernelMem> PgdCaches<M> {
         let pgd = match (&self.pgd_cache, sw.mode) {
             (None, _) => self.alloc_page(cpu)?,
             (Some(cache), PagingMode::Pae) => {
-                let obj = cache.alloc_on(cpu).map_err(oom)?;
-                match self.pae_setup(cpu, obj) {
+                let obj = via.alloc(cache, false).map_err(oom)?;
+                match self.pae_setup(via, obj) {
                     Ok(pgd) => pgd,
                     Err(e) => {
                         // Nothing is lost: the object goes back as it came.
-                        let _ = cache.free_on(cpu, obj);
+                        let _ = via.free(cache, obj, false);
                         return Err(e);
                     }
                 }
             }
-            (Some(cache), _) => self.pa_of(cache.alloc_on(cpu).map_err(oom)?)?,
+            (Some(cache), _) => self.pa_of(via.alloc(cache, false).map_err(oom)?)?,
         };
         sw.counters.pgd_allocs.add(cpu, 1);
         Ok(Pgd(pgd))
@@ -311,8 +401,13 @@ impl<M: KernelMem> PgdCaches<M> {
 
     /// PAE: completes a 32-byte pgd object from `pgd_cache` (copies the
     /// kernel part where the cache has no ctor, attaches the user pmds).
-    fn pae_setup(&self, cpu: usize, obj: NonNull<u8>) -> Result<PhysAddr, KernelError> {
+    fn pae_setup(
+        &self,
+        via: &mut Via<'_, '_, M>,
+        obj: NonNull<u8>,
+    ) -> Result<PhysAddr, KernelError> {
         let sw = &self.sw;
+        let cpu = via.cpu();
         let pgd = self.pa_of(obj)?;
         if !self.scheme.preconstructed() {
             let n = sw.copy_kernel_part(pgd)?;
@@ -322,7 +417,7 @@ impl<M: KernelMem> PgdCaches<M> {
         // (empty) pmds; only a fresh object needs them. `pgd_ctor` cannot
         // fail, so it cannot allocate them. All or none are attached.
         if !(self.scheme.keeps_pmds() && sw.read(pgd, 0)?.is_present()) {
-            self.pae_attach_pmds(cpu, pgd)?;
+            self.pae_attach_pmds(via, pgd)?;
         }
         Ok(pgd)
     }
@@ -357,19 +452,19 @@ impl<M: KernelMem> PgdCaches<M> {
     /// PAE: three user pmds, installed with only the present bit
     /// (`set_pgd(&pgd[i], __pgd(1 + __pa(pmd)))`); on failure every pmd
     /// taken so far goes back (`out_oom`).
-    fn pae_attach_pmds(&self, cpu: usize, pgd: PhysAddr) -> Result<(), KernelError> {
+    fn pae_attach_pmds(&self, via: &mut Via<'_, '_, M>, pgd: PhysAddr) -> Result<(), KernelError> {
         let sw = &self.sw;
         // USER_PTRS_PER_PGD is 3 on PAE: no heap allocation on this path.
         let mut got = [PhysAddr::new(0); 4];
         let n = sw.mode.user_ptrs_per_pgd().min(got.len());
-        self.pmds_get(cpu, &mut got[..n])?;
+        self.pmds_get(via, &mut got[..n])?;
         for (i, &pmd) in got[..n].iter().enumerate() {
             if let Err(err) = sw.write(pgd, i, Entry::from_raw(pmd.as_u64() | 1)) {
                 // All or none: undo the entries written and give every pmd back.
                 for j in 0..i {
                     let _ = sw.write(pgd, j, Entry::EMPTY);
                 }
-                self.pmds_put(cpu, &got[..n]);
+                self.pmds_put(via, &got[..n]);
                 return Err(err);
             }
         }
@@ -377,11 +472,13 @@ impl<M: KernelMem> PgdCaches<M> {
     }
 
     /// Fills `out` with constructed (zeroed) pmds, all or none. From the
-    /// pmd cache they come through one pinned CPU slot (`get_cpu()` once
-    /// for the three, as the kernel's per-CPU array is used with interrupts
-    /// off), not one slot-lock round trip each.
-    fn pmds_get(&self, cpu: usize, out: &mut [PhysAddr]) -> Result<(), KernelError> {
+    /// pmd cache they come through the CPU's token, or, for a per-call
+    /// caller, through one pinned CPU slot (`get_cpu()` once for the three,
+    /// as the kernel's per-CPU array is used with interrupts off), not one
+    /// slot-lock round trip each.
+    fn pmds_get(&self, via: &mut Via<'_, '_, M>, out: &mut [PhysAddr]) -> Result<(), KernelError> {
         let sw = &self.sw;
+        let cpu = via.cpu();
         let Some(c) = &self.pmd_cache else {
             for i in 0..out.len() {
                 match sw.pm.alloc_zeroed_frame(Owner::UserTable) {
@@ -406,14 +503,43 @@ impl<M: KernelMem> PgdCaches<M> {
             cache: "pmd_cache",
             source,
         };
-        let mut pinned = c.lock_cpu(cpu).map_err(oom)?;
+        match via {
+            Via::Cpu(slots) if slots.pmd.is_some() => {
+                let one = core::cell::RefCell::new(Via::Cpu(slots));
+                self.pmds_get_each(
+                    || one.borrow_mut().alloc(c, true),
+                    |p| one.borrow_mut().free(c, p, true),
+                    out,
+                    oom,
+                )
+            }
+            _ => {
+                let pinned = core::cell::RefCell::new(c.lock_cpu(cpu).map_err(oom)?);
+                self.pmds_get_each(
+                    || pinned.borrow_mut().alloc(),
+                    |p| pinned.borrow_mut().free(p),
+                    out,
+                    oom,
+                )
+            }
+        }
+    }
+
+    /// `out.len()` pmds from `alloc`, all or none (`free` gives back).
+    fn pmds_get_each(
+        &self,
+        mut alloc: impl FnMut() -> Result<NonNull<u8>, objcache::AllocError>,
+        mut free: impl FnMut(NonNull<u8>) -> Result<(), objcache::FreeError>,
+        out: &mut [PhysAddr],
+        oom: impl Fn(objcache::AllocError) -> KernelError,
+    ) -> Result<(), KernelError> {
         for i in 0..out.len() {
-            match pinned.alloc().map_err(oom).and_then(|p| self.pa_of(p)) {
+            match alloc().map_err(&oom).and_then(|p| self.pa_of(p)) {
                 Ok(pmd) => out[i] = pmd,
                 Err(e) => {
                     for &pmd in &out[..i] {
                         if let Ok(p) = self.ptr_of(pmd) {
-                            let _ = pinned.free(p);
+                            let _ = free(p);
                         }
                     }
                     return Err(e);
@@ -423,20 +549,28 @@ impl<M: KernelMem> PgdCaches<M> {
         Ok(())
     }
 
-    /// Gives empty pmds back (through one pinned CPU slot for the cache).
-    fn pmds_put(&self, cpu: usize, pmds: &[PhysAddr]) {
+    /// Gives empty pmds back (through the token, or one pinned CPU slot).
+    fn pmds_put(&self, via: &mut Via<'_, '_, M>, pmds: &[PhysAddr]) {
         let Some(c) = &self.pmd_cache else {
             for &pmd in pmds {
                 let _ = self.sw.pm.free_frame(pmd.frame());
             }
             return;
         };
-        let Ok(mut pinned) = c.lock_cpu(cpu) else {
-            return;
-        };
-        for &pmd in pmds {
-            if let Ok(p) = self.ptr_of(pmd) {
-                let _ = pinned.free(p);
+        let ptrs = pmds.iter().filter_map(|&pmd| self.ptr_of(pmd).ok());
+        match via {
+            Via::Cpu(slots) if slots.pmd.is_some() => {
+                let mut one = Via::Cpu(slots);
+                ptrs.for_each(|p| {
+                    let _ = one.free(c, p, true);
+                });
+            }
+            _ => {
+                if let Ok(mut pinned) = c.lock_cpu(via.cpu()) {
+                    ptrs.for_each(|p| {
+                        let _ = pinned.free(p);
+                    });
+                }
             }
         }
     }
@@ -444,8 +578,9 @@ impl<M: KernelMem> PgdCaches<M> {
     /// `pgd_free` on CPU `cpu`. The caller has already run
     /// `clear_page_tables` (the user part is empty; on PAE the user pmds are
     /// empty), so a cached pgd goes back in constructed state.
-    pub(crate) fn free(&self, cpu: usize, pgd: Pgd) -> Result<(), KernelError> {
+    pub(crate) fn free(&self, via: &mut Via<'_, '_, M>, pgd: Pgd) -> Result<(), KernelError> {
         let sw = &self.sw;
+        let cpu = via.cpu();
         if pgd.0 == sw.pgd {
             return Err(KernelError::BadPgd(pgd.0, "swapper_pg_dir is never freed"));
         }
@@ -461,16 +596,15 @@ impl<M: KernelMem> PgdCaches<M> {
                 // "in the PAE case user pgd entries are overwritten before
                 // usage": the stale pointer stays in the cached object.
             }
-            self.pmds_put(cpu, &pmds[..n]);
+            self.pmds_put(via, &pmds[..n]);
         }
         match &self.pgd_cache {
-            Some(c) => {
-                c.free_on(cpu, self.ptr_of(pgd.0)?)
-                    .map_err(|source| KernelError::CacheFree {
-                        cache: "pgd_cache",
-                        source,
-                    })?
-            }
+            Some(c) => via.free(c, self.ptr_of(pgd.0)?, false).map_err(|source| {
+                KernelError::CacheFree {
+                    cache: "pgd_cache",
+                    source,
+                }
+            })?,
             None => sw
                 .pm
                 .free_frame(pgd.0.frame())

@@ -35,12 +35,12 @@
 //! requesters, and requesters never block while they wait, so two token
 //! holders draining each other cannot deadlock.
 
-use pgdcache_sync::classes::ARRAY_CACHE;
-use pgdcache_sync::lockdep::Held;
 use alloc::vec::Vec;
 use core::fmt;
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
+use pgdcache_sync::classes::ARRAY_CACHE;
+use pgdcache_sync::lockdep::Held;
 
 use super::KmemCache;
 use crate::error::{AllocError, FreeError};

@@ -1,0 +1,137 @@
+//! The pgd system on the per-CPU token path ([`Kernel::claim_cpu`]): CPUs
+//! as threads, each holding its CPU's slots of `pgd_cache`/`pmd_cache`,
+//! fork, exec and exit through them while another thread converts a
+//! direct-map page and, as a remote user, reads statistics, shrinks the
+//! caches and runs the checker — the operations each CPU must hand its
+//! slot over for. At the end, with every CPU quiescent, every pgd is
+//! checked, live and cached, and every frame accounted for.
+
+use pgdcache::mm::TaskSize;
+use pgdcache::{Kernel, KernelConfig, KernelError, Scheme};
+use physmem::{SimMemory, VirtAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use x86paging::{EntryFlags, PagingMode};
+
+const CPUS: usize = 2;
+
+fn run(mode: PagingMode, scheme: Scheme, tasks: usize) {
+    let pm = Arc::new(SimMemory::new(64 << 20).unwrap());
+    let mut cfg = KernelConfig::new(mode, scheme);
+    cfg.cpus = CPUS;
+    cfg.debug = true;
+    let k = Kernel::new(pm, &cfg).unwrap();
+    // Pages-as-pgds schemes have no cache, so no per-CPU slot to own.
+    let has_cache = !k.slab_stats().is_empty();
+    let stop = AtomicBool::new(false);
+    let running = AtomicUsize::new(CPUS);
+    let size = TaskSize {
+        text: 2,
+        data: 1,
+        stack: 1,
+    };
+    std::thread::scope(|s| {
+        for cpu in 0..CPUS {
+            let (k, running) = (&k, &running);
+            s.spawn(move || {
+                /// Counts this CPU out even if it panics.
+                struct Out<'a>(&'a AtomicUsize, bool);
+                impl Drop for Out<'_> {
+                    fn drop(&mut self) {
+                        if !self.1 {
+                            self.0.fetch_sub(1, Ordering::AcqRel);
+                        }
+                    }
+                }
+                let mut out = Out(running, false);
+                let _pcp = physmem::enter_cpu(cpu);
+                let mut me = k.claim_cpu(cpu).unwrap();
+                // A second claim of a held CPU is refused.
+                if has_cache {
+                    assert!(matches!(
+                        k.claim_cpu(cpu),
+                        Err(KernelError::CpuClaim { .. })
+                    ));
+                }
+                let mut live = Vec::new();
+                for i in 0..tasks {
+                    let mm = if i % 3 == 0 || live.is_empty() {
+                        me.exec_mm(size).unwrap()
+                    } else {
+                        me.fork_mm(&live[i % live.len()]).unwrap()
+                    };
+                    live.push(mm);
+                    if live.len() > 6 {
+                        me.exit_mm(live.remove(0)).unwrap();
+                    }
+                    // PAE prepopulated/ctor paths through the token, too.
+                    let pgd = me.pgd_alloc().unwrap();
+                    me.pgd_free(pgd).unwrap();
+                }
+                for mm in live {
+                    me.exit_mm(mm).unwrap();
+                }
+                running.fetch_sub(1, Ordering::AcqRel);
+                out.1 = true;
+                // Quiescent until the remote user is done with us.
+                while running.load(Ordering::Acquire) != usize::MAX {
+                    me.serve();
+                    std::thread::yield_now();
+                }
+            });
+        }
+        let (k, stop, running) = (&k, &stop, &running);
+        s.spawn(move || {
+            /// Releases the CPUs even if an assertion below fails.
+            struct Done<'a>(&'a AtomicUsize);
+            impl Drop for Done<'_> {
+                fn drop(&mut self) {
+                    self.0.store(usize::MAX, Ordering::Release);
+                }
+            }
+            let _done = Done(running);
+            let _pcp = physmem::enter_cpu(CPUS);
+            let va = VirtAddr::new(k.mode().page_offset() + (16 << 20));
+            let def = k.page_kernel_at(va).unwrap();
+            let mut rounds = 0;
+            while running.load(Ordering::Acquire) != 0 || rounds < 4 {
+                k.change_page_attr(va, 1, def | EntryFlags::PCD).unwrap();
+                k.global_flush_tlb();
+                // Remote users of every CPU's slots.
+                let stats = k.slab_stats();
+                assert!(stats.iter().all(|c| c.live_objs <= c.num_objs));
+                k.shrink();
+                // The checker's walk of the cache (no hand-off needed: it
+                // reads the slabs' owned flags). Frame accounting needs a
+                // quiescent system, so the full check runs at the end.
+                let walked = k.cache_pgds();
+                assert!(walked.iter().all(|(p, _)| p.0.as_u64() % 32 == 0));
+                k.change_page_attr(va, 1, def).unwrap();
+                k.global_flush_tlb();
+                rounds += 1;
+            }
+            stop.store(true, Ordering::Release);
+        });
+    });
+    assert_eq!(k.live_pgds().len(), 0);
+    let r = k.verify().unwrap();
+    assert!(r.is_clean(), "{mode} {scheme}: {:?}", r.violations);
+    assert_eq!(r.leaked_frames, 0);
+    let st = k.stats();
+    assert_eq!(st.pgd_allocs, st.pgd_frees);
+}
+
+#[test]
+fn every_correct_scheme_on_the_token_path() {
+    for mode in PagingMode::ALL {
+        for scheme in Scheme::ALL {
+            if scheme.supports(mode).is_err() || !scheme.intended_correct() {
+                continue;
+            }
+            if scheme == Scheme::Uncached {
+                continue; // its alloc-to-join window is real (stress.rs)
+            }
+            run(mode, scheme, 120);
+        }
+    }
+}
