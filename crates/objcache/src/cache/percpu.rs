@@ -128,6 +128,12 @@ impl CpuSlot {
             .is_ok()
     }
 
+    /// Whether someone holds the slot lock (tests only).
+    #[cfg(test)]
+    pub(crate) fn is_locked(&self) -> bool {
+        self.lock.load(Ordering::Relaxed) != 0
+    }
+
     /// Releases the slot lock (a plain release store).
     #[inline(always)]
     fn unlock(&self) {

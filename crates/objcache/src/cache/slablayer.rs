@@ -257,6 +257,12 @@ mod tests {
                 s.spawn(|| {
                     let lists = cache.lists.lock();
                     held_tx.send(()).expect("send");
+                    // Hold it until CPU 0's refill is under way (it holds
+                    // its slot), then a little longer: a loaded machine may
+                    // not run the allocating thread for a while.
+                    while !cache.cpus[0].is_locked() {
+                        std::thread::yield_now();
+                    }
                     std::thread::sleep(std::time::Duration::from_millis(5));
                     drop(lists);
                 });
