@@ -25,6 +25,11 @@ pub struct RspClient {
     stream: TcpStream,
     buf: Vec<u8>,
     no_ack: bool,
+    /// In ack mode: packets received but not yet acknowledged (a pipelined
+    /// batch acknowledges them all in one write at its end).
+    acks_owed: usize,
+    /// Defer acks into `acks_owed` instead of sending each at once.
+    defer_acks: bool,
     timeout: Duration,
 }
 
@@ -72,6 +77,8 @@ impl RspClient {
             stream,
             buf: Vec::with_capacity(8192),
             no_ack: false,
+            acks_owed: 0,
+            defer_acks: false,
             timeout,
         };
         // Ask for no-ack mode: halves the number of tiny TCP segments.
@@ -177,7 +184,11 @@ impl RspClient {
                             continue;
                         }
                         if !self.no_ack {
-                            self.send_raw(b"+")?;
+                            if self.defer_acks {
+                                self.acks_owed += 1;
+                            } else {
+                                self.send_raw(b"+")?;
+                            }
                         }
                         return Self::unescape(&body);
                     }
@@ -246,6 +257,40 @@ impl RspClient {
     pub fn monitor(&mut self, cmd: &str) -> Result<String, OracleError> {
         self.send(&format!("qRcmd,{}", hex_encode(cmd.as_bytes())))?;
         let deadline = Instant::now() + self.timeout;
+        self.monitor_reply(cmd, deadline)
+    }
+
+    /// Run several monitor commands, pipelined: every request is sent in one
+    /// write before the first reply is read (the stub handles packets in
+    /// order, so the replies come back in order). In ack mode this relies
+    /// on a system-mode QEMU stub, which acks each packet it receives and
+    /// never waits for our acks: ours are sent together after the batch.
+    /// Keep batches small enough for the socket buffers (a few hundred short
+    /// commands).
+    pub fn monitor_many(&mut self, cmds: &[String]) -> Result<Vec<String>, OracleError> {
+        let mut wire = Vec::new();
+        for c in cmds {
+            let payload = format!("qRcmd,{}", hex_encode(c.as_bytes()));
+            let sum = payload.bytes().fold(0u8, |a, b| a.wrapping_add(b));
+            wire.extend_from_slice(format!("${payload}#{sum:02x}").as_bytes());
+        }
+        self.send_raw(&wire)?;
+        let deadline = Instant::now() + self.timeout;
+        self.defer_acks = true;
+        let r: Result<Vec<String>, OracleError> = cmds
+            .iter()
+            .map(|c| self.monitor_reply(c, deadline))
+            .collect();
+        self.defer_acks = false;
+        let owed = std::mem::take(&mut self.acks_owed);
+        if owed > 0 {
+            self.send_raw(&vec![b'+'; owed])?;
+        }
+        r
+    }
+
+    /// Collects one `qRcmd`'s console output (`O` packets) up to its `OK`.
+    fn monitor_reply(&mut self, cmd: &str, deadline: Instant) -> Result<String, OracleError> {
         let mut out = Vec::new();
         loop {
             let r = self.recv_until(deadline)?;
@@ -264,7 +309,6 @@ impl RspClient {
                     String::from_utf8_lossy(&r)
                 )));
             }
-            // Some stubs send plain hex output without the 'O' prefix.
             out.extend(hex_decode(&r)?);
             break;
         }

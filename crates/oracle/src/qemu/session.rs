@@ -1,97 +1,29 @@
-//! QEMU (TCG) backend: the x86 MMU of `qemu-system-x86_64`, driven through
-//! its gdbstub.
+//! One QEMU process with a connected gdbstub: start-up (bounded, retried),
+//! the register map read from the stub's target description, guest RAM
+//! (shared with this process where the host allows, see [`super::ram`]),
+//! turning paging on like an OS does, the monitor's `gva2gpa` (one at a time
+//! or pipelined), and making sure the process dies with us.
 //!
-//! A session is one QEMU process started with `-S` (CPU stopped at reset) and
-//! `-gdb tcp:127.0.0.1:PORT`. The image's memory is written with `M` packets
-//! while paging is still off (so virtual = physical), then EFER, CR4, CR3 and
-//! CR0 are written with `P` packets, in that order, exactly like an OS turning
-//! paging on (QEMU sets EFER.LMA itself). From then on:
-//!
-//! * `translate` asks the monitor's `gva2gpa` (QEMU's *debug* walker);
-//! * `mappings` parses `info tlb`;
-//! * `probe` starts a second, throw-away QEMU and runs a generated boot
-//!   program ([`crate::probe`]) that performs the accesses for real.
-//!
-//! Measured caveats of QEMU 7.2's debug walker: it ignores reserved bits, U/S,
-//! R/W and NX (it answers "what maps where", not "is this valid"), and
-//! `info tlb` in 2-level mode drops PSE-36 high address bits, so this backend
-//! re-asks `gva2gpa` for every 2-level large page.
-//!
-//! Memory sizing: `-m` is chosen to cover every image range. The `pc`
-//! machine puts RAM below 4 GiB up to 3.5 GiB, or, when RAM is 3.5 GiB or
-//! more, 3 GiB below 4 GiB and the rest from 4 GiB up; ranges in the
-//! 3–4 GiB PCI hole are then rejected as [`OracleError::Unsupported`]. The RAM
-//! backend is created with `reserve=off`, so a 60 GiB guest for a PAE table at
-//! 59 GiB costs nothing but the pages touched.
+//! A session outlives one image: [`Session::reload`] wipes RAM and loads the
+//! next image without restarting QEMU, which is what makes thousands of
+//! layouts per minute possible.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::image::{PagingImage, PagingMode, CR0_PG};
+#[cfg(target_os = "linux")]
+use super::ram::SharedRam;
+use super::ram::{is_ram, MIB};
+use super::{QemuConfig, QEMU_ENV};
+use crate::image::{PagingImage, CR0_PG};
 use crate::rsp::RspClient;
-use crate::tlb::{parse_info_tlb, Mapping};
-use crate::{Access, MmuOracle, OracleError, ProbeOutcome, Support};
+use crate::OracleError;
 
-/// Environment variable naming the QEMU binary (default:
-/// `qemu-system-x86_64` from `PATH`).
-pub const QEMU_ENV: &str = "PGDCACHE_QEMU";
-
-const GIB: u64 = 1 << 30;
-const MIB: u64 = 1 << 20;
-/// RAM at or above this size makes the `pc` machine split at 3 GiB.
-const PC_SPLIT_THRESHOLD: u64 = 0xe000_0000;
-/// Below-4G RAM when the split happens.
-const PC_LOWMEM_SPLIT: u64 = 0xc000_0000;
-
-/// How to run QEMU.
-#[derive(Clone, Debug)]
-pub struct QemuConfig {
-    /// Binary to run.
-    pub binary: PathBuf,
-    /// Bound on every gdbstub exchange once the session is up.
-    pub timeout: Duration,
-    /// Bound on QEMU's start-up: until its gdbstub accepts a connection,
-    /// and again until it has answered the first exchanges (an unresponsive
-    /// stub fails within this, not after many `timeout`s).
-    pub start_timeout: Duration,
-    /// Bound on one probe batch running in the guest.
-    pub run_timeout: Duration,
-    /// Minimum guest RAM in bytes.
-    pub min_ram: u64,
-}
-
-impl Default for QemuConfig {
-    fn default() -> Self {
-        let binary = std::env::var_os(QEMU_ENV)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("qemu-system-x86_64"));
-        QemuConfig {
-            binary,
-            timeout: Duration::from_secs(10),
-            start_timeout: Duration::from_secs(5),
-            run_timeout: Duration::from_secs(10),
-            min_ram: 64 * MIB,
-        }
-    }
-}
-
-impl QemuConfig {
-    /// Whether the configured binary can be executed (`--version` succeeds).
-    pub fn available(&self) -> bool {
-        Command::new(&self.binary)
-            .arg("--version")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    }
-}
+/// CR0 at reset (ET, NW, CD): paging and protection off.
+const CR0_RESET: u64 = 0x6000_0010;
 
 /// Register numbers and sizes, from the stub's target description.
 #[derive(Clone, Debug, Default)]
@@ -188,56 +120,6 @@ fn parse_target_xml(
     Ok(())
 }
 
-/// Where guest RAM must reach to hold `img` (plus `extra_low` bytes of free
-/// RAM below 3 GiB for the probe program): returns the `-m` size in bytes.
-pub fn ram_size_for(img: &PagingImage, min_ram: u64) -> Result<u64, OracleError> {
-    let mut low_end = 0u64;
-    let mut high_end = 0u64;
-    for (gpa, bytes) in &img.data {
-        let end = gpa.saturating_add(bytes.len() as u64);
-        if end <= 4 * GIB {
-            low_end = low_end.max(end);
-        } else if *gpa >= 4 * GIB {
-            high_end = high_end.max(end);
-        } else {
-            return Err(OracleError::Unsupported(format!(
-                "range at {gpa:#x} straddles 4 GiB"
-            )));
-        }
-    }
-    let round = |v: u64| v.div_ceil(2 * MIB) * 2 * MIB;
-    if high_end > 0 {
-        if low_end > PC_LOWMEM_SPLIT {
-            return Err(OracleError::Unsupported(format!(
-                "range ending at {low_end:#x} is in the pc machine's 3-4 GiB PCI hole"
-            )));
-        }
-        Ok(round(high_end - 4 * GIB + PC_LOWMEM_SPLIT).max(PC_SPLIT_THRESHOLD))
-    } else {
-        let ram = round(low_end.max(min_ram));
-        if ram >= PC_SPLIT_THRESHOLD {
-            if low_end > PC_LOWMEM_SPLIT {
-                return Err(OracleError::Unsupported(format!(
-                    "range ending at {low_end:#x} is in the pc machine's 3-4 GiB PCI hole"
-                )));
-            }
-            return Ok(round(min_ram.max(low_end)).min(PC_LOWMEM_SPLIT));
-        }
-        Ok(ram)
-    }
-}
-
-/// Whether `gpa..gpa+len` is guest RAM for a `pc` machine with `ram` bytes.
-pub fn is_ram(ram: u64, gpa: u64, len: u64) -> bool {
-    let end = gpa.saturating_add(len);
-    let (low, high) = if ram >= PC_SPLIT_THRESHOLD {
-        (PC_LOWMEM_SPLIT, ram - PC_LOWMEM_SPLIT)
-    } else {
-        (ram, 0)
-    };
-    end <= low || (gpa >= 4 * GIB && end <= 4 * GIB + high)
-}
-
 /// One running QEMU with a connected gdbstub.
 pub struct Session {
     child: Child,
@@ -247,6 +129,10 @@ pub struct Session {
     pub regs: RegMap,
     /// Guest RAM size in bytes.
     pub ram: u64,
+    /// Guest RAM as this process sees it (None: written through the
+    /// gdbstub only, and the session cannot be reused).
+    #[cfg(target_os = "linux")]
+    shared: Option<SharedRam>,
 }
 
 impl Session {
@@ -274,11 +160,24 @@ impl Session {
             .port();
         let mib = ram.div_ceil(MIB);
         let mut cmd = Command::new(&cfg.binary);
+        #[cfg(target_os = "linux")]
+        let shared = SharedRam::new(mib * MIB).ok();
+        #[cfg(target_os = "linux")]
+        let backend = match &shared {
+            Some(r) => {
+                r.inherit(&mut cmd);
+                format!(
+                    "memory-backend-file,id=pgdram,size={mib}M,mem-path={},share=on,reserve=off",
+                    r.qemu_path()
+                )
+            }
+            None => format!("memory-backend-ram,id=pgdram,size={mib}M,reserve=off"),
+        };
+        #[cfg(not(target_os = "linux"))]
+        let backend = format!("memory-backend-ram,id=pgdram,size={mib}M,reserve=off");
         cmd.args(["-machine", "pc,memory-backend=pgdram"])
             .arg("-object")
-            .arg(format!(
-                "memory-backend-ram,id=pgdram,size={mib}M,reserve=off"
-            ))
+            .arg(backend)
             .args(["-accel", "tcg", "-nodefaults", "-cpu", "max"])
             .arg("-m")
             .arg(format!("{mib}M"))
@@ -293,7 +192,7 @@ impl Session {
                 "-no-reboot",
             ])
             .arg("-gdb")
-            .arg(format!("tcp:127.0.0.1:{port}"))
+            .arg(format!("tcp:127.0.0.1:{port},nodelay=on"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -359,6 +258,8 @@ impl Session {
             gdb,
             regs: RegMap::default(),
             ram,
+            #[cfg(target_os = "linux")]
+            shared,
         };
         s.regs = s.read_target_regs().map_err(unresponsive)?;
         s.gdb.set_timeout(cfg.timeout);
@@ -394,7 +295,8 @@ impl Session {
         self.gdb.read_reg(num)
     }
 
-    /// Write the image's ranges (call while paging is off).
+    /// Write the image's ranges (call while paging is off): straight into
+    /// shared RAM where there is one, else through the gdbstub.
     pub fn write_image(&mut self, img: &PagingImage) -> Result<(), OracleError> {
         for (gpa, bytes) in &img.data {
             if !is_ram(self.ram, *gpa, bytes.len() as u64) {
@@ -403,9 +305,54 @@ impl Session {
                     self.ram / MIB
                 )));
             }
+            #[cfg(target_os = "linux")]
+            if let Some(r) = self.shared.as_mut() {
+                r.write(*gpa, bytes)?;
+                continue;
+            }
             self.gdb.write_mem(*gpa, bytes)?;
         }
         Ok(())
+    }
+
+    /// Whether [`Session::reload`] can put an image needing `ram` bytes of
+    /// RAM in this session: the same `-m` (so the same physical addresses
+    /// are RAM as in a fresh QEMU) and RAM this process can wipe.
+    pub fn reusable_for(&self, ram: u64) -> bool {
+        #[cfg(target_os = "linux")]
+        return self.ram == ram && self.shared.is_some();
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = ram;
+            false
+        }
+    }
+
+    /// Back to the state of a freshly started QEMU, without restarting it:
+    /// every byte of RAM zero, paging and protection off (CR0, CR4, EFER,
+    /// CR3 at their reset values; leaving long mode clears EFER.LMA).
+    /// Fails with `Unsupported` when RAM is not shared with this process.
+    pub fn reset(&mut self) -> Result<(), OracleError> {
+        #[cfg(target_os = "linux")]
+        if let Some(r) = self.shared.as_mut() {
+            r.clear()?;
+            self.set_reg("cr0", CR0_RESET)?;
+            self.set_reg("cr4", 0)?;
+            self.set_reg("efer", 0)?;
+            self.set_reg("cr3", 0)?;
+            self.set_reg("eflags", 2)?;
+            return Ok(());
+        }
+        Err(OracleError::Unsupported(
+            "guest RAM is not shared with this process".into(),
+        ))
+    }
+
+    /// [`Session::reset`], then load `img` and turn paging on as it says.
+    pub fn reload(&mut self, img: &PagingImage) -> Result<(), OracleError> {
+        self.reset()?;
+        self.write_image(img)?;
+        self.enable_paging(img)
     }
 
     /// Turn paging on the way the image says: EFER, CR4, CR3, then CR0.
@@ -436,19 +383,21 @@ impl Session {
     /// `gva2gpa` through the monitor.
     pub fn gva2gpa(&mut self, va: u64) -> Result<Option<u64>, OracleError> {
         let out = self.gdb.monitor(&format!("gva2gpa {va:#x}"))?;
-        let t = out.trim();
-        // QEMU prints "%#" PRIx64, which gives "0" (no 0x) for zero.
-        if let Some(v) = t.strip_prefix("gpa: ") {
-            let hex = v.trim();
-            let hex = hex.strip_prefix("0x").unwrap_or(hex);
-            u64::from_str_radix(hex, 16)
-                .map(Some)
-                .map_err(|e| OracleError::Protocol(format!("gva2gpa reply {t:?}: {e}")))
-        } else if t.starts_with("Unmapped") {
-            Ok(None)
-        } else {
-            Err(OracleError::Protocol(format!("gva2gpa reply {t:?}")))
+        parse_gva2gpa(&out)
+    }
+
+    /// `gva2gpa` for every address of `vas`, pipelined: the requests go out
+    /// in windows of [`GVA2GPA_WINDOW`] packets before the first reply is
+    /// read, so a batch costs QEMU's work, not one round trip per address.
+    pub fn gva2gpa_many(&mut self, vas: &[u64]) -> Result<Vec<Option<u64>>, OracleError> {
+        let mut out = Vec::with_capacity(vas.len());
+        for w in vas.chunks(GVA2GPA_WINDOW) {
+            let cmds: Vec<String> = w.iter().map(|va| format!("gva2gpa {va:#x}")).collect();
+            for reply in self.gdb.monitor_many(&cmds)? {
+                out.push(parse_gva2gpa(&reply)?);
+            }
         }
+        Ok(out)
     }
 
     /// Kill QEMU now.
@@ -514,202 +463,24 @@ impl Drop for Session {
     }
 }
 
-/// The QEMU-TCG oracle.
-pub struct QemuOracle {
-    cfg: QemuConfig,
-    session: Option<Session>,
-    image: Option<PagingImage>,
-}
+/// `gva2gpa` requests in flight at once (about 40 bytes each way apiece,
+/// far below the socket buffers).
+pub const GVA2GPA_WINDOW: usize = 128;
 
-impl QemuOracle {
-    /// An oracle with the default configuration (binary from `PGDCACHE_QEMU`
-    /// or `PATH`).
-    pub fn new() -> Self {
-        Self::with_config(QemuConfig::default())
-    }
-
-    /// An oracle with an explicit configuration.
-    pub fn with_config(cfg: QemuConfig) -> Self {
-        QemuOracle {
-            cfg,
-            session: None,
-            image: None,
-        }
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &QemuConfig {
-        &self.cfg
-    }
-
-    /// Whether the QEMU binary can be run at all.
-    pub fn available(&self) -> bool {
-        self.cfg.available()
-    }
-
-    fn session(&mut self) -> Result<&mut Session, OracleError> {
-        self.session.as_mut().ok_or(OracleError::NotLoaded)
-    }
-
-    fn mode(&self) -> Result<PagingMode, OracleError> {
-        self.image
-            .as_ref()
-            .map(|i| i.desc.mode)
-            .ok_or(OracleError::NotLoaded)
-    }
-
-    /// Translate many addresses (one `gva2gpa` each, ~0.1 ms apiece).
-    pub fn translate_all(&mut self, vas: &[u64]) -> Result<Vec<Option<u64>>, OracleError> {
-        vas.iter().map(|&va| self.translate(va)).collect()
-    }
-
-    /// The same memory and registers as the loaded image but another CR3
-    /// (another root of a multi-root image): write CR3 in the running guest
-    /// instead of starting a new QEMU. The debug walk reads every table,
-    /// PAE's PDPTEs included, from guest memory at each request, and CR3's
-    /// write flushes QEMU's TLB. False (nothing done, or the session
-    /// dropped) if the fast path does not apply or fails.
-    fn switch_cr3(&mut self, img: &PagingImage) -> bool {
-        let (Some(s), Some(cur)) = (self.session.as_mut(), self.image.as_ref()) else {
-            return false;
-        };
-        let (a, b) = (&cur.desc, &img.desc);
-        if (a.mode, a.cr0, a.cr4, a.efer) != (b.mode, b.cr0, b.cr4, b.efer) || cur.data != img.data
-        {
-            return false;
-        }
-        let ok = s.set_reg("cr3", b.cr3).is_ok() && s.get_reg("cr3").ok() == Some(b.cr3);
-        if ok {
-            self.image = Some(img.clone());
-        } else {
-            self.session = None;
-            self.image = None;
-        }
-        ok
-    }
-
-    /// Raw `info tlb` text (for debugging).
-    pub fn info_tlb_raw(&mut self) -> Result<String, OracleError> {
-        self.session()?.gdb.monitor("info tlb")
-    }
-}
-
-impl Default for QemuOracle {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Canonical form of a long-mode address for a `bits`-bit linear space.
-pub fn canonical(va: u64, bits: u32) -> u64 {
-    let shift = 64 - bits;
-    (((va << shift) as i64) >> shift) as u64
-}
-
-fn va_bits(mode: PagingMode) -> u32 {
-    match mode {
-        PagingMode::TwoLevel | PagingMode::Pae => 32,
-        PagingMode::FourLevel => 48,
-        PagingMode::FiveLevel => 57,
-    }
-}
-
-impl MmuOracle for QemuOracle {
-    fn name(&self) -> &str {
-        "qemu-tcg"
-    }
-
-    fn supports(&mut self, _mode: PagingMode) -> Support {
-        if self.cfg.available() {
-            Support::Yes
-        } else {
-            Support::No(format!(
-                "{} not runnable (apt-get install qemu-system-x86, or set {QEMU_ENV})",
-                self.cfg.binary.display()
-            ))
-        }
-    }
-
-    fn load(&mut self, img: &PagingImage) -> Result<(), OracleError> {
-        img.validate()?;
-        if self.switch_cr3(img) {
-            return Ok(());
-        }
-        self.session = None;
-        self.image = None;
-        let ram = ram_size_for(img, self.cfg.min_ram)?;
-        let mut s = Session::start(&self.cfg, ram)?;
-        s.write_image(img)?;
-        s.enable_paging(img)?;
-        self.session = Some(s);
-        self.image = Some(img.clone());
-        Ok(())
-    }
-
-    fn translate(&mut self, va: u64) -> Result<Option<u64>, OracleError> {
-        let mode = self.mode()?;
-        let bits = va_bits(mode);
-        if bits == 32 && va > u64::from(u32::MAX) {
-            return Err(OracleError::Unsupported(format!(
-                "{va:#x} is not a 32-bit linear address"
-            )));
-        }
-        if bits > 32 && canonical(va, bits) != va {
-            // Non-canonical: no translation exists (a real access raises #GP).
-            return Ok(None);
-        }
-        self.session()?.gva2gpa(va)
-    }
-
-    fn mappings(&mut self) -> Result<Vec<Mapping>, OracleError> {
-        let mode = self.mode()?;
-        let s = self.session()?;
-        let text = s.gdb.monitor("info tlb")?;
-        let raw = parse_info_tlb(&text)?;
-        let mut out = Vec::with_capacity(raw.len());
-        for (i, l) in raw.iter().enumerate() {
-            // QEMU's PAE dump leaves the NX bit in the address: keep bits 51:12.
-            let l_pa = l.pa & 0x000f_ffff_ffff_f000;
-            let (size, pa) = if !l.flags.large {
-                (4096, l_pa)
-            } else {
-                match mode {
-                    PagingMode::TwoLevel => {
-                        // info tlb drops PSE-36 bits: ask the exact walker.
-                        let pa = s.gva2gpa(l.va)?.ok_or_else(|| {
-                            OracleError::Protocol(format!(
-                                "info tlb lists {:#x} but gva2gpa says unmapped",
-                                l.va
-                            ))
-                        })?;
-                        (4 * MIB, pa)
-                    }
-                    PagingMode::Pae => (2 * MIB, l_pa),
-                    PagingMode::FourLevel | PagingMode::FiveLevel => {
-                        let next = raw.get(i + 1).map(|n| n.va);
-                        let gap = next.map(|n| n.wrapping_sub(l.va));
-                        let may_be_1g = l.va % GIB == 0 && gap.is_none_or(|g| g >= GIB);
-                        if may_be_1g && s.gva2gpa(l.va + 2 * MIB)? == Some(l_pa + 2 * MIB) {
-                            (GIB, l_pa)
-                        } else {
-                            (2 * MIB, l_pa)
-                        }
-                    }
-                }
-            };
-            out.push(Mapping {
-                va: l.va,
-                pa,
-                size,
-                flags: l.flags,
-            });
-        }
-        Ok(out)
-    }
-
-    fn probe(&mut self, accesses: &[Access]) -> Result<Vec<ProbeOutcome>, OracleError> {
-        let img = self.image.as_ref().ok_or(OracleError::NotLoaded)?;
-        crate::probe::run_qemu(&self.cfg, img, accesses)
+/// The monitor's answer to `gva2gpa`.
+fn parse_gva2gpa(out: &str) -> Result<Option<u64>, OracleError> {
+    let t = out.trim();
+    // QEMU prints "%#" PRIx64, which gives "0" (no 0x) for zero.
+    if let Some(v) = t.strip_prefix("gpa: ") {
+        let hex = v.trim();
+        let hex = hex.strip_prefix("0x").unwrap_or(hex);
+        u64::from_str_radix(hex, 16)
+            .map(Some)
+            .map_err(|e| OracleError::Protocol(format!("gva2gpa reply {t:?}: {e}")))
+    } else if t.starts_with("Unmapped") {
+        Ok(None)
+    } else {
+        Err(OracleError::Protocol(format!("gva2gpa reply {t:?}")))
     }
 }
 
@@ -737,22 +508,10 @@ mod tests {
     }
 
     #[test]
-    fn ram_sizes() {
-        let mut img = PagingImage::new(PagingMode::Pae, 0x1000);
-        img.add_frame(0x1000);
-        assert_eq!(ram_size_for(&img, 64 * MIB).unwrap(), 64 * MIB);
-        img.add_frame(0x1_2345_6000);
-        let ram = ram_size_for(&img, 64 * MIB).unwrap();
-        assert!(is_ram(ram, 0x1_2345_6000, 4096));
-        assert!(is_ram(ram, 0x1000, 4096));
-        assert!(!is_ram(ram, 0xd000_0000, 4096));
-        img.add_frame(0xd000_0000);
-        assert!(ram_size_for(&img, 64 * MIB).is_err());
-    }
-
-    #[test]
-    fn canonical_forms() {
-        assert_eq!(canonical(0x0000_8000_0000_0000, 48), 0xffff_8000_0000_0000);
-        assert_eq!(canonical(0x7fff_ffff_ffff, 48), 0x7fff_ffff_ffff);
+    fn gva2gpa_replies() {
+        assert_eq!(parse_gva2gpa("gpa: 0x1000\r\n").unwrap(), Some(0x1000));
+        assert_eq!(parse_gva2gpa("gpa: 0\r\n").unwrap(), Some(0));
+        assert_eq!(parse_gva2gpa("Unmapped\r\n").unwrap(), None);
+        assert!(parse_gva2gpa("what").is_err());
     }
 }
