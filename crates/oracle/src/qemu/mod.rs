@@ -307,17 +307,40 @@ impl MmuOracle for QemuOracle {
         let s = self.session()?;
         let text = s.gdb.monitor("info tlb")?;
         let raw = parse_info_tlb(&text)?;
+        // QEMU's PAE dump leaves the NX bit in the address: keep bits 51:12.
+        let pa_of = |i: usize| raw[i].pa & 0x000f_ffff_ffff_f000;
+        // Large pages `info tlb` cannot settle alone, each with the address
+        // to ask `gva2gpa` (all asked in one pipelined batch): 2-level drops
+        // PSE-36 bits (ask the exact walker); long mode does not print 2 MiB
+        // vs 1 GiB (a 1 GiB page also maps its second 2 MiB).
+        let mut ask: Vec<(usize, u64)> = Vec::new();
+        for (i, l) in raw.iter().enumerate().filter(|(_, l)| l.flags.large) {
+            match mode {
+                PagingMode::TwoLevel => ask.push((i, l.va)),
+                PagingMode::Pae => {}
+                PagingMode::FourLevel | PagingMode::FiveLevel => {
+                    let next = raw.get(i + 1).map(|n| n.va);
+                    let gap = next.map(|n| n.wrapping_sub(l.va));
+                    if l.va % GIB == 0 && gap.is_none_or(|g| g >= GIB) {
+                        ask.push((i, l.va + 2 * MIB));
+                    }
+                }
+            }
+        }
+        let vas: Vec<u64> = ask.iter().map(|&(_, va)| va).collect();
+        let answers: std::collections::HashMap<usize, Option<u64>> = ask
+            .iter()
+            .map(|&(i, _)| i)
+            .zip(s.gva2gpa_many(&vas)?)
+            .collect();
         let mut out = Vec::with_capacity(raw.len());
         for (i, l) in raw.iter().enumerate() {
-            // QEMU's PAE dump leaves the NX bit in the address: keep bits 51:12.
-            let l_pa = l.pa & 0x000f_ffff_ffff_f000;
             let (size, pa) = if !l.flags.large {
-                (4096, l_pa)
+                (4096, pa_of(i))
             } else {
                 match mode {
                     PagingMode::TwoLevel => {
-                        // info tlb drops PSE-36 bits: ask the exact walker.
-                        let pa = s.gva2gpa(l.va)?.ok_or_else(|| {
+                        let pa = answers.get(&i).copied().flatten().ok_or_else(|| {
                             OracleError::Protocol(format!(
                                 "info tlb lists {:#x} but gva2gpa says unmapped",
                                 l.va
@@ -325,15 +348,12 @@ impl MmuOracle for QemuOracle {
                         })?;
                         (4 * MIB, pa)
                     }
-                    PagingMode::Pae => (2 * MIB, l_pa),
+                    PagingMode::Pae => (2 * MIB, pa_of(i)),
                     PagingMode::FourLevel | PagingMode::FiveLevel => {
-                        let next = raw.get(i + 1).map(|n| n.va);
-                        let gap = next.map(|n| n.wrapping_sub(l.va));
-                        let may_be_1g = l.va % GIB == 0 && gap.is_none_or(|g| g >= GIB);
-                        if may_be_1g && s.gva2gpa(l.va + 2 * MIB)? == Some(l_pa + 2 * MIB) {
-                            (GIB, l_pa)
+                        if answers.get(&i) == Some(&Some(pa_of(i) + 2 * MIB)) {
+                            (GIB, pa_of(i))
                         } else {
-                            (2 * MIB, l_pa)
+                            (2 * MIB, pa_of(i))
                         }
                     }
                 }

@@ -19,7 +19,7 @@ use super::ram::SharedRam;
 use super::ram::{is_ram, MIB};
 use super::{QemuConfig, QEMU_ENV};
 use crate::image::{PagingImage, CR0_PG};
-use crate::rsp::RspClient;
+use crate::rsp::{parse_reg_reply, write_reg_packet, RspClient};
 use crate::OracleError;
 
 /// CR0 at reset (ET, NW, CD): paging and protection off.
@@ -289,6 +289,22 @@ impl Session {
         self.gdb.write_reg(num, size, val)
     }
 
+    /// Write several registers in order, in one pipelined exchange.
+    pub fn set_regs(&mut self, regs: &[(&str, u64)]) -> Result<(), OracleError> {
+        let packets = regs
+            .iter()
+            .map(|&(name, val)| {
+                let (num, size) = self.regs.get(name)?;
+                Ok(write_reg_packet(num, size, val))
+            })
+            .collect::<Result<Vec<String>, OracleError>>()?;
+        let replies = self.gdb.command_many(&packets)?;
+        for (p, r) in packets.iter().zip(&replies) {
+            expect_ok(p, r)?;
+        }
+        Ok(())
+    }
+
     /// Read register `name`.
     pub fn get_reg(&mut self, name: &str) -> Result<u64, OracleError> {
         let (num, _) = self.regs.get(name)?;
@@ -307,7 +323,13 @@ impl Session {
             }
             #[cfg(target_os = "linux")]
             if let Some(r) = self.shared.as_mut() {
-                r.write(*gpa, bytes)?;
+                // RAM is zero after start or reset: only non-zero pages
+                // need writing (images are mostly empty table space).
+                for (i, page) in bytes.chunks(4096).enumerate() {
+                    if page.iter().any(|&b| b != 0) {
+                        r.write(gpa + (i * 4096) as u64, page)?;
+                    }
+                }
                 continue;
             }
             self.gdb.write_mem(*gpa, bytes)?;
@@ -336,12 +358,18 @@ impl Session {
         #[cfg(target_os = "linux")]
         if let Some(r) = self.shared.as_mut() {
             r.clear()?;
-            self.set_reg("cr0", CR0_RESET)?;
-            self.set_reg("cr4", 0)?;
-            self.set_reg("efer", 0)?;
-            self.set_reg("cr3", 0)?;
-            self.set_reg("eflags", 2)?;
-            return Ok(());
+            // Paging off first (that leaves long mode), then the rest; in
+            // real mode a segment write loads base = selector << 4.
+            return self.set_regs(&[
+                ("cr0", CR0_RESET),
+                ("cr4", 0),
+                ("efer", 0),
+                ("cr3", 0),
+                ("eflags", 2),
+                ("ds", 0),
+                ("es", 0),
+                ("ss", 0),
+            ]);
         }
         Err(OracleError::Unsupported(
             "guest RAM is not shared with this process".into(),
@@ -359,18 +387,38 @@ impl Session {
     pub fn enable_paging(&mut self, img: &PagingImage) -> Result<(), OracleError> {
         let d = &img.desc;
         // LMA is the CPU's to set (when CR0.PG turns on with EFER.LME).
-        self.set_reg("efer", d.efer & !crate::image::EFER_LMA)?;
-        self.set_reg("cr4", d.cr4)?;
-        self.set_reg("cr3", d.cr3)?;
-        self.set_reg("cr0", d.cr0)?;
-        let cr0 = self.get_reg("cr0")?;
+        let mut packets = Vec::with_capacity(6);
+        for (name, val) in [
+            ("efer", d.efer & !crate::image::EFER_LMA),
+            ("cr4", d.cr4),
+            ("cr3", d.cr3),
+            ("cr0", d.cr0),
+        ] {
+            let (num, size) = self.regs.get(name)?;
+            packets.push(write_reg_packet(num, size, val));
+        }
+        let (cr0_num, _) = self.regs.get("cr0")?;
+        let (cr4_num, _) = self.regs.get("cr4")?;
+        packets.push(format!("p{cr0_num:x}"));
+        packets.push(format!("p{cr4_num:x}"));
+        // One pipelined exchange: the stub applies them in order.
+        let replies = self.gdb.command_many(&packets)?;
+        for (p, r) in packets.iter().zip(&replies).take(4) {
+            expect_ok(p, r)?;
+        }
+        let reply = |i: usize| {
+            replies
+                .get(i)
+                .ok_or_else(|| OracleError::Protocol("register replies missing".into()))
+        };
+        let cr0 = parse_reg_reply(cr0_num, reply(4)?)?;
+        let cr4 = parse_reg_reply(cr4_num, reply(5)?)?;
         if cr0 & CR0_PG == 0 {
             return Err(OracleError::Unsupported(format!(
                 "QEMU refused CR0={:#x} (reads back {cr0:#x})",
                 d.cr0
             )));
         }
-        let cr4 = self.get_reg("cr4")?;
         if cr4 != d.cr4 {
             return Err(OracleError::Unsupported(format!(
                 "QEMU refused CR4={:#x} (reads back {cr4:#x}); does -cpu max lack a feature?",
@@ -466,6 +514,18 @@ impl Drop for Session {
 /// `gva2gpa` requests in flight at once (about 40 bytes each way apiece,
 /// far below the socket buffers).
 pub const GVA2GPA_WINDOW: usize = 128;
+
+/// A reply that must be `OK`.
+fn expect_ok(packet: &str, reply: &[u8]) -> Result<(), OracleError> {
+    if reply == b"OK" {
+        return Ok(());
+    }
+    let head: String = packet.chars().take(40).collect();
+    Err(OracleError::Protocol(format!(
+        "{head}: stub replied {:?}",
+        String::from_utf8_lossy(reply)
+    )))
+}
 
 /// The monitor's answer to `gva2gpa`.
 fn parse_gva2gpa(out: &str) -> Result<Option<u64>, OracleError> {
