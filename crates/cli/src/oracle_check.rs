@@ -5,7 +5,10 @@
 //! the pgd system's own tables (every [`pgdcache_scenarios::Scenario`] under every scheme that
 //! can exist in the mode), each exported as an oracle image. The loop
 //! itself is [`pgdcache_scenarios::sweep::check_mode`] (shared with the
-//! tests); this module parses arguments, picks the backend and reports. Our walker runs
+//! tests); this module parses arguments, picks the backend and reports.
+//! With several modes and several cores, modes are checked at once, each
+//! worker on its own backend (QEMU process or KVM VM); the report is printed
+//! in mode order. Our walker runs
 //! on the image's bytes ([`pgdcache_scenarios::ImageMem`]); the oracle is
 //! asked `gva2gpa` for every address of interest and (QEMU) `info tlb` for
 //! the whole mapping list, on every root of a scenario's image. See
@@ -21,6 +24,7 @@
 //! `/dev/kvm` missing for `--backend kvm`, or the backend cannot run the
 //! chosen `--mode` on this host).
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use clap::Args;
@@ -202,27 +206,15 @@ pub fn run(a: &OracleArgs) -> Result<(), CliError> {
             u64::MAX - a.cases
         )));
     }
-    let (mut o, limits) = backend(&a.backend)?;
-    let mut results = Vec::new();
-    for &mode in &a.mode.0 {
-        let cfg = SweepConfig {
-            seed: a.seed,
-            cases: a.cases,
-            probe_cases: a.probe_cases,
-            scenarios: !a.no_scenarios,
-            plant: None,
-        };
-        let t0 = Instant::now();
-        let r = sweep::check_mode(o.as_mut(), &limits, mode, &cfg).map_err(OracleCmdError::from)?;
-        let t = Timed {
-            r,
-            seconds: t0.elapsed().as_secs_f64(),
-        };
-        if !a.json {
-            print_mode(&t)?;
-        }
-        results.push(t);
-    }
+    let (o, limits) = backend(&a.backend)?;
+    let cfg = SweepConfig {
+        seed: a.seed,
+        cases: a.cases,
+        probe_cases: a.probe_cases,
+        scenarios: !a.no_scenarios,
+        plant: None,
+    };
+    let results = check_modes(a, o.as_ref(), &limits, &cfg)?;
     let checked: Vec<&Timed> = results.iter().filter(|r| r.skipped.is_none()).collect();
     if checked.is_empty() {
         let why: Vec<String> = results
@@ -315,6 +307,87 @@ pub fn run(a: &OracleArgs) -> Result<(), CliError> {
         ));
     }
     Ok(())
+}
+
+/// Checks every mode of `--mode`, several at once where the host has the
+/// cores: each worker thread runs its own backend (a QEMU process, or a KVM
+/// VM) through [`sweep::check_mode`]. Results are printed (unless `--json`)
+/// in mode order as soon as each and all before it are done.
+fn check_modes(
+    a: &OracleArgs,
+    o: &dyn MmuOracle,
+    limits: &CpuLimits,
+    cfg: &SweepConfig,
+) -> Result<Vec<Timed>, CliError> {
+    let modes = &a.mode.0;
+    // The backend `--backend auto` resolved to, for the workers.
+    let name = if o.name() == "kvm" { "kvm" } else { "qemu" };
+    let jobs = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, modes.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Timed, OracleCmdError>)>();
+    std::thread::scope(|sc| {
+        for _ in 0..jobs {
+            let tx = tx.clone();
+            let (next, stop) = (&next, &stop);
+            sc.spawn(move || {
+                let (mut o, _) = match backend(name) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = tx.send((next.fetch_add(1, Ordering::SeqCst), Err(e)));
+                        return;
+                    }
+                };
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= modes.len() || stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let t0 = Instant::now();
+                    let r = sweep::check_mode(o.as_mut(), limits, modes[i], cfg)
+                        .map(|r| Timed {
+                            r,
+                            seconds: t0.elapsed().as_secs_f64(),
+                        })
+                        .map_err(OracleCmdError::from);
+                    if tx.send((i, r)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut done: Vec<Option<Timed>> = (0..modes.len()).map(|_| None).collect();
+        let mut printed = 0;
+        let mut first_err: Option<CliError> = None;
+        for (i, r) in rx {
+            match r {
+                Ok(t) if i < done.len() => done[i] = Some(t),
+                Ok(_) => {}
+                Err(e) => {
+                    stop.store(true, Ordering::SeqCst);
+                    first_err.get_or_insert(e.into());
+                }
+            }
+            while first_err.is_none() && printed < done.len() {
+                let Some(t) = &done[printed] else { break };
+                if !a.json {
+                    if let Err(e) = print_mode(t) {
+                        stop.store(true, Ordering::SeqCst);
+                        first_err = Some(e);
+                        break;
+                    }
+                }
+                printed += 1;
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(done.into_iter().flatten().collect()),
+        }
+    })
 }
 
 fn print_mode(r: &Timed) -> Result<(), CliError> {
