@@ -3,7 +3,12 @@
 //!
 //! Per paging mode: `--cases` random layouts from [`x86paging::gen`] plus
 //! the pgd system's own tables (every [`pgdcache_scenarios::Scenario`] under every scheme that
-//! can exist in the mode), each exported as an oracle image. Our walker runs
+//! can exist in the mode), each exported as an oracle image. The loop
+//! itself is [`pgdcache_scenarios::sweep::check_mode`] (shared with the
+//! tests); this module parses arguments, picks the backend and reports.
+//! With several modes and several cores, modes are checked at once, each
+//! worker on its own backend (QEMU process or KVM VM); the report is printed
+//! in mode order. Our walker runs
 //! on the image's bytes ([`pgdcache_scenarios::ImageMem`]); the oracle is
 //! asked `gva2gpa` for every address of interest and (QEMU) `info tlb` for
 //! the whole mapping list, on every root of a scenario's image. See
@@ -19,16 +24,15 @@
 //! `/dev/kvm` missing for `--backend kvm`, or the backend cannot run the
 //! chosen `--mode` on this host).
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use clap::Args;
 use oracle::kvm::KvmOracle;
 use oracle::qemu::QemuOracle;
-use oracle::{MmuOracle, OracleError, Support};
-use pgdcache_scenarios::diff::{
-    check_image, check_roots, compare_probes, DiffReport, Disagreement, GenCase, QEMU_MAXPHYADDR,
-};
-use pgdcache_scenarios::{cases, oracle_mode, ImageMem, ScenarioError, ScenarioState};
+use oracle::{MmuOracle, OracleError};
+use pgdcache_scenarios::diff::QEMU_MAXPHYADDR;
+use pgdcache_scenarios::sweep::{self, CpuLimits, ModeResult, SweepConfig, SweepError};
 use x86paging::PagingMode;
 
 use crate::error::CliError;
@@ -117,60 +121,37 @@ pub enum OracleCmdError {
     /// The backend cannot run here (exit 3).
     #[error("{0}")]
     Unavailable(String),
-    /// The backend failed mid-check (exit 1, or 3 when it could not start).
-    #[error("{case}: oracle failed: {err}")]
-    Oracle {
-        /// The case being checked.
-        case: String,
-        /// The error.
-        err: OracleError,
-    },
-    /// A case could not be built (exit 1).
-    #[error("{case}: {err}")]
-    Build {
-        /// The case.
-        case: String,
-        /// The error.
-        err: ScenarioError,
-    },
+    /// The check failed mid-way: the backend (exit 1, or 3 when it could
+    /// not start) or a case that could not be built (exit 1).
+    #[error(transparent)]
+    Sweep(#[from] SweepError),
 }
 
 impl From<OracleCmdError> for CliError {
     fn from(e: OracleCmdError) -> Self {
         match &e {
             OracleCmdError::Unavailable(_) => CliError::Env(e.to_string()),
-            OracleCmdError::Oracle {
+            OracleCmdError::Sweep(SweepError::Oracle {
                 err:
                     OracleError::QemuNotFound(_) | OracleError::Spawn(_) | OracleError::Unresponsive(_),
                 ..
-            } => CliError::Env(format!("{e} ({INSTALL_QEMU})")),
+            }) => CliError::Env(format!("{e} ({INSTALL_QEMU})")),
             _ => CliError::Run(e.to_string()),
         }
     }
 }
 
-/// Results for one mode.
-#[derive(Debug, Default)]
-struct ModeResult {
-    mode: Option<PagingMode>,
-    skipped: Option<String>,
-    cases: u64,
-    /// Scenario root tables walked (every pgd of every scenario image).
-    scenario_tables: u64,
-    /// Where the oracle saw the seed's bug (as expected).
-    bug_seen: Vec<String>,
-    report: DiffReport,
-    /// Layouts whose probes could not run, and why.
-    probe_skips: Vec<String>,
+/// Results for one mode, timed.
+struct Timed {
+    r: ModeResult,
     seconds: f64,
 }
 
-/// What the oracle's CPU has: the random layouts are generated for it and
-/// our walker is configured like it (QEMU's TCG `-cpu max`: MAXPHYADDR 40
-/// and 1 GiB pages; KVM: whatever the host CPU reports).
-struct CpuLimits {
-    maxphyaddr: u32,
-    gbpages: bool,
+impl std::ops::Deref for Timed {
+    type Target = ModeResult;
+    fn deref(&self) -> &ModeResult {
+        &self.r
+    }
 }
 
 fn kvm_backend() -> (Box<dyn MmuOracle>, CpuLimits) {
@@ -225,16 +206,16 @@ pub fn run(a: &OracleArgs) -> Result<(), CliError> {
             u64::MAX - a.cases
         )));
     }
-    let (mut o, limits) = backend(&a.backend)?;
-    let mut results = Vec::new();
-    for &mode in &a.mode.0 {
-        let r = check_mode(o.as_mut(), &limits, mode, a)?;
-        if !a.json {
-            print_mode(&r)?;
-        }
-        results.push(r);
-    }
-    let checked: Vec<&ModeResult> = results.iter().filter(|r| r.skipped.is_none()).collect();
+    let (o, limits) = backend(&a.backend)?;
+    let cfg = SweepConfig {
+        seed: a.seed,
+        cases: a.cases,
+        probe_cases: a.probe_cases,
+        scenarios: !a.no_scenarios,
+        plant: None,
+    };
+    let results = check_modes(a, o.as_ref(), &limits, &cfg)?;
+    let checked: Vec<&Timed> = results.iter().filter(|r| r.skipped.is_none()).collect();
     if checked.is_empty() {
         let why: Vec<String> = results
             .iter()
@@ -328,7 +309,88 @@ pub fn run(a: &OracleArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn print_mode(r: &ModeResult) -> Result<(), CliError> {
+/// Checks every mode of `--mode`, several at once where the host has the
+/// cores: each worker thread runs its own backend (a QEMU process, or a KVM
+/// VM) through [`sweep::check_mode`]. Results are printed (unless `--json`)
+/// in mode order as soon as each and all before it are done.
+fn check_modes(
+    a: &OracleArgs,
+    o: &dyn MmuOracle,
+    limits: &CpuLimits,
+    cfg: &SweepConfig,
+) -> Result<Vec<Timed>, CliError> {
+    let modes = &a.mode.0;
+    // The backend `--backend auto` resolved to, for the workers.
+    let name = if o.name() == "kvm" { "kvm" } else { "qemu" };
+    let jobs = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, modes.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Timed, OracleCmdError>)>();
+    std::thread::scope(|sc| {
+        for _ in 0..jobs {
+            let tx = tx.clone();
+            let (next, stop) = (&next, &stop);
+            sc.spawn(move || {
+                let (mut o, _) = match backend(name) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = tx.send((next.fetch_add(1, Ordering::SeqCst), Err(e)));
+                        return;
+                    }
+                };
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= modes.len() || stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let t0 = Instant::now();
+                    let r = sweep::check_mode(o.as_mut(), limits, modes[i], cfg)
+                        .map(|r| Timed {
+                            r,
+                            seconds: t0.elapsed().as_secs_f64(),
+                        })
+                        .map_err(OracleCmdError::from);
+                    if tx.send((i, r)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut done: Vec<Option<Timed>> = (0..modes.len()).map(|_| None).collect();
+        let mut printed = 0;
+        let mut first_err: Option<CliError> = None;
+        for (i, r) in rx {
+            match r {
+                Ok(t) if i < done.len() => done[i] = Some(t),
+                Ok(_) => {}
+                Err(e) => {
+                    stop.store(true, Ordering::SeqCst);
+                    first_err.get_or_insert(e.into());
+                }
+            }
+            while first_err.is_none() && printed < done.len() {
+                let Some(t) = &done[printed] else { break };
+                if !a.json {
+                    if let Err(e) = print_mode(t) {
+                        stop.store(true, Ordering::SeqCst);
+                        first_err = Some(e);
+                        break;
+                    }
+                }
+                printed += 1;
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(done.into_iter().flatten().collect()),
+        }
+    })
+}
+
+fn print_mode(r: &Timed) -> Result<(), CliError> {
     let mode = r.mode.map(|m| m.to_string()).unwrap_or_default();
     if let Some(why) = &r.skipped {
         outln!("{mode:7} skipped: {why}")?;
@@ -351,120 +413,4 @@ fn print_mode(r: &ModeResult) -> Result<(), CliError> {
         outln!("        seed's bug seen: {what}")?;
     }
     Ok(())
-}
-
-fn check_mode(
-    o: &mut dyn MmuOracle,
-    limits: &CpuLimits,
-    mode: PagingMode,
-    a: &OracleArgs,
-) -> Result<ModeResult, OracleCmdError> {
-    let t0 = Instant::now();
-    let mut r = ModeResult {
-        mode: Some(mode),
-        ..ModeResult::default()
-    };
-    if let Support::No(why) = o.supports(oracle_mode(mode)) {
-        r.skipped = Some(why);
-        return Ok(r);
-    }
-    // `run` refused a seed + cases past u64::MAX, so nothing saturates.
-    for seed in a.seed..a.seed.saturating_add(a.cases) {
-        let case = format!("{mode} gen seed {seed}");
-        let c =
-            GenCase::new(mode, seed, limits.maxphyaddr).map_err(|err| OracleCmdError::Build {
-                case: case.clone(),
-                err,
-            })?;
-        let mut cpu = c.gen.cpu;
-        cpu.gbpages = limits.gbpages;
-        let mem = ImageMem::new(&c.img);
-        let rep =
-            check_image(o, &c.img, &mem, &cpu, &c.vas, &c.leaves(), &case).map_err(|err| {
-                OracleCmdError::Oracle {
-                    case: case.clone(),
-                    err,
-                }
-            })?;
-        r.report.merge(rep);
-        if seed - a.seed < a.probe_cases {
-            let (data, fetch) = c.safe_probes(seed);
-            for set in [data, fetch] {
-                match compare_probes(o, &mem, &cpu, &set, &case) {
-                    Ok((rep, _)) => r.report.merge(rep),
-                    // The layout leaves no room for the probe program (no
-                    // unmapped slot below 4 GiB): a question this case
-                    // cannot ask, not a disagreement.
-                    Err(OracleError::Unsupported(why)) => {
-                        r.probe_skips.push(format!("{case}: {why}"));
-                        break;
-                    }
-                    Err(err) => {
-                        return Err(OracleCmdError::Oracle {
-                            case: case.clone(),
-                            err,
-                        })
-                    }
-                }
-            }
-        }
-        r.cases += 1;
-    }
-    if !a.no_scenarios {
-        for (sc, scheme) in cases(mode) {
-            let case = format!("{mode} {sc} {scheme}");
-            let build = |err| OracleCmdError::Build {
-                case: case.clone(),
-                err,
-            };
-            let st = ScenarioState::build(sc, mode, scheme).map_err(build)?;
-            let img = st.image().map_err(build)?;
-            let mem = ImageMem::new(&img);
-            let vas = st.addresses(a.seed, 32);
-            let roots = st.root_list();
-            let rr = check_roots(
-                o,
-                &img,
-                &mem,
-                &st.cpu,
-                &roots,
-                &vas,
-                st.kernel_start(),
-                &case,
-            )
-            .map_err(|err| OracleCmdError::Oracle {
-                case: case.clone(),
-                err,
-            })?;
-            r.report.merge(rr.walker.clone());
-            r.scenario_tables += rr.roots as u64;
-            let differing = rr.roots_differing();
-            if !st.shows_bug() {
-                for (_, d) in rr.vs_reference {
-                    r.report.disagreements.extend(d.disagreements);
-                }
-            } else if differing == 0 {
-                r.report.disagreements.push(Disagreement {
-                    case,
-                    what: "the seed's bug should show here, but every pgd walks like \
-                           swapper_pg_dir"
-                        .into(),
-                });
-            } else {
-                let example = rr
-                    .vs_reference
-                    .iter()
-                    .find_map(|(_, d)| d.disagreements.first())
-                    .map(|d| d.what.clone())
-                    .unwrap_or_default();
-                r.bug_seen.push(format!(
-                    "{case}: {differing} of {} pgds walk differently from swapper_pg_dir, \
-                     e.g. {example}",
-                    roots.len() - 1
-                ));
-            }
-        }
-    }
-    r.seconds = t0.elapsed().as_secs_f64();
-    Ok(r)
 }

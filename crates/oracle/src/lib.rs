@@ -190,6 +190,11 @@ pub trait MmuOracle {
     /// Translate a linear address with the backend's walker (no permission
     /// checks); `None` if unmapped.
     fn translate(&mut self, va: u64) -> Result<Option<u64>, OracleError>;
+    /// [`MmuOracle::translate`] for every address of `vas`, in order; a
+    /// backend may batch the questions (QEMU pipelines its `gva2gpa`s).
+    fn translate_many(&mut self, vas: &[u64]) -> Result<Vec<Option<u64>>, OracleError> {
+        vas.iter().map(|&va| self.translate(va)).collect()
+    }
     /// Every mapping of the loaded image, in linear-address order.
     fn mappings(&mut self) -> Result<Vec<Mapping>, OracleError>;
     /// Perform `accesses` by real execution, in order.

@@ -25,6 +25,11 @@ pub struct RspClient {
     stream: TcpStream,
     buf: Vec<u8>,
     no_ack: bool,
+    /// In ack mode: packets received but not yet acknowledged (a pipelined
+    /// batch acknowledges them all in one write at its end).
+    acks_owed: usize,
+    /// Defer acks into `acks_owed` instead of sending each at once.
+    defer_acks: bool,
     timeout: Duration,
 }
 
@@ -72,6 +77,8 @@ impl RspClient {
             stream,
             buf: Vec::with_capacity(8192),
             no_ack: false,
+            acks_owed: 0,
+            defer_acks: false,
             timeout,
         };
         // Ask for no-ack mode: halves the number of tiny TCP segments.
@@ -177,7 +184,11 @@ impl RspClient {
                             continue;
                         }
                         if !self.no_ack {
-                            self.send_raw(b"+")?;
+                            if self.defer_acks {
+                                self.acks_owed += 1;
+                            } else {
+                                self.send_raw(b"+")?;
+                            }
                         }
                         return Self::unescape(&body);
                     }
@@ -246,6 +257,65 @@ impl RspClient {
     pub fn monitor(&mut self, cmd: &str) -> Result<String, OracleError> {
         self.send(&format!("qRcmd,{}", hex_encode(cmd.as_bytes())))?;
         let deadline = Instant::now() + self.timeout;
+        self.monitor_reply(cmd, deadline)
+    }
+
+    /// Sends `payloads` as packets in one write, without waiting for acks.
+    /// In ack mode this relies on a system-mode QEMU stub, which acks each
+    /// packet it receives and never waits for ours; the caller reads the
+    /// replies with acks deferred ([`RspClient::finish_pipeline`]).
+    fn send_pipelined(&mut self, payloads: &[String]) -> Result<(), OracleError> {
+        let mut wire = Vec::new();
+        for p in payloads {
+            let sum = p.bytes().fold(0u8, |a, b| a.wrapping_add(b));
+            wire.extend_from_slice(format!("${p}#{sum:02x}").as_bytes());
+        }
+        self.send_raw(&wire)?;
+        self.defer_acks = true;
+        Ok(())
+    }
+
+    /// Ends a pipelined exchange: our acks for every reply, in one write.
+    fn finish_pipeline(&mut self) -> Result<(), OracleError> {
+        self.defer_acks = false;
+        let owed = std::mem::take(&mut self.acks_owed);
+        if owed > 0 {
+            self.send_raw(&vec![b'+'; owed])?;
+        }
+        Ok(())
+    }
+
+    /// Several commands with one reply packet each, pipelined: every
+    /// request goes out before the first reply is read (the stub handles
+    /// packets in order, so the replies come back in order). Keep batches
+    /// small enough for the socket buffers (a few hundred short packets).
+    pub fn command_many(&mut self, payloads: &[String]) -> Result<Vec<Vec<u8>>, OracleError> {
+        self.send_pipelined(payloads)?;
+        let deadline = Instant::now() + self.timeout;
+        let r: Result<Vec<Vec<u8>>, OracleError> =
+            payloads.iter().map(|_| self.recv_until(deadline)).collect();
+        self.finish_pipeline()?;
+        r
+    }
+
+    /// Several monitor commands, pipelined like [`RspClient::command_many`].
+    pub fn monitor_many(&mut self, cmds: &[String]) -> Result<Vec<String>, OracleError> {
+        let payloads: Vec<String> = cmds
+            .iter()
+            .map(|c| format!("qRcmd,{}", hex_encode(c.as_bytes())))
+            .collect();
+        self.send_pipelined(&payloads)?;
+        let deadline = Instant::now() + self.timeout;
+        let r: Result<Vec<String>, OracleError> = cmds
+            .iter()
+            .map(|c| self.monitor_reply(c, deadline))
+            .collect();
+        self.finish_pipeline()?;
+        r
+    }
+
+    /// Collects one `qRcmd`'s console output (`O` packets) up to its `OK`.
+    fn monitor_reply(&mut self, cmd: &str, deadline: Instant) -> Result<String, OracleError> {
         let mut out = Vec::new();
         loop {
             let r = self.recv_until(deadline)?;
@@ -264,7 +334,6 @@ impl RspClient {
                     String::from_utf8_lossy(&r)
                 )));
             }
-            // Some stubs send plain hex output without the 'O' prefix.
             out.extend(hex_decode(&r)?);
             break;
         }
@@ -330,29 +399,13 @@ impl RspClient {
     /// Write register `num` with the little-endian bytes of `val` (`size`
     /// bytes wide).
     pub fn write_reg(&mut self, num: usize, size: usize, val: u64) -> Result<(), OracleError> {
-        let bytes = val.to_le_bytes();
-        let n = size.min(8);
-        let mut hex = hex_encode(&bytes[..n]);
-        for _ in n..size {
-            hex.push_str("00");
-        }
-        self.command_ok(&format!("P{num:x}={hex}"))
+        self.command_ok(&write_reg_packet(num, size, val))
     }
 
     /// Read register `num` (little-endian, at most 8 bytes used).
     pub fn read_reg(&mut self, num: usize) -> Result<u64, OracleError> {
         let r = self.command(&format!("p{num:x}"))?;
-        if r.first() == Some(&b'E') || r.is_empty() {
-            return Err(OracleError::Protocol(format!(
-                "read register {num}: {:?}",
-                String::from_utf8_lossy(&r)
-            )));
-        }
-        let bytes = hex_decode(&r)?;
-        let mut v = [0u8; 8];
-        let n = bytes.len().min(8);
-        v[..n].copy_from_slice(&bytes[..n]);
-        Ok(u64::from_le_bytes(v))
+        parse_reg_reply(num, &r)
     }
 
     /// Resume (`c`) and wait up to `wait` for a stop reply. On timeout the
@@ -374,6 +427,33 @@ impl RspClient {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The `P` packet writing `val` to register `num` of `size` bytes.
+pub fn write_reg_packet(num: usize, size: usize, val: u64) -> String {
+    let bytes = val.to_le_bytes();
+    let n = size.min(8);
+    let mut hex = hex_encode(&bytes[..n]);
+    for _ in n..size {
+        hex.push_str("00");
+    }
+    format!("P{num:x}={hex}")
+}
+
+/// The value in a `p` packet's reply (little-endian hex, at most 8 bytes
+/// used).
+pub fn parse_reg_reply(num: usize, r: &[u8]) -> Result<u64, OracleError> {
+    if r.first() == Some(&b'E') || r.is_empty() {
+        return Err(OracleError::Protocol(format!(
+            "read register {num}: {:?}",
+            String::from_utf8_lossy(r)
+        )));
+    }
+    let bytes = hex_decode(r)?;
+    let mut v = [0u8; 8];
+    let n = bytes.len().min(8);
+    v[..n].copy_from_slice(&bytes[..n]);
+    Ok(u64::from_le_bytes(v))
 }
 
 #[cfg(test)]

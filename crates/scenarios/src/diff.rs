@@ -88,15 +88,23 @@ pub fn compare_translations<P: PhysMem + ?Sized>(
 ) -> Result<DiffReport, OracleError> {
     let mut r = DiffReport::default();
     let kvm = o.name() == "kvm";
+    let mut asked = Vec::with_capacity(vas.len());
+    let mut ours = Vec::with_capacity(vas.len());
     for &va in vas {
-        let ours = match x86paging::translate(pm, cpu, VirtAddr::new(va), x86paging::Access::READ) {
+        let w = match x86paging::translate(pm, cpu, VirtAddr::new(va), x86paging::Access::READ) {
             Ok(t) => Some(t.pa.as_u64()),
             Err(WalkFault::PageFault { code, .. }) if code.bits() & 1 == 0 => None,
             Err(WalkFault::PageFault { .. }) if kvm => None,
             Err(_) => continue,
         };
-        r.addresses += 1;
-        let theirs = o.translate(va)?;
+        asked.push(va);
+        ours.push(w);
+    }
+    // The oracle answers all at once (QEMU pipelines the requests); our
+    // walker's answers were fixed above, before any of its answers arrived.
+    let theirs = o.translate_many(&asked)?;
+    r.addresses = asked.len();
+    for ((va, ours), theirs) in asked.iter().zip(ours).zip(theirs) {
         if ours != theirs {
             r.disagreements.push(Disagreement {
                 case: case.to_string(),
@@ -251,10 +259,12 @@ impl KernelView {
         vas: &[u64],
         kernel_start: u64,
     ) -> Result<Self, OracleError> {
-        let mut translations = BTreeMap::new();
-        for &va in vas.iter().filter(|&&va| va >= kernel_start) {
-            translations.insert(va, o.translate(va)?);
-        }
+        let kvas: Vec<u64> = vas
+            .iter()
+            .copied()
+            .filter(|&va| va >= kernel_start)
+            .collect();
+        let translations = kvas.iter().copied().zip(o.translate_many(&kvas)?).collect();
         let mappings = match o.mappings() {
             Ok(m) => m
                 .iter()

@@ -9,9 +9,7 @@
 //! is read-only; the walker never stores). [`cpu_from_image`] rebuilds the
 //! walker's [`CpuState`] from the image's CR0/CR3/CR4/EFER.
 
-use oracle::image::{
-    ImageDesc, CR0_WP, CR4_LA57, CR4_PAE, CR4_PGE, CR4_PSE, CR4_SMAP, CR4_SMEP, EFER_LME, EFER_NXE,
-};
+use oracle::image::{ImageDesc, CR0_WP, CR4_PGE, CR4_PSE, CR4_SMAP, CR4_SMEP, EFER_NXE};
 use oracle::PagingImage;
 use physmem::{MemError, PhysAddr, PhysMem};
 use x86paging::{CpuState, PagingMode};
@@ -93,19 +91,5 @@ pub fn cpu_from_image(desc: &ImageDesc, maxphyaddr: Option<u32>) -> CpuState {
         smap: desc.cr4 & CR4_SMAP != 0,
         maxphyaddr: maxphyaddr.unwrap_or(base.maxphyaddr),
         ..base
-    }
-}
-
-/// Whether the image's control registers agree with its declared mode
-/// (PAE for every mode but 2-level, LME for long mode, LA57 for 5-level).
-pub fn regs_match_mode(desc: &ImageDesc) -> bool {
-    let pae = desc.cr4 & CR4_PAE != 0;
-    let lme = desc.efer & EFER_LME != 0;
-    let la57 = desc.cr4 & CR4_LA57 != 0;
-    match desc.mode {
-        oracle::PagingMode::TwoLevel => !pae && !lme,
-        oracle::PagingMode::Pae => pae && !lme,
-        oracle::PagingMode::FourLevel => pae && lme && !la57,
-        oracle::PagingMode::FiveLevel => pae && lme && la57,
     }
 }

@@ -15,12 +15,16 @@
 //!   on exactly the bytes the oracle was given;
 //! * [`diff`] — our walker vs an oracle on one image: addresses of interest
 //!   (`gva2gpa`) and the whole mapping list (`info tlb`); and, root by root,
-//!   the oracle's walk of each pgd vs its walk of `swapper_pg_dir`.
+//!   the oracle's walk of each pgd vs its walk of `swapper_pg_dir`;
+//! * [`sweep`] — the whole check of one paging mode (random layouts, then
+//!   every scenario × scheme, judged), the one loop `pgdcache oracle` and the
+//!   tests share, with a planted walker bug as its negative control.
 #![forbid(unsafe_code)]
 
 pub mod diff;
 pub mod image_mem;
 pub mod scenario;
+pub mod sweep;
 
 pub use diff::{DiffReport, Disagreement, KernelView, RootsReport};
 pub use image_mem::{cpu_from_image, ImageMem};

@@ -20,8 +20,9 @@ use std::collections::BTreeSet;
 
 use oracle::qemu::QemuOracle;
 use pgdcache::{Scheme, ViolationKind};
-use pgdcache_scenarios::diff::{check_roots, compare_mappings, RootsReport};
+use pgdcache_scenarios::diff::{compare_mappings, RootsReport};
 use pgdcache_scenarios::scenario::leaves;
+use pgdcache_scenarios::sweep::{check_scenarios, judge_scenario, SweepConfig};
 use pgdcache_scenarios::{
     cases, cpu_from_image, ImageMem, KernelView, RootKind, Scenario, ScenarioState,
 };
@@ -171,22 +172,15 @@ fn scenarios_against_qemu() {
     for mode in MODES {
         let t0 = std::time::Instant::now();
         let (mut n, mut tables, mut addrs, mut maps) = (0, 0, 0, 0);
-        for_each_state(mode, |st| {
+        let cfg = SweepConfig {
+            seed: 1,
+            cases: 0,
+            probe_cases: 0,
+            scenarios: true,
+            plant: None,
+        };
+        check_scenarios(&mut q, mode, &cfg, |o, st, img, r| {
             let case = format!("{st:?}");
-            let img = st.image().unwrap();
-            let mem = ImageMem::new(&img);
-            let vas = st.addresses(1, 32);
-            let r = check_roots(
-                &mut q,
-                &img,
-                &mem,
-                &st.cpu,
-                &st.root_list(),
-                &vas,
-                st.kernel_start(),
-                &case,
-            )
-            .unwrap();
             let w = &r.walker;
             assert!(
                 w.disagreements.is_empty(),
@@ -198,7 +192,11 @@ fn scenarios_against_qemu() {
                     .join("\n")
             );
             assert!(w.addresses > 20 && w.mappings > 10, "{case}: {w:?}");
-            assert_verdict(&st, &r, "QEMU");
+            assert_verdict(st, r, "QEMU");
+            // The sweep's own judgement agrees with this test's.
+            let (bad, seen) = judge_scenario(st, r);
+            assert!(bad.is_empty(), "{case}: {bad:?}");
+            assert_eq!(seen.len(), usize::from(st.shows_bug()), "{case}");
             if st.shows_bug() {
                 bug_seen += 1;
                 for (name, d) in r
@@ -217,6 +215,7 @@ fn scenarios_against_qemu() {
             if let Some(t) = st.cpa_target {
                 // Teeth: our list for the last root loaded with the cpa
                 // target's PCD dropped must differ.
+                let mem = ImageMem::new(img);
                 let last = st.roots.last().unwrap();
                 let mut wrong = leaves(&mem, &st.cpu_on(last));
                 match wrong
@@ -226,7 +225,7 @@ fn scenarios_against_qemu() {
                     Some(l) => {
                         assert!(l.flags.contains(EntryFlags::PCD), "{case}: target not PCD");
                         l.flags.remove(EntryFlags::PCD);
-                        let r = compare_mappings(&mut q, &wrong, &case).unwrap();
+                        let r = compare_mappings(o, &wrong, &case).unwrap();
                         assert_eq!(r.disagreements.len(), 2, "{case}: {r:?}");
                     }
                     // A stale pgd maps the target in the old large page.
@@ -237,7 +236,9 @@ fn scenarios_against_qemu() {
             tables += r.roots;
             addrs += w.addresses;
             maps += w.mappings;
-        });
+            Ok(())
+        })
+        .unwrap();
         eprintln!(
             "{mode}: {n} scenarios, {tables} root tables, {addrs} addresses, {maps} mappings \
              agree, {:?}",
