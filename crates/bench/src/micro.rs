@@ -81,6 +81,8 @@ pub struct Timing {
     pub min_ns: f64,
     /// Lower and upper quartile of the rounds.
     pub iqr_ns: (f64, f64),
+    /// Rounds measured (adaptive: see [`adaptive_rounds`]).
+    pub rounds: usize,
 }
 
 impl Timing {
@@ -92,6 +94,7 @@ impl Timing {
             median_ns: s.median,
             min_ns: s.min,
             iqr_ns: (s.q1, s.q3),
+            rounds: s.rounds,
         }
     }
 }
@@ -122,6 +125,19 @@ pub fn interleaved_rounds(
     rounds: usize,
     iters: u64,
 ) -> Result<Vec<Vec<f64>>, MicroError> {
+    adaptive_rounds(subjects, &benchstats::Rounds::fixed(rounds), &[], iters)
+}
+
+/// [`interleaved_rounds`] with an adaptive round count
+/// ([`benchstats::adaptive`]): at least `rounds.min` rounds, then more until
+/// every paired ratio `subject[num] / subject[den]` of `pairs` has a narrow
+/// inter-quartile range, or `rounds.max` rounds ran.
+pub fn adaptive_rounds(
+    subjects: &mut [&mut dyn Subject],
+    rounds: &benchstats::Rounds,
+    pairs: &[(usize, usize)],
+    iters: u64,
+) -> Result<Vec<Vec<f64>>, MicroError> {
     let iters = iters.max(1);
     for s in subjects.iter_mut() {
         s.run((iters / 8).max(1))?; // warm-up
@@ -140,7 +156,7 @@ pub fn interleaved_rounds(
         .iter_mut()
         .map(|f| f as &mut dyn FnMut() -> Result<f64, MicroError>)
         .collect();
-    benchstats::interleaved(rounds, &mut refs)
+    benchstats::adaptive(rounds, pairs, &mut refs)
 }
 
 /// The median over rounds of `num[r] / den[r]`: a ratio of two subjects

@@ -226,11 +226,25 @@ pub fn run(a: &OracleArgs) -> Result<(), CliError> {
         )));
     }
     let (mut o, limits) = backend(&a.backend)?;
+    let scen = |m| {
+        if a.no_scenarios {
+            0
+        } else {
+            cases(m).len() as u64
+        }
+    };
+    let pb = crate::progress::bar(
+        a.mode.0.iter().map(|&m| a.cases + scen(m)).sum(),
+        "oracle",
+        a.json,
+    );
     let mut results = Vec::new();
     for &mode in &a.mode.0 {
-        let r = check_mode(o.as_mut(), &limits, mode, a)?;
+        pb.set_message(mode.name());
+        let r = check_mode(o.as_mut(), &limits, mode, a, &pb);
+        let r = r?;
         if !a.json {
-            print_mode(&r)?;
+            pb.suspend(|| print_mode(&r))?;
         }
         results.push(r);
     }
@@ -253,6 +267,7 @@ pub fn run(a: &OracleArgs) -> Result<(), CliError> {
             why.join("; ")
         )));
     }
+    pb.finish_and_clear();
     let total: usize = results.iter().map(|r| r.report.disagreements.len()).sum();
     let compared: u64 = results
         .iter()
@@ -358,6 +373,7 @@ fn check_mode(
     limits: &CpuLimits,
     mode: PagingMode,
     a: &OracleArgs,
+    pb: &indicatif::ProgressBar,
 ) -> Result<ModeResult, OracleCmdError> {
     let t0 = Instant::now();
     let mut r = ModeResult {
@@ -409,9 +425,11 @@ fn check_mode(
             }
         }
         r.cases += 1;
+        pb.inc(1);
     }
     if !a.no_scenarios {
         for (sc, scheme) in cases(mode) {
+            pb.inc(1);
             let case = format!("{mode} {sc} {scheme}");
             let build = |err| OracleCmdError::Build {
                 case: case.clone(),
