@@ -106,6 +106,10 @@ pub trait Subject {
 }
 
 /// Runs every subject `rounds` times, interleaved, and returns ns/op each.
+///
+/// Rounds are timed by this thread's CPU time
+/// ([`benchstats::time_on_cpu`]; wall time where that clock is missing), so
+/// a round in which another task ran on our CPU is not charged for it.
 pub fn interleaved(
     subjects: &mut [&mut dyn Subject],
     rounds: usize,
@@ -146,9 +150,9 @@ pub fn adaptive_rounds(
         .iter_mut()
         .map(|s| {
             move || -> Result<f64, MicroError> {
-                let t = Instant::now();
-                s.run(iters)?;
-                Ok(t.elapsed().as_nanos() as f64 / iters as f64)
+                let (r, cpu_ns, _) = benchstats::time_on_cpu(|| s.run(iters));
+                r?;
+                Ok(cpu_ns as f64 / iters as f64)
             }
         })
         .collect();

@@ -87,10 +87,11 @@ pub fn preamble(r: &Report) -> Vec<String> {
         );
     }
     v.push(format!(
-        "Times: median (fastest) of {} interleaved rounds (at least {}, more until each paired ratio's \
-         inter-quartile range is within {:.0}% of its median, at most {}). Ratios: median [inter-quartile \
-         range] of the per-round ratios (paired by round). A target is met or not met only when its whole \
-         inter-quartile range says so.",
+        "Times: this thread's CPU time per operation (CLOCK_THREAD_CPUTIME_ID: time another task ran on \
+         our CPU is not counted), median (fastest) of {} interleaved rounds (at least {}, more until each \
+         paired ratio's inter-quartile range is within {:.0}% of its median, at most {}). Ratios: median \
+         [inter-quartile range] of the per-round ratios (paired by round). A target is met or not met only \
+         when its whole inter-quartile range says so.",
         rounds_range(r),
         r.settings.rounds,
         r.settings.narrow_iqr * 100.0,

@@ -28,7 +28,7 @@
 //! assert_eq!(r.to_string(), "10.20x [10.00–10.34]");
 //! assert_eq!(Summary::of(&fast).median, 1.0);
 //! ```
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 use std::fmt;
@@ -152,6 +152,48 @@ impl fmt::Display for Ratio {
         let p = f.precision().unwrap_or(2);
         write!(f, "{:.p$}x [{:.p$}–{:.p$}]", self.median, self.q1, self.q3)
     }
+}
+
+/// This thread's CPU time in ns (`CLOCK_THREAD_CPUTIME_ID`): the time it
+/// actually ran, which a preemption by another task does not advance.
+/// `None` where the clock does not exist.
+///
+/// Rounds timed by it are immune to the commonest disturbance of a busy
+/// host — another task running on our CPU for part of a round — which wall
+/// time charges to whichever side of a ratio it hit, and charges more to
+/// the side whose rounds are longer (issue #17).
+#[allow(unsafe_code)]
+pub fn thread_cpu_ns() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable `timespec` that outlives the
+        // call, and CLOCK_THREAD_CPUTIME_ID is a clock id every POSIX
+        // system defines; on failure the call only returns -1.
+        let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        (r == 0).then(|| (ts.tv_sec as u64).wrapping_mul(1_000_000_000) + ts.tv_nsec as u64)
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// Times `f` by this thread's CPU time ([`thread_cpu_ns`]), or by wall
+/// time where that clock is missing; returns (ns, wall ns).
+pub fn time_on_cpu<T>(f: impl FnOnce() -> T) -> (T, u64, u64) {
+    let c0 = thread_cpu_ns();
+    let w0 = std::time::Instant::now();
+    let v = f();
+    let wall = w0.elapsed().as_nanos() as u64;
+    let cpu = match (c0, thread_cpu_ns()) {
+        (Some(a), Some(b)) => b.saturating_sub(a),
+        _ => wall,
+    };
+    (v, cpu, wall)
 }
 
 /// Runs every contender `rounds` times, interleaved (round `r` of each runs
@@ -361,6 +403,23 @@ mod tests {
 
     fn ratio(num: &[f64]) -> Ratio {
         Ratio::paired(num, &vec![1.0; num.len()])
+    }
+
+    #[test]
+    fn the_cpu_clock_runs_only_while_we_run() {
+        let (_, cpu, wall) =
+            time_on_cpu(|| std::thread::sleep(std::time::Duration::from_millis(30)));
+        assert!(wall >= 30_000_000);
+        if thread_cpu_ns().is_some() {
+            assert!(cpu < 15_000_000, "asleep is not on a CPU: {cpu} ns");
+        }
+        let (_, cpu, wall) = time_on_cpu(|| {
+            let t = std::time::Instant::now();
+            while t.elapsed().as_millis() < 5 {
+                std::hint::black_box(0u64);
+            }
+        });
+        assert!(cpu > 0 && cpu <= wall + 1_000_000, "{cpu} {wall}");
     }
 
     #[test]
