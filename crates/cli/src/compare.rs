@@ -108,7 +108,7 @@ pub fn run(a: &CompareArgs) -> Result<(), CliError> {
         a.sim.json,
     );
     let rows = sim::compare(&spec, |r| {
-        pb.set_message(format!("{} {}", r.mode.name(), r.scheme.name()));
+        pb.set_message(format!("{} {} done", r.mode.name(), r.scheme.name()));
         pb.inc(1);
     });
     pb.finish_and_clear();
