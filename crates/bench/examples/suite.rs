@@ -8,7 +8,13 @@ fn main() -> Result<(), pgdbench::BenchError> {
     } else {
         pgdbench::Settings::quick()
     };
-    let r = pgdbench::run(&s, |phase| eprintln!("… {phase}"))?;
+    let mut last = "";
+    let r = pgdbench::run(&s, |step| {
+        if step.phase != last {
+            last = step.phase;
+            eprintln!("… {} ({}/{})", step.phase, step.done, step.total);
+        }
+    })?;
     print!("{}", pgdbench::markdown(&r));
     Ok(())
 }

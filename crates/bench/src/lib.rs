@@ -12,13 +12,24 @@
 //! * [`vtime`] — a deterministic discrete-event model of N CPUs, calibrated
 //!   from measured per-operation costs and validated against [`smp`], that
 //!   projects the workload to 4–64 CPUs;
-//! * [`suite`] — all of it, the tables, and the seed's targets.
-#![forbid(unsafe_code)]
+//! * [`alloc32`] — the object cache's 32-byte pair against `malloc`;
+//! * [`host`] — the host probe (load, the CPU share a spinning thread gets)
+//!   taken before and after, so a busy host shows in the report;
+//! * [`targets`] — the seed's targets, judged on each ratio's
+//!   inter-quartile range (met, not met, or noisy, not decided);
+//! * [`suite`] — all of it; [`report`] — its tables.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod alloc32;
+pub mod host;
 pub mod micro;
+pub mod report;
 pub mod smp;
 pub mod suite;
+pub mod targets;
 pub mod vtime;
 
-pub use suite::{markdown, run, BenchError, Report, Settings};
+pub use report::{markdown, preamble, tables, Table};
+pub use suite::{run, steps, BenchError, Report, Settings, Step};
+pub use targets::Target;

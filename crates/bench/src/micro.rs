@@ -81,6 +81,8 @@ pub struct Timing {
     pub min_ns: f64,
     /// Lower and upper quartile of the rounds.
     pub iqr_ns: (f64, f64),
+    /// Rounds measured (adaptive: see [`adaptive_rounds`]).
+    pub rounds: usize,
 }
 
 impl Timing {
@@ -92,6 +94,7 @@ impl Timing {
             median_ns: s.median,
             min_ns: s.min,
             iqr_ns: (s.q1, s.q3),
+            rounds: s.rounds,
         }
     }
 }
@@ -103,6 +106,10 @@ pub trait Subject {
 }
 
 /// Runs every subject `rounds` times, interleaved, and returns ns/op each.
+///
+/// Rounds are timed by this thread's CPU time
+/// ([`benchstats::time_on_cpu`]; wall time where that clock is missing), so
+/// a round in which another task ran on our CPU is not charged for it.
 pub fn interleaved(
     subjects: &mut [&mut dyn Subject],
     rounds: usize,
@@ -122,6 +129,19 @@ pub fn interleaved_rounds(
     rounds: usize,
     iters: u64,
 ) -> Result<Vec<Vec<f64>>, MicroError> {
+    adaptive_rounds(subjects, &benchstats::Rounds::fixed(rounds), &[], iters)
+}
+
+/// [`interleaved_rounds`] with an adaptive round count
+/// ([`benchstats::adaptive`]): at least `rounds.min` rounds, then more until
+/// every paired ratio `subject[num] / subject[den]` of `pairs` has a narrow
+/// inter-quartile range, or `rounds.max` rounds ran.
+pub fn adaptive_rounds(
+    subjects: &mut [&mut dyn Subject],
+    rounds: &benchstats::Rounds,
+    pairs: &[(usize, usize)],
+    iters: u64,
+) -> Result<Vec<Vec<f64>>, MicroError> {
     let iters = iters.max(1);
     for s in subjects.iter_mut() {
         s.run((iters / 8).max(1))?; // warm-up
@@ -130,9 +150,9 @@ pub fn interleaved_rounds(
         .iter_mut()
         .map(|s| {
             move || -> Result<f64, MicroError> {
-                let t = Instant::now();
-                s.run(iters)?;
-                Ok(t.elapsed().as_nanos() as f64 / iters as f64)
+                let (r, cpu_ns, _) = benchstats::time_on_cpu(|| s.run(iters));
+                r?;
+                Ok(cpu_ns as f64 / iters as f64)
             }
         })
         .collect();
@@ -140,7 +160,7 @@ pub fn interleaved_rounds(
         .iter_mut()
         .map(|f| f as &mut dyn FnMut() -> Result<f64, MicroError>)
         .collect();
-    benchstats::interleaved(rounds, &mut refs)
+    benchstats::adaptive(rounds, pairs, &mut refs)
 }
 
 /// The median over rounds of `num[r] / den[r]`: a ratio of two subjects

@@ -3,15 +3,18 @@
 //! projection with its validation, and the seed's targets checked against
 //! the measured ratios.
 
+use crate::alloc32::{self, AllocatorRow};
+use crate::host::HostProbe;
 use crate::micro::{
     self, AllocFree, CpaCycle, ForkExit, Freelist, MicroError, Ratio, Subject, Timing,
 };
 use crate::smp::{self, SmpRow};
+use crate::targets::{targets, Target};
 use crate::vtime::{self, Calibration, VResult};
+use benchstats::Rounds;
 use pgdcache::{LockKind, Scheme};
 use sim::SimError;
-use std::fmt::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use x86paging::PagingMode;
 
 /// Errors of the suite.
@@ -28,10 +31,22 @@ pub enum BenchError {
 /// How long to measure.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Settings {
-    /// Interleaved rounds per micro-measurement. Every ratio is paired: the
-    /// median over rounds of the two sides' per-round ratio, so load that
-    /// comes and goes on a shared host hits both sides of a ratio alike.
+    /// Interleaved rounds every micro-measurement runs at least. Every
+    /// ratio is paired: the median over rounds of the two sides' per-round
+    /// ratio, so load that comes and goes on a shared host hits both sides
+    /// of a ratio alike.
     pub rounds: usize,
+    /// The cap of adaptive rounds: more rounds are added (a quarter more
+    /// at a time) while a measurement's paired ratios have an
+    /// inter-quartile range wider than `narrow_iqr` of their median.
+    pub max_rounds: usize,
+    /// Relative inter-quartile range at which a paired ratio is narrow
+    /// enough to stop adding rounds.
+    pub narrow_iqr: f64,
+    /// 32-byte alloc + free pairs per round (objcache vs `malloc`).
+    pub alloc32_iters: u64,
+    /// Wall time of each host probe's calibrated spin, ms.
+    pub probe_ms: u64,
     /// `pgd_alloc` + `pgd_free` pairs per round.
     pub alloc_iters: u64,
     /// Small fork + exit pairs per round.
@@ -57,10 +72,23 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The adaptive round counts of a micro-measurement.
+    pub fn rounds(&self) -> Rounds {
+        Rounds {
+            min: self.rounds,
+            max: self.max_rounds,
+            narrow: self.narrow_iqr,
+        }
+    }
+
     /// The quick default (well under a minute on two cores).
     pub fn quick() -> Settings {
         Settings {
             rounds: 7,
+            max_rounds: 45,
+            narrow_iqr: 0.05,
+            alloc32_iters: 100_000,
+            probe_ms: 250,
             alloc_iters: 20_000,
             fork_small_iters: 1_000,
             fork_large_iters: 8,
@@ -79,6 +107,8 @@ impl Settings {
     pub fn full() -> Settings {
         Settings {
             rounds: 11,
+            max_rounds: 101,
+            alloc32_iters: 500_000,
             alloc_iters: 100_000,
             fork_small_iters: 5_000,
             fork_large_iters: 30,
@@ -170,26 +200,13 @@ pub struct VtimeRow {
     pub err_2cpu_host: Option<f64>,
 }
 
-/// One target of the performance issue.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Target {
-    /// What.
-    pub name: String,
-    /// The goal.
-    pub goal: String,
-    /// The measured figure.
-    pub measured: String,
-    /// Met?
-    pub met: bool,
-}
-
 /// Everything the suite measured.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Report {
     /// Settings.
     pub settings: Settings,
-    /// Host CPUs and load average at the start.
-    pub host: String,
+    /// The host probed before and after the measurements.
+    pub host: Host,
     /// Bare freelist pop + push, ns, per mode.
     pub freelist: Freelists,
     /// pgd_alloc + pgd_free.
@@ -198,6 +215,8 @@ pub struct Report {
     pub fork: Vec<ForkRow>,
     /// cpa propagation.
     pub cpa: Vec<CpaRow>,
+    /// The object cache's 32-byte pair against `malloc`.
+    pub alloc32: Vec<AllocatorRow>,
     /// Real SMP runs.
     pub smp: Vec<SmpRow>,
     /// Virtual-time projections.
@@ -208,6 +227,17 @@ pub struct Report {
     pub targets: Vec<Target>,
     /// Wall time of the suite, seconds.
     pub wall_s: f64,
+}
+
+/// The host probe before and after the suite.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Host {
+    /// Before the first measurement.
+    pub before: HostProbe,
+    /// After the last.
+    pub after: HostProbe,
+    /// Either probe found the host busy ([`HostProbe::busy`]).
+    pub busy: bool,
 }
 
 /// Bare-freelist timings per mode.
@@ -222,18 +252,27 @@ fn schemes_of(mode: PagingMode) -> Vec<Scheme> {
         .collect()
 }
 
-fn host() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into());
-    format!("{cpus} CPUs, load average {load}")
+/// The paired ratios a measurement of `schemes` (then, at `extra`, a
+/// baseline such as the bare freelist) watches while adding rounds:
+/// `uncached` against every other scheme, every scheme against `extra`.
+fn baseline_pairs(schemes: &[Scheme], extra: Option<usize>) -> Vec<(usize, usize)> {
+    let unc = schemes.iter().position(|&x| x == Scheme::Uncached);
+    let mut v: Vec<(usize, usize)> = (0..schemes.len())
+        .filter(|&i| Some(i) != unc)
+        .filter_map(|i| unc.map(|u| (u, i)))
+        .collect();
+    if let Some(e) = extra {
+        v.extend((0..schemes.len()).map(|i| (i, e)));
+    }
+    v
 }
 
 /// Measures `pgd_alloc` + `pgd_free` of every scheme and the bare freelist,
 /// interleaved per mode.
-pub fn alloc_rows(s: &Settings) -> Result<(Freelists, Vec<AllocRow>), MicroError> {
+pub fn alloc_rows(
+    s: &Settings,
+    tick: &mut dyn FnMut(),
+) -> Result<(Freelists, Vec<AllocRow>), MicroError> {
     let mut fl = Vec::new();
     let mut rows = Vec::new();
     for mode in MODES {
@@ -248,7 +287,8 @@ pub fn alloc_rows(s: &Settings) -> Result<(Freelists, Vec<AllocRow>), MicroError
             refs.push(a);
         }
         refs.push(&mut free);
-        let t = micro::interleaved_rounds(&mut refs, s.rounds, s.alloc_iters)?;
+        let pairs = baseline_pairs(&schemes, Some(schemes.len()));
+        let t = micro::adaptive_rounds(&mut refs, &s.rounds(), &pairs, s.alloc_iters)?;
         let (ft, st) = t.split_last().ok_or(MicroError::Kernel {
             what: "alloc",
             why: "no measurement".into(),
@@ -268,12 +308,13 @@ pub fn alloc_rows(s: &Settings) -> Result<(Freelists, Vec<AllocRow>), MicroError
             });
         }
         fl.push((mode, Timing::of(ft.clone())));
+        tick();
     }
     Ok((fl, rows))
 }
 
 /// fork + exit of a small and a large task, every scheme, interleaved.
-pub fn fork_rows(s: &Settings) -> Result<Vec<ForkRow>, MicroError> {
+pub fn fork_rows(s: &Settings, tick: &mut dyn FnMut()) -> Result<Vec<ForkRow>, MicroError> {
     let mut rows = Vec::new();
     for mode in MODES {
         let schemes = schemes_of(mode);
@@ -290,7 +331,14 @@ pub fn fork_rows(s: &Settings) -> Result<Vec<ForkRow>, MicroError> {
             for a in subjects.iter_mut() {
                 refs.push(a);
             }
-            res.push(micro::interleaved_rounds(&mut refs, s.rounds, iters)?);
+            let pairs = baseline_pairs(&schemes, None);
+            res.push(micro::adaptive_rounds(
+                &mut refs,
+                &s.rounds(),
+                &pairs,
+                iters,
+            )?);
+            tick();
         }
         let unc = schemes.iter().position(|&x| x == Scheme::Uncached);
         for (i, &scheme) in schemes.iter().enumerate() {
@@ -313,7 +361,7 @@ pub fn fork_rows(s: &Settings) -> Result<Vec<ForkRow>, MicroError> {
 }
 
 /// cpa split + revert with `pgds` pgds, all cached and 10 % live.
-pub fn cpa_rows(s: &Settings) -> Result<Vec<CpaRow>, MicroError> {
+pub fn cpa_rows(s: &Settings, tick: &mut dyn FnMut()) -> Result<Vec<CpaRow>, MicroError> {
     let mut rows = Vec::new();
     for &n in &s.cpa_pgds {
         for live in [0, n.div_ceil(10)] {
@@ -321,7 +369,7 @@ pub fn cpa_rows(s: &Settings) -> Result<Vec<CpaRow>, MicroError> {
             let mut b = CpaCycle::new(PagingMode::TwoLevel, Scheme::SlabTicket, n, live)?;
             // About 2 ms of pgd-list work per round.
             let iters = (200_000 / n.max(1) as u64).clamp(4, 2_000);
-            let t = micro::interleaved_rounds(&mut [&mut a, &mut b], s.rounds, iters)?;
+            let t = micro::adaptive_rounds(&mut [&mut a, &mut b], &s.rounds(), &[(0, 1)], iters)?;
             let refresh = b.join_cost(1000)?;
             let ratio = Ratio::paired(&t[0], &t[1]);
             rows.push(CpaRow {
@@ -333,6 +381,7 @@ pub fn cpa_rows(s: &Settings) -> Result<Vec<CpaRow>, MicroError> {
                 ratio_iqr: (ratio.q1, ratio.q3),
                 ticket_refresh_ns: refresh,
             });
+            tick();
         }
     }
     Ok(rows)
@@ -347,7 +396,10 @@ pub fn smp_schemes() -> Vec<Scheme> {
 /// lock), measured in interleaved repetitions — calibrate, run on 1 CPU,
 /// run on 2 CPUs — keeping the best of each, so that the model and the
 /// runs it is validated against see the same host conditions.
-pub fn smp_and_vtime(s: &Settings) -> Result<(Vec<SmpRow>, Vec<VtimeRow>), BenchError> {
+pub fn smp_and_vtime(
+    s: &Settings,
+    tick: &mut dyn FnMut(),
+) -> Result<(Vec<SmpRow>, Vec<VtimeRow>), BenchError> {
     let xw = (vtime::measure_xfer(), vtime::measure_wake());
     let mut smp_rows = Vec::new();
     let mut rows = Vec::new();
@@ -380,6 +432,7 @@ pub fn smp_and_vtime(s: &Settings) -> Result<(Vec<SmpRow>, Vec<VtimeRow>), Bench
                         smp::run_row(mode, scheme, lock, 2, s.smp_ops, 1)?,
                     ));
                 }
+                tick();
                 let (Some(cal), Some(one), Some(mut two)) = (cal, one, two) else {
                     continue;
                 };
@@ -425,125 +478,115 @@ pub fn smp_and_vtime(s: &Settings) -> Result<(Vec<SmpRow>, Vec<VtimeRow>), Bench
     Ok((smp_rows, rows))
 }
 
-fn find_alloc(r: &[AllocRow], mode: PagingMode, s: Scheme) -> Option<&AllocRow> {
-    r.iter().find(|x| x.mode == mode && x.scheme == s)
+/// Where the suite is: `done` of `total` steps, now in `phase`.
+#[derive(Clone, Copy, Debug)]
+pub struct Step {
+    /// What is being measured.
+    pub phase: &'static str,
+    /// Steps done.
+    pub done: usize,
+    /// Steps in all.
+    pub total: usize,
 }
 
-fn find_fork(r: &[ForkRow], mode: PagingMode, s: Scheme) -> Option<&ForkRow> {
-    r.iter().find(|x| x.mode == mode && x.scheme == s)
-}
-
-/// The targets of the performance issue, checked against `r`.
-pub fn targets(r: &Report) -> Vec<Target> {
-    let mut t = Vec::new();
-    let mut add = |name: &str, goal: &str, measured: String, met: bool| {
-        t.push(Target {
-            name: name.into(),
-            goal: goal.into(),
-            measured,
-            met,
+/// The steps of a run of `s`: the two host probes, each mode of the pgd
+/// pair, each mode × task size of fork+exit, each cpa row, the allocator
+/// pair, each SMP (mode, scheme, lock), the default run.
+pub fn steps(s: &Settings) -> usize {
+    let smp: usize = s
+        .smp_modes
+        .iter()
+        .map(|&m| {
+            smp_schemes()
+                .iter()
+                .filter(|sc| sc.supports(m).is_ok())
+                .count()
+                * LockKind::ALL.len()
         })
-    };
-    let l2 = PagingMode::TwoLevel;
-    let pae = PagingMode::Pae;
-    let slab = [Scheme::SlabPgdList, Scheme::SlabTicket];
-    let fmt_all = |f: &dyn Fn(Scheme) -> Option<f64>| {
-        slab.iter()
-            .map(|&s| format!("{s} {}", f(s).map_or("-".into(), |v| format!("{v:.2}x"))))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let a2 = |s| find_alloc(&r.alloc, l2, s).map(|x| x.vs_uncached);
-    add(
-        "2-level pgd_alloc+free vs uncached",
-        ">= 30x",
-        fmt_all(&a2),
-        slab.iter().all(|&s| a2(s).is_some_and(|v| v >= 30.0)),
-    );
-    let f2 = |s| find_alloc(&r.alloc, l2, s).map(|x| x.vs_freelist);
-    add(
-        "2-level pgd_alloc+free vs bare freelist",
-        "<= 2x the freelist's time",
-        fmt_all(&f2),
-        slab.iter().all(|&s| f2(s).is_some_and(|v| v <= 2.0)),
-    );
-    let ap = |s| find_alloc(&r.alloc, pae, s).map(|x| x.vs_uncached);
-    // The seed's protocol decides the verdict; `slab-prepopulated` (the
-    // pgd keeps its pmds: not the seed's protocol) is reported beside it.
-    let pre = ap(Scheme::SlabPrepopulated).map_or("-".into(), |v| format!("{v:.2}x"));
-    add(
-        "PAE pgd_alloc+free vs uncached",
-        ">= 50x",
-        format!("{}; slab-prepopulated {pre}", fmt_all(&ap)),
-        slab.iter().all(|&s| ap(s).is_some_and(|v| v >= 50.0)),
-    );
-    for mode in [l2, pae] {
-        let fs = |s| find_fork(&r.fork, mode, s).map(|x| x.small_vs_uncached);
-        add(
-            &format!("{} small-task fork+exit vs uncached", mode.name()),
-            ">= 1.3x",
-            fmt_all(&fs),
-            slab.iter().all(|&s| fs(s).is_some_and(|v| v >= 1.3)),
-        );
-        let fl = |s| find_fork(&r.fork, mode, s).map(|x| x.large_vs_uncached);
-        add(
-            &format!("{} large-task fork+exit vs uncached", mode.name()),
-            "within 5% (0.95x..1.05x)",
-            fmt_all(&fl),
-            slab.iter()
-                .all(|&s| fl(s).is_some_and(|v| (0.95..=1.05).contains(&v))),
-        );
-    }
-    let big: Vec<&CpaRow> = r.cpa.iter().filter(|c| c.pgds >= 10_000).collect();
-    if !big.is_empty() {
-        add(
-            "cpa, 10 000 mostly-cached pgds: slab-ticket vs slab-pgd-list",
-            ">= 5x cheaper",
-            big.iter()
-                .map(|c| format!("{} live: {:.1}x", c.live, c.ratio))
-                .collect::<Vec<_>>()
-                .join(", "),
-            big.iter().all(|c| c.ratio >= 5.0),
-        );
-    }
-    if let Some(s) = r.default_run_s {
-        add(
-            "default `pgdcache` run (compare)",
-            "<= 10 s on 2 cores",
-            format!("{s:.1} s"),
-            s <= 10.0,
-        );
-    }
-    t
+        .sum();
+    2 + MODES.len()
+        + 2 * MODES.len()
+        + 2 * s.cpa_pgds.len()
+        + 1
+        + smp
+        + usize::from(s.time_default_run)
 }
 
-/// Runs the suite; `progress` gets a line per phase.
-pub fn run(s: &Settings, mut progress: impl FnMut(&str)) -> Result<Report, BenchError> {
+/// Counts steps and tells `progress`.
+struct Ticker<F> {
+    progress: F,
+    phase: &'static str,
+    done: usize,
+    total: usize,
+}
+
+impl<F: FnMut(Step)> Ticker<F> {
+    fn phase(&mut self, phase: &'static str) {
+        self.phase = phase;
+        self.tell();
+    }
+    fn tick(&mut self) {
+        self.done += 1;
+        self.tell();
+    }
+    fn tell(&mut self) {
+        (self.progress)(Step {
+            phase: self.phase,
+            done: self.done.min(self.total),
+            total: self.total,
+        });
+    }
+}
+
+/// Runs the suite; `progress` hears of every step ([`steps`] in all).
+pub fn run(s: &Settings, progress: impl FnMut(Step)) -> Result<Report, BenchError> {
     let t0 = Instant::now();
-    let host = host();
-    progress("pgd_alloc + pgd_free");
-    let (freelist, alloc) = alloc_rows(s)?;
-    progress("fork + exit");
-    let fork = fork_rows(s)?;
-    progress("change_page_attr propagation");
-    let cpa = cpa_rows(s)?;
-    progress("SMP script workload (real threads) and virtual-time model");
-    let (smp, vtime) = smp_and_vtime(s)?;
+    let mut p = Ticker {
+        progress,
+        phase: "host probe",
+        done: 0,
+        total: steps(s),
+    };
+    p.tell();
+    let probe = Duration::from_millis(s.probe_ms);
+    let before = HostProbe::take(probe);
+    p.tick();
+    p.phase("pgd_alloc + pgd_free");
+    let (freelist, alloc) = alloc_rows(s, &mut || p.tick())?;
+    p.phase("fork + exit");
+    let fork = fork_rows(s, &mut || p.tick())?;
+    p.phase("change_page_attr propagation");
+    let cpa = cpa_rows(s, &mut || p.tick())?;
+    p.phase("objcache vs malloc, 32-byte pair");
+    let alloc32 = alloc32::rows(&s.rounds(), s.alloc32_iters)?;
+    p.tick();
+    p.phase("SMP script workload (real threads) and virtual-time model");
+    let (smp, vtime) = smp_and_vtime(s, &mut || p.tick())?;
     let default_run_s = if s.time_default_run {
-        progress("default pgdcache run (compare)");
+        p.phase("default pgdcache run (compare)");
         let t = Instant::now();
         sim::compare(&sim::CompareSpec::default(), |_| {})?;
+        p.tick();
         Some(t.elapsed().as_secs_f64())
     } else {
         None
     };
+    p.phase("host probe");
+    let after = HostProbe::take(probe);
+    p.tick();
+    let busy = before.busy() || after.busy();
     let mut r = Report {
         settings: s.clone(),
-        host,
+        host: Host {
+            before,
+            after,
+            busy,
+        },
         freelist,
         alloc,
         fork,
         cpa,
+        alloc32,
         smp,
         vtime,
         default_run_s,
@@ -553,239 +596,4 @@ pub fn run(s: &Settings, mut progress: impl FnMut(&str)) -> Result<Report, Bench
     r.targets = targets(&r);
     r.wall_s = t0.elapsed().as_secs_f64();
     Ok(r)
-}
-
-fn us(ns: f64) -> String {
-    if ns >= 1e6 {
-        format!("{:.2} ms", ns / 1e6)
-    } else if ns >= 1e3 {
-        format!("{:.2} µs", ns / 1e3)
-    } else {
-        format!("{ns:.1} ns")
-    }
-}
-
-fn pct(e: Option<f64>) -> String {
-    e.map_or("-".into(), |e| format!("{:+.0}%", e * 100.0))
-}
-
-/// A paired ratio with its inter-quartile range: `13.2x [12.1–14.0]`.
-fn ratio_cell(median: f64, (q1, q3): (f64, f64), p: usize, unit: &str) -> String {
-    format!("{median:.p$}{unit} [{q1:.p$}–{q3:.p$}]")
-}
-
-/// The report as Markdown tables (what `pgdcache bench` prints).
-pub fn markdown(r: &Report) -> String {
-    let mut o = String::new();
-    let _ = writeln!(o, "host: {} · suite wall time {:.1} s\n", r.host, r.wall_s);
-    let _ = writeln!(
-        o,
-        "Times: median (fastest) of {} interleaved rounds. Ratios: median [inter-quartile range] of the per-round ratios (paired by round).\n",
-        r.settings.rounds
-    );
-    let _ = writeln!(o, "### pgd_alloc + pgd_free, warm cache, one CPU\n");
-    let _ = writeln!(
-        o,
-        "| mode | scheme | ns/pair (median, min) | vs uncached | × bare freelist |"
-    );
-    let _ = writeln!(o, "|---|---|---|---|---|");
-    for (m, t) in &r.freelist {
-        let _ = writeln!(
-            o,
-            "| {} | bare freelist (Vec pop+push) | {:.1} ({:.1}) | - | 1.00 |",
-            m.name(),
-            t.median_ns,
-            t.min_ns
-        );
-    }
-    for a in &r.alloc {
-        let _ = writeln!(
-            o,
-            "| {} | {} | {:.1} ({:.1}) | {} | {} |",
-            a.mode.name(),
-            a.scheme,
-            a.ns.median_ns,
-            a.ns.min_ns,
-            ratio_cell(a.vs_uncached, a.vs_uncached_iqr, 1, "x"),
-            ratio_cell(a.vs_freelist, a.vs_freelist_iqr, 1, "")
-        );
-    }
-    let _ = writeln!(
-        o,
-        "\n### fork + exit (small: {} pages, large: {} pages = {} MiB), one CPU\n",
-        r.settings.task_pages.0,
-        r.settings.task_pages.1,
-        r.settings.task_pages.1 * 4 / 1024
-    );
-    let _ = writeln!(
-        o,
-        "| mode | scheme | small | vs uncached | large | vs uncached |"
-    );
-    let _ = writeln!(o, "|---|---|---|---|---|---|");
-    for f in &r.fork {
-        let _ = writeln!(
-            o,
-            "| {} | {} | {} | {} | {} | {} |",
-            f.mode.name(),
-            f.scheme,
-            us(f.small.median_ns),
-            ratio_cell(f.small_vs_uncached, f.small_vs_uncached_iqr, 2, "x"),
-            us(f.large.median_ns),
-            ratio_cell(f.large_vs_uncached, f.large_vs_uncached_iqr, 3, "x")
-        );
-    }
-    let _ = writeln!(
-        o,
-        "\n### change_page_attr split + flush + revert + flush, 2-level\n"
-    );
-    let _ = writeln!(
-        o,
-        "| pgds | live | slab-pgd-list | slab-ticket | pgd-list / ticket | ticket: later join of a stale pgd |"
-    );
-    let _ = writeln!(o, "|---|---|---|---|---|---|");
-    for c in &r.cpa {
-        let _ = writeln!(
-            o,
-            "| {} | {} | {} | {} | {} | {} |",
-            c.pgds,
-            c.live,
-            us(c.pgd_list.median_ns),
-            us(c.ticket.median_ns),
-            ratio_cell(c.ratio, c.ratio_iqr, 1, "x"),
-            us(c.ticket_refresh_ns)
-        );
-    }
-    let _ = writeln!(
-        o,
-        "\n### SMP: script workload, real threads (live checks off)\n"
-    );
-    let _ = writeln!(
-        o,
-        "| mode | scheme | lock | CPUs | tasks/s | 2/1 CPU | pgd_lock acq / contended / hold | mmlist_lock acq / contended / hold | verdict |"
-    );
-    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
-    for s in &r.smp {
-        let l = |x: &pgdcache::LockStats| {
-            format!(
-                "{} / {} / {}",
-                x.acquisitions,
-                x.contended,
-                us(x.hold_ns as f64 / x.acquisitions.max(1) as f64)
-            )
-        };
-        let _ = writeln!(
-            o,
-            "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} |",
-            s.mode.name(),
-            s.scheme,
-            s.lock,
-            s.cpus,
-            s.tasks_per_s,
-            s.scaling.map_or("-".into(), |x| format!("{x:.2}x")),
-            l(&s.pgd_lock),
-            l(&s.mmlist_lock),
-            s.verdict
-        );
-    }
-    let _ = writeln!(
-        o,
-        "\n### Virtual-time projection (tasks/s), validated against the real runs\n"
-    );
-    let cpus = &r.settings.vtime_cpus;
-    let _ = write!(
-        o,
-        "| mode | scheme | lock | err 1 CPU | err 2 CPUs | host 2-thread speed-up | err 2 CPUs, host-corrected |"
-    );
-    for c in cpus {
-        let _ = write!(o, " {c} |");
-    }
-    let _ = writeln!(
-        o,
-        " busiest lock at {} |",
-        cpus.last().copied().unwrap_or(0)
-    );
-    let _ = writeln!(
-        o,
-        "|---|---|---|---|---|---|---|{}---|",
-        "---|".repeat(cpus.len())
-    );
-    for v in &r.vtime {
-        let c = &v.cal;
-        let _ = write!(
-            o,
-            "| {} | {} | {} | {} | {} | {:.2}x | {} |",
-            c.mode.map_or("-", |m| m.name()),
-            c.scheme.map_or("-", |s| s.name()),
-            c.lock.map_or("-", |l| l.name()),
-            pct(v.err_1cpu),
-            pct(v.err_2cpu),
-            v.host_speedup_2,
-            pct(v.err_2cpu_host)
-        );
-        for p in &v.projected {
-            let _ = write!(o, " {:.0} |", p.tasks_per_s);
-        }
-        let busiest = v.projected.last().and_then(|p| {
-            (0..3)
-                .max_by(|&a, &b| p.locks[a].hold_ns.total_cmp(&p.locks[b].hold_ns))
-                .map(|i| {
-                    let l = p.locks[i];
-                    format!(
-                        "{} {:.0}% occupied, {:.0}% of acq. waited",
-                        vtime::LOCK_NAMES[i],
-                        100.0 * l.hold_ns / p.makespan_ns.max(1.0),
-                        100.0 * l.contended as f64 / l.acquisitions.max(1) as f64
-                    )
-                })
-        });
-        let _ = writeln!(o, " {} |", busiest.unwrap_or_default());
-    }
-    let _ = writeln!(
-        o,
-        "\n### Calibration (per-operation costs measured on this machine)\n"
-    );
-    let _ = writeln!(
-        o,
-        "| mode | scheme | lock | task | zone acq/task × hold | mmlist acq/task × hold | pgd_lock acq/task × hold | alloc hit | alloc miss | prop/pgd | xfer | mutex wake |"
-    );
-    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for v in &r.vtime {
-        let c = &v.cal;
-        let _ = writeln!(
-            o,
-            "| {} | {} | {} | {} | {:.1} × {} | {:.2} × {} | {:.3} × {} | {} | {} | {} | {} | {} |",
-            c.mode.map_or("-", |m| m.name()),
-            c.scheme.map_or("-", |s| s.name()),
-            c.lock.map_or("-", |l| l.name()),
-            us(c.task_ns),
-            c.acq_per_task[0],
-            us(c.hold_ns[0]),
-            c.acq_per_task[1],
-            us(c.hold_ns[1]),
-            c.acq_per_task[2],
-            us(c.hold_ns[2]),
-            us(c.alloc_hit_ns),
-            us(c.alloc_miss_ns),
-            us(c.prop_per_pgd_ns),
-            us(c.xfer_ns),
-            us(c.wake_ns)
-        );
-    }
-    if let Some(s) = r.default_run_s {
-        let _ = writeln!(o, "\ndefault `pgdcache` run (compare): {s:.1} s");
-    }
-    let _ = writeln!(o, "\n### Targets\n");
-    let _ = writeln!(o, "| target | goal | measured | met |");
-    let _ = writeln!(o, "|---|---|---|---|");
-    for t in &r.targets {
-        let _ = writeln!(
-            o,
-            "| {} | {} | {} | {} |",
-            t.name,
-            t.goal,
-            t.measured,
-            if t.met { "yes" } else { "**no**" }
-        );
-    }
-    o
 }

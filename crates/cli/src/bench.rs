@@ -7,12 +7,21 @@
 //! virtual-time projection to 64 CPUs validated against those runs — and
 //! prints the tables with their ratios and the seed's targets. Quick by
 //! default (under a minute on two cores); `--full` measures longer and adds
-//! PAE to the SMP sweep. `--json` prints the whole report; `--plot FILE.svg`
-//! draws the projected throughput against CPUs.
+//! PAE to the SMP sweep. `--json` prints the whole report, `--markdown` the
+//! tables as Markdown for docs/PERFORMANCE.md; `--plot FILE.svg` draws the
+//! projected throughput against CPUs.
+//!
+//! The host is probed before and after (load, the CPU share a spinning
+//! thread gets), micro-measurements add rounds until their paired ratios'
+//! inter-quartile ranges are narrow, and each target is met, not met, or
+//! noisy, not decided (its inter-quartile range straddles the goal). Exit
+//! 1 when a target is not met; noisy targets are named on stderr.
 
 use crate::args::check_output_file;
 use crate::error::CliError;
 use crate::out::{err, out};
+use crate::table::Form;
+use benchstats::Decision;
 use clap::Args;
 use pgdbench::{Report, Settings};
 use std::path::{Path, PathBuf};
@@ -24,8 +33,11 @@ pub struct BenchArgs {
     #[arg(long)]
     pub full: bool,
     /// Print the report as JSON instead of tables.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "markdown")]
     pub json: bool,
+    /// Print the tables as Markdown (for docs/PERFORMANCE.md).
+    #[arg(long)]
+    pub markdown: bool,
     /// Write an SVG chart of projected tasks/s against CPUs to FILE.svg.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
@@ -45,27 +57,51 @@ pub fn run(a: &BenchArgs) -> Result<(), CliError> {
         Settings::quick()
     };
     s.time_default_run = !a.no_default_run;
-    let quiet = a.json;
-    let r = pgdbench::run(&s, |phase| {
-        if !quiet {
-            err!("pgdcache bench: {phase} …");
+    let pb = crate::progress::bar(pgdbench::steps(&s) as u64, "bench", a.json);
+    let lines = !a.json && pb.is_hidden();
+    let mut last = "";
+    let r = pgdbench::run(&s, |st| {
+        pb.set_position(st.done as u64);
+        if st.phase != last {
+            last = st.phase;
+            pb.set_message(st.phase);
+            if lines {
+                err!("pgdcache bench: {} …", st.phase);
+            }
         }
-    })
-    .map_err(|e| CliError::Run(e.to_string()))?;
+    });
+    pb.finish_and_clear();
+    let r = r.map_err(|e| CliError::Run(e.to_string()))?;
     if a.json {
         crate::out::json(&r)?;
     } else {
-        out!("{}", pgdbench::markdown(&r))?;
+        let form = if a.markdown {
+            Form::Markdown
+        } else {
+            Form::Terminal
+        };
+        out!("{}", report(&r, form, crate::color::stdout()))?;
     }
     if let Some(p) = &a.plot {
         plot(p, &r).map_err(|e| CliError::Run(format!("--plot {}: {e}", p.display())))?;
     }
-    let missed: Vec<&str> = r
-        .targets
-        .iter()
-        .filter(|t| !t.met)
-        .map(|t| t.name.as_str())
-        .collect();
+    let named = |d: Decision| -> Vec<&str> {
+        r.targets
+            .iter()
+            .filter(|t| t.verdict == d)
+            .map(|t| t.name.as_str())
+            .collect()
+    };
+    let (missed, noisy) = (named(Decision::NotMet), named(Decision::Noisy));
+    if !noisy.is_empty() {
+        err!(
+            "pgdcache bench: {} of {} targets noisy, not decided (their inter-quartile range straddles the goal{}): {}",
+            noisy.len(),
+            r.targets.len(),
+            if r.host.busy { "; the host was busy" } else { "" },
+            noisy.join("; ")
+        );
+    }
     if missed.is_empty() {
         Ok(())
     } else {
@@ -76,6 +112,35 @@ pub fn run(a: &BenchArgs) -> Result<(), CliError> {
             missed.join("; ")
         )))
     }
+}
+
+/// The report in `form`: the host and rounds lines, every table, the
+/// default run's time; verdicts coloured if `color`.
+pub fn report(r: &Report, form: Form, color: bool) -> String {
+    let mut o = String::new();
+    for l in pgdbench::preamble(r) {
+        o.push_str(&l);
+        o.push_str("\n\n");
+    }
+    for t in pgdbench::tables(r) {
+        match form {
+            Form::Markdown => o.push_str(&format!("#### {}\n\n", t.title)),
+            Form::Terminal => o.push_str(&format!("{}\n\n", t.title)),
+        }
+        o.push_str(&crate::table::render(
+            &t.header,
+            &t.rows,
+            t.verdict_column,
+            form,
+            color,
+        ));
+        o.push('\n');
+    }
+    for l in pgdbench::report::epilogue(r) {
+        o.push_str(&l);
+        o.push('\n');
+    }
+    o
 }
 
 fn plot(path: &Path, r: &Report) -> Result<(), Box<dyn std::error::Error>> {

@@ -24,7 +24,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use pgdcache::{LockKind, Scheme};
 use serde_json::Value;
 use x86paging::PagingMode;
@@ -534,11 +533,7 @@ fn run(a: &BootArgs) -> Result<u8, BootError> {
         .flat_map(|&m| schemes.iter().map(move |&s| (m, s)))
         .collect();
     let runnable = pairs.iter().filter(|(m, s)| s.supports(*m).is_ok()).count();
-    let pb = ProgressBar::new(runnable as u64);
-    pb.set_style(
-        ProgressStyle::with_template("{spinner} boot [{bar:30}] {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let pb = crate::progress::bar(runnable as u64, "boot", a.json);
     let mut rows = Vec::new();
     let mut kvm_modes: Vec<(PagingMode, bool)> = Vec::new();
     for &(mode, scheme) in &pairs {

@@ -123,7 +123,10 @@ pub fn run(a: &CheckArgs) -> Result<(), CliError> {
                     scheme.name(),
                     format!("{want:?}").to_lowercase(),
                     line.verdict,
-                    if line.ok { "ok" } else { "FAIL" }
+                    crate::color::paint(
+                        if line.ok { "ok" } else { "FAIL" },
+                        crate::color::stdout()
+                    )
                 )?;
                 if !line.ok {
                     for d in &line.detail {

@@ -9,8 +9,9 @@ use crate::check::{expect, Expect};
 use crate::error::CliError;
 use crate::out::{out, outln};
 use crate::settings::{compare_lists, FileConfig, SimFlags, Sub};
+use crate::table::{render, Form};
 use clap::Args;
-use sim::compare::{table, CompareRow};
+use sim::compare::CompareRow;
 use sim::{CompareSpec, Verdict, Workload};
 use std::path::PathBuf;
 
@@ -101,7 +102,17 @@ pub fn run(a: &CompareArgs) -> Result<(), CliError> {
         check_output_file(p, "--plot", "svg")?;
     }
     let t = std::time::Instant::now();
-    let rows = sim::compare(&spec, |_| {}).map_err(CliError::from)?;
+    let pb = crate::progress::bar(
+        (spec.modes.len() * spec.schemes.len()) as u64,
+        "compare",
+        a.sim.json,
+    );
+    let rows = sim::compare(&spec, |r| {
+        pb.set_message(format!("{} {} done", r.mode.name(), r.scheme.name()));
+        pb.inc(1);
+    });
+    pb.finish_and_clear();
+    let rows = rows.map_err(CliError::from)?;
     if a.sim.json {
         crate::out::json(&rows)?;
     } else {
@@ -114,7 +125,7 @@ pub fn run(a: &CompareArgs) -> Result<(), CliError> {
             spec.lock,
             spec.seed
         )?;
-        out!("{}", table(&rows))?;
+        out!("{}", table(&rows, crate::color::stdout()))?;
         outln!("({:.1}s)", t.elapsed().as_secs_f64())?;
     }
     if let Some(p) = &a.plot {
@@ -130,6 +141,61 @@ pub fn run(a: &CompareArgs) -> Result<(), CliError> {
             bad.join("; ")
         )))
     }
+}
+
+/// The comparison as an aligned table (verdicts coloured if `color`);
+/// rows without a run (n/a, errors) say why below it.
+pub fn table(rows: &[CompareRow], color: bool) -> String {
+    let header: Vec<String> = [
+        "mode",
+        "scheme",
+        "verdict",
+        "tasks/s",
+        "B/alloc",
+        "speedup",
+        "alloc p50",
+        "violations",
+        "leaked",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut notes = Vec::new();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let (m, s, v) = (
+                r.mode.name().to_string(),
+                r.scheme.name().to_string(),
+                r.verdict.short(),
+            );
+            let Some(rep) = &r.report else {
+                if let Verdict::NotApplicable(why) | Verdict::Error(why) = &r.verdict {
+                    notes.push(format!("{m} {s}: {v}: {why}"));
+                }
+                let mut row = vec![m, s, v];
+                row.extend(std::iter::repeat_n("-".to_string(), 6));
+                return row;
+            };
+            vec![
+                m,
+                s,
+                v,
+                format!("{:.0}", r.tasks_per_s),
+                format!("{:.0}", r.bytes_per_alloc),
+                r.speedup_vs_uncached
+                    .map_or("-".into(), |x| format!("{x:.2}x")),
+                format!("{}ns", rep.pgd_alloc.p50_ns),
+                r.violations.to_string(),
+                r.leaked_frames.to_string(),
+            ]
+        })
+        .collect();
+    let mut out = render(&header, &cells, Some(2), Form::Terminal, color);
+    for n in notes {
+        out.push_str(&n);
+        out.push('\n');
+    }
+    out
 }
 
 fn plot(path: &PathBuf, rows: &[CompareRow]) -> Result<(), Box<dyn std::error::Error>> {

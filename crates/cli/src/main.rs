@@ -12,6 +12,7 @@ mod boot;
 mod boot_bench;
 mod boot_table;
 mod check;
+mod color;
 mod compare;
 mod completions;
 mod dump;
@@ -21,9 +22,11 @@ mod export;
 mod fuzz;
 mod oracle_check;
 mod out;
+mod progress;
 mod run;
 mod settings;
 mod slabinfo;
+mod table;
 mod translate;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -38,6 +41,10 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Colour verdicts on stdout: auto (a terminal, unless NO_COLOR is set
+    /// or CLICOLOR=0; CLICOLOR_FORCE=1 forces it), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = color::ColorWhen::Auto)]
+    color: color::ColorWhen,
 }
 
 #[derive(Subcommand, Debug)]
@@ -130,6 +137,7 @@ fn main() -> ExitCode {
             });
         }
     };
+    color::init(cli.color);
     let command = cli
         .command
         .unwrap_or_else(|| Command::Compare(compare::CompareArgs::default()));

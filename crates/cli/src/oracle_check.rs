@@ -359,10 +359,13 @@ fn check_modes(
             });
         }
         drop(tx);
+        // Modes run in parallel: the bar counts finished modes.
+        let pb = crate::progress::bar(modes.len() as u64, "oracle modes", a.json);
         let mut done: Vec<Option<Timed>> = (0..modes.len()).map(|_| None).collect();
         let mut printed = 0;
         let mut first_err: Option<CliError> = None;
         for (i, r) in rx {
+            pb.inc(1);
             match r {
                 Ok(t) if i < done.len() => done[i] = Some(t),
                 Ok(_) => {}
@@ -374,7 +377,7 @@ fn check_modes(
             while first_err.is_none() && printed < done.len() {
                 let Some(t) = &done[printed] else { break };
                 if !a.json {
-                    if let Err(e) = print_mode(t) {
+                    if let Err(e) = pb.suspend(|| print_mode(t)) {
                         stop.store(true, Ordering::SeqCst);
                         first_err = Some(e);
                         break;
@@ -383,6 +386,7 @@ fn check_modes(
                 printed += 1;
             }
         }
+        pb.finish_and_clear();
         match first_err {
             Some(e) => Err(e),
             None => Ok(done.into_iter().flatten().collect()),

@@ -10,7 +10,6 @@ use crate::settings::{RunFlags, SimFlags};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sim::RunReport;
-use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -40,7 +39,7 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
             )));
         }
     }
-    let tty = std::io::stderr().is_terminal();
+    let tty = crate::progress::wanted(a.sim.json);
     let start = Instant::now();
     let bar: Mutex<Option<ProgressBar>> = Mutex::new(None);
     let progress = |done: u64, total: u64| {

@@ -1,5 +1,6 @@
 //! Golden tests (insta snapshots in `tests/snapshots/`): `compare`'s table
-//! and the schema of every `--json` output — each key path with the JSON
+//! (colour only when asked for: `--color`, `CLICOLOR_FORCE`, never with
+//! `NO_COLOR` or in a pipe) and the schema of every `--json` output — each key path with the JSON
 //! types seen there — so a renamed, dropped or retyped field shows up as a
 //! diff. Values that vary from run to run (timings, addresses) are not
 //! pinned; the structure is. `bench --json` is pinned by its own crate's
@@ -13,8 +14,19 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn pgdcache(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_pgdcache"))
+    pgdcache_env(args, &[])
+}
+
+/// Runs `pgdcache args` with `env` set and the colour variables of the
+/// caller's environment removed; returns stdout.
+fn pgdcache_env(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgdcache"));
+    for v in ["NO_COLOR", "CLICOLOR", "CLICOLOR_FORCE"] {
+        cmd.env_remove(v);
+    }
+    let out = cmd
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run pgdcache");
     assert!(
@@ -76,8 +88,9 @@ fn schema(json: &str) -> String {
 }
 
 /// A table with every number (`45249`, `1.23x`, `40ns`, `(1.6s)`)
-/// replaced by `#` and the alignment collapsed: the columns, the rows, the
-/// modes and the verdicts stay.
+/// replaced by `#`, the alignment collapsed and each column's rule (whose
+/// width follows the numbers) shortened to one `─`: the columns, the rows,
+/// the modes and the verdicts stay.
 fn shape(table: &str) -> String {
     let number = |t: &str| {
         let core = t.trim_matches(|c| c == '(' || c == ')');
@@ -88,7 +101,15 @@ fn shape(table: &str) -> String {
         .lines()
         .map(|l| {
             l.split_whitespace()
-                .map(|t| if number(t) { "#" } else { t })
+                .map(|t| {
+                    if number(t) {
+                        "#"
+                    } else if t.chars().all(|c| c == '─') {
+                        "─"
+                    } else {
+                        t
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(" ")
         })
@@ -111,6 +132,43 @@ fn compare_table() {
     let cfg = compare_config();
     let text = pgdcache(&["compare", "--config", cfg.to_str().expect("path")]);
     insta::assert_snapshot!("compare_table", shape(&text));
+}
+
+/// Verdicts are coloured only when colour is asked for: stdout here is a
+/// pipe, so `auto` gives none; `--color always` and `CLICOLOR_FORCE=1` do;
+/// `NO_COLOR` beats `CLICOLOR_FORCE`, and `--color never` beats both.
+#[test]
+fn compare_colours_only_when_asked() {
+    let cfg = compare_config();
+    let c = cfg.to_str().expect("path");
+    let esc = |t: &str| t.contains('\x1b');
+    assert!(
+        !esc(&pgdcache_env(&["compare", "--config", c], &[])),
+        "a pipe"
+    );
+    assert!(esc(&pgdcache_env(
+        &["compare", "--config", c, "--color", "always"],
+        &[]
+    )));
+    assert!(esc(&pgdcache_env(
+        &["compare", "--config", c],
+        &[("CLICOLOR_FORCE", "1")]
+    )));
+    assert!(!esc(&pgdcache_env(
+        &["compare", "--config", c],
+        &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]
+    )));
+    assert!(!esc(&pgdcache_env(
+        &["compare", "--config", c, "--color", "never"],
+        &[("CLICOLOR_FORCE", "1")]
+    )));
+    // The JSON is never coloured, and no progress bar reaches a pipe.
+    let json = pgdcache_env(
+        &["compare", "--config", c, "--json", "--color", "always"],
+        &[],
+    );
+    assert!(!esc(&json));
+    serde_json::from_str::<serde_json::Value>(&json).expect("valid JSON");
 }
 
 #[test]
