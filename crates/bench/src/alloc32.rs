@@ -113,6 +113,40 @@ impl Subject for ObjcachePerCall {
     }
 }
 
+/// objcache's token path: the thread claims CPU 0's slot
+/// (`KmemCache::claim_cpu`, the kernel's `get_cpu()` made static), so a hit
+/// is a pop from a plain array and a free a push.
+pub struct ObjcacheToken {
+    cache: KmemCache<SystemPageSource>,
+}
+
+impl ObjcacheToken {
+    /// A fresh cache.
+    pub fn new() -> Result<ObjcacheToken, MicroError> {
+        Ok(ObjcacheToken { cache: cache()? })
+    }
+}
+
+impl Subject for ObjcacheToken {
+    fn run(&mut self, iters: u64) -> Result<(), MicroError> {
+        let err = |what: &'static str| {
+            move |e: &dyn std::fmt::Display| MicroError::Kernel {
+                what,
+                why: e.to_string(),
+            }
+        };
+        let mut cpu = self.cache.claim_cpu(0).map_err(|e| err("claim_cpu")(&e))?;
+        for _ in 0..iters {
+            let p = cpu.alloc().map_err(|e| err("kmem_cache_alloc")(&e))?;
+            // SAFETY: `p` is a live OBJ-byte object the cache handed us.
+            unsafe { p.as_ptr().write_volatile(1) };
+            cpu.free(black_box(p))
+                .map_err(|e| err("kmem_cache_free")(&e))?;
+        }
+        Ok(())
+    }
+}
+
 /// One objcache entry point against `malloc`.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct AllocatorRow {
@@ -132,10 +166,16 @@ pub type Contender = (&'static str, Box<dyn Subject>);
 /// The objcache entry points measured, by name (the token path joins this
 /// list as one more `Subject`).
 pub fn contenders() -> Result<Vec<Contender>, MicroError> {
-    Ok(vec![(
-        "per-call alloc_on/free_on",
-        Box::new(ObjcachePerCall::new()?) as Box<dyn Subject>,
-    )])
+    Ok(vec![
+        (
+            "per-call alloc_on/free_on",
+            Box::new(ObjcachePerCall::new()?) as Box<dyn Subject>,
+        ),
+        (
+            "token (claim_cpu)",
+            Box::new(ObjcacheToken::new()?) as Box<dyn Subject>,
+        ),
+    ])
 }
 
 /// Measures every objcache entry point of [`contenders`] and `malloc` in
@@ -169,7 +209,7 @@ mod tests {
     #[test]
     fn both_sides_run_and_give_a_finite_ratio() {
         let r = rows(&Rounds::fixed(3), 2_000).unwrap();
-        assert_eq!(r.len(), 1);
+        assert_eq!(r.len(), 2);
         assert_eq!(r[0].ns.rounds, 3);
         assert!(r[0].vs_malloc.median.is_finite() && r[0].vs_malloc.median > 0.0);
     }

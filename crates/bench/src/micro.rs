@@ -60,9 +60,13 @@ fn kerr(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> MicroError {
     }
 }
 
-/// Boots a kernel with `ram` bytes, one CPU.
+/// Boots a kernel with `ram` bytes, one CPU, in the kernel's production
+/// configuration: freed-frame poisoning off (`CONFIG_PAGE_POISONING=n`;
+/// the checker's runs and the stress tests keep it on).
 pub fn boot(mode: PagingMode, scheme: Scheme, ram: u64, cpus: usize) -> Result<Kernel, MicroError> {
-    let pm = SimMemory::new(ram).map_err(|e| MicroError::Ram(ram, e.to_string()))?;
+    let pm = SimMemory::new(ram)
+        .map_err(|e| MicroError::Ram(ram, e.to_string()))?
+        .with_poisoning(false);
     let mut cfg = KernelConfig::new(mode, scheme);
     cfg.cpus = cpus;
     Kernel::new(Arc::new(pm), &cfg).map_err(|e| kerr("boot")(&e))
@@ -200,9 +204,17 @@ impl AllocFree {
 }
 
 impl Subject for AllocFree {
+    /// `iters` pairs as the thread acting as CPU 0 (its token: the
+    /// kernel's per-CPU fast path, no lock and no atomic on a hit).
     fn run(&mut self, iters: u64) -> Result<(), MicroError> {
+        let mut cpu = self
+            .kernel
+            .claim_cpu(0)
+            .map_err(|e| kerr("claim_cpu")(&e))?;
         for _ in 0..iters {
-            self.pair()?;
+            let pgd = cpu.pgd_alloc().map_err(|e| kerr("pgd_alloc")(&e))?;
+            black_box(pgd);
+            cpu.pgd_free(pgd).map_err(|e| kerr("pgd_free")(&e))?;
         }
         Ok(())
     }

@@ -97,6 +97,12 @@ pub fn preamble(r: &Report) -> Vec<String> {
         r.settings.narrow_iqr * 100.0,
         r.settings.max_rounds
     ));
+    v.push(
+        "Configuration: the kernel's production one: freed-frame poisoning off (CONFIG_PAGE_POISONING=n; \
+         `pgdcache check`, the stress tests and the checker's runs keep it on), and pgd_alloc/pgd_free \
+         as the thread acting as CPU 0, through its per-CPU slots (Kernel::claim_cpu)."
+            .into(),
+    );
     v
 }
 

@@ -172,6 +172,12 @@ pub fn targets(r: &Report) -> Vec<Target> {
         "objcache per-call 32-byte pair vs glibc malloc",
         2.0,
     ));
+    t.extend(allocator(
+        &r.alloc32,
+        "token (claim_cpu)",
+        "objcache token-path 32-byte pair vs glibc malloc",
+        3.0,
+    ));
     if let Some(s) = r.default_run_s {
         // One wall time: no spread to straddle the goal with.
         let d = if s <= 10.0 {
