@@ -46,11 +46,15 @@ fn tiny_suite_produces_every_table_and_target() {
     assert!(r.targets.len() >= 8);
     // Rounds are adaptive between the minimum and the cap.
     assert!(r.alloc.iter().all(|a| (1..=3).contains(&a.ns.rounds)));
-    assert_eq!(r.alloc32.len(), 1);
+    assert_eq!(r.alloc32.len(), 2);
     assert!(r
         .targets
         .iter()
         .any(|t| t.name.contains("objcache per-call 32-byte")));
+    assert!(r
+        .targets
+        .iter()
+        .any(|t| t.name.contains("objcache token-path 32-byte")));
     let md = markdown(&r);
     for h in [
         "pgd_alloc + pgd_free",

@@ -7,6 +7,11 @@
 //! is recorded, and an acquisition that inverts an order seen before
 //! panics. These tests show that the checker sees the orders
 //! ARCHITECTURE.md documents, and that it catches an inversion.
+//!
+//! The checker runs in builds with debug assertions only (release tests
+//! and benches pay nothing): `cargo test`, and CI's `test32` profile
+//! (scripts/test.sh), which runs every test of this crate under it.
+#![cfg(debug_assertions)]
 
 use pgdcache::mm::TaskSize;
 use pgdcache::{Kernel, KernelConfig, LockKind, Scheme, StatLock};
