@@ -2,8 +2,8 @@
 //!
 //! A proof has teeth only if it fails on a broken protocol. Under
 //! `--cfg loom` a test can switch the pgd system to one of these variants
-//! ([`crate::Kernel::inject_bug`]) and check that loom finds the race; in
-//! every other build [`Bugs::is`] is a constant `false` the compiler removes.
+//! (`crate::Kernel::inject_bug`) and check that loom finds the race; in
+//! every other build `Bugs::is` is a constant `false` the compiler removes.
 
 /// Deliberately broken protocol variants for the negative `loom` models.
 #[cfg(loom)]
@@ -28,7 +28,7 @@ pub enum Bug {
     VfreeUnmapsAfterUnlockLeafChecked = 5,
 }
 
-/// The variant in force (always [`Bug::None`] outside loom).
+/// The variant in force (always `Bug::None` outside loom).
 #[derive(Debug, Default)]
 pub(crate) struct Bugs {
     #[cfg(loom)]
@@ -53,7 +53,7 @@ impl Bugs {
             .store(bug as u8, core::sync::atomic::Ordering::Relaxed);
     }
 
-    /// True when variant `b` (one of [`id`]) is in force.
+    /// True when variant `b` (one of `id`) is in force.
     #[cfg(loom)]
     pub(crate) fn is(&self, b: u8) -> bool {
         self.on.load(core::sync::atomic::Ordering::Relaxed) == b

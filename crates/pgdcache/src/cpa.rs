@@ -10,7 +10,7 @@
 //! after every CPU has flushed its TLB.
 //!
 //! Both conversions go through `set_pmd_pte`, which writes `swapper_pg_dir`
-//! and then, on 2-level, asks the scheme's [`Tracker`] to write every other
+//! and then, on 2-level, asks the scheme's `Tracker` to write every other
 //! pgd that must see the change — the heart of the seed patch. This module
 //! never knows which pgds those are. On PAE and 4/5-level the entry lives in
 //! a shared kernel pmd and the function stops after swapper

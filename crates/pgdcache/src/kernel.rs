@@ -3,14 +3,14 @@
 //!
 //! | part | module | owns |
 //! |---|---|---|
-//! | `swapper_pg_dir`, memory, counters | [`crate::swapper`] | nothing locked |
-//! | `pgd_cache`/`pmd_cache`, `pgd_alloc`/`pgd_free`, ctors | [`crate::pgd`] | the object caches (their own locks) |
-//! | which pgds a change reaches | [`crate::tracker`] | `pgd_list`/`pgd_lock`, `mmlist`/`mmlist_lock`, the ticket generation |
-//! | exec, fork, exit | [`crate::mm`] | nothing (calls the three above) |
-//! | `change_page_attr`, `global_flush_tlb` | [`crate::cpa`] | `cpa_lock`, the split set, the deferred list |
-//! | `vmalloc`, `vfree`, `vmalloc_fault` | [`crate::vmalloc`] | `vmlist_lock`, the areas |
-//! | the TLB shootdown hook | [`crate::tlb`] | the hook |
-//! | the checker | [`crate::check`] | nothing (borrows the rest) |
+//! | `swapper_pg_dir`, memory, counters | `crate::swapper` | nothing locked |
+//! | `pgd_cache`/`pmd_cache`, `pgd_alloc`/`pgd_free`, ctors | `crate::pgd` | the object caches (their own locks) |
+//! | which pgds a change reaches | `crate::tracker` | `pgd_list`/`pgd_lock`, `mmlist`/`mmlist_lock`, the ticket generation |
+//! | exec, fork, exit | `crate::mm` | nothing (calls the three above) |
+//! | `change_page_attr`, `global_flush_tlb` | `crate::cpa` | `cpa_lock`, the split set, the deferred list |
+//! | `vmalloc`, `vfree`, `vmalloc_fault` | `crate::vmalloc` | `vmlist_lock`, the areas |
+//! | the TLB shootdown hook | `crate::tlb` | the hook |
+//! | the checker | `crate::check` | nothing (borrows the rest) |
 //!
 //! Every method here is a one-line delegation; the facade itself decides
 //! nothing.

@@ -105,7 +105,7 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
     }
 
     /// The address space of `pgd` joins `mmlist`: in `slab-ticket` this is
-    /// where a pgd with an old ticket is refreshed (see [`Tracker`]).
+    /// where a pgd with an old ticket is refreshed (see `Tracker`).
     pub(crate) fn mm_join(&self, pgd: Pgd) -> Result<(), KernelError> {
         self.tracker.on_join(self.sw, pgd.0)
     }

@@ -7,7 +7,7 @@
 //! same way (`clear_page_tables` ran before `pgd_free`). What the
 //! constructor does to keep the kernel part current afterwards — link the
 //! pgd on `pgd_list`, stamp a ticket, nothing — is the scheme's
-//! [`Tracker`]'s business: this module only calls it.
+//! `Tracker`'s business: this module only calls it.
 //!
 //! Without preconstruction (`uncached`, `shared-kernel`) a 2-level or
 //! 4/5-level pgd is a fresh page built on every `pgd_alloc`; a PAE pgd is

@@ -2,7 +2,7 @@
 //! kernel part is copied from, and the few operations on a pgd that copy it
 //! (`pgd_ctor`'s `memcpy`/`memset`).
 //!
-//! Every part of the pgd system holds one [`Swapper`] (through an `Arc`,
+//! Every part of the pgd system holds one `Swapper` (through an `Arc`,
 //! since the object caches' constructors need it too): the physical memory,
 //! the paging mode, the address of `swapper_pg_dir`, the shared counters and
 //! the negative-model switch. It owns no lock and makes no scheme decision.

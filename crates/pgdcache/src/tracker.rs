@@ -2,22 +2,22 @@
 //! place where scheme × paging-mode decisions live.
 //!
 //! Linux's `pgtable.c` owns `pgd_list`; `pageattr.c` only asks it to apply a
-//! change to every pgd. Here a [`Tracker`] owns whatever a scheme keeps to
+//! change to every pgd. Here a `Tracker` owns whatever a scheme keeps to
 //! find its pgds — `pgd_list` under `pgd_lock`, the ticket generation, the
 //! list of live address spaces (`mmlist`) — and every rule about it:
 //!
 //! | tracker | schemes, modes | at `pgd_ctor` | at `mm_join` | on a conversion |
 //! |---|---|---|---|---|
-//! | [`PgdList`] | `slab-pgd-list`, 2-level (the seed) | copy + `list_add` under `pgd_lock` | join | rewrite every pgd on `pgd_list`, live or cached |
-//! | [`Ticket`] | `slab-ticket`, 2-level | read the generation, copy, stamp | refresh an old ticket, join (under `mmlist_lock`) | bump the generation, rewrite live pgds |
-//! | [`LiveOnly`] | `uncached`, `slab-unsynced`, 2-level | copy | join | rewrite live pgds only (cached ones go stale: the bug) |
-//! | [`SharedTables`] | every scheme on PAE and 4/5-level | copy | join | nothing: the kernel's large pages live in pmds every pgd shares |
+//! | `PgdList` | `slab-pgd-list`, 2-level (the seed) | copy + `list_add` under `pgd_lock` | join | rewrite every pgd on `pgd_list`, live or cached |
+//! | `Ticket` | `slab-ticket`, 2-level | read the generation, copy, stamp | refresh an old ticket, join (under `mmlist_lock`) | bump the generation, rewrite live pgds |
+//! | `LiveOnly` | `uncached`, `slab-unsynced`, 2-level | copy | join | rewrite live pgds only (cached ones go stale: the bug) |
+//! | `SharedTables` | every scheme on PAE and 4/5-level | copy | join | nothing: the kernel's large pages live in pmds every pgd shares |
 //!
 //! `shared-kernel` on 4/5-level also gives swapper a table under every
-//! kernel pgd entry at boot ([`Tracker::on_boot`]), so no kernel top-level
+//! kernel pgd entry at boot (`Tracker::on_boot`), so no kernel top-level
 //! entry ever changes afterwards.
 //!
-//! Every tracker keeps [`MmList`], the live address spaces: the checker's
+//! Every tracker keeps `MmList`, the live address spaces: the checker's
 //! source of live pgds whatever the scheme.
 
 use crate::error::KernelError;
