@@ -18,7 +18,7 @@ use crate::report::{
 use crate::rng::Rng;
 use crate::smp::Smp;
 use pgdcache::mm::{Mm, TaskSize};
-use pgdcache::{Kernel, KernelConfig};
+use pgdcache::{Kernel, KernelConfig, PgdCpu};
 use physmem::{SimMemory, VirtAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -399,6 +399,12 @@ fn final_check(k: &Kernel) -> Result<FinalCheck, SimError> {
 struct Cpu<'w> {
     w: &'w World,
     id: usize,
+    /// This thread is CPU `id` of the pgd system: `pgd_alloc`/`pgd_free`
+    /// run on its own slots of the object caches (no lock, no atomic on a
+    /// hit), as a kernel's would with preemption off. Everything this
+    /// thread allocates goes through it: a per-call `pgd_alloc(id)` from
+    /// here would wait for this very token.
+    pgd: PgdCpu<'w>,
     rng: Rng,
     res: CpuResult,
 }
@@ -434,32 +440,24 @@ impl Cpu<'_> {
 
     fn exec(&mut self, size: TaskSize) -> Result<Mm, SimError> {
         let t = Instant::now();
-        let mm = self
-            .w
-            .kernel
-            .exec_mm(self.id, size)
-            .map_err(|e| self.task_err("exec", e))?;
+        let mm = self.pgd.exec_mm(size);
+        let mm = mm.map_err(|e| self.task_err("exec", e))?;
         self.res.exec.record(t.elapsed());
         Ok(mm)
     }
 
     fn fork(&mut self, parent: &Mm) -> Result<Mm, SimError> {
         let t = Instant::now();
-        let mm = self
-            .w
-            .kernel
-            .fork_mm(self.id, parent)
-            .map_err(|e| self.task_err("fork", e))?;
+        let mm = self.pgd.fork_mm(parent);
+        let mm = mm.map_err(|e| self.task_err("fork", e))?;
         self.res.fork.record(t.elapsed());
         Ok(mm)
     }
 
     fn exit(&mut self, mm: Mm) -> Result<(), SimError> {
         let t = Instant::now();
-        self.w
-            .kernel
-            .exit_mm(self.id, mm)
-            .map_err(|e| self.task_err("exit", e))?;
+        let r = self.pgd.exit_mm(mm);
+        r.map_err(|e| self.task_err("exit", e))?;
         self.res.exit.record(t.elapsed());
         Ok(())
     }
@@ -489,15 +487,13 @@ impl Cpu<'_> {
 
     /// Times a direct `pgd_alloc` + `pgd_free` pair.
     fn sample_pgd(&mut self) -> Result<(), SimError> {
-        let k = &self.w.kernel;
         let t = Instant::now();
-        let pgd = k
-            .pgd_alloc(self.id)
-            .map_err(|e| self.task_err("pgd_alloc", e))?;
+        let pgd = self.pgd.pgd_alloc();
+        let pgd = pgd.map_err(|e| self.task_err("pgd_alloc", e))?;
         self.res.pgd_alloc.record(t.elapsed());
         let t = Instant::now();
-        k.pgd_free(self.id, pgd)
-            .map_err(|e| self.task_err("pgd_free", e))?;
+        let r = self.pgd.pgd_free(pgd);
+        r.map_err(|e| self.task_err("pgd_free", e))?;
         self.res.pgd_free.record(t.elapsed());
         Ok(())
     }
@@ -524,9 +520,21 @@ fn cpu_main(w: &World, id: usize) -> CpuResult {
     // This thread is CPU `id`: its single-frame allocations and frees go
     // through CPU `id`'s page list, as `smp_processor_id()` would pick.
     let _this_cpu = physmem::enter_cpu(id);
+    let pgd = match w.kernel.claim_cpu(id) {
+        Ok(p) => p,
+        Err(e) => {
+            w.fail(SimError::Task {
+                cpu: id,
+                what: "claim_cpu",
+                why: e.to_string(),
+            });
+            return CpuResult::default();
+        }
+    };
     let mut cpu = Cpu {
         w,
         id,
+        pgd,
         rng: Rng::stream(w.cfg.seed, id as u64 + 1),
         res: CpuResult::default(),
     };
@@ -544,6 +552,9 @@ fn cpu_main(w: &World, id: usize) -> CpuResult {
     let mut mine = 0u64;
     loop {
         w.smp.boundary(id);
+        // A quiescent point: a remote shrink or statistics read waiting
+        // for this CPU's cache slots gets them here at the latest.
+        cpu.pgd.serve();
         if w.cpus_should_stop() {
             break;
         }
