@@ -383,7 +383,7 @@ fn calibration_table(r: &Report) -> Table {
     }
 }
 
-/// The targets table: target, goal, measured (median [IQR] per subject),
+/// The targets table: target, goal, measured (median \[IQR\] per subject),
 /// verdict.
 pub fn targets_table(r: &Report) -> Table {
     Table {
