@@ -317,8 +317,14 @@ mod tests {
                         let p = t.alloc().unwrap();
                         t.free(p).unwrap();
                         t.shrink();
-                        // The other CPU may hold its one object right now.
-                        assert!(t.stats().live_objs <= 1);
+                        // Reading the other CPU's slot is part of the
+                        // point (it must not deadlock); the figures are
+                        // exact per slot, not one atomic snapshot of the
+                        // cache (the other CPU may flush between the slab
+                        // lists and its array being read), so the exact
+                        // accounting is checked at the end.
+                        let st = t.stats();
+                        assert!(st.live_objs <= st.num_objs);
                     }
                 });
             }
