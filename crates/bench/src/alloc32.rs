@@ -8,9 +8,19 @@
 //! about as cheap as an allocator can be without per-CPU state). Each
 //! contender is a [`Subject`]; the objcache entry points measured are
 //! [`ObjcachePerCall`] (`alloc_on`/`free_on`: each call takes its CPU slot's
-//! lock, the API any thread may call). A further entry point (the
-//! zero-atomic per-CPU token path) is one more `Subject` and one more pair
-//! in [`contenders`].
+//! lock, the API any thread may call), [`ObjcacheToken`] (the zero-atomic
+//! per-CPU token path, raw pointers: `free` looks the pointer up and
+//! checks it) and [`ObjcacheTokenObj`] (the token path with `Obj` handles,
+//! which prove what `free` would check, as `kmem_cache_free`'s contract
+//! does in a kernel). The caches run in the production configuration: no
+//! per-CPU hit counters (`CacheBuilder::stats(false)`, Linux without
+//! `STATS`).
+//!
+//! [`PerCallFloor`] is no allocator: two uncontended `lock cmpxchg` +
+//! release-store pairs around a `Vec` pop and push, the least any per-call
+//! path must do (a caller that is not its CPU's owner takes a lock on
+//! alloc and on free). It is the per-call target's limit, measured in the
+//! same rounds.
 //!
 //! Every object is touched once (one byte written) so that neither side
 //! returns memory it never reaches.
@@ -22,6 +32,7 @@ use objcache::{CacheBuilder, KmemCache, SystemPageSource};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Object size of the measurement (a PAE pgd).
 pub const OBJ: usize = 32;
@@ -70,6 +81,7 @@ impl Subject for SystemMalloc {
 pub fn cache() -> Result<KmemCache<SystemPageSource>, MicroError> {
     CacheBuilder::new("bench-32", OBJ)
         .cpus(1)
+        .stats(false)
         .build(SystemPageSource)
         .map_err(|e| MicroError::Kernel {
             what: "kmem_cache_create",
@@ -147,6 +159,99 @@ impl Subject for ObjcacheToken {
     }
 }
 
+/// objcache's token path with `Obj` handles (`alloc_obj`/`free_obj`: the
+/// handle proves the object is this cache's and allocated, so the free
+/// pushes it without a lookup).
+pub struct ObjcacheTokenObj {
+    cache: KmemCache<SystemPageSource>,
+}
+
+impl ObjcacheTokenObj {
+    /// A fresh cache.
+    pub fn new() -> Result<ObjcacheTokenObj, MicroError> {
+        Ok(ObjcacheTokenObj { cache: cache()? })
+    }
+}
+
+impl Subject for ObjcacheTokenObj {
+    fn run(&mut self, iters: u64) -> Result<(), MicroError> {
+        let err = |what: &'static str| {
+            move |e: &dyn std::fmt::Display| MicroError::Kernel {
+                what,
+                why: e.to_string(),
+            }
+        };
+        let mut cpu = self.cache.claim_cpu(0).map_err(|e| err("claim_cpu")(&e))?;
+        for _ in 0..iters {
+            let o = cpu.alloc_obj().map_err(|e| err("kmem_cache_alloc")(&e))?;
+            // SAFETY: `o` is a live OBJ-byte object the cache handed us.
+            unsafe { o.as_ptr().as_ptr().write_volatile(1) };
+            cpu.free_obj(black_box(o))
+                .map_err(|e| err("kmem_cache_free")(&e.why))?;
+        }
+        Ok(())
+    }
+}
+
+/// The per-call limit (module docs): a test-and-set lock taken and
+/// released around a `Vec` pop, and again around the push.
+pub struct PerCallFloor {
+    lock: AtomicU8,
+    list: Vec<NonNull<u8>>,
+    _obj: Box<[u8; OBJ]>,
+}
+
+impl PerCallFloor {
+    /// One object on the list.
+    pub fn new() -> PerCallFloor {
+        let mut obj = Box::new([0u8; OBJ]);
+        let list = vec![NonNull::from(&mut obj[0])];
+        PerCallFloor {
+            lock: AtomicU8::new(0),
+            list,
+            _obj: obj,
+        }
+    }
+
+    #[inline(always)]
+    fn locked<R>(&mut self, f: impl FnOnce(&mut Vec<NonNull<u8>>) -> R) -> R {
+        while self
+            .lock
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::hint::spin_loop();
+        }
+        let r = f(&mut self.list);
+        self.lock.store(0, Ordering::Release);
+        r
+    }
+}
+
+impl Default for PerCallFloor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Subject for PerCallFloor {
+    fn run(&mut self, iters: u64) -> Result<(), MicroError> {
+        for _ in 0..iters {
+            let Some(p) = self.locked(|l| l.pop()) else {
+                return Err(MicroError::Kernel {
+                    what: "per-call floor",
+                    why: "its list is empty".into(),
+                });
+            };
+            // SAFETY: `p` points into `_obj`, which we own.
+            unsafe { p.as_ptr().write_volatile(1) };
+            let p = black_box(p);
+            self.locked(|l| l.push(p));
+        }
+        Ok(())
+    }
+}
+
 /// One objcache entry point against `malloc`.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct AllocatorRow {
@@ -160,6 +265,15 @@ pub struct AllocatorRow {
     pub vs_malloc: Ratio,
 }
 
+/// [`ObjcachePerCall`]'s row.
+pub const PER_CALL: &str = "per-call alloc_on/free_on";
+/// [`ObjcacheToken`]'s row.
+pub const TOKEN_RAW: &str = "token (claim_cpu), raw pointers";
+/// [`ObjcacheTokenObj`]'s row.
+pub const TOKEN_OBJ: &str = "token (claim_cpu), Obj handles";
+/// [`PerCallFloor`]'s row.
+pub const PER_CALL_FLOOR: &str = "limit: 2 x (lock cmpxchg + store), no allocator";
+
 /// An objcache entry point by name, ready to be timed.
 pub type Contender = (&'static str, Box<dyn Subject>);
 
@@ -168,12 +282,20 @@ pub type Contender = (&'static str, Box<dyn Subject>);
 pub fn contenders() -> Result<Vec<Contender>, MicroError> {
     Ok(vec![
         (
-            "per-call alloc_on/free_on",
+            PER_CALL,
             Box::new(ObjcachePerCall::new()?) as Box<dyn Subject>,
         ),
         (
-            "token (claim_cpu)",
+            TOKEN_RAW,
             Box::new(ObjcacheToken::new()?) as Box<dyn Subject>,
+        ),
+        (
+            TOKEN_OBJ,
+            Box::new(ObjcacheTokenObj::new()?) as Box<dyn Subject>,
+        ),
+        (
+            PER_CALL_FLOOR,
+            Box::new(PerCallFloor::new()) as Box<dyn Subject>,
         ),
     ])
 }
@@ -209,7 +331,7 @@ mod tests {
     #[test]
     fn both_sides_run_and_give_a_finite_ratio() {
         let r = rows(&Rounds::fixed(3), 2_000).unwrap();
-        assert_eq!(r.len(), 2);
+        assert_eq!(r.len(), 4);
         assert_eq!(r[0].ns.rounds, 3);
         assert!(r[0].vs_malloc.median.is_finite() && r[0].vs_malloc.median > 0.0);
     }

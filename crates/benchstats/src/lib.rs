@@ -351,15 +351,21 @@ pub enum Decision {
     NotMet,
     /// It straddles the goal: the measurement cannot decide.
     Noisy,
+    /// Not met, and cannot be: the target's physical limit, measured side
+    /// by side in the same rounds, does not meet the goal either (e.g. a
+    /// per-call path against the cost of the one lock any per-call path
+    /// must take).
+    OutOfReach,
 }
 
 impl Decision {
     /// Combines the verdicts of subjects that must all meet a goal: not
-    /// met if any is not met, else noisy if any is noisy, else met (and
-    /// met for none).
+    /// met if any is not met, else out of reach if any is, else noisy if
+    /// any is noisy, else met (and met for none).
     pub fn all(ds: impl IntoIterator<Item = Decision>) -> Decision {
         ds.into_iter().fold(Decision::Met, |acc, d| match (acc, d) {
             (Decision::NotMet, _) | (_, Decision::NotMet) => Decision::NotMet,
+            (Decision::OutOfReach, _) | (_, Decision::OutOfReach) => Decision::OutOfReach,
             (Decision::Noisy, _) | (_, Decision::Noisy) => Decision::Noisy,
             _ => Decision::Met,
         })
@@ -373,6 +379,7 @@ impl fmt::Display for Decision {
             Decision::Met => "met",
             Decision::NotMet => "not met",
             Decision::Noisy => "noisy, not decided",
+            Decision::OutOfReach => "out of reach (its limit misses the goal too)",
         })
     }
 }
@@ -456,6 +463,8 @@ mod tests {
         assert_eq!(Decision::all([Met, Noisy]), Noisy);
         assert_eq!(Decision::all([Noisy, NotMet]), NotMet);
         assert_eq!(Decision::all([]), Met);
+        assert_eq!(Decision::all([Met, OutOfReach, Noisy]), OutOfReach);
+        assert_eq!(Decision::all([OutOfReach, NotMet]), NotMet);
         assert_eq!(Noisy.to_string(), "noisy, not decided");
         assert_eq!(Goal::AtLeast(30.0).to_string(), ">= 30x");
         assert_eq!(Goal::Within(0.95, 1.05).to_string(), "0.95x..1.05x");

@@ -14,8 +14,10 @@
 //! The host is probed before and after (load, the CPU share a spinning
 //! thread gets), micro-measurements add rounds until their paired ratios'
 //! inter-quartile ranges are narrow, and each target is met, not met, or
-//! noisy, not decided (its inter-quartile range straddles the goal). Exit
-//! 1 when a target is not met; noisy targets are named on stderr.
+//! noisy, not decided (its inter-quartile range straddles the goal), or out
+//! of reach (not met, and its physical limit, measured side by side, misses
+//! the goal too). Exit 1 when a target is not met; noisy and out-of-reach
+//! targets are named on stderr.
 
 use crate::args::check_output_file;
 use crate::error::CliError;
@@ -93,6 +95,15 @@ pub fn run(a: &BenchArgs) -> Result<(), CliError> {
             .collect()
     };
     let (missed, noisy) = (named(Decision::NotMet), named(Decision::Noisy));
+    let out_of_reach = named(Decision::OutOfReach);
+    if !out_of_reach.is_empty() {
+        err!(
+            "pgdcache bench: {} of {} targets out of reach (not met, and the limit measured beside them misses the goal too): {}",
+            out_of_reach.len(),
+            r.targets.len(),
+            out_of_reach.join("; ")
+        );
+    }
     if !noisy.is_empty() {
         err!(
             "pgdcache bench: {} of {} targets noisy, not decided (their inter-quartile range straddles the goal{}): {}",

@@ -85,10 +85,15 @@ pub fn stdout() -> bool {
 
 /// The colour of a verdict, by its words: good (met, correct, ok, agree,
 /// yes) green; bad (not met, caught, FAIL, no, violation) red; undecided
-/// (noisy, n/a, skipped) yellow. `None` for anything else.
+/// (noisy, n/a, skipped, out of reach: a proven limit, not a finding)
+/// yellow. `None` for anything else.
 pub fn verdict_color(v: &str) -> Option<Color> {
     let l = v.trim().trim_matches('*').to_ascii_lowercase();
-    if l.starts_with("noisy") || l.starts_with("n/a") || l.starts_with("skip") {
+    if l.starts_with("noisy")
+        || l.starts_with("n/a")
+        || l.starts_with("skip")
+        || l.starts_with("out of reach")
+    {
         Some(Color::Yellow)
     } else if l.starts_with("not met")
         || l.starts_with("caught")

@@ -574,6 +574,12 @@ pub fn print_pair32(rounds: usize, pairs: u64) {
     for (name, v, target) in [
         ("objcache per call (`alloc_on`/`free_on`)", &r.per_call, 2.0),
         ("objcache token (`claim_cpu`)", &r.token, 3.0),
+        ("objcache token, `Obj` handles", &r.token_obj, 3.0),
+        (
+            "per-call floor: 2 x (`lock cmpxchg` + store)",
+            &r.atomic_floor,
+            2.0,
+        ),
     ] {
         let x = benchstats::Summary::of(v);
         let ratio = benchstats::Ratio::paired(&r.system, v);

@@ -23,6 +23,7 @@
 //! held, except when called from a per-CPU flush (slot lock held).
 
 mod builder;
+mod obj;
 mod percpu;
 mod remote;
 mod slablayer;
@@ -41,6 +42,7 @@ pub use builder::{
     CacheBuilder, Ctor, Dtor, ResizePolicy, SlabFlags, Verify, MAX_LIMIT, RESIZE_CONTENTION,
     RESIZE_MAX_FACTOR, RESIZE_WINDOW,
 };
+pub use obj::{Obj, ObjFreeError};
 pub use percpu::CpuCache;
 #[cfg(loom)]
 pub use remote::Bug;
@@ -99,6 +101,8 @@ pub struct KmemCache<P: PageSource> {
     /// Shared array capacity in batches.
     pub(crate) shared_factor: usize,
     pub(crate) counters: Counters,
+    /// [`CacheBuilder::stats`]: the per-CPU hit counters are kept.
+    pub(crate) count_hits: bool,
     /// `--cfg loom` only: the negative models' broken protocol variant.
     #[cfg(loom)]
     pub(crate) bug: core::sync::atomic::AtomicU8,
@@ -196,10 +200,20 @@ impl<P: PageSource> KmemCache<P> {
     /// the array first if it is empty (array lock held).
     #[inline(always)]
     pub(crate) fn alloc_from(&self, ac: &mut ArrayCache) -> Result<NonNull<u8>, AllocError> {
+        self.alloc_entry_from(ac).map(|e| e.obj)
+    }
+
+    /// [`alloc_from`](Self::alloc_from), returning the whole entry (the
+    /// token's `alloc_obj` keeps it in the `Obj`).
+    #[inline(always)]
+    pub(crate) fn alloc_entry_from(&self, ac: &mut ArrayCache) -> Result<Entry, AllocError> {
         match pop_entry(&mut ac.entries) {
             Some(e) => {
-                ac.alloc_hits += 1;
-                Ok(self.hand_out(e))
+                if ac.count_hits {
+                    ac.alloc_hits += 1;
+                }
+                self.hand_out(e);
+                Ok(e)
             }
             None => self.alloc_miss(ac),
         }
@@ -208,11 +222,13 @@ impl<P: PageSource> KmemCache<P> {
     /// `alloc_from` with an empty array: refill, then maybe resize.
     #[cold]
     #[inline(never)]
-    pub(crate) fn alloc_miss(&self, ac: &mut ArrayCache) -> Result<NonNull<u8>, AllocError> {
+    pub(crate) fn alloc_miss(&self, ac: &mut ArrayCache) -> Result<Entry, AllocError> {
         ac.alloc_misses += 1;
         let e = self.refill(ac);
         self.maybe_resize(ac);
-        Ok(self.hand_out(e?))
+        let e = e?;
+        self.hand_out(e);
+        Ok(e)
     }
 
     /// Marks an object taken from an array as owned by the caller.
@@ -345,7 +361,7 @@ impl<P: PageSource> KmemCache<P> {
             let contended = self.flush(&mut ac.entries, n, true);
             ac.note_trip(contended);
             self.maybe_resize(ac);
-        } else {
+        } else if ac.count_hits {
             ac.free_hits += 1;
         }
         // SAFETY: `len < limit` now (a full array was just flushed by

@@ -1,8 +1,16 @@
 //! The 32-byte alloc+free pair of issue #17, measured for a report:
 //! objcache per call (`alloc_on`/`free_on`), objcache through a claimed
-//! CPU ([`CpuToken`](crate::CpuToken)) and the system allocator
-//! (`std::alloc`, glibc malloc on Linux, at its natural 16-byte alignment),
-//! in interleaved rounds on the calling thread.
+//! CPU ([`CpuToken`](crate::CpuToken)) with raw pointers and with [`Obj`]
+//! handles, and the system allocator (`std::alloc`, glibc malloc on Linux,
+//! at its natural 16-byte alignment), in interleaved rounds on the calling
+//! thread.  The caches run in the production configuration: no hit
+//! counters ([`CacheBuilder::stats`]`(false)`, Linux without `STATS`).
+//!
+//! One more contender is no allocator at all: the *floor* of any per-call
+//! path, two uncontended `lock cmpxchg` + release-store pairs (a lock taken
+//! and released on alloc and on free) around a `Vec` pop and push.  A
+//! caller that is not its CPU's owner must take some such lock per call,
+//! so `alloc_on`/`free_on` can be no faster than this on the same machine.
 //!
 //! It returns the rounds, not ratios: the caller pairs them by round with
 //! the workspace's statistics (`pgdcache-benchstats`'s `Ratio::paired`), as
@@ -20,7 +28,7 @@ use std::alloc::Layout;
 use std::time::Instant;
 use std::vec::Vec;
 
-use crate::cache::{CacheBuilder, KmemCache, SlabFlags};
+use crate::cache::{CacheBuilder, KmemCache, Obj, SlabFlags};
 use crate::error::{AllocError, ClaimError, CreateError, FreeError};
 use crate::page::SystemPageSource;
 
@@ -37,6 +45,11 @@ pub struct PairRounds {
     pub per_call: Vec<f64>,
     /// `CpuToken::alloc`/`free` (no lock, no atomic read-modify-write).
     pub token: Vec<f64>,
+    /// `CpuToken::alloc_obj`/`free_obj` (and no pointer lookup on free).
+    pub token_obj: Vec<f64>,
+    /// The per-call floor: two `lock cmpxchg` + release-store pairs around
+    /// a `Vec` pop and push (see the module docs).
+    pub atomic_floor: Vec<f64>,
     /// Pairs per contender per round.
     pub pairs: u64,
 }
@@ -66,13 +79,21 @@ pub enum PairBenchError {
 
 /// One contender: alloc and free one object.
 trait Pair {
-    fn alloc(&mut self) -> Result<NonNull<u8>, PairBenchError>;
-    fn free(&mut self, p: NonNull<u8>) -> Result<(), PairBenchError>;
+    /// What an allocation hands out.
+    type Obj;
+    fn alloc(&mut self) -> Result<Self::Obj, PairBenchError>;
+    fn ptr(o: &Self::Obj) -> NonNull<u8>;
+    fn free(&mut self, o: Self::Obj) -> Result<(), PairBenchError>;
 }
 
 struct PerCall<'a>(&'a KmemCache<SystemPageSource>);
 
 impl Pair for PerCall<'_> {
+    type Obj = NonNull<u8>;
+    #[inline(always)]
+    fn ptr(o: &NonNull<u8>) -> NonNull<u8> {
+        *o
+    }
     #[inline(always)]
     fn alloc(&mut self) -> Result<NonNull<u8>, PairBenchError> {
         self.0.alloc_on(0).map_err(PairBenchError::Alloc)
@@ -86,6 +107,11 @@ impl Pair for PerCall<'_> {
 struct Token<'a>(crate::CpuToken<'a, SystemPageSource>);
 
 impl Pair for Token<'_> {
+    type Obj = NonNull<u8>;
+    #[inline(always)]
+    fn ptr(o: &NonNull<u8>) -> NonNull<u8> {
+        *o
+    }
     #[inline(always)]
     fn alloc(&mut self) -> Result<NonNull<u8>, PairBenchError> {
         self.0.alloc().map_err(PairBenchError::Alloc)
@@ -96,9 +122,74 @@ impl Pair for Token<'_> {
     }
 }
 
+struct TokenObj<'a>(crate::CpuToken<'a, SystemPageSource>);
+
+impl<'a> Pair for TokenObj<'a> {
+    type Obj = Obj<'a>;
+    #[inline(always)]
+    fn alloc(&mut self) -> Result<Obj<'a>, PairBenchError> {
+        self.0.alloc_obj().map_err(PairBenchError::Alloc)
+    }
+    #[inline(always)]
+    fn ptr(o: &Obj<'a>) -> NonNull<u8> {
+        o.as_ptr()
+    }
+    #[inline(always)]
+    fn free(&mut self, o: Obj<'a>) -> Result<(), PairBenchError> {
+        self.0.free_obj(o).map_err(|e| PairBenchError::Free(e.why))
+    }
+}
+
+/// The per-call floor (module docs): a test-and-set lock taken and
+/// released around a `Vec` pop, and again around the push.
+struct AtomicFloor {
+    lock: core::sync::atomic::AtomicU8,
+    list: Vec<NonNull<u8>>,
+}
+
+impl AtomicFloor {
+    #[inline(always)]
+    fn locked<R>(&mut self, f: impl FnOnce(&mut Vec<NonNull<u8>>) -> R) -> R {
+        use core::sync::atomic::Ordering;
+        while self
+            .lock
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            core::hint::spin_loop();
+        }
+        let r = f(&mut self.list);
+        self.lock.store(0, Ordering::Release);
+        r
+    }
+}
+
+impl Pair for AtomicFloor {
+    type Obj = NonNull<u8>;
+    #[inline(always)]
+    fn alloc(&mut self) -> Result<NonNull<u8>, PairBenchError> {
+        self.locked(|l| l.pop())
+            .ok_or(PairBenchError::SystemOutOfMemory)
+    }
+    #[inline(always)]
+    fn ptr(o: &NonNull<u8>) -> NonNull<u8> {
+        *o
+    }
+    #[inline(always)]
+    fn free(&mut self, p: NonNull<u8>) -> Result<(), PairBenchError> {
+        self.locked(|l| l.push(p));
+        Ok(())
+    }
+}
+
 struct System(Layout);
 
 impl Pair for System {
+    type Obj = NonNull<u8>;
+    #[inline(always)]
+    fn ptr(o: &NonNull<u8>) -> NonNull<u8> {
+        *o
+    }
     #[inline(always)]
     fn alloc(&mut self) -> Result<NonNull<u8>, PairBenchError> {
         // SAFETY: the layout has a non-zero size.
@@ -117,24 +208,37 @@ impl Pair for System {
 fn run<A: Pair>(a: &mut A, n: u64) -> Result<f64, PairBenchError> {
     let start = Instant::now();
     for _ in 0..n {
-        let p = a.alloc()?;
+        let o = a.alloc()?;
         // SAFETY: we own the object; reading its first byte is a touch.
-        black_box(unsafe { p.as_ptr().read_volatile() });
-        a.free(black_box(p))?;
+        black_box(unsafe { A::ptr(&o).as_ptr().read_volatile() });
+        a.free(black_box(o))?;
     }
     Ok(start.elapsed().as_nanos() as f64 / n.max(1) as f64)
 }
 
-/// Measures the three contenders in `rounds` interleaved rounds of `pairs`
-/// pairs each, after one warm-up round, on the calling thread.
+/// Measures the contenders in `rounds` interleaved rounds of `pairs` pairs
+/// each, after one warm-up round, on the calling thread.
 pub fn pair_rounds_32b(rounds: usize, pairs: u64) -> Result<PairRounds, PairBenchError> {
     let cache = CacheBuilder::new("pair32", PAIR_OBJECT)
         .flags(SlabFlags::HWCACHE_ALIGN)
         .cpus(2)
+        .stats(false)
+        .build(SystemPageSource)
+        .map_err(PairBenchError::Create)?;
+    let obj_cache = CacheBuilder::new("pair32-obj", PAIR_OBJECT)
+        .flags(SlabFlags::HWCACHE_ALIGN)
+        .cpus(1)
+        .stats(false)
         .build(SystemPageSource)
         .map_err(PairBenchError::Create)?;
     let mut per_call = PerCall(&cache);
     let mut token = Token(cache.claim_cpu(1).map_err(PairBenchError::Claim)?);
+    let mut token_obj = TokenObj(obj_cache.claim_cpu(0).map_err(PairBenchError::Claim)?);
+    // The floor's one "object": any readable byte will do.
+    let mut floor = AtomicFloor {
+        lock: core::sync::atomic::AtomicU8::new(0),
+        list: std::vec![NonNull::from(&PAIR_OBJECT).cast::<u8>()],
+    };
     let layout = Layout::from_size_align(PAIR_OBJECT, 16).map_err(PairBenchError::Layout)?;
     let mut system = System(layout);
     let mut out = PairRounds {
@@ -145,10 +249,14 @@ pub fn pair_rounds_32b(rounds: usize, pairs: u64) -> Result<PairRounds, PairBenc
         let s = run(&mut system, pairs)?;
         let p = run(&mut per_call, pairs)?;
         let t = run(&mut token, pairs)?;
+        let o = run(&mut token_obj, pairs)?;
+        let f = run(&mut floor, pairs)?;
         if round > 0 {
             out.system.push(s);
             out.per_call.push(p);
             out.token.push(t);
+            out.token_obj.push(o);
+            out.atomic_floor.push(f);
         }
     }
     Ok(out)
@@ -160,11 +268,14 @@ mod tests {
     fn rounds_are_measured_and_positive() {
         let r = super::pair_rounds_32b(3, 1000).unwrap();
         assert_eq!((r.system.len(), r.per_call.len(), r.token.len()), (3, 3, 3));
+        assert_eq!((r.token_obj.len(), r.atomic_floor.len()), (3, 3));
         assert!(r
             .system
             .iter()
             .chain(&r.per_call)
             .chain(&r.token)
+            .chain(&r.token_obj)
+            .chain(&r.atomic_floor)
             .all(|&x| x > 0.0));
     }
 }

@@ -262,14 +262,44 @@ pub(crate) struct Entry {
 pub(crate) fn pop_entry(v: &mut Vec<Entry>) -> Option<Entry> {
     let n = v.len().checked_sub(1)?;
     // SAFETY: `n < len`, so the element is initialised; `Entry` is `Copy`, so
-    // reading it out and shrinking the length by one is exactly `pop`.  The
-    // volatile reads only pin the access width.
+    // reading it out and shrinking the length by one is exactly `pop`.
     unsafe {
-        let p = v.as_ptr().add(n);
+        let e = read_entry(v.as_ptr().add(n));
+        v.set_len(n);
+        Some(e)
+    }
+}
+
+/// Reads an entry with two 8-byte loads (see [`pop_entry`]); the volatile
+/// reads only pin the access width.
+///
+/// # Safety
+///
+/// `p` points to an initialised `Entry`.
+#[inline(always)]
+pub(crate) unsafe fn read_entry(p: *const Entry) -> Entry {
+    // SAFETY: `p` is valid for reads of an initialised `Entry` (caller).
+    unsafe {
         let obj = core::ptr::read_volatile(core::ptr::addr_of!((*p).obj));
         let owned = core::ptr::read_volatile(core::ptr::addr_of!((*p).owned));
-        v.set_len(n);
-        Some(Entry { obj, owned })
+        Entry { obj, owned }
+    }
+}
+
+/// Writes an entry with two 8-byte stores: a whole-struct write may be
+/// compiled to a 16-byte load of the entry's two 8-byte halves just
+/// stored to the stack, which cannot be store-forwarded either.
+///
+/// # Safety
+///
+/// `p` is valid for writes of an `Entry`.
+#[inline(always)]
+pub(crate) unsafe fn write_entry(p: *mut Entry, e: Entry) {
+    // SAFETY: `p` is valid for writes (caller); the volatile writes only
+    // pin the access width.
+    unsafe {
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*p).obj), e.obj);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*p).owned), e.owned);
     }
 }
 

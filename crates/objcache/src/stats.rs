@@ -63,6 +63,11 @@ pub struct CacheStats {
     /// Objects destructed so far (destructor calls, counted even when the
     /// cache has no destructor).
     pub dtor_calls: usize,
+    /// Whether the per-CPU hit counters are kept ([`CacheBuilder::stats`],
+    /// Linux's `STATS`); when not, `alloc_hits` and `free_hits` read 0.
+    ///
+    /// [`CacheBuilder::stats`]: crate::CacheBuilder::stats
+    pub hit_stats: bool,
     /// Allocations served from a per-CPU array.
     pub alloc_hits: usize,
     /// Allocations that had to refill the per-CPU array from the slab lists.

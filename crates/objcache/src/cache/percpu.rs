@@ -53,6 +53,9 @@ use crate::sync::{spin_wait, AtomicU8, AtomicUsize, UnsafeCell};
 /// them).
 pub(crate) struct ArrayCache {
     pub(crate) entries: Vec<Entry>,
+    /// Count hits (`alloc_hits`, `free_hits`): Linux's `STATS`
+    /// (`CONFIG_DEBUG_SLAB`), see [`CacheBuilder::stats`](crate::CacheBuilder::stats).
+    pub(crate) count_hits: bool,
     pub(crate) limit: usize,
     pub(crate) batchcount: usize,
     pub(crate) alloc_hits: usize,
@@ -66,9 +69,10 @@ pub(crate) struct ArrayCache {
 }
 
 impl ArrayCache {
-    fn new(limit: usize, batchcount: usize) -> Self {
+    fn new(limit: usize, batchcount: usize, count_hits: bool) -> Self {
         Self {
             entries: Vec::with_capacity(limit),
+            count_hits,
             limit,
             batchcount,
             alloc_hits: 0,
@@ -111,10 +115,10 @@ pub(crate) struct CpuSlot {
 unsafe impl Sync for CpuSlot {}
 
 impl CpuSlot {
-    pub(crate) fn new(limit: usize, batchcount: usize) -> Self {
+    pub(crate) fn new(limit: usize, batchcount: usize, count_hits: bool) -> Self {
         Self {
             lock: AtomicU8::new(0),
-            array: UnsafeCell::new(ArrayCache::new(limit, batchcount)),
+            array: UnsafeCell::new(ArrayCache::new(limit, batchcount, count_hits)),
             claimed: AtomicU8::new(0),
             requests: AtomicUsize::new(0),
         }

@@ -185,6 +185,7 @@ impl<P: PageSource> KmemCache<P> {
             objs_per_slab: self.geo.num,
             pages_per_slab: self.geo.pages(),
             ncpus: self.cpus.len(),
+            hit_stats: self.count_hits,
             ..CacheStats::default()
         };
         let mut add = |ac: &ArrayCache| {

@@ -27,13 +27,16 @@
 //! [`serve`]: CpuToken::serve
 
 use core::fmt;
+use core::marker::PhantomData;
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
+use super::obj::{Obj, ObjFreeError};
 use super::percpu::{ArrayCache, CpuSlot};
 use super::KmemCache;
 use crate::error::{AllocError, ClaimError, FreeError, TuneError};
 use crate::page::PageSource;
+use crate::slab::{read_entry, write_entry, Entry};
 use crate::stats::CacheStats;
 
 /// The right to act as one CPU of one cache (see the module docs): its
@@ -61,7 +64,72 @@ pub struct CpuToken<'a, P: PageSource> {
     /// The slot lock is lent to requesters (only inside the token's remote
     /// operations, which take it back before they return).
     lent: bool,
+    /// The array's hot state while the token holds the slot (see [`Hot`]).
+    hot: Hot,
 }
+
+/// The hot part of the CPU's `array_cache`, kept in the token while it
+/// holds the slot, as a CPU keeps `ac->avail` in a register across a run of
+/// hits: the fast paths read and write these words instead of the
+/// `ArrayCache` in the slot, so a compiler can keep them in registers
+/// across an alloc/free loop (the array's length in memory would put two
+/// store-to-load forwarding delays on every pair).  The slot's `ArrayCache`
+/// is brought up to date ([`Hot::put`]) before anyone else may look at it
+/// (a hand-off, a loan, the token's own slow paths and remote operations,
+/// the drop) and the hot copy is re-read ([`Hot::get`]) after.
+#[derive(Clone, Copy)]
+struct Hot {
+    /// The array's first entry (its capacity is reserved up to `limit`).
+    base: *mut Entry,
+    /// Entries in the array (`ac->avail`).
+    avail: usize,
+    /// `ac->limit`.
+    limit: usize,
+    /// `ArrayCache::count_hits`.
+    count_hits: bool,
+    /// Hits since the last `put`, added to the array's counters there.
+    alloc_hits: usize,
+    free_hits: usize,
+}
+
+impl Hot {
+    /// A hot copy of `ac` (no pending counts).
+    #[inline(always)]
+    fn get(ac: &mut ArrayCache) -> Hot {
+        Hot {
+            base: ac.entries.as_mut_ptr(),
+            avail: ac.entries.len(),
+            // `limit <= capacity` always (`ArrayCache::new`, `grow_array`
+            // and `tune` reserve up to it); `min` keeps the fast path's
+            // bound a bound on the allocation even if that ever broke.
+            limit: ac.limit.min(ac.entries.capacity()),
+            count_hits: ac.count_hits,
+            alloc_hits: 0,
+            free_hits: 0,
+        }
+    }
+
+    /// Writes the hot copy back into `ac` (which it was taken from, with
+    /// no change in between).
+    #[inline(always)]
+    fn put(&mut self, ac: &mut ArrayCache) {
+        debug_assert_eq!(self.base, ac.entries.as_mut_ptr());
+        debug_assert!(self.avail <= ac.entries.capacity());
+        // SAFETY: entries `0..avail` are initialised: those below the
+        // length `get` read were, and every slot from there to `avail` was
+        // written by a fast-path push before `avail` grew past it.
+        unsafe { ac.entries.set_len(self.avail) };
+        ac.alloc_hits += core::mem::take(&mut self.alloc_hits);
+        ac.free_hits += core::mem::take(&mut self.free_hits);
+    }
+}
+
+// SAFETY: the token's only non-`Send` part is `Hot::base`, a pointer into
+// its slot's array, which the token holds exclusively (the slot lock) for
+// as long as the pointer is used; moving the token to another thread moves
+// that right with it, as moving a `&mut` would.  Its other parts are shared
+// references to the cache and its slot, which are `Sync` when `P` is.
+unsafe impl<P: PageSource> Send for CpuToken<'_, P> where KmemCache<P>: Sync {}
 
 impl<P: PageSource> KmemCache<P> {
     /// Claims CPU slot `cpu` for the calling thread until the returned token
@@ -81,13 +149,75 @@ impl<P: PageSource> KmemCache<P> {
             return Err(ClaimError::Claimed { cpu });
         }
         slot.lock_for_token();
+        // SAFETY: the lock was just taken for the token.
+        let hot = unsafe { slot.with_array(Hot::get) };
         Ok(CpuToken {
             cache: self,
             slot,
             cpu,
             lent: false,
+            hot,
         })
     }
+}
+
+/// The token's slow alloc path (empty array, or a requester waiting): the
+/// slot's `ArrayCache` updated, any requester served, the ordinary
+/// `alloc_from` (refill, resize), the hot copy re-read.  It takes the
+/// token's parts, not the token, so the token never escapes the caller's
+/// loop and its hot words can stay in registers there: the hot copy goes
+/// in and comes back by value.
+#[cold]
+#[inline(never)]
+fn alloc_slow<P: PageSource>(
+    cache: &KmemCache<P>,
+    slot: &CpuSlot,
+    mut h: Hot,
+) -> (Hot, Result<Entry, AllocError>) {
+    // SAFETY: the token holds the slot lock (it is neither lent nor inside
+    // a hand-off here).
+    unsafe { slot.with_array(|ac| h.put(ac)) };
+    if slot.pending() {
+        slot.hand_off();
+    }
+    // SAFETY: as above (`hand_off` took the lock back).
+    unsafe {
+        slot.with_array(|ac| {
+            let r = cache.alloc_entry_from(ac);
+            (Hot::get(ac), r)
+        })
+    }
+}
+
+/// The token's slow free path (full array, or a requester waiting); see
+/// [`alloc_slow`].
+#[cold]
+#[inline(never)]
+fn free_slow<P: PageSource>(cache: &KmemCache<P>, slot: &CpuSlot, mut h: Hot, e: Entry) -> Hot {
+    // SAFETY: the token holds the slot lock (see `alloc_slow`).
+    unsafe { slot.with_array(|ac| h.put(ac)) };
+    if slot.pending() {
+        slot.hand_off();
+    }
+    // SAFETY: as above.
+    unsafe {
+        slot.with_array(|ac| {
+            cache.free_into(ac, e);
+            Hot::get(ac)
+        })
+    }
+}
+
+/// A hand-off at a quiescent point: the array updated, the slot handed
+/// over and taken back, the hot copy re-read.
+#[cold]
+#[inline(never)]
+fn serve_slow(slot: &CpuSlot, mut h: Hot) -> Hot {
+    // SAFETY: the token holds the slot lock (see `alloc_slow`).
+    unsafe { slot.with_array(|ac| h.put(ac)) };
+    slot.hand_off();
+    // SAFETY: `hand_off` took the lock back.
+    unsafe { slot.with_array(Hot::get) }
 }
 
 impl<'a, P: PageSource> CpuToken<'a, P> {
@@ -104,28 +234,97 @@ impl<'a, P: PageSource> CpuToken<'a, P> {
     /// `kmem_cache_alloc` on this CPU: a hit is a pop from the array.
     #[inline(always)]
     pub fn alloc(&mut self) -> Result<NonNull<u8>, AllocError> {
-        self.serve();
-        let (cache, slot) = (self.cache, self.slot);
-        // SAFETY: a token holds its slot's lock for its whole life, except
-        // inside `hand_off` and while lent inside the token's remote
-        // operations, which take it back before they return; neither
-        // touches the array without it.
-        unsafe { slot.with_array(|ac| cache.alloc_from(ac)) }
+        self.alloc_entry().map(|e| e.obj)
     }
 
     /// `kmem_cache_free` on this CPU: a hit is a push onto the array.  The
     /// pointer is validated as by [`KmemCache::free_on`].
     #[inline(always)]
     pub fn free(&mut self, obj: NonNull<u8>) -> Result<(), FreeError> {
-        let cache = self.cache;
-        let e = cache.take_back(obj)?;
-        self.serve();
-        // SAFETY: a token holds its slot's lock for its whole life, except
-        // inside `hand_off` and while lent inside the token's remote
-        // operations, which take it back before they return; neither
-        // touches the array without it.
-        unsafe { self.slot.with_array(|ac| cache.free_into(ac, e)) };
+        let e = self.cache.take_back(obj)?;
+        self.push(e);
         Ok(())
+    }
+
+    /// [`alloc`](Self::alloc), as an [`Obj`]: the object held as a value,
+    /// which [`free_obj`](Self::free_obj) takes back without a lookup.
+    #[inline(always)]
+    pub fn alloc_obj(&mut self) -> Result<Obj<'a>, AllocError> {
+        let e = self.alloc_entry()?;
+        Ok(Obj {
+            obj: e.obj,
+            owned: e.owned,
+            cache: NonNull::from(self.cache).cast(),
+            _cache: PhantomData,
+        })
+    }
+
+    /// `kmem_cache_free` of an [`Obj`]: no lookup and no double-free check,
+    /// since the `Obj` proves both (see `obj.rs`); only that it belongs to
+    /// this cache (one compare) and, in debug mode, the verify callback.
+    /// A refused object comes back in the error, still allocated.
+    #[inline(always)]
+    pub fn free_obj(&mut self, obj: Obj<'a>) -> Result<(), ObjFreeError<'a>> {
+        if obj.cache != NonNull::from(self.cache).cast() {
+            return Err(ObjFreeError {
+                obj,
+                why: FreeError::Foreign,
+            });
+        }
+        if let Some(verify) = &self.cache.verify {
+            if let Err(why) = verify(obj.obj) {
+                self.cache.count_error();
+                return Err(ObjFreeError {
+                    obj,
+                    why: FreeError::Verify(why),
+                });
+            }
+        }
+        let e = obj.entry();
+        // SAFETY: `e.owned` points into the `owned` map of a slab
+        // descriptor of this cache (the `Obj` came from it), which lives
+        // until the cache is dropped.
+        unsafe { e.owned.as_ref() }.store(0, Ordering::Relaxed);
+        self.push(e);
+        Ok(())
+    }
+
+    /// The pop: an entry from the array, marked owned.
+    #[inline(always)]
+    fn alloc_entry(&mut self) -> Result<Entry, AllocError> {
+        let h = &mut self.hot;
+        if h.avail != 0 && !self.slot.pending() {
+            h.avail -= 1;
+            if h.count_hits {
+                h.alloc_hits += 1;
+            }
+            // SAFETY: `avail` entries from `base` are initialised (see
+            // `Hot::put`) and the token holds the slot, so the array is
+            // ours; `avail - 1 < avail`.
+            let e = unsafe { read_entry(h.base.add(h.avail)) };
+            self.cache.hand_out(e);
+            return Ok(e);
+        }
+        let (h, r) = alloc_slow(self.cache, self.slot, self.hot);
+        self.hot = h;
+        r
+    }
+
+    /// The push of an entry already taken back from its owner.
+    #[inline(always)]
+    fn push(&mut self, e: Entry) {
+        let h = &mut self.hot;
+        if h.avail < h.limit && !self.slot.pending() {
+            // SAFETY: `avail < limit <= capacity`, so the slot is inside the
+            // array's allocation, and the token holds the slot.
+            unsafe { write_entry(h.base.add(h.avail), e) };
+            h.avail += 1;
+            if h.count_hits {
+                h.free_hits += 1;
+            }
+            return;
+        }
+        self.hot = free_slow(self.cache, self.slot, self.hot, e);
     }
 
     /// A quiescent point: hands the slot over to any requester waiting for
@@ -135,11 +334,8 @@ impl<'a, P: PageSource> CpuToken<'a, P> {
     /// remote operations do not wait for it.
     #[inline(always)]
     pub fn serve(&mut self) {
-        // `hand_off` (cold, out of line) takes the slot, not the token, so
-        // the fast paths keep the token's fields in registers.
-        let slot = self.slot;
-        if slot.pending() {
-            slot.hand_off();
+        if self.slot.pending() {
+            self.hot = serve_slow(self.slot, self.hot);
         }
     }
 
@@ -149,6 +345,9 @@ impl<'a, P: PageSource> CpuToken<'a, P> {
     /// waiting for this token's thread).
     pub(crate) fn lend(&mut self) {
         if !self.lent && self.slot.pending() {
+            let h = &mut self.hot;
+            // SAFETY: the token holds the slot lock (not lent).
+            unsafe { self.slot.with_array(|ac| h.put(ac)) };
             self.slot.lend();
             self.lent = true;
         }
@@ -159,18 +358,29 @@ impl<'a, P: PageSource> CpuToken<'a, P> {
         if self.lent {
             self.slot.reclaim();
             self.lent = false;
+            // SAFETY: `reclaim` took the lock back; the requesters may have
+            // changed the array.
+            self.hot = unsafe { self.slot.with_array(Hot::get) };
         }
     }
 
     /// Runs `f` on this CPU's own array (the token's remote-operation forms).
     pub(crate) fn with_own_array<R>(&mut self, f: impl FnOnce(&mut ArrayCache) -> R) -> R {
         self.reclaim();
+        let h = &mut self.hot;
         // SAFETY: a token holds its slot's lock for its whole life, except
         // inside `hand_off` and while lent inside the token's remote
         // operations, which take it back before they return; neither
         // touches the array without it.
         // (`reclaim` just took back a lent lock.)
-        unsafe { self.slot.with_array(f) }
+        unsafe {
+            self.slot.with_array(|ac| {
+                h.put(ac);
+                let r = f(ac);
+                *h = Hot::get(ac);
+                r
+            })
+        }
     }
 
     /// [`KmemCache::shrink`] from the token's thread.
@@ -200,6 +410,9 @@ impl<P: PageSource> Drop for CpuToken<'_, P> {
         // A token is never dropped lent (remote operations reclaim), but
         // the claim must go whatever state the lock is in.
         self.reclaim();
+        let h = &mut self.hot;
+        // SAFETY: the token holds the slot lock (just reclaimed if lent).
+        unsafe { self.slot.with_array(|ac| h.put(ac)) };
         self.slot.release_token();
     }
 }
@@ -332,5 +545,130 @@ mod tests {
         let st = cache.destroy().unwrap();
         assert_eq!(st.ctor_calls, st.dtor_calls);
         assert_eq!(st.alloc_hits + st.alloc_misses, 400);
+    }
+}
+#[cfg(all(test, feature = "std", not(loom)))]
+mod fast_path_tests {
+    use super::super::testutil::pattern_cache;
+    use crate::cache::{CacheBuilder, SlabFlags};
+    use crate::error::FreeError;
+    use crate::page::SystemPageSource;
+
+    #[test]
+    fn hits_are_counted_in_the_token_and_written_back() {
+        let (cache, _, _) = pattern_cache(64);
+        let mut t = cache.claim_cpu(0).unwrap();
+        for _ in 0..100 {
+            let p = t.alloc().unwrap();
+            t.free(p).unwrap();
+        }
+        let st = t.stats();
+        assert!(st.hit_stats);
+        assert_eq!((st.alloc_hits, st.free_hits, st.live_objs), (99, 100, 0));
+        assert_eq!((st.alloc_misses, st.cpu_cached), (1, 2));
+        drop(t);
+        // After the drop the slot's own figures are the token's.
+        let st = cache.stats();
+        assert_eq!((st.alloc_hits, st.free_hits, st.cpu_cached), (99, 100, 2));
+    }
+
+    #[test]
+    fn without_stats_hits_cost_no_counter_and_read_zero() {
+        let cache = CacheBuilder::new("nostats", 32)
+            .cpus(1)
+            .tunables(4, 2)
+            .stats(false)
+            .build(SystemPageSource)
+            .unwrap();
+        let mut t = cache.claim_cpu(0).unwrap();
+        for _ in 0..10 {
+            let p = t.alloc().unwrap();
+            t.free(p).unwrap();
+        }
+        let st = t.stats();
+        assert!(!st.hit_stats);
+        assert_eq!((st.alloc_hits, st.free_hits), (0, 0));
+        assert_eq!((st.alloc_misses, st.live_objs), (1, 0));
+        drop(t);
+        let p = cache.alloc_on(0).unwrap();
+        cache.free_on(0, p).unwrap();
+        assert_eq!(cache.stats().alloc_hits, 0);
+    }
+
+    #[test]
+    fn obj_handles_round_trip_and_stay_allocated_while_held() {
+        let (cache, _, _) = pattern_cache(64);
+        let mut t = cache.claim_cpu(1).unwrap();
+        let objs: std::vec::Vec<_> = (0..10).map(|_| t.alloc_obj().unwrap()).collect();
+        for o in &objs {
+            assert!(cache.is_allocated(o.as_ptr()));
+            // SAFETY: a live 64-byte object of the cache, constructed to 0xA5.
+            assert_eq!(unsafe { o.as_ptr().as_ptr().read() }, 0xA5);
+        }
+        let ptrs: std::vec::Vec<_> = objs.iter().map(|o| o.as_ptr()).collect();
+        for o in objs {
+            t.free_obj(o).unwrap();
+        }
+        for p in ptrs {
+            assert!(!cache.is_allocated(p));
+            // The pointer API sees an Obj's free: a second free is refused.
+            assert_eq!(t.free(p), Err(FreeError::DoubleFree));
+        }
+        // into_raw hands the object to the pointer API.
+        let p = t.alloc_obj().unwrap().into_raw();
+        assert!(cache.is_allocated(p));
+        t.free(p).unwrap();
+        let st = t.stats();
+        assert_eq!((st.live_objs, st.alloc_hits + st.alloc_misses), (0, 11));
+        drop(t);
+        let st = cache.destroy().unwrap();
+        assert_eq!(st.ctor_calls, st.dtor_calls);
+    }
+
+    #[test]
+    fn an_obj_of_another_cache_comes_back_refused() {
+        let (a, _, _) = pattern_cache(64);
+        let (b, _, _) = pattern_cache(64);
+        let mut ta = a.claim_cpu(0).unwrap();
+        let mut tb = b.claim_cpu(0).unwrap();
+        let o = tb.alloc_obj().unwrap();
+        let err = ta.free_obj(o).unwrap_err();
+        assert_eq!(err.why, FreeError::Foreign);
+        assert!(b.is_allocated(err.obj.as_ptr()));
+        tb.free_obj(err.obj).unwrap();
+        assert_eq!(tb.stats().live_objs, 0);
+        assert_eq!(ta.stats().live_objs, 0);
+    }
+
+    #[test]
+    fn debug_verify_runs_on_free_obj() {
+        let cache = CacheBuilder::new("verify", 32)
+            .flags(SlabFlags::DEBUG_FREE)
+            .ctor(|p| {
+                // SAFETY: the ctor owns 32 bytes at `p` for the call.
+                unsafe { core::ptr::write_bytes(p.as_ptr(), 0, 32) }
+            })
+            .verify(|p| {
+                // SAFETY: the cache calls verify on one of its objects.
+                match unsafe { p.as_ptr().read() } {
+                    0 => Ok(()),
+                    _ => Err("first byte not clear".into()),
+                }
+            })
+            .cpus(1)
+            .build(SystemPageSource)
+            .unwrap();
+        let mut t = cache.claim_cpu(0).unwrap();
+        let o = t.alloc_obj().unwrap();
+        // SAFETY: we own the object.
+        unsafe { o.as_ptr().as_ptr().write(1) };
+        let err = t.free_obj(o).unwrap_err();
+        assert!(matches!(err.why, FreeError::Verify(_)));
+        let o = err.obj;
+        // SAFETY: still ours (the refused free handed it back).
+        unsafe { o.as_ptr().as_ptr().write(0) };
+        t.free_obj(o).unwrap();
+        let st = t.stats();
+        assert_eq!((st.live_objs, st.errors), (0, 1));
     }
 }

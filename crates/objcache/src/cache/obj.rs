@@ -1,0 +1,99 @@
+//! `Obj`: an allocated object held as a value, so that giving it back
+//! needs no lookup.
+//!
+//! [`CpuToken::free`](super::CpuToken::free) takes a raw pointer, so it must
+//! prove the pointer is an allocated object of this cache before it pushes
+//! it: the page map's hint, the slab's first object and geometry, and the
+//! object's owned flag — three dependent loads and a dozen instructions, as
+//! much again as the pop and push themselves.  Linux's `kmem_cache_free`
+//! checks nothing (outside `CONFIG_DEBUG_SLAB`): not freeing a foreign,
+//! interior or already freed pointer is its caller's contract.  An [`Obj`]
+//! is that contract as a type.  Only [`CpuToken::alloc_obj`] makes one, it
+//! is neither `Copy` nor `Clone`, and [`CpuToken::free_obj`] consumes it, so
+//! a foreign, interior or double free cannot be written; `free_obj` checks
+//! only that it comes back to the cache that made it (one compare) and, in
+//! debug mode (`SlabFlags::DEBUG_FREE`), the verify callback.
+//!
+//! The object's owned flag is kept all the same (one store at each end), so
+//! `is_allocated`, `for_each_object` and the checkers that walk a cache see
+//! an object held as an `Obj` as allocated, like any other.
+//!
+//! [`CpuToken::alloc_obj`]: super::CpuToken::alloc_obj
+//! [`CpuToken::free_obj`]: super::CpuToken::free_obj
+
+use core::fmt;
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+
+use crate::slab::Entry;
+use crate::sync::AtomicU8;
+
+/// An allocated object of one cache, owned as a value (see the module
+/// docs).  Dropping it without [`free_obj`](super::CpuToken::free_obj)
+/// leaks the object (it stays allocated), as `Box::leak` does; use
+/// [`into_raw`](Self::into_raw) to hand it to the pointer API instead.
+#[must_use = "an Obj not given back with free_obj stays allocated"]
+pub struct Obj<'a> {
+    /// The object (`Entry::obj`).
+    pub(crate) obj: NonNull<u8>,
+    /// Its owned flag (`Entry::owned`).  The entry's two words are kept
+    /// apart rather than as an `Entry`, whose 16-byte alignment would make
+    /// a copy of an `Obj` a 16-byte load of two 8-byte stores (no
+    /// store-to-load forwarding).
+    pub(crate) owned: NonNull<AtomicU8>,
+    /// The cache that made it (its address: only compared).
+    pub(crate) cache: NonNull<()>,
+    pub(crate) _cache: PhantomData<&'a ()>,
+}
+
+// SAFETY: an `Obj` is the exclusive right to one object of a cache that is
+// `Sync`; moving it to another thread moves that right (the object may be
+// freed on any CPU, as with the pointer API).  Its `owned` pointer is only
+// written by the thread that holds the `Obj`, and the cache's owned flags
+// are atomics.
+unsafe impl Send for Obj<'_> {}
+
+impl Obj<'_> {
+    /// The entry the array holds for it.
+    #[inline(always)]
+    pub(crate) fn entry(&self) -> Entry {
+        Entry {
+            obj: self.obj,
+            owned: self.owned,
+        }
+    }
+
+    /// The object's address.
+    #[inline(always)]
+    pub fn as_ptr(&self) -> NonNull<u8> {
+        self.obj
+    }
+
+    /// Gives up the handle: the object stays allocated, and the pointer API
+    /// ([`CpuToken::free`](super::CpuToken::free),
+    /// [`KmemCache::free_on`](super::KmemCache::free_on)) takes it back.
+    #[inline(always)]
+    pub fn into_raw(self) -> NonNull<u8> {
+        self.obj
+    }
+}
+
+impl fmt::Debug for Obj<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Obj").field(&self.obj).finish()
+    }
+}
+
+/// [`CpuToken::free_obj`](super::CpuToken::free_obj) refused: the object
+/// comes back to its holder with the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{why}")]
+pub struct ObjFreeError<'a> {
+    /// The object, still allocated and still the caller's.
+    pub obj: Obj<'a>,
+    /// Why: [`FreeError::Foreign`](crate::FreeError::Foreign) for an object
+    /// of another cache, [`FreeError::Verify`](crate::FreeError::Verify)
+    /// when the debug-mode check failed.
+    #[source]
+    pub why: crate::FreeError,
+}
