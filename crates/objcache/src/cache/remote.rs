@@ -41,6 +41,10 @@ pub enum Bug {
     /// A token holder waiting for another CPU's slot serves its own with
     /// the blocking hand-off instead of lending it.
     BlockingServeWhileWaiting = 2,
+    /// A token hands its slot over without first writing its hot copy of
+    /// the array (length, counters) back into the slot ("the requester
+    /// only needs the objects").
+    HandOffWithoutWriteBack = 3,
 }
 
 impl<P: PageSource> KmemCache<P> {
@@ -51,10 +55,11 @@ impl<P: PageSource> KmemCache<P> {
     }
 
     #[cfg(loom)]
-    fn bug(&self) -> Bug {
+    pub(crate) fn bug(&self) -> Bug {
         match self.bug.load(Ordering::Relaxed) {
             1 => Bug::ReadWithoutHandOff,
             2 => Bug::BlockingServeWhileWaiting,
+            3 => Bug::HandOffWithoutWriteBack,
             _ => Bug::None,
         }
     }

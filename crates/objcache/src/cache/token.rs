@@ -161,6 +161,21 @@ impl<P: PageSource> KmemCache<P> {
     }
 }
 
+/// Writes the token's hot copy back into its slot's `ArrayCache`, before
+/// the slot may be looked at by anyone else (or by the ordinary paths).
+/// The token holds the slot lock (it is neither lent nor inside a
+/// hand-off).
+#[inline(always)]
+fn write_back<P: PageSource>(cache: &KmemCache<P>, slot: &CpuSlot, h: &mut Hot) {
+    #[cfg(loom)]
+    if cache.bug() == super::Bug::HandOffWithoutWriteBack && slot.pending() {
+        return;
+    }
+    let _ = cache;
+    // SAFETY: the token holds the slot lock (caller).
+    unsafe { slot.with_array(|ac| h.put(ac)) };
+}
+
 /// The token's slow alloc path (empty array, or a requester waiting): the
 /// slot's `ArrayCache` updated, any requester served, the ordinary
 /// `alloc_from` (refill, resize), the hot copy re-read.  It takes the
@@ -174,9 +189,7 @@ fn alloc_slow<P: PageSource>(
     slot: &CpuSlot,
     mut h: Hot,
 ) -> (Hot, Result<Entry, AllocError>) {
-    // SAFETY: the token holds the slot lock (it is neither lent nor inside
-    // a hand-off here).
-    unsafe { slot.with_array(|ac| h.put(ac)) };
+    write_back(cache, slot, &mut h);
     if slot.pending() {
         slot.hand_off();
     }
@@ -194,8 +207,7 @@ fn alloc_slow<P: PageSource>(
 #[cold]
 #[inline(never)]
 fn free_slow<P: PageSource>(cache: &KmemCache<P>, slot: &CpuSlot, mut h: Hot, e: Entry) -> Hot {
-    // SAFETY: the token holds the slot lock (see `alloc_slow`).
-    unsafe { slot.with_array(|ac| h.put(ac)) };
+    write_back(cache, slot, &mut h);
     if slot.pending() {
         slot.hand_off();
     }
@@ -212,9 +224,8 @@ fn free_slow<P: PageSource>(cache: &KmemCache<P>, slot: &CpuSlot, mut h: Hot, e:
 /// over and taken back, the hot copy re-read.
 #[cold]
 #[inline(never)]
-fn serve_slow(slot: &CpuSlot, mut h: Hot) -> Hot {
-    // SAFETY: the token holds the slot lock (see `alloc_slow`).
-    unsafe { slot.with_array(|ac| h.put(ac)) };
+fn serve_slow<P: PageSource>(cache: &KmemCache<P>, slot: &CpuSlot, mut h: Hot) -> Hot {
+    write_back(cache, slot, &mut h);
     slot.hand_off();
     // SAFETY: `hand_off` took the lock back.
     unsafe { slot.with_array(Hot::get) }
@@ -335,7 +346,7 @@ impl<'a, P: PageSource> CpuToken<'a, P> {
     #[inline(always)]
     pub fn serve(&mut self) {
         if self.slot.pending() {
-            self.hot = serve_slow(self.slot, self.hot);
+            self.hot = serve_slow(self.cache, self.slot, self.hot);
         }
     }
 
@@ -345,9 +356,7 @@ impl<'a, P: PageSource> CpuToken<'a, P> {
     /// waiting for this token's thread).
     pub(crate) fn lend(&mut self) {
         if !self.lent && self.slot.pending() {
-            let h = &mut self.hot;
-            // SAFETY: the token holds the slot lock (not lent).
-            unsafe { self.slot.with_array(|ac| h.put(ac)) };
+            write_back(self.cache, self.slot, &mut self.hot);
             self.slot.lend();
             self.lent = true;
         }
