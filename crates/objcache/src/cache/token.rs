@@ -135,6 +135,7 @@ impl<P: PageSource> KmemCache<P> {
     /// Claims CPU slot `cpu` for the calling thread until the returned token
     /// is dropped.  Fails if `cpu` is out of range or already claimed.  Waits
     /// for a per-call user or a remote operation that holds the slot.
+    #[inline]
     pub fn claim_cpu(&self, cpu: usize) -> Result<CpuToken<'_, P>, ClaimError> {
         let ncpus = self.cpus.len();
         let slot = self
@@ -218,6 +219,24 @@ fn free_slow<P: PageSource>(cache: &KmemCache<P>, slot: &CpuSlot, mut h: Hot, e:
             Hot::get(ac)
         })
     }
+}
+
+/// The token's drop: the slot taken back if lent (a token is never dropped
+/// lent, remote operations reclaim, but the claim must go whatever state
+/// the lock is in), the hot copy written back, the lock and the claim
+/// released.
+#[cold]
+#[inline(never)]
+fn release(slot: &CpuSlot, mut h: Hot, lent: bool) {
+    if lent {
+        slot.reclaim();
+        // SAFETY: `reclaim` took the lock back; the requesters may have
+        // changed the array, so the hot copy is stale: re-read it.
+        h = unsafe { slot.with_array(Hot::get) };
+    }
+    // SAFETY: the token holds the slot lock.
+    unsafe { slot.with_array(|ac| h.put(ac)) };
+    slot.release_token();
 }
 
 /// A hand-off at a quiescent point: the array updated, the slot handed
@@ -415,14 +434,11 @@ impl<P: PageSource> Drop for CpuToken<'_, P> {
     /// `put_cpu()` for good: the array (with its objects and counters) stays
     /// in the slot, which per-call users and remote operations now take
     /// directly.
+    /// Inlined, with the work out of line on the token's parts: a token
+    /// whose address no call ever sees can live in registers (see `Hot`).
+    #[inline(always)]
     fn drop(&mut self) {
-        // A token is never dropped lent (remote operations reclaim), but
-        // the claim must go whatever state the lock is in.
-        self.reclaim();
-        let h = &mut self.hot;
-        // SAFETY: the token holds the slot lock (just reclaimed if lent).
-        unsafe { self.slot.with_array(|ac| h.put(ac)) };
-        self.slot.release_token();
+        release(self.slot, self.hot, self.lent);
     }
 }
 
