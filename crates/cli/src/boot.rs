@@ -447,13 +447,24 @@ pub fn meets(result: &Value, expected: &str) -> bool {
     let cpus = result["cpus"].as_u64().unwrap_or(1);
     let ipis_ok = result["ipis"].as_u64().unwrap_or(0)
         == result["tlb_flushes"].as_u64().unwrap_or(0) * cpus.saturating_sub(1);
-    if !ipis_ok {
+    if !ipis_ok || !tokens_ok(result) {
         return false;
     }
     match expected {
         "correct" => verdict == "correct" && leaked == 0 && agree,
         _ => verdict.starts_with("caught") && hw > 0 && agree && leaked == 0,
     }
+}
+
+/// Whether every CPU ran on its own per-CPU token of the pgd system (the
+/// kernel's `pgd_path` and `token` figures): each CPU claimed one, and at
+/// the end of the run every AP had given its token back.
+pub fn tokens_ok(result: &Value) -> bool {
+    let cpus = result["cpus"].as_u64().unwrap_or(1);
+    let t = &result["token"];
+    result["pgd_path"] == "token"
+        && t["cpus"].as_u64() == Some(cpus)
+        && t["released"].as_u64() == Some(cpus.saturating_sub(1))
 }
 
 pub(crate) fn kvm_usable() -> bool {
@@ -681,19 +692,42 @@ mod tests {
 
     #[test]
     fn a_verdict_needs_the_kernel_and_the_checker_to_agree() {
-        let clean =
-            json!({"verdict": "correct", "leaked_frames": 0, "agree": true, "hw_violations": 0});
+        let tok = json!({"cpus": 1, "released": 0});
+        let clean = json!({"verdict": "correct", "leaked_frames": 0, "agree": true, "hw_violations": 0,
+            "pgd_path": "token", "token": tok});
         assert!(meets(&clean, "correct"));
         assert!(!meets(&clean, "caught"));
-        let leak =
-            json!({"verdict": "correct", "leaked_frames": 1, "agree": true, "hw_violations": 0});
+        let leak = json!({"verdict": "correct", "leaked_frames": 1, "agree": true, "hw_violations": 0,
+            "pgd_path": "token", "token": tok});
         assert!(!meets(&leak, "correct"));
-        let caught = json!({"verdict": "caught stale", "leaked_frames": 0, "agree": true, "hw_violations": 3});
+        let caught = json!({"verdict": "caught stale", "leaked_frames": 0, "agree": true, "hw_violations": 3,
+            "pgd_path": "token", "token": tok});
         assert!(meets(&caught, "caught"));
         assert!(!meets(&caught, "correct"));
         // Caught by the checker only: the hardware must see it too.
-        let sw_only = json!({"verdict": "caught stale", "leaked_frames": 0, "agree": false, "hw_violations": 0});
+        let sw_only = json!({"verdict": "caught stale", "leaked_frames": 0, "agree": false, "hw_violations": 0,
+            "pgd_path": "token", "token": tok});
         assert!(!meets(&sw_only, "caught"));
         assert!(!meets(&json!({}), "correct"));
+    }
+
+    #[test]
+    fn a_pass_needs_every_cpu_on_its_pgd_token() {
+        let run = |path: &str, cpus: u64, claimed: u64, released: u64| {
+            json!({"verdict": "correct", "leaked_frames": 0, "agree": true, "hw_violations": 0,
+                "cpus": cpus, "ipis": 0, "tlb_flushes": 0, "pgd_path": path,
+                "token": {"cpus": claimed, "released": released}})
+        };
+        assert!(meets(&run("token", 2, 2, 1), "correct"));
+        // The per-call path, a CPU without a token, an AP that kept its
+        // token: not a pass.
+        assert!(!meets(&run("per-call", 2, 2, 1), "correct"));
+        assert!(!meets(&run("token", 2, 1, 1), "correct"));
+        assert!(!meets(&run("token", 2, 2, 0), "correct"));
+        let mut old = run("token", 1, 1, 0);
+        if let Some(o) = old.as_object_mut() {
+            o.remove("token");
+        }
+        assert!(!meets(&old, "correct"));
     }
 }

@@ -8,7 +8,9 @@
 //! ratios against `uncached` (median and inter-quartile range). Then the
 //! task workload runs on 1, 2 and 4 CPUs for throughput and `pgd_lock`
 //! contention. Every figure carries its accelerator: TCG figures are
-//! emulated and decide no target.
+//! emulated and decide no target. The pairs and forks run as CPU 0 through
+//! its per-CPU token (`Kernel::claim_cpu(0)`, as `pgdcache bench` does);
+//! the report says so, with the kernel's freed-frame poisoning setting.
 
 use std::io::Write;
 use std::time::Duration;
@@ -166,6 +168,22 @@ fn print(out: &mut impl Write, reports: &[Value], targets: &[Value]) -> std::io:
             out,
             "{} ({label}): ns per operation, median [IQR]; ratio vs uncached per round",
             r["mode"].as_str().unwrap_or("?")
+        )?;
+        let path = match b["pgd_path"].as_str() {
+            Some("token") => {
+                "as CPU 0 on its per-CPU token (Kernel::claim_cpu(0): no lock, no atomic on a hit)"
+            }
+            Some(_) => "per call (Kernel::pgd_alloc(cpu))",
+            None => "path not reported by this kernel",
+        };
+        let poison = match b["poisoning"].as_bool() {
+            Some(true) => "on",
+            Some(false) => "off",
+            None => "not reported",
+        };
+        writeln!(
+            out,
+            "configuration: pgd_alloc/pgd_free and fork/exit {path}; freed-frame poisoning {poison}"
         )?;
         writeln!(
             out,

@@ -1,7 +1,10 @@
 //! `pgdcache compare` (also what `pgdcache` with no arguments runs): every
 //! scheme × {2level, pae} on one workload, side by side, with the verdict of
 //! the live and final checks, bytes blitted per `pgd_alloc`, and the
-//! speed-up over `uncached` in the same mode. `--plot` draws tasks/s per
+//! speed-up over `uncached` in the same mode. Verdicts come from runs with
+//! freed-frame poisoning on, timings from separate runs with it off (see
+//! `sim::compare`); the output says so (a line of the table, and each JSON
+//! row's `poisoning` and `timing`). `--plot` draws tasks/s per
 //! row as an SVG bar chart (green: correct, red: caught, grey: n/a).
 
 use crate::args::check_output_file;
@@ -125,6 +128,7 @@ pub fn run(a: &CompareArgs) -> Result<(), CliError> {
             spec.lock,
             spec.seed
         )?;
+        outln!("{}", sim::compare::configuration(&spec))?;
         out!("{}", table(&rows, crate::color::stdout()))?;
         outln!("({:.1}s)", t.elapsed().as_secs_f64())?;
     }
@@ -168,7 +172,7 @@ pub fn table(rows: &[CompareRow], color: bool) -> String {
                 r.scheme.name().to_string(),
                 r.verdict.short(),
             );
-            let Some(rep) = &r.report else {
+            let (Some(_), Some(t)) = (&r.report, &r.timing) else {
                 if let Verdict::NotApplicable(why) | Verdict::Error(why) = &r.verdict {
                     notes.push(format!("{m} {s}: {v}: {why}"));
                 }
@@ -184,7 +188,7 @@ pub fn table(rows: &[CompareRow], color: bool) -> String {
                 format!("{:.0}", r.bytes_per_alloc),
                 r.speedup_vs_uncached
                     .map_or("-".into(), |x| format!("{x:.2}x")),
-                format!("{}ns", rep.pgd_alloc.p50_ns),
+                format!("{}ns", t.pgd_alloc.p50_ns),
                 r.violations.to_string(),
                 r.leaked_frames.to_string(),
             ]

@@ -109,6 +109,14 @@ fn every_mode_boots_and_the_seed_scheme_is_correct_on_the_real_mmu() {
             assert!(r[k].as_u64().unwrap_or(0) > 0, "{k} is 0: {r}");
         }
         assert_eq!(r["agree"], true, "{r}");
+        // The one CPU ran every exec, fork and exit on its pgd token.
+        assert_eq!(r["pgd_path"], "token", "{r}");
+        assert_eq!(r["token"]["cpus"], 1, "{r}");
+        assert_eq!(
+            r["token"]["ops"].as_u64(),
+            r["tasks"].as_u64().map(|t| 2 * t),
+            "{r}"
+        );
     }
     // On 2-level, vmalloc tables attached after a pgd was built reach it
     // through the real #PF handler's vmalloc_fault.
@@ -444,6 +452,8 @@ fn two_cpus_shoot_down_tlbs_with_real_ipis() {
         assert_eq!(r["ipis"].as_u64(), Some(flushes), "{r}");
         assert_eq!(r["ipi_acks"].as_u64(), Some(flushes), "{r}");
         assert_eq!(r["shootdown_checks"], 1, "{r}");
+        assert_eq!(r["token"]["cpus"], 2, "{r}");
+        assert_eq!(r["token"]["released"], 1, "{r}");
     }
     // The unsynced slabification is caught with tasks on the other CPU too.
     let Some(bug) = boot_json(
@@ -506,6 +516,70 @@ fn a_shootdown_without_ipis_is_caught_by_the_hardware() {
         "{r}"
     );
     assert_eq!(r["ok"], false, "{r}");
+}
+
+/// Every CPU of the booted kernel (the BSP and the AP) claims its own
+/// per-CPU token of the pgd system (`Kernel::claim_cpu`) and runs every
+/// exec, fork and exit through it; remote cache operations (the checker's
+/// walk, `slab_stats`) are served by the token holders in their wait loops,
+/// and the AP gives its token back before it halts. The kernel proves it:
+/// while the AP runs, the BSP's claim of the AP's slot is refused (the AP
+/// holds it); after the end-of-run rendezvous the claim succeeds. A kernel
+/// whose CPUs use the per-call path fails here (ops, held), and one whose
+/// wait loops do not serve never reaches a verdict (the checker runs while
+/// the AP holds its token).
+#[test]
+fn every_cpu_runs_on_its_own_pgd_token_in_every_mode() {
+    let test = "token";
+    if !qemu_or_skip(test) {
+        return;
+    }
+    let Some(rows) = boot_json(
+        test,
+        &[
+            "--cpus",
+            "2",
+            "--mode",
+            "all",
+            "--scheme",
+            "slab-pgd-list",
+            "--tasks",
+            "300",
+            "--timeout",
+            "300",
+        ],
+    ) else {
+        return;
+    };
+    let modes: Vec<&str> = rows
+        .iter()
+        .map(|r| r["mode"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(modes, ["2level", "pae", "4level", "5level"]);
+    for r in &rows {
+        // The kernel's own verdict, never QEMU's exit status.
+        assert_eq!(r["verdict"], "correct", "{r}");
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["cpus"], 2, "{r}");
+        assert_eq!(r["leaked_frames"], 0, "{r}");
+        assert_eq!(r["pgd_path"], "token", "{r}");
+        let t = &r["token"];
+        let n = |k: &str| t[k].as_u64().unwrap_or(0);
+        assert_eq!(n("cpus"), 2, "both CPUs claimed their token: {r}");
+        assert_eq!(
+            Some(n("ops")),
+            r["tasks"].as_u64().map(|t| 2 * t),
+            "every exec/fork and every exit ran on a token: {r}"
+        );
+        assert!(n("held_probes") > 0, "{r}");
+        assert_eq!(n("held"), n("held_probes"), "the AP held its slot: {r}");
+        assert_eq!(n("released"), 1, "the AP gave its token back: {r}");
+        // slab_stats during the storm and the checker after it, served by
+        // the AP while it held its token.
+        assert!(n("remote_ops") >= 2, "{r}");
+        assert!(n("serves") > 0, "{r}");
+        assert!(r["sw"]["checks"].as_u64().unwrap_or(0) >= 4, "{r}");
+    }
 }
 
 /// KVM where the machine offers it: the CPU walks the page tables in

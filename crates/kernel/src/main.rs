@@ -30,6 +30,7 @@ mod heap;
 #[cfg(target_arch = "x86")]
 mod mem;
 mod mm;
+mod pcpu;
 mod report;
 mod run;
 mod serial;

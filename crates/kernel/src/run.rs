@@ -24,10 +24,24 @@
 //! read-only and flushes, and the AP stores to B again without any flush
 //! of its own: the store must fault. Without the IPI (`noipi=1`) it does
 //! not.
+//!
+//! Every CPU, the BSP included, holds its own token of the pgd system
+//! ([`crate::pcpu`]) and runs its tasks through it. Remote cache
+//! operations (the checker's walk, `slab_stats`) are requests the token
+//! holders serve, so every wait loop here serves, and the BSP gives its own
+//! token back around the checker (a request for its own slot would wait
+//! for itself). With several CPUs the BSP proves the APs really hold their
+//! tokens: during the storm it asks each AP's slot for a claim (it must be
+//! refused: the AP holds it) and reads `slab_stats` (served by the APs
+//! between tasks); when the APs are done it runs the checker while they
+//! still hold their tokens (served in the shootdown handshake's wait); at
+//! the end-of-run rendezvous each AP gives its token back before it
+//! halts, and the BSP's claim of each AP's slot must then succeed.
 
 use crate::arch;
 use crate::cmdline::Params;
 use crate::mm::{Booted, APERTURE, APERTURE_BYTES};
+use crate::pcpu;
 use crate::report::{self, json_str};
 use crate::smp;
 use crate::trap;
@@ -37,8 +51,8 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use pgdcache::ViolationKind;
-use physmem::{PhysAddr, PhysMem, PAGE_SIZE};
+use pgdcache::{Kernel, KernelError, ViolationKind};
+use physmem::{Lowmem, PhysAddr, PhysMem, PAGE_SIZE};
 use x86paging::EntryFlags;
 
 /// Most vmalloc areas alive at once.
@@ -66,6 +80,20 @@ impl Sw {
     }
 }
 
+/// What the BSP saw of the other CPUs' tokens.
+#[derive(Default)]
+struct TokenChecks {
+    /// Remote cache operations (checker walks, `slab_stats`) issued while
+    /// the APs held their tokens.
+    remote_ops: u64,
+    /// Claims of an AP's slot tried while the AP should hold it...
+    held_probes: u64,
+    /// ... and refused because it did.
+    held: u64,
+    /// Claims of an AP's slot that succeeded after it gave its token back.
+    released: u64,
+}
+
 /// The BSP's state: its own CPU, the agents' counts and the checker's.
 struct Bsp {
     cpu: Cpu,
@@ -73,6 +101,7 @@ struct Bsp {
     sw: Sw,
     shootdown_checks: u64,
     stale_tlb: u64,
+    tokens: TokenChecks,
 }
 
 /// Runs the workload and the closing conversions, reports, and stops.
@@ -83,11 +112,13 @@ pub fn run(b: &Booted, p: &Params) -> ! {
         split: AtomicBool::new(false),
         seq: AtomicU64::new(0),
         areas: spin::RwLock::new(Vec::new()),
+        aps_claimed: AtomicUsize::new(0),
         go: AtomicBool::new(false),
         aps_done: AtomicUsize::new(0),
         totals: spin::Mutex::new(Vec::new()),
         mail: [const { AtomicU64::new(0) }; smp::MAX_CPUS],
         park: AtomicBool::new(false),
+        aps_released: AtomicUsize::new(0),
         ap_tasks: [const { AtomicU64::new(0) }; smp::MAX_CPUS],
     });
     let mut bsp = Bsp {
@@ -96,7 +127,12 @@ pub fn run(b: &Booted, p: &Params) -> ! {
         sw: Sw::default(),
         shootdown_checks: 0,
         stale_tlb: 0,
+        tokens: TokenChecks::default(),
     };
+    // The BSP is CPU 0 of the pgd system.
+    if let Err(e) = pcpu::get_cpu(sh.k) {
+        bsp.cpu.fail("get_cpu", e);
+    }
     let t0 = arch::rdtsc();
     bsp.write_aperture_canaries();
     if smp::online() > 1 {
@@ -114,15 +150,20 @@ pub fn run(b: &Booted, p: &Params) -> ! {
     bsp.result(cycles)
 }
 
-/// An application processor's work: its share of the tasks, then the
-/// shootdown handshake, then halt (still answering IPIs).
+/// An application processor's work: claim its pgd token, its share of the
+/// tasks, then the shootdown handshake, then give the token back and halt
+/// (still answering IPIs).
 pub fn ap_run(id: usize) -> ! {
     // The BSP builds the shared state after its APs are online.
     let sh = SHARED.wait();
-    while !sh.go.load(Ordering::Acquire) {
-        core::hint::spin_loop();
-    }
     let mut c = Cpu::new(sh, id);
+    if let Err(e) = pcpu::get_cpu(sh.k) {
+        c.fail("get_cpu", e);
+    }
+    sh.aps_claimed.fetch_add(1, Ordering::AcqRel);
+    while !sh.go.load(Ordering::Acquire) {
+        pcpu::relax();
+    }
     // A missed shootdown must show: no invlpg before the probes.
     c.force_walk = false;
     let aps = (sh.p.cpus - 1).max(1) as u64;
@@ -154,9 +195,17 @@ pub fn ap_run(id: usize) -> ! {
                 sh.mail[id].store(v, Ordering::Release);
             }
             _ if sh.park.load(Ordering::Acquire) => break,
-            _ => core::hint::spin_loop(),
+            // Holding the token: serve the BSP's checker and stats.
+            _ => pcpu::relax(),
         }
     }
+    // The last quiescent point, then put_cpu() for good: the BSP's closing
+    // checks take this CPU's slots directly from now on.
+    pcpu::serve();
+    if let Err(e) = pcpu::put_cpu() {
+        c.fail("put_cpu", e);
+    }
+    sh.aps_released.fetch_add(1, Ordering::AcqRel);
     loop {
         arch::idle();
     }
@@ -165,6 +214,59 @@ pub fn ap_run(id: usize) -> ! {
 impl Bsp {
     fn sh(&self) -> &'static Shared {
         self.cpu.sh
+    }
+
+    /// Runs a remote cache operation (the checker, `cache_pgds`,
+    /// `slab_stats`) with this CPU's token given back for the time being: a
+    /// request for its own slot would wait for itself.
+    fn unclaimed<R>(&mut self, f: impl FnOnce(&'static Kernel<Lowmem>) -> R) -> R {
+        let k = self.sh().k;
+        let held = pcpu::held();
+        if held {
+            if let Err(e) = pcpu::put_cpu() {
+                self.cpu.fail("put_cpu", e);
+            }
+        }
+        let r = f(k);
+        if held {
+            if let Err(e) = pcpu::get_cpu(k) {
+                self.cpu.fail("get_cpu", e);
+            }
+        }
+        r
+    }
+
+    /// Tries to claim AP `ap`'s slots: `Ok(true)` if the claim succeeded
+    /// (and was dropped at once), `Ok(false)` if it was refused because the
+    /// AP holds them.
+    fn try_claim(&self, ap: usize) -> Result<bool, KernelError> {
+        match self.sh().k.claim_cpu(ap) {
+            Ok(t) => {
+                drop(t);
+                Ok(true)
+            }
+            Err(KernelError::CpuClaim {
+                source: objcache::ClaimError::Claimed { .. },
+                ..
+            }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// While the APs run: each AP's slots must be claimed (by the AP), and
+    /// a remote `slab_stats` is served by the APs between their tasks.
+    fn token_check(&mut self) {
+        let aps = smp::online() - 1;
+        for ap in 1..=aps {
+            self.tokens.held_probes += 1;
+            match self.try_claim(ap) {
+                Ok(false) => self.tokens.held += 1,
+                Ok(true) => {}
+                Err(e) => self.cpu.fail("claim probe", e),
+            }
+        }
+        self.unclaimed(|k| k.slab_stats());
+        self.tokens.remote_ops += 1;
     }
 
     fn write_aperture_canaries(&self) {
@@ -272,7 +374,7 @@ impl Bsp {
     // ---- the in-kernel checker ----------------------------------------------
 
     fn sw_check(&mut self, label: &str) {
-        let r = match self.sh().k.verify() {
+        let r = match self.unclaimed(|k| k.verify()) {
             Ok(r) => r,
             Err(e) => self.cpu.fail("verify", e),
         };
@@ -322,6 +424,10 @@ impl Bsp {
     fn smp_phase(&mut self) {
         let sh = self.sh();
         let aps = smp::online() - 1;
+        // The start rendezvous: every AP holds its token.
+        while sh.aps_claimed.load(Ordering::Acquire) < aps {
+            pcpu::relax();
+        }
         sh.go.store(true, Ordering::Release);
         let mut step = 0u64;
         while sh.aps_done.load(Ordering::Acquire) < aps {
@@ -331,7 +437,10 @@ impl Bsp {
                 self.vmalloc_agent();
             }
             // Let the APs run some tasks between conversions.
-            crate::time::delay_us(20 * sh.p.cpa_every);
+            pcpu::delay_us(20 * sh.p.cpa_every);
+            if step.is_multiple_of(16) {
+                self.token_check();
+            }
             if step.is_multiple_of(64) {
                 let done: u64 = sh.ap_tasks.iter().map(|t| t.load(Ordering::Relaxed)).sum();
                 self.progress(done);
@@ -340,10 +449,36 @@ impl Bsp {
         if sh.split.load(Ordering::Relaxed) {
             self.convert();
         }
+        // The APs are done with their tasks and still hold their tokens:
+        // the checker's walk of the caches is served in their handshake
+        // loop.
+        self.token_check();
+        self.sw_check("smp, every AP holding its token");
+        self.tokens.remote_ops += 1;
         for ap in 1..=aps {
             self.shootdown_check(ap);
         }
         sh.park.store(true, Ordering::Release);
+        // The end-of-run rendezvous: every AP gives its token back before
+        // it halts; then its slots are free to claim.
+        let deadline = arch::rdtsc().wrapping_add(crate::time::tsc_hz().saturating_mul(10));
+        while sh.aps_released.load(Ordering::Acquire) < aps {
+            if arch::rdtsc() > deadline {
+                self.cpu
+                    .fail("end of run", "an AP did not give its pgd token back");
+            }
+            pcpu::relax();
+        }
+        for ap in 1..=aps {
+            match self.try_claim(ap) {
+                Ok(true) => self.tokens.released += 1,
+                Ok(false) => self.cpu.fail(
+                    "end of run",
+                    format!("cpu {ap} still holds its pgd token after it parked"),
+                ),
+                Err(e) => self.cpu.fail("claim probe", e),
+            }
+        }
     }
 
     /// The deterministic TLB-shootdown check with AP `ap` (see the module
@@ -358,7 +493,7 @@ impl Bsp {
                 if want.contains(&v) || v == 9 || arch::rdtsc() > deadline {
                     return v;
                 }
-                core::hint::spin_loop();
+                pcpu::relax();
             }
         };
         sh.mail[ap].store(1, Ordering::Release);
@@ -398,10 +533,8 @@ impl Bsp {
         ));
     }
 
-    fn cached_pgds(&self) -> usize {
-        self.sh()
-            .k
-            .cache_pgds()
+    fn cached_pgds(&mut self) -> usize {
+        self.unclaimed(|k| k.cache_pgds())
             .iter()
             .filter(|(_, allocated)| !allocated)
             .count()
@@ -498,10 +631,22 @@ impl Bsp {
         let flushes = crate::mm::TLB_FLUSHES.load(Ordering::Relaxed);
         let st = k.stats();
         let p = &sh.p;
+        let tok = pcpu::totals(cpus);
+        let tc = &self.tokens;
+        // What the counters say, not what this code intends.
+        let path = match (tok.cpus == cpus, tok.ops > 0) {
+            (true, true) => "token",
+            (_, false) => "per-call",
+            (false, true) => "mixed",
+        };
         crate::kprintln!(
             "{} {} on {cpus} CPU(s): {} tasks ({} forks), {} context switches, {} conversions, {flushes} TLB flushes, {ipis} IPIs, {} vmalloc faults, {} canary reads: hardware {hw_v} violations, checker {sw_v}; {} frames leaked -> {verdict}",
             p.mode, p.scheme, all.tasks, all.forks, all.switches, self.conversions,
             trap::VMALLOC_FAULTS.load(Ordering::Relaxed), hw.canary_reads, sw.leaked_frames
+        );
+        crate::kprintln!(
+            "pgd tokens: {} of {cpus} CPU(s) ran {} exec/fork/exit on their own per-CPU token ({} quiescent points); {} remote cache operations served; AP slots held {}/{} when probed, given back {}",
+            tok.cpus, tok.ops, tok.serves, tc.remote_ops, tc.held, tc.held_probes, tc.released
         );
         report::event(&format!(
             concat!(
@@ -515,6 +660,7 @@ impl Bsp {
                 "\"sw\":{{\"checks\":{},\"stale\":{},\"dangling\":{},\"not_constructed\":{},\"leak\":{}}},",
                 "\"sw_violations\":{},\"violations\":{},\"leaked_frames\":{},\"pgd_allocs\":{},\"free_frames\":{},",
                 "\"pgd_lock\":{{\"acquisitions\":{},\"contended\":{}}},\"tsc_hz\":{},",
+                "\"pgd_path\":\"{}\",\"token\":{{\"cpus\":{},\"ops\":{},\"serves\":{},\"remote_ops\":{},\"held_probes\":{},\"held\":{},\"released\":{}}},",
                 "\"cycles\":{},\"ns\":{},\"verdict\":{},\"agree\":{},\"details\":[{}]}}"
             ),
             p.mode, p.scheme, p.lock, cpus,
@@ -528,6 +674,7 @@ impl Bsp {
             sw.checks, sw.stale, sw.dangling, sw.not_constructed, sw.leak,
             sw_v, hw_v + sw_v, sw.leaked_frames, st.pgd_allocs, k.pm().free_frames(),
             st.pgd_lock.acquisitions, st.pgd_lock.contended, crate::time::tsc_hz(),
+            path, tok.cpus, tok.ops, tok.serves, tc.remote_ops, tc.held_probes, tc.held, tc.released,
             cycles, crate::time::to_ns(cycles), json_str(&verdict), agree, details.join(",")
         ));
         report::event(&format!(

@@ -10,7 +10,8 @@
 //! `smp_call_function` pattern: flush locally, send [`TLB_VECTOR`] to every
 //! other CPU, and wait until each has acknowledged. Every CPU runs with
 //! interrupts enabled, also while it spins on a lock, so the wait cannot
-//! deadlock; the IPI handler takes no lock.
+//! deadlock; the IPI handler takes no lock and never touches the CPU's pgd
+//! token (`crate::pcpu`), while the waiting CPU serves its token's requests.
 
 use crate::{apic, arch, kprintln, time};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -82,8 +83,11 @@ pub fn flush_tlb_others() {
         if c == me {
             continue;
         }
+        // Serving while waiting, as a CPU in `smp_call_function` still
+        // takes IPIs: a remote cache operation waiting for this CPU's pgd
+        // token is not held up by the shootdown.
         while TLB_ACKS[c].load(Ordering::Acquire) == *b {
-            core::hint::spin_loop();
+            crate::pcpu::relax();
         }
     }
 }

@@ -91,6 +91,8 @@ pub fn current_pgd() -> PhysAddr {
 
 #[no_mangle]
 extern "C" fn trap_entry(frame: &mut TrapFrame) {
+    // Handler context: the pgd token is off limits (see `crate::pcpu`).
+    let _irq = crate::pcpu::IrqGuard::enter();
     match frame.vector() {
         14 if do_page_fault(frame) => return,
         crate::smp::TLB_VECTOR => return crate::smp::tlb_ipi(),

@@ -20,6 +20,12 @@
 //! expected state comes from a sequence count the converting CPU makes odd
 //! for the whole conversion, `global_flush_tlb` included; a probe that
 //! overlaps a conversion is not judged.
+//!
+//! Every CPU runs its exec, fork and exit on its own token of the pgd
+//! system ([`crate::pcpu`]: `Kernel::claim_cpu`, the kernel's per-CPU fast
+//! path), never through the per-call `Kernel::exec_mm(cpu, ..)` forms; each
+//! scheduling step starts at a quiescent point where the CPU serves remote
+//! cache operations.
 
 use crate::arch;
 use crate::cmdline::Params;
@@ -132,6 +138,9 @@ pub struct Shared {
     pub seq: AtomicU64,
     /// vmalloc areas with the physical page of each of their pages.
     pub areas: spin::RwLock<Vec<(VirtAddr, Vec<PhysAddr>)>>,
+    /// Application processors that hold their pgd token (the start
+    /// rendezvous: the BSP says `go` when all do).
+    pub aps_claimed: AtomicUsize,
     /// The application processors may start their tasks.
     pub go: AtomicBool,
     /// Application processors done with their tasks.
@@ -142,6 +151,9 @@ pub struct Shared {
     pub mail: [AtomicU64; crate::smp::MAX_CPUS],
     /// The application processors may park (halt until interrupted).
     pub park: AtomicBool,
+    /// Application processors that gave their pgd token back for good (the
+    /// end-of-run rendezvous).
+    pub aps_released: AtomicUsize,
     /// Tasks each CPU has run so far (progress).
     pub ap_tasks: [AtomicU64; crate::smp::MAX_CPUS],
 }
@@ -394,12 +406,23 @@ impl Cpu {
 
     // ---- tasks -------------------------------------------------------------
 
+    /// Runs one pgd-system operation on this CPU's token (see
+    /// [`crate::pcpu`]); stops the kernel if it fails.
+    fn on_token<R, E: core::fmt::Display>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut crate::pcpu::Token) -> Result<R, E>,
+    ) -> R {
+        match crate::pcpu::with(f) {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => self.fail(what, e),
+            Err(e) => self.fail(what, e),
+        }
+    }
+
     /// exec: a new task on a fresh pgd, probed through.
     pub fn exec(&mut self) {
-        let mm = match self.sh.k.exec_mm(self.id, TaskSize::SMALL) {
-            Ok(mm) => mm,
-            Err(e) => self.fail("exec", e),
-        };
+        let mm = self.on_token("exec", |t| t.exec_mm(TaskSize::SMALL));
         let id = self.next_id;
         self.next_id += 1;
         self.t.tasks += 1;
@@ -411,10 +434,8 @@ impl Cpu {
     }
 
     fn fork(&mut self, i: usize) {
-        let child = match self.sh.k.fork_mm(self.id, &self.live[i].mm) {
-            Ok(mm) => mm,
-            Err(e) => self.fail("fork", e),
-        };
+        let parent = &self.live[i].mm;
+        let child = self.on_token("fork", |t| t.fork_mm(parent));
         let t = Task {
             id: self.next_id,
             writer: self.live[i].writer,
@@ -434,9 +455,7 @@ impl Cpu {
         let t = self.live.swap_remove(i);
         // Never free the pgd CR3 points at: switch to init_mm's first.
         self.switch_to_swapper();
-        if let Err(e) = self.sh.k.exit_mm(self.id, t.mm) {
-            self.fail("exit", e);
-        }
+        self.on_token("exit", |tok| tok.exit_mm(t.mm));
     }
 
     fn schedule(&mut self, i: usize) {
@@ -448,8 +467,11 @@ impl Cpu {
         self.check_kernel();
     }
 
-    /// One scheduling step: exec, fork, exit or run a task.
+    /// One scheduling step: exec, fork, exit or run a task. Each step
+    /// starts at a quiescent point (a remote cache operation waiting for
+    /// this CPU's slots gets them here at the latest).
     pub fn step(&mut self) {
+        crate::pcpu::serve();
         let r = self.rng.below(10);
         let n = self.live.len();
         let max = self.sh.p.max_live;

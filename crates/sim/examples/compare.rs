@@ -15,6 +15,7 @@ fn main() {
         eprintln!("{} {} {}", r.mode, r.scheme, r.verdict.short())
     }) {
         Ok(rows) => {
+            println!("{}", sim::compare::configuration(&spec));
             print!("{}", sim::compare::table(&rows));
             for r in &rows {
                 if let Some(rep) = &r.report {

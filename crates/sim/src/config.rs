@@ -197,6 +197,17 @@ pub struct SimConfig {
     /// so the run stops early and shows its unwinding and checks.
     #[serde(default)]
     pub fail_alloc: Option<u64>,
+    /// Freed-frame poisoning (`physmem`'s debug configuration, on by
+    /// default): freed frames are filled with a pattern and checked on
+    /// reuse. Runs whose verdict counts keep it on; the default
+    /// comparison's timing runs turn it off (the production
+    /// configuration, `CONFIG_PAGE_POISONING=n`), as `pgdcache bench` does.
+    #[serde(default = "poisoning_default")]
+    pub poisoning: bool,
+}
+
+fn poisoning_default() -> bool {
+    true
 }
 
 impl SimConfig {
@@ -217,6 +228,7 @@ impl SimConfig {
             sample_every: 16,
             live_checks: true,
             fail_alloc: None,
+            poisoning: true,
         }
     }
 

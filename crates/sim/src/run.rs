@@ -122,10 +122,14 @@ pub fn run_with_timeline(
     every: Option<Duration>,
 ) -> Result<RunReport, SimError> {
     cfg.validate()?;
-    let pm = Arc::new(SimMemory::new(cfg.ram).map_err(|e| SimError::Ram {
-        ram: cfg.ram,
-        why: e.to_string(),
-    })?);
+    let pm = Arc::new(
+        SimMemory::new(cfg.ram)
+            .map_err(|e| SimError::Ram {
+                ram: cfg.ram,
+                why: e.to_string(),
+            })?
+            .with_poisoning(cfg.poisoning),
+    );
     let kcfg = KernelConfig {
         mode: cfg.mode,
         scheme: cfg.scheme,

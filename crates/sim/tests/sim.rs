@@ -15,6 +15,21 @@ fn compare_on_xrestart_catches_only_the_bug() {
     let rows = sim::compare(&spec, |_| {}).unwrap();
     assert_eq!(rows.len(), 2 * Scheme::ALL.len());
     for r in &rows {
+        // Verdicts from runs with freed-frame poisoning on; timings from
+        // separate runs with it off (the production configuration).
+        assert_eq!(
+            r.poisoning,
+            sim::compare::Poisoning {
+                verdict: true,
+                timing: false
+            }
+        );
+        if let Some(rep) = &r.report {
+            assert!(rep.config.poisoning, "the verdict run poisons");
+            let t = r.timing.as_ref().expect("a timing run for every run row");
+            assert_eq!(r.tasks_per_s, t.tasks_per_s);
+            assert!(t.tasks > 0);
+        }
         let why = r
             .report
             .as_ref()
@@ -202,4 +217,37 @@ fn closing_conversions_catch_the_bug_deterministically() {
     let r = sim::run(&c).unwrap();
     assert!(r.final_check.closing_cpa.is_none());
     assert!(r.verdict.is_correct(), "no conversion, nothing to miss");
+}
+
+#[test]
+fn compare_with_timing_poisoning_on_times_its_verdict_runs() {
+    let spec = CompareSpec {
+        ops: Some(200),
+        modes: vec![PagingMode::TwoLevel],
+        schemes: vec![Scheme::SlabPgdList],
+        timing_poisoning: true,
+        ..CompareSpec::default()
+    };
+    assert!(!spec.separate_timing());
+    assert!(
+        spec.timing_config(PagingMode::TwoLevel, Scheme::SlabPgdList)
+            .poisoning
+    );
+    let rows = sim::compare(&spec, |_| {}).unwrap();
+    let r = &rows[0];
+    assert_eq!(
+        r.poisoning,
+        sim::compare::Poisoning {
+            verdict: true,
+            timing: true
+        }
+    );
+    let (rep, t) = (r.report.as_ref().unwrap(), r.timing.as_ref().unwrap());
+    // One run gave both.
+    assert_eq!((t.tasks, t.tasks_per_s), (rep.tasks, rep.tasks_per_s));
+    // The default splits them: the timing run does not poison.
+    let d = CompareSpec::default();
+    assert!(d.separate_timing());
+    assert!(d.config(PagingMode::Pae, Scheme::Uncached).poisoning);
+    assert!(!d.timing_config(PagingMode::Pae, Scheme::Uncached).poisoning);
 }
