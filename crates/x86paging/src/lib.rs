@@ -165,7 +165,7 @@ pub mod walk;
 
 pub use boot::{boot, BootConfig, BootError, BootMapping, KernelSpace};
 pub use cpu::{Access, AccessKind, CpuState, CrValues};
-pub use cursor::{Cursor, Merged, Slot};
+pub use cursor::{Cursor, Merged, PartialMap, Slot};
 pub use entry::{Decoded, Entry, EntryError, EntryFlags, EntryKind};
 pub use flush::{Flush, FrameSource, TableFrames, TlbFlush, Tracked};
 pub use layout::Layout;
