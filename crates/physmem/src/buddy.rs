@@ -39,6 +39,19 @@ impl<M: PhysMem> PhysMemory<M> {
         area
     }
 
+    /// Adds `delta` frames to `owner`'s count. Every writer of the counts
+    /// holds `zone->lock` (the `&mut FreeArea` is its guard), so a plain
+    /// load and store is the whole update: no locked instruction, and
+    /// lock-free readers ([`PhysMemory::stats`]) see the old or new value.
+    #[inline]
+    pub(crate) fn account(&self, _zone: &mut FreeArea, owner: Owner, delta: i64) {
+        let c = &self.owners[owner as usize];
+        c.store(
+            c.load(Ordering::Relaxed).wrapping_add_signed(delta),
+            Ordering::Release,
+        );
+    }
+
     /// Links a free block of `order` at `head` (flags already `PG_FREE`).
     pub(crate) fn push_free(&self, area: &mut FreeArea, head: Frame, order: u32) {
         if let Some(p) = self.pages.get(head) {
@@ -56,8 +69,8 @@ impl<M: PhysMem> PhysMemory<M> {
             .take_block(&mut area, order)
             .ok_or(AllocError::OutOfMemory { order })?;
         self.mark_allocated(head, order, owner);
-        self.owners[Owner::Free as usize].fetch_sub(1 << order, Ordering::AcqRel);
-        self.owners[owner as usize].fetch_add(1 << order, Ordering::AcqRel);
+        self.account(&mut area, Owner::Free, -(1 << order));
+        self.account(&mut area, owner, 1 << order);
         Ok(head)
     }
 
@@ -98,10 +111,11 @@ impl<M: PhysMem> PhysMemory<M> {
                 q.count.store(0, Ordering::Relaxed);
             }
         }
-        for (o, c) in counts.iter().enumerate() {
-            self.owners[o].fetch_sub(*c, Ordering::AcqRel);
+        // Only the owners the block had (one, for a single frame).
+        for (o, &c) in Owner::ALL.iter().zip(&counts).filter(|(_, c)| **c != 0) {
+            self.account(&mut area, *o, -(c as i64));
         }
-        self.owners[Owner::Free as usize].fetch_add(1 << order, Ordering::AcqRel);
+        self.account(&mut area, Owner::Free, 1 << order);
         self.merge_free(&mut area, head, order);
     }
 
