@@ -15,7 +15,7 @@ use crate::tracker::Tracker;
 use physmem::{Frame, Owner, PhysMemory, VirtAddr, PAGE_SIZE};
 use x86paging::boot::KernelSpace;
 use x86paging::map::MapError;
-use x86paging::{free_user_tables, Cursor, TableFrames};
+use x86paging::{free_cleared_user_tables, free_user_tables, Cursor, TableFrames};
 use x86paging::{EntryFlags, Level, PageSize, PagingMode};
 
 /// Why an address-space operation failed (everything it did was undone).
@@ -252,10 +252,26 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
     }
 
     fn teardown(&self, via: &mut Via<'_, '_, M>, mm: Mm) -> Result<(), MmError> {
+        // `zap_pte_range`: clear every pte, then drop each frame's
+        // reference. The pte tables are then all zero and go back to the
+        // allocator as such, so the next fork's pte tables need not be
+        // cleared again. Exit owes no flush here: the caller has left this
+        // pgd (exit reloads CR3), as for the tables freed below.
+        let vas = mm.pages.iter().map(|&(va, _, _)| VirtAddr::new(va));
+        let zapped = Cursor::new(self.pm(), self.mode(), mm.pgd.0).clear_ptes(vas);
+        let ptes_cleared = match zapped {
+            Ok(flush) => {
+                flush.ignore();
+                true
+            }
+            // Cannot happen (every page in `pages` is mapped); the tables
+            // are then freed the ordinary way.
+            Err(_) => false,
+        };
         for &(_, f, _) in &mm.pages {
             self.put_user_frame(f);
         }
-        self.free_pgtables(&mm)?;
+        self.free_pgtables(&mm, ptes_cleared)?;
         self.caches.free(via, mm.pgd)?;
         Ok(())
     }
@@ -269,13 +285,20 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
     /// part — of which a small task uses 3 entries of 768 on 2-level —
     /// and leaves the pgd in the same constructed state. Debug builds scan
     /// the whole user part afterwards and insist it was already clear.
-    fn free_pgtables(&self, mm: &Mm) -> Result<(), KernelError> {
+    ///
+    /// `ptes_cleared`: every pte of `mm.pages` was cleared, so the pte
+    /// tables are all zero ([`x86paging::free_cleared_user_tables`]).
+    fn free_pgtables(&self, mm: &Mm, ptes_cleared: bool) -> Result<(), KernelError> {
         let mode = self.mode();
         let shift = mode.shift(Level::Pgd);
         let user = mode.user_ptrs_per_pgd() as u64;
         let free = |first: u64, last: u64| -> Result<(), KernelError> {
             let range = VirtAddr::new(first << shift)..VirtAddr::new((last + 1).min(user) << shift);
-            free_user_tables(self.pm(), mode, mm.pgd.0, range)?;
+            if ptes_cleared {
+                free_cleared_user_tables(self.pm(), mode, mm.pgd.0, range)?;
+            } else {
+                free_user_tables(self.pm(), mode, mm.pgd.0, range)?;
+            }
             Ok(())
         };
         // Inclusive runs of pgd indexes; `pages` is in address order.

@@ -480,6 +480,52 @@ impl<'m, P: PhysMem + ?Sized> Cursor<'m, P> {
         Ok(Flush::new(VirtAddr::new(lo.min(last)), len, mapped))
     }
 
+    /// `zap_pte_range` for mapped 4 KiB pages: clears the pte of each
+    /// `va`, a pte table at a time as [`Cursor::map_ptes`] fills them (same
+    /// caller contract); the old entries are not read. Fails with
+    /// [`MapError::NotMapped`] at the first address whose walk does not
+    /// end in a pte table (the earlier ptes stay cleared, [`PartialMap`]).
+    /// The flush covers the lowest to the highest page and carries the
+    /// count: the caller owes it unless no TLB can hold the addresses.
+    pub fn clear_ptes<I>(&self, vas: I) -> Result<Flush<usize>, PartialMap>
+    where
+        I: IntoIterator<Item = VirtAddr>,
+    {
+        let mode = self.mode;
+        let span = mode.entries(Level::Pte) as u64 * PageSize::Size4K.bytes();
+        let mut table: Option<(u64, PhysAddr)> = None;
+        let mut done = 0usize;
+        let (mut lo, mut last) = (u64::MAX, 0u64);
+        for va in vas {
+            let base = va.as_u64() & !(span - 1);
+            let at = match table {
+                Some((b, t)) if b == base => Ok(pte_pa(mode, t, va)),
+                _ => self.descend(va, Level::Pte).and_then(|slot| {
+                    if slot.level != Level::Pte {
+                        return Err(MapError::NotMapped(va));
+                    }
+                    table = Some((base, slot.pa.frame().start()));
+                    Ok(slot.pa)
+                }),
+            };
+            let r = at.and_then(|at| Ok(write_entry(self.mem, mode, at, Entry::EMPTY)?));
+            if let Err(error) = r {
+                return Err(PartialMap {
+                    mapped: done,
+                    error,
+                });
+            }
+            done += 1;
+            lo = lo.min(va.as_u64());
+            last = last.max(va.as_u64());
+        }
+        let len = match done {
+            0 => 0,
+            _ => (last - lo).saturating_add(PageSize::Size4K.bytes()),
+        };
+        Ok(Flush::new(VirtAddr::new(lo.min(last)), len, done))
+    }
+
     /// One page of [`Cursor::map_ptes`].
     #[inline]
     fn map_pte_in<F: FrameSource + ?Sized>(
@@ -502,7 +548,7 @@ impl<'m, P: PhysMem + ?Sized> Cursor<'m, P> {
         let base = va.as_u64() & !(run.span - 1);
         if let Some((b, table)) = run.table {
             if b == base {
-                let at = entry_pa(mode, table, Level::Pte, va);
+                let at = pte_pa(mode, table, va);
                 if read_entry(self.mem, mode, at)?.is_present() {
                     return Err(MapError::AlreadyMapped {
                         va,
@@ -757,6 +803,14 @@ impl<'m, P: PhysMem + ?Sized> Cursor<'m, P> {
     }
 }
 
+/// `pte_offset`: the entry for `va` in the pte table at `table` (a
+/// pte-level [`entry_pa`] without the per-level dispatch).
+#[inline]
+fn pte_pa(mode: PagingMode, table: PhysAddr, va: VirtAddr) -> PhysAddr {
+    let index = (va.as_u64() >> PageSize::Size4K.shift()) & (mode.ptrs_per_pte() as u64 - 1);
+    PhysAddr::new(table.as_u64() + index * mode.entry_bytes())
+}
+
 /// The pte table [`Cursor::map_ptes`] is filling: the first linear
 /// address it covers and where it is.
 struct PteRun {
@@ -765,9 +819,9 @@ struct PteRun {
     span: u64,
 }
 
-/// Why [`Cursor::map_ptes`] stopped, and how far it got: the first
-/// `mapped` pages are mapped, the next one failed with `error` and
-/// attached nothing.
+/// Why [`Cursor::map_ptes`] (or [`Cursor::clear_ptes`]) stopped, and how
+/// far it got: the first `mapped` pages are done, the next one failed with
+/// `error` (and, for `map_ptes`, attached nothing).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("mapping page {mapped} of a run failed")]
 pub struct PartialMap {
