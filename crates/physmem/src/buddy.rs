@@ -56,10 +56,10 @@ impl<M: PhysMem> PhysMemory<M> {
     pub(crate) fn push_free(&self, area: &mut FreeArea, head: Frame, order: u32) {
         if let Some(p) = self.pages.get(head) {
             p.private.store(order as u64, Ordering::Relaxed);
-            p.flags.fetch_or(PG_BUDDY, Ordering::Relaxed);
         }
-        // The head is free and not linked anywhere else, so add cannot fail.
-        let _ = area.lists[order as usize].add(&self.pages, head);
+        // The head is free and not linked anywhere else, so add cannot
+        // fail; `PG_BUDDY` is set in the same update as `PG_LRU`.
+        let _ = area.lists[order as usize].add_flagged(&self.pages, head, PG_BUDDY);
     }
 
     /// A block of `order` from the zone, marked allocated to `owner`, and
@@ -89,10 +89,8 @@ impl<M: PhysMem> PhysMemory<M> {
         if o > MAX_ORDER {
             return None;
         }
-        let head = area.lists[o as usize].pop(&self.pages)?;
-        if let Some(p) = self.pages.get(head) {
-            p.flags.fetch_and(!PG_BUDDY, Ordering::Relaxed);
-        }
+        // No longer a free block head: `PG_BUDDY` goes with `PG_LRU`.
+        let head = area.lists[o as usize].pop_flagged(&self.pages, PG_BUDDY)?;
         // Split: give back the upper half at each lower order (`expand`).
         while o > order {
             o -= 1;
@@ -138,10 +136,12 @@ impl<M: PhysMem> PhysMemory<M> {
             if bf & PG_BUDDY == 0 || b.private.load(Ordering::Acquire) != o as u64 {
                 break;
             }
-            if area.lists[o as usize].del(&self.pages, buddy).is_err() {
+            if area.lists[o as usize]
+                .del_flagged(&self.pages, buddy, PG_BUDDY)
+                .is_err()
+            {
                 break;
             }
-            b.flags.fetch_and(!PG_BUDDY, Ordering::Relaxed);
             pfn &= !(1 << o);
             o += 1;
         }
