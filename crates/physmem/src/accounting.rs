@@ -63,7 +63,7 @@ impl<M: PhysMem> PhysMemory<M> {
 
     /// Re-tags an allocated block (e.g. a frame handed from one layer to another).
     pub fn set_owner(&self, head: Frame, order: u32, owner: Owner) {
-        let mut zone = self.zone.lock();
+        let _zone = self.zone.lock();
         for i in 0..(1u64 << order) {
             if let Some(p) = self.pages.get(head.add(i)) {
                 let old = p.owner();
@@ -71,8 +71,8 @@ impl<M: PhysMem> PhysMemory<M> {
                     continue;
                 }
                 p.owner.store(owner as u32, Ordering::Release);
-                self.account(&mut zone, old, -1);
-                self.account(&mut zone, owner, 1);
+                self.owners[old as usize].fetch_sub(1, Ordering::AcqRel);
+                self.owners[owner as usize].fetch_add(1, Ordering::AcqRel);
             }
         }
     }

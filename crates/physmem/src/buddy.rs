@@ -39,27 +39,14 @@ impl<M: PhysMem> PhysMemory<M> {
         area
     }
 
-    /// Adds `delta` frames to `owner`'s count. Every writer of the counts
-    /// holds `zone->lock` (the `&mut FreeArea` is its guard), so a plain
-    /// load and store is the whole update: no locked instruction, and
-    /// lock-free readers ([`PhysMemory::stats`]) see the old or new value.
-    #[inline]
-    pub(crate) fn account(&self, _zone: &mut FreeArea, owner: Owner, delta: i64) {
-        let c = &self.owners[owner as usize];
-        c.store(
-            c.load(Ordering::Relaxed).wrapping_add_signed(delta),
-            Ordering::Release,
-        );
-    }
-
     /// Links a free block of `order` at `head` (flags already `PG_FREE`).
     pub(crate) fn push_free(&self, area: &mut FreeArea, head: Frame, order: u32) {
         if let Some(p) = self.pages.get(head) {
             p.private.store(order as u64, Ordering::Relaxed);
+            p.flags.fetch_or(PG_BUDDY, Ordering::Relaxed);
         }
-        // The head is free and not linked anywhere else, so add cannot
-        // fail; `PG_BUDDY` is set in the same update as `PG_LRU`.
-        let _ = area.lists[order as usize].add_flagged(&self.pages, head, PG_BUDDY);
+        // The head is free and not linked anywhere else, so add cannot fail.
+        let _ = area.lists[order as usize].add(&self.pages, head);
     }
 
     /// A block of `order` from the zone, marked allocated to `owner`, and
@@ -74,8 +61,8 @@ impl<M: PhysMem> PhysMemory<M> {
             .take_block(&mut area, order)
             .ok_or(AllocError::OutOfMemory { order })?;
         let zero = self.mark_allocated(head, order, owner);
-        self.account(&mut area, Owner::Free, -(1 << order));
-        self.account(&mut area, owner, 1 << order);
+        self.owners[Owner::Free as usize].fetch_sub(1 << order, Ordering::AcqRel);
+        self.owners[owner as usize].fetch_add(1 << order, Ordering::AcqRel);
         Ok((head, zero))
     }
 
@@ -89,8 +76,10 @@ impl<M: PhysMem> PhysMemory<M> {
         if o > MAX_ORDER {
             return None;
         }
-        // No longer a free block head: `PG_BUDDY` goes with `PG_LRU`.
-        let head = area.lists[o as usize].pop_flagged(&self.pages, PG_BUDDY)?;
+        let head = area.lists[o as usize].pop(&self.pages)?;
+        if let Some(p) = self.pages.get(head) {
+            p.flags.fetch_and(!PG_BUDDY, Ordering::Relaxed);
+        }
         // Split: give back the upper half at each lower order (`expand`).
         while o > order {
             o -= 1;
@@ -114,11 +103,10 @@ impl<M: PhysMem> PhysMemory<M> {
                 q.count.store(0, Ordering::Relaxed);
             }
         }
-        // Only the owners the block had (one, for a single frame).
-        for (o, &c) in Owner::ALL.iter().zip(&counts).filter(|(_, c)| **c != 0) {
-            self.account(&mut area, *o, -(c as i64));
+        for (o, c) in counts.iter().enumerate() {
+            self.owners[o].fetch_sub(*c, Ordering::AcqRel);
         }
-        self.account(&mut area, Owner::Free, 1 << order);
+        self.owners[Owner::Free as usize].fetch_add(1 << order, Ordering::AcqRel);
         self.merge_free(&mut area, head, order);
     }
 
@@ -136,12 +124,10 @@ impl<M: PhysMem> PhysMemory<M> {
             if bf & PG_BUDDY == 0 || b.private.load(Ordering::Acquire) != o as u64 {
                 break;
             }
-            if area.lists[o as usize]
-                .del_flagged(&self.pages, buddy, PG_BUDDY)
-                .is_err()
-            {
+            if area.lists[o as usize].del(&self.pages, buddy).is_err() {
                 break;
             }
+            b.flags.fetch_and(!PG_BUDDY, Ordering::Relaxed);
             pfn &= !(1 << o);
             o += 1;
         }

@@ -56,25 +56,8 @@ impl FrameList {
 
     /// `list_add`: links `frame` at the head.
     pub fn add(&mut self, pages: &PageTable, frame: Frame) -> Result<(), ListError> {
-        self.add_flagged(pages, frame, 0)
-    }
-
-    /// `add`, setting the page flags `set` in the same atomic update as
-    /// `PG_LRU` (the buddy allocator's `PG_BUDDY`): one locked instruction
-    /// instead of two. On failure `set` is left as it was.
-    pub(crate) fn add_flagged(
-        &mut self,
-        pages: &PageTable,
-        frame: Frame,
-        set: u32,
-    ) -> Result<(), ListError> {
         let p = pages.get(frame).ok_or(ListError::NoSuchFrame(frame))?;
-        let old = p.flags.fetch_or(PG_LRU | set, Acquire);
-        if old & PG_LRU != 0 {
-            let added = set & !old;
-            if added != 0 {
-                p.flags.fetch_and(!added, Relaxed);
-            }
+        if p.flags.fetch_or(PG_LRU, Acquire) & PG_LRU != 0 {
             return Err(ListError::AlreadyLinked(frame));
         }
         p.lru_prev.store(NIL, Relaxed);
@@ -89,18 +72,6 @@ impl FrameList {
 
     /// `list_del`: unlinks `frame`.
     pub fn del(&mut self, pages: &PageTable, frame: Frame) -> Result<(), ListError> {
-        self.del_flagged(pages, frame, 0)
-    }
-
-    /// `del`, clearing the page flags `clear` in the same atomic update as
-    /// `PG_LRU` (the buddy allocator's `PG_BUDDY`). On failure nothing
-    /// changes.
-    pub(crate) fn del_flagged(
-        &mut self,
-        pages: &PageTable,
-        frame: Frame,
-        clear: u32,
-    ) -> Result<(), ListError> {
         let p = pages.get(frame).ok_or(ListError::NoSuchFrame(frame))?;
         if p.flags.load(Acquire) & PG_LRU == 0 {
             return Err(ListError::NotLinked(frame));
@@ -116,21 +87,16 @@ impl FrameList {
         }
         p.lru_next.store(NIL, Relaxed);
         p.lru_prev.store(NIL, Relaxed);
-        p.flags.fetch_and(!(PG_LRU | clear), Release);
+        p.flags.fetch_and(!PG_LRU, Release);
         self.len -= 1;
         Ok(())
     }
 
     /// Removes and returns the head, if any.
     pub fn pop(&mut self, pages: &PageTable) -> Option<Frame> {
-        self.pop_flagged(pages, 0)
-    }
-
-    /// `pop`, clearing the page flags `clear` with `PG_LRU` ([`Self::del_flagged`]).
-    pub(crate) fn pop_flagged(&mut self, pages: &PageTable, clear: u32) -> Option<Frame> {
         let f = Frame::from_pfn(self.head);
         pages.get(f)?;
-        self.del_flagged(pages, f, clear).ok()?;
+        self.del(pages, f).ok()?;
         Some(f)
     }
 

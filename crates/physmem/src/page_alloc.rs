@@ -230,16 +230,10 @@ impl<M: PhysMem> PhysMemory<M> {
         for i in 0..(1u64 << order) {
             if let Some(p) = self.pages.get(head.add(i)) {
                 // Everything but the poison mark, which `check_poison`
-                // consumes outside the lock; the head's `PG_HEAD` in the
-                // same update (one locked instruction, not two).
-                let head_flag = if i == 0 { PG_HEAD } else { 0 };
-                let old = p
-                    .flags
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
-                        Some((f & PG_POISON) | head_flag)
-                    });
+                // consumes outside the lock.
+                let old = p.flags.fetch_and(PG_POISON, Ordering::Relaxed);
                 if i == 0 {
-                    zero = old.is_ok_and(|f| f & PG_ZERO != 0);
+                    zero = old & PG_ZERO != 0;
                 }
                 p.owner.store(owner as u32, Ordering::Relaxed);
                 p.count.store(0, Ordering::Relaxed);
@@ -248,6 +242,7 @@ impl<M: PhysMem> PhysMemory<M> {
             }
         }
         if let Some(p) = self.pages.get(head) {
+            p.flags.fetch_or(PG_HEAD, Ordering::Relaxed);
             p.private.store(order as u64, Ordering::Relaxed);
             p.count.store(1, Ordering::Release);
         }
