@@ -15,7 +15,7 @@ use crate::tracker::Tracker;
 use physmem::{Frame, Owner, PhysMemory, VirtAddr, PAGE_SIZE};
 use x86paging::boot::KernelSpace;
 use x86paging::map::MapError;
-use x86paging::{free_user_tables, Cursor, TableFrames};
+use x86paging::{free_cleared_user_tables, free_user_tables, Cursor, TableFrames};
 use x86paging::{EntryFlags, Level, PageSize, PagingMode};
 
 /// Why an address-space operation failed (everything it did was undone).
@@ -194,23 +194,47 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
 
     /// fork: `pgd_alloc`, join `mmlist` (`dup_mmap` does it first), then
     /// `copy_page_range`: every parent pte is copied read-only and the data
-    /// frame shared.
+    /// frame shared. The ptes go in one pass over the parent's pages in
+    /// address order, a pte table at a time (`copy_pte_range`), with each
+    /// frame's reference taken just before its pte is written.
     pub(crate) fn fork_mm(&self, via: &mut Via<'_, '_, M>, parent: &Mm) -> Result<Mm, MmError> {
         let mut mm = self.mm_init(via)?;
-        mm.pages.reserve_exact(parent.pages.len());
-        for &(va, f, exec) in &parent.pages {
-            if let Some(p) = self.pm().page(f) {
+        let frames = TableFrames::new(self.pm(), Owner::UserTable);
+        // Copy-on-write: the child maps every frame read-only.
+        let (text, data) = (self.user_flags(false, true), self.user_flags(false, false));
+        let pm = self.pm();
+        let ptes = parent.pages.iter().map(|&(va, f, exec)| {
+            if let Some(p) = pm.page(f) {
                 p.get();
             }
-            // Copy-on-write: the child maps the frame read-only.
-            if let Err(e) = self.map_user(&mm, va, f, self.user_flags(false, exec)) {
-                self.put_user_frame(f);
-                self.exit_mm(via, mm)?;
-                return Err(e);
+            let flags = if exec { text } else { data };
+            (VirtAddr::new(va), f.start(), flags)
+        });
+        let copied = Cursor::new(pm, self.mode(), mm.pgd.0).map_ptes(ptes, &frames);
+        match copied {
+            // New mappings in empty slots of a pgd no CPU has loaded since:
+            // no TLB can hold the addresses.
+            Ok(flush) => {
+                flush.ignore();
+                mm.pages.clone_from(&parent.pages);
+                Ok(mm)
             }
-            mm.pages.push((va, f, exec));
+            Err(e) => {
+                // The failing page's reference was taken, its pte not written.
+                let failed = parent.pages.get(e.mapped);
+                if let Some(&(_, f, _)) = failed {
+                    self.put_user_frame(f);
+                }
+                mm.pages
+                    .extend_from_slice(&parent.pages[..e.mapped.min(parent.pages.len())]);
+                self.exit_mm(via, mm)?;
+                let va = VirtAddr::new(failed.map_or(0, |&(va, _, _)| va));
+                Err(match e.error {
+                    MapError::OutOfMemory(e) => MmError::OutOfMemory(e),
+                    other => MmError::BadMapping(va, other),
+                })
+            }
         }
-        Ok(mm)
     }
 
     fn put_user_frame(&self, f: Frame) {
@@ -228,11 +252,79 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
     }
 
     fn teardown(&self, via: &mut Via<'_, '_, M>, mm: Mm) -> Result<(), MmError> {
+        // `zap_pte_range`: clear every pte, then drop each frame's
+        // reference. The pte tables are then all zero and go back to the
+        // allocator as such, so the next fork's pte tables need not be
+        // cleared again. Exit owes no flush here: the caller has left this
+        // pgd (exit reloads CR3), as for the tables freed below.
+        let vas = mm.pages.iter().map(|&(va, _, _)| VirtAddr::new(va));
+        let zapped = Cursor::new(self.pm(), self.mode(), mm.pgd.0).clear_ptes(vas);
+        let ptes_cleared = match zapped {
+            Ok(flush) => {
+                flush.ignore();
+                true
+            }
+            // Cannot happen (every page in `pages` is mapped); the tables
+            // are then freed the ordinary way.
+            Err(_) => false,
+        };
         for &(_, f, _) in &mm.pages {
             self.put_user_frame(f);
         }
-        self.clear_page_tables(mm.pgd)?;
+        self.free_pgtables(&mm, ptes_cleared)?;
         self.caches.free(via, mm.pgd)?;
+        Ok(())
+    }
+
+    /// `clear_page_tables` over the part of the user address space the
+    /// mapped pages lie in, as Linux's `free_pgtables` walks only the
+    /// VMAs' ranges (2.6.12 on): the pgd entries that cover some page of
+    /// `mm.pages`, a run of neighbours at a time. Exec and fork put user
+    /// tables nowhere else (a failed map takes back the tables it
+    /// attached), so this frees the same tables as scanning the whole user
+    /// part — of which a small task uses 3 entries of 768 on 2-level —
+    /// and leaves the pgd in the same constructed state. Debug builds scan
+    /// the whole user part afterwards and insist it was already clear.
+    ///
+    /// `ptes_cleared`: every pte of `mm.pages` was cleared, so the pte
+    /// tables are all zero ([`x86paging::free_cleared_user_tables`]).
+    fn free_pgtables(&self, mm: &Mm, ptes_cleared: bool) -> Result<(), KernelError> {
+        let mode = self.mode();
+        let shift = mode.shift(Level::Pgd);
+        let user = mode.user_ptrs_per_pgd() as u64;
+        let free = |first: u64, last: u64| -> Result<(), KernelError> {
+            let range = VirtAddr::new(first << shift)..VirtAddr::new((last + 1).min(user) << shift);
+            if ptes_cleared {
+                free_cleared_user_tables(self.pm(), mode, mm.pgd.0, range)?;
+            } else {
+                free_user_tables(self.pm(), mode, mm.pgd.0, range)?;
+            }
+            Ok(())
+        };
+        // Inclusive runs of pgd indexes; `pages` is in address order.
+        let mut run: Option<(u64, u64)> = None;
+        for &(va, _, _) in &mm.pages {
+            let i = va >> shift;
+            run = match run {
+                Some((first, last)) if i <= last.saturating_add(1) && i >= first => {
+                    Some((first, last.max(i)))
+                }
+                Some((first, last)) => {
+                    free(first, last)?;
+                    Some((i, i))
+                }
+                None => Some((i, i)),
+            };
+        }
+        if let Some((first, last)) = run {
+            free(first, last)?;
+        }
+        #[cfg(debug_assertions)]
+        {
+            let end = VirtAddr::new(user << shift);
+            let left = free_user_tables(self.pm(), mode, mm.pgd.0, VirtAddr::new(0)..end)?;
+            debug_assert_eq!(left, 0, "user page tables outside the mapped pages");
+        }
         Ok(())
     }
 

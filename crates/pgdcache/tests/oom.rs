@@ -172,3 +172,44 @@ fn vmalloc_fails_cleanly_at_every_point() {
         k.vfree(filler).unwrap();
     }
 }
+
+/// With poisoning off (the bench's setting), exit gives its pte tables back
+/// cleared (`free_zeroed_frame`) and fork takes them again without clearing
+/// them: forks still fail cleanly at every point, every child maps exactly
+/// its parent's pages, and the checker finds nothing.
+#[test]
+fn fork_without_poisoning_reuses_cleared_tables() {
+    for on_cpu in [false, true] {
+        let _cpu = on_cpu.then(|| physmem::enter_cpu(0));
+        for mode in PagingMode::ALL {
+            for scheme in Scheme::ALL {
+                let pm = Arc::new(SimMemory::new(32 << 20).unwrap().with_poisoning(false));
+                let Ok(k) = Kernel::new(pm.clone(), &KernelConfig::new(mode, scheme)) else {
+                    continue;
+                };
+                let parent = k.exec_mm(0, TaskSize::SMALL).unwrap();
+                let what = format!("fork (no poison) {mode} {scheme} cpu {on_cpu}");
+                for _ in 0..3 {
+                    let child = k.fork_mm(0, &parent).unwrap();
+                    for (va, f) in parent.pages() {
+                        let slot = x86paging::Cursor::new(&*pm, mode, child.pgd().0)
+                            .leaf_of(va)
+                            .unwrap();
+                        assert_eq!(slot.page(), Some(f.start()), "{what}");
+                        assert!(!slot.entry.flags(slot.leaf()).contains(EntryFlags::RW));
+                    }
+                    k.exit_mm(0, child).unwrap();
+                }
+                sweep(
+                    &pm,
+                    &k,
+                    &what,
+                    || k.fork_mm(0, &parent).map_err(|e| e.to_string()),
+                    |mm| k.exit_mm(0, mm).unwrap(),
+                );
+                k.exit_mm(0, parent).unwrap();
+                assert_clean(&k, &what);
+            }
+        }
+    }
+}

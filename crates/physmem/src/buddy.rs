@@ -49,16 +49,21 @@ impl<M: PhysMem> PhysMemory<M> {
         let _ = area.lists[order as usize].add(&self.pages, head);
     }
 
-    /// A block of `order` from the zone, marked allocated to `owner`.
-    pub(crate) fn alloc_from_zone(&self, order: u32, owner: Owner) -> Result<Frame, AllocError> {
+    /// A block of `order` from the zone, marked allocated to `owner`, and
+    /// whether its head was freed all zero (`PG_ZERO`).
+    pub(crate) fn alloc_from_zone(
+        &self,
+        order: u32,
+        owner: Owner,
+    ) -> Result<(Frame, bool), AllocError> {
         let mut area = self.lock_zone();
         let head = self
             .take_block(&mut area, order)
             .ok_or(AllocError::OutOfMemory { order })?;
-        self.mark_allocated(head, order, owner);
+        let zero = self.mark_allocated(head, order, owner);
         self.owners[Owner::Free as usize].fetch_sub(1 << order, Ordering::AcqRel);
         self.owners[owner as usize].fetch_add(1 << order, Ordering::AcqRel);
-        Ok(head)
+        Ok((head, zero))
     }
 
     /// Takes a free block of `order` off the zone's lists, splitting a

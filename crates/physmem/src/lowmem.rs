@@ -122,11 +122,26 @@ impl PhysMem for Lowmem {
             .and_then(|off| pa.checked_add(off))
             .ok_or(MemError::OutOfRange(pa))?;
         self.checked::<u64>(last)?;
-        Ok((0..words).position(|i| {
-            // SAFETY: `first..=last` is in bounds and 8-byte aligned (checked
-            // above), and only ever accessed atomically (`new`'s contract).
-            unsafe { AtomicU64::from_ptr(first.add(i)) }.load(Ordering::Relaxed) != value
-        }))
+        let load = |i: usize| {
+            // SAFETY: every caller below passes `i < words`, so
+            // `first.add(i)` is in `first..=last`, which is in bounds and
+            // 8-byte aligned (checked above), and only ever accessed
+            // atomically (`new`'s contract).
+            unsafe { AtomicU64::from_ptr(first.add(i)) }.load(Ordering::Relaxed)
+        };
+        // Eight words per branch: an empty run (most of a pgd's user part)
+        // costs loads and ORs, not a compare and a jump per word. Each word
+        // is read once, so the answer is a word that differed when read.
+        const BLOCK: usize = 8;
+        let mut at = 0;
+        while at + BLOCK <= words {
+            let block: [u64; BLOCK] = core::array::from_fn(|k| load(at + k));
+            if block.iter().fold(0, |acc, &w| acc | (w ^ value)) != 0 {
+                return Ok(block.iter().position(|&w| w != value).map(|k| at + k));
+            }
+            at += BLOCK;
+        }
+        Ok((at..words).find(|&i| load(i) != value))
     }
 
     #[inline]

@@ -31,6 +31,10 @@ pub const PG_HEAD: u32 = 1 << 4;
 /// Page flag: freed with poisoning on, so filled with `POISON_FREE`; the
 /// poison is checked when the frame is allocated again (`crate::poison`).
 pub const PG_POISON: u32 = 1 << 5;
+/// Page flag: freed all zero (`free_zeroed_frame`, poisoning off), so
+/// `alloc_zeroed_frame` need not clear it again; consumed by the next
+/// allocation.
+pub const PG_ZERO: u32 = 1 << 6;
 
 /// Who owns a frame, for frame accounting and leak checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -15,7 +15,7 @@ use crate::addr::{Frame, PhysAddr, PAGE_SIZE};
 use crate::buddy::{FreeArea, MAX_ORDER};
 use crate::fault::FaultInjector;
 use crate::mem::{FrameState, MemError, PhysMem};
-use crate::page::{Owner, Page, PageTable, PG_FREE, PG_HEAD, PG_POISON, PG_RESERVED};
+use crate::page::{Owner, Page, PageTable, PG_FREE, PG_HEAD, PG_POISON, PG_RESERVED, PG_ZERO};
 use crate::pcp::{this_cpu, PcpConfig, PcpSlot, PCP_CPUS};
 use crate::poison::Poison;
 use crate::sync::{Lock, ZONE};
@@ -190,6 +190,12 @@ impl<M: PhysMem> PhysMemory<M> {
     /// (poison, for a frame freed with poisoning on: checked here). A
     /// single frame on a CPU comes from that CPU's list (`buffered_rmqueue`).
     pub fn alloc_pages(&self, order: u32, owner: Owner) -> Result<Frame, AllocError> {
+        self.alloc_block(order, owner).map(|(f, _)| f)
+    }
+
+    /// `alloc_pages`, and whether the head was freed all zero
+    /// ([`PhysMemory::free_zeroed_frame`]) and not written since.
+    fn alloc_block(&self, order: u32, owner: Owner) -> Result<(Frame, bool), AllocError> {
         if order > MAX_ORDER {
             return Err(AllocError::BadOrder(order));
         }
@@ -213,17 +219,22 @@ impl<M: PhysMem> PhysMemory<M> {
                 r => r?,
             }
         };
-        self.check_poison(head, order);
+        self.check_poison(head.0, order);
         Ok(head)
     }
 
-    /// The metadata of a block just handed out.
-    pub(crate) fn mark_allocated(&self, head: Frame, order: u32, owner: Owner) {
+    /// The metadata of a block just handed out; true if its head was freed
+    /// all zero (its `PG_ZERO`, cleared here).
+    pub(crate) fn mark_allocated(&self, head: Frame, order: u32, owner: Owner) -> bool {
+        let mut zero = false;
         for i in 0..(1u64 << order) {
             if let Some(p) = self.pages.get(head.add(i)) {
                 // Everything but the poison mark, which `check_poison`
                 // consumes outside the lock.
-                p.flags.fetch_and(PG_POISON, Ordering::Relaxed);
+                let old = p.flags.fetch_and(PG_POISON, Ordering::Relaxed);
+                if i == 0 {
+                    zero = old & PG_ZERO != 0;
+                }
                 p.owner.store(owner as u32, Ordering::Relaxed);
                 p.count.store(0, Ordering::Relaxed);
                 p.private.store(0, Ordering::Relaxed);
@@ -235,6 +246,7 @@ impl<M: PhysMem> PhysMemory<M> {
             p.private.store(order as u64, Ordering::Relaxed);
             p.count.store(1, Ordering::Release);
         }
+        zero
     }
 
     /// One frame.
@@ -243,8 +255,18 @@ impl<M: PhysMem> PhysMemory<M> {
     }
 
     /// One zeroed frame (`get_zeroed_page`).
+    /// A frame freed with [`free_zeroed_frame`](Self::free_zeroed_frame)
+    /// (poisoning off) is all zero already and is not written again, as a
+    /// page-table page that `zap_pte_range` emptied comes back from a
+    /// quicklist; debug builds check it is still zero and clear it if not.
     pub fn alloc_zeroed_frame(&self, owner: Owner) -> Result<Frame, AllocError> {
-        let f = self.alloc_pages(0, owner)?;
+        let (f, zero) = self.alloc_block(0, owner)?;
+        let words = (PAGE_SIZE / 8) as usize;
+        if zero
+            && (!cfg!(debug_assertions) || self.mem.first_nonzero_u64(f.start(), words) == Ok(None))
+        {
+            return Ok(f);
+        }
         // A freshly allocated frame is inside RAM, so zeroing cannot fail;
         // if it did, give the frame back and report out-of-memory.
         if self.mem.zero_frame(f).is_err() {
@@ -259,6 +281,23 @@ impl<M: PhysMem> PhysMemory<M> {
     /// frame on a CPU, puts it on that CPU's list (`free_hot_cold_page`). A
     /// bad free changes nothing.
     pub fn free_pages(&self, head: Frame, order: u32) -> Result<(), FreeError> {
+        self.free_block(head, order, false)
+    }
+
+    /// Frees one frame whose contents are all zero (a page table whose
+    /// entries were all cleared), so that, with poisoning off, the next
+    /// [`alloc_zeroed_frame`](Self::alloc_zeroed_frame) of it need not
+    /// clear it. With poisoning on it is poisoned like any other. Debug
+    /// builds check the promise and refuse the free if it is not kept.
+    pub fn free_zeroed_frame(&self, frame: Frame) -> Result<(), FreeError> {
+        let words = (PAGE_SIZE / 8) as usize;
+        let zero =
+            !cfg!(debug_assertions) || self.mem.first_nonzero_u64(frame.start(), words) == Ok(None);
+        debug_assert!(zero, "free_zeroed_frame of {frame}, which is not zero");
+        self.free_block(frame, 0, zero)
+    }
+
+    fn free_block(&self, head: Frame, order: u32, zero: bool) -> Result<(), FreeError> {
         let p = self.pages.get(head).ok_or(FreeError::NoSuchFrame(head))?;
         let flags = p.flags.load(Ordering::Acquire);
         if flags & PG_FREE != 0 {
@@ -280,7 +319,10 @@ impl<M: PhysMem> PhysMemory<M> {
         }
         // Poison while we still own the block: the poison is what a buggy
         // walker would read if it ignored the PG_FREE flag.
-        let poison = self.poison_block(head, order);
+        let poison = match self.poison_block(head, order) {
+            0 if zero => PG_ZERO,
+            poison => poison,
+        };
         if order == 0 {
             if let Some(slot) = this_cpu().and_then(|c| self.pcp.get(c)) {
                 return self.free_to_pcp(slot, head, p, poison);
@@ -396,6 +438,54 @@ pub(crate) mod tests {
             pm.free_pages(Frame::from_pfn(0), 0),
             Err(FreeError::Reserved(Frame::from_pfn(0)))
         );
+    }
+
+    /// A frame freed zeroed comes back from `alloc_zeroed_frame` without
+    /// being written (poisoning off) and is zero; one that was written
+    /// while free (a stale walker) is cleared in debug builds; any other
+    /// allocation consumes the mark; with poisoning on it is poisoned.
+    #[test]
+    fn zeroed_frames_skip_the_clear_only_while_untouched() {
+        for cpu in [None, Some(0)] {
+            let _cpu = cpu.map(crate::pcp::enter_cpu);
+            let pm = pm().with_poisoning(false);
+            let f = pm.alloc_zeroed_frame(Owner::UserTable).unwrap();
+            pm.free_zeroed_frame(f).unwrap();
+            assert_eq!(pm.free_zeroed_frame(f), Err(FreeError::DoubleFree(f)));
+            let g = pm.alloc_zeroed_frame(Owner::UserTable).unwrap();
+            assert_eq!(g, f, "the hottest frame comes back");
+            assert_eq!(pm.first_nonzero_u64(g.start(), 512).unwrap(), None);
+            // Written while free: debug builds notice and clear it.
+            pm.free_zeroed_frame(g).unwrap();
+            pm.store_u64(PhysAddr::new(g.start().as_u64() + 64), 0x63)
+                .unwrap();
+            let h = pm.alloc_zeroed_frame(Owner::UserTable).unwrap();
+            if cfg!(debug_assertions) {
+                assert_eq!(pm.first_nonzero_u64(h.start(), 512).unwrap(), None);
+            }
+            pm.store_u64(h.start(), 0x63).unwrap();
+            pm.free_frame(h).unwrap();
+            // A plain free leaves no mark: the contents are cleared.
+            let k = pm.alloc_zeroed_frame(Owner::UserTable).unwrap();
+            assert_eq!(pm.first_nonzero_u64(k.start(), 512).unwrap(), None);
+            // A plain allocation takes the mark with it.
+            pm.free_zeroed_frame(k).unwrap();
+            let d = pm.alloc_frame(Owner::UserData).unwrap();
+            pm.store_u64(d.start(), 0x63).unwrap();
+            pm.free_frame(d).unwrap();
+            let z = pm.alloc_zeroed_frame(Owner::UserTable).unwrap();
+            assert_eq!(pm.first_nonzero_u64(z.start(), 512).unwrap(), None);
+            pm.free_zeroed_frame(z).unwrap();
+            // Poisoning on: a zeroed free is poisoned like any other.
+            let pm = pm.with_poisoning(true);
+            let f = pm.alloc_zeroed_frame(Owner::UserTable).unwrap();
+            pm.free_zeroed_frame(f).unwrap();
+            assert_eq!(pm.load_u32(f.start()).unwrap(), 0x6b6b_6b6b);
+            let g = pm.alloc_zeroed_frame(Owner::UserTable).unwrap();
+            assert_eq!(pm.first_nonzero_u64(g.start(), 512).unwrap(), None);
+            pm.free_frame(g).unwrap();
+            assert_eq!(pm.stats().of(Owner::UserTable), 0);
+        }
     }
 
     /// Allocates single frames until a clean out-of-memory.

@@ -26,7 +26,7 @@
 use crate::addr::Frame;
 use crate::list::FrameList;
 use crate::mem::PhysMem;
-use crate::page::{Owner, Page, PG_FREE, PG_POISON};
+use crate::page::{Owner, Page, PG_FREE, PG_POISON, PG_ZERO};
 use crate::page_alloc::{FreeError, PhysMemory};
 use core::sync::atomic::Ordering;
 
@@ -216,7 +216,7 @@ impl<M: PhysMem> PhysMemory<M> {
 
     /// One frame from the CPU's list, refilled with `batch` frames from the
     /// zone if it is empty. `None` if the zone has none either.
-    pub(crate) fn alloc_from_pcp(&self, slot: &PcpSlot, owner: Owner) -> Option<Frame> {
+    pub(crate) fn alloc_from_pcp(&self, slot: &PcpSlot, owner: Owner) -> Option<(Frame, bool)> {
         let mut pcp = slot.0.lock();
         if pcp.list.is_empty() {
             let mut area = self.lock_zone();
@@ -226,9 +226,9 @@ impl<M: PhysMem> PhysMemory<M> {
                     break;
                 };
                 if let Some(p) = self.pages.get(f) {
-                    // Free, not a buddy; the poison mark stays.
+                    // Free, not a buddy; the poison and zero marks stay.
                     p.flags.store(
-                        PG_FREE | (p.flags.load(Ordering::Relaxed) & PG_POISON),
+                        PG_FREE | (p.flags.load(Ordering::Relaxed) & (PG_POISON | PG_ZERO)),
                         Ordering::Release,
                     );
                     p.private.store(0, Ordering::Relaxed);
@@ -241,11 +241,12 @@ impl<M: PhysMem> PhysMemory<M> {
         pcp.delta[Owner::Free as usize] -= 1;
         pcp.delta[owner as usize] += 1;
         drop(pcp);
-        self.mark_allocated(f, 0, owner);
-        Some(f)
+        let zero = self.mark_allocated(f, 0, owner);
+        Some((f, zero))
     }
 
-    /// A single frame (already poisoned, `poison` its flag) onto the
+    /// A single frame (already poisoned, `poison` its flags: `PG_POISON`
+    /// or `PG_ZERO` or neither) onto the
     /// CPU's list; a list that reaches `high` gives `batch` frames back to
     /// the zone.
     pub(crate) fn free_to_pcp(

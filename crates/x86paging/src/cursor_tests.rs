@@ -584,3 +584,83 @@ proptest! {
         agrees_with_the_mmu(PagingMode::ALL[mode_i], seed, n)?;
     }
 }
+
+/// `map_ptes` writes exactly what `map` page by page writes (same entries,
+/// same tables), and stops at the first page `map` would refuse, with the
+/// pages before it mapped and nothing attached for it.
+#[test]
+fn map_ptes_matches_map_and_stops_cleanly() {
+    for mode in PagingMode::ALL {
+        let user = EntryFlags::USER;
+        // Two runs in two pte tables, one page alone in a third, out of
+        // order at the end.
+        let mut pages: Vec<(VirtAddr, PhysAddr, EntryFlags)> = (0..20u64)
+            .map(|i| (0x40_0000 + i * 4096, 0x10_0000 + i * 4096))
+            .chain((0..6u64).map(|i| (0x80_0000 - 3 * 4096 + i * 4096, 0x20_0000 + i * 4096)))
+            .chain([
+                (0x4000_0000u64, 0x30_0000u64),
+                (0x40_3000 + 19 * 4096, 0x31_0000),
+            ])
+            .map(|(va, pa)| (VirtAddr::new(va), PhysAddr::new(pa), user | EntryFlags::RW))
+            .collect();
+        pages.swap(0, 1);
+        let (pm, root) = setup();
+        let (pm2, root2) = setup();
+        let frames = TableFrames::new(&pm, Owner::UserTable);
+        let frames2 = TableFrames::new(&pm2, Owner::UserTable);
+        let cur = Cursor::new(&pm, mode, root);
+        let one = Cursor::new(&pm2, mode, root2);
+        let f = cur.map_ptes(pages.iter().copied(), &frames).unwrap();
+        assert_eq!(*f.payload(), pages.len(), "{mode}");
+        assert_eq!(f.start(), VirtAddr::new(0x40_0000));
+        assert_eq!(f.len(), 0x4000_1000 - 0x40_0000);
+        f.ignore();
+        for &(va, pa, flags) in &pages {
+            one.map(va, pa, PageSize::Size4K, flags, &frames2)
+                .unwrap()
+                .ignore();
+        }
+        assert_eq!(
+            pm.stats().of(Owner::UserTable),
+            pm2.stats().of(Owner::UserTable),
+            "{mode}"
+        );
+        for &(va, pa, _) in &pages {
+            let (a, b) = (cur.lookup(va).unwrap(), one.lookup(va).unwrap());
+            assert_eq!((a.level, a.entry, a.page()), (b.level, b.entry, b.page()));
+            assert_eq!(a.page(), Some(pa), "{mode} {va}");
+        }
+        // A run that meets a mapped page stops there; a misaligned page
+        // stops it before anything is allocated for it.
+        let tables = pm.stats().of(Owner::UserTable);
+        let again = [
+            (VirtAddr::new(0x1000_0000), PhysAddr::new(0x5000), user),
+            (VirtAddr::new(0x1000_1000), PhysAddr::new(0x6000), user),
+            pages[5],
+            (VirtAddr::new(0x2000_0000), PhysAddr::new(0x7000), user),
+        ];
+        let e = cur.map_ptes(again, &frames).unwrap_err();
+        assert_eq!(e.mapped, 2, "{mode}");
+        assert!(matches!(e.error, MapError::AlreadyMapped { .. }), "{mode}");
+        assert!(cur.leaf_of(VirtAddr::new(0x1000_1000)).is_ok());
+        assert!(cur.leaf_of(VirtAddr::new(0x2000_0000)).is_err());
+        let grew = pm.stats().of(Owner::UserTable) - tables;
+        let bad = [(VirtAddr::new(0x3000_0800), PhysAddr::new(0x5000), user)];
+        let e = cur.map_ptes(bad, &frames).unwrap_err();
+        assert_eq!(e.mapped, 0);
+        assert!(matches!(e.error, MapError::Misaligned { .. }));
+        assert_eq!(pm.stats().of(Owner::UserTable) - tables, grew, "{mode}");
+        // Out of frames for a new pte table: that page attached nothing.
+        pm.faults().fail_when(|_| true);
+        let far = [(VirtAddr::new(0x3000_0000), PhysAddr::new(0x5000), user)];
+        let e = cur.map_ptes(far, &frames).unwrap_err();
+        assert!(matches!(e.error, MapError::OutOfMemory(_)));
+        pm.faults().clear();
+        assert_eq!(pm.stats().of(Owner::UserTable) - tables, grew, "{mode}");
+        assert!(!cur.lookup(VirtAddr::new(0x3000_0000)).unwrap().is_present());
+        // Nothing at all: an empty flush.
+        let f = cur.map_ptes(core::iter::empty(), &frames).unwrap();
+        assert_eq!((*f.payload(), f.len()), (0, 0));
+        f.ignore();
+    }
+}

@@ -165,11 +165,13 @@ pub mod walk;
 
 pub use boot::{boot, BootConfig, BootError, BootMapping, KernelSpace};
 pub use cpu::{Access, AccessKind, CpuState, CrValues};
-pub use cursor::{Cursor, Merged, Slot};
+pub use cursor::{Cursor, Merged, PartialMap, Slot};
 pub use entry::{Decoded, Entry, EntryError, EntryFlags, EntryKind};
 pub use flush::{Flush, FrameSource, TableFrames, TlbFlush, Tracked};
 pub use layout::Layout;
-pub use map::{free_user_tables, lookup, lookup_checked, map, unmap, MapError};
+pub use map::{
+    free_cleared_user_tables, free_user_tables, lookup, lookup_checked, map, unmap, MapError,
+};
 pub use mode::{Level, PageSize, PagingMode, ParseModeError};
 pub use ptdump::{PtDump, PtLine, PtRange};
 pub use range::Entries;

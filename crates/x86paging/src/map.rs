@@ -245,6 +245,30 @@ pub fn free_user_tables<M: PhysMem>(
     root: PhysAddr,
     range: Range<VirtAddr>,
 ) -> Result<u64, MapError> {
+    free_tables(pm, mode, root, range, false)
+}
+
+/// [`free_user_tables`] after the caller cleared every pte in `range`
+/// ([`Cursor::clear_ptes`], `zap_pte_range`): the pte tables are all zero,
+/// so they go back with [`PhysMemory::free_zeroed_frame`] and the next
+/// page-table allocation need not clear them again (with poisoning off).
+/// Debug builds check each one is zero.
+pub fn free_cleared_user_tables<M: PhysMem>(
+    pm: &PhysMemory<M>,
+    mode: PagingMode,
+    root: PhysAddr,
+    range: Range<VirtAddr>,
+) -> Result<u64, MapError> {
+    free_tables(pm, mode, root, range, true)
+}
+
+fn free_tables<M: PhysMem>(
+    pm: &PhysMemory<M>,
+    mode: PagingMode,
+    root: PhysAddr,
+    range: Range<VirtAddr>,
+    ptes_cleared: bool,
+) -> Result<u64, MapError> {
     let cur = Cursor::new(pm, mode, root);
     let (start, end) = (range.start.as_u64() as u128, range.end.as_u64() as u128);
     let top = 1u128 << mode.va_bits();
@@ -286,7 +310,12 @@ pub fn free_user_tables<M: PhysMem>(
         if mode.next_level(slot.level) == Some(Level::Pte) {
             it.skip_children();
             write_entry(pm, mode, slot.pa, Entry::EMPTY)?;
-            if pm.free_frame(child.frame()).is_ok() {
+            let r = if ptes_cleared {
+                pm.free_zeroed_frame(child.frame())
+            } else {
+                pm.free_frame(child.frame())
+            };
+            if r.is_ok() {
                 freed += 1;
             }
             continue;

@@ -13,6 +13,7 @@ use crate::mode::{Level, PagingMode};
 use physmem::{MemError, PhysAddr, PhysMem, VirtAddr};
 
 /// Reads the entry at `entry_pa` (zero-extended on 2-level).
+#[inline]
 pub fn read_entry<P: PhysMem + ?Sized>(
     mem: &P,
     mode: PagingMode,
@@ -27,6 +28,7 @@ pub fn read_entry<P: PhysMem + ?Sized>(
 /// Writes `entry` at `entry_pa` in one atomic store (`set_pte_atomic`).
 /// On 2-level only the low 32 bits are stored (the encoders in
 /// [`crate::entry`] never produce more).
+#[inline]
 pub fn write_entry<P: PhysMem + ?Sized>(
     mem: &P,
     mode: PagingMode,
@@ -41,11 +43,13 @@ pub fn write_entry<P: PhysMem + ?Sized>(
 
 /// Physical address of the entry for `va` in the table at `table`, which is
 /// a `level` table (`pgd_offset`, `pmd_offset`, `pte_offset_kernel`).
+#[inline]
 pub const fn entry_pa(mode: PagingMode, table: PhysAddr, level: Level, va: VirtAddr) -> PhysAddr {
     PhysAddr::new(table.as_u64() + (mode.index(va, level) as u64) * mode.entry_bytes())
 }
 
 /// Physical address of entry `index` of the table at `table`.
+#[inline]
 pub const fn entry_pa_at(mode: PagingMode, table: PhysAddr, index: usize) -> PhysAddr {
     PhysAddr::new(table.as_u64() + index as u64 * mode.entry_bytes())
 }
