@@ -330,9 +330,21 @@ impl Drop for ForkExit {
 }
 
 impl Subject for ForkExit {
+    /// `iters` fork + exit pairs as the thread acting as CPU 0: its pgd
+    /// token (`Kernel::claim_cpu`) and its per-CPU page lists
+    /// (`physmem::enter_cpu`), as a kernel's fork runs on its CPU.
     fn run(&mut self, iters: u64) -> Result<(), MicroError> {
+        let _page_lists = physmem::enter_cpu(0);
+        let Some(parent) = &self.parent else {
+            return Ok(());
+        };
+        let mut cpu = self
+            .kernel
+            .claim_cpu(0)
+            .map_err(|e| kerr("claim_cpu")(&e))?;
         for _ in 0..iters {
-            self.pair()?;
+            let child = cpu.fork_mm(parent).map_err(|e| kerr("fork")(&e))?;
+            cpu.exit_mm(child).map_err(|e| kerr("exit")(&e))?;
         }
         Ok(())
     }
@@ -434,7 +446,10 @@ impl Drop for CpaCycle {
 }
 
 impl Subject for CpaCycle {
+    /// `iters` cycles as the thread acting as CPU 0 (its per-CPU page
+    /// lists serve the split's pte page).
     fn run(&mut self, iters: u64) -> Result<(), MicroError> {
+        let _page_lists = physmem::enter_cpu(0);
         for _ in 0..iters {
             self.cycle()?;
         }
