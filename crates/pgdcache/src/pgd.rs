@@ -792,17 +792,25 @@ impl<M: KernelMem> PgdCaches<M> {
             return self.free_general(&mut Via::Cpu(slots), pgd);
         }
         let obj = self.ptr_of(pgd.0)?;
+        if fast == Fast::PaePmds && slots.pmd.is_none() {
+            return self.free_general(&mut Via::Cpu(slots), pgd);
+        }
+        // Read the three entries first. "In the PAE case user pgd entries
+        // are overwritten before usage": the stale pointers stay in the
+        // cached object.
+        let mut e = [Entry::EMPTY; USER_PTRS_PAE];
         if fast == Fast::PaePmds {
-            let Some(pmds) = slots.pmd.as_mut() else {
-                return self.free_general(&mut Via::Cpu(slots), pgd);
-            };
-            // Read all three before any goes back. "In the PAE case user
-            // pgd entries are overwritten before usage": the stale
-            // pointers stay in the cached object.
-            let mut e = [Entry::EMPTY; USER_PTRS_PAE];
             for (i, e) in e.iter_mut().enumerate() {
                 *e = self.sw.pae_entry(pgd.0, i)?;
             }
+        }
+        // The pgd goes back first: a pgd the cache refuses (a double free)
+        // keeps its hands off the pmds its stale entries name, which may
+        // belong to another pgd by now.
+        if let Some(t) = slots.pgd.as_mut() {
+            t.free(obj).map_err(pgd_free_err)?;
+        }
+        if let Some(pmds) = slots.pmd.as_mut().filter(|_| fast == Fast::PaePmds) {
             for e in e {
                 if e.is_present() {
                     if let Ok(p) = self.ptr_of(e.table_addr(PagingMode::Pae)) {
@@ -810,9 +818,6 @@ impl<M: KernelMem> PgdCaches<M> {
                     }
                 }
             }
-        }
-        if let Some(t) = slots.pgd.as_mut() {
-            t.free(obj).map_err(pgd_free_err)?;
         }
         bump(slots.frees, 1);
         Ok(())
@@ -826,9 +831,9 @@ impl<M: KernelMem> PgdCaches<M> {
         if pgd.0 == sw.pgd {
             return Err(KernelError::BadPgd(pgd.0, "swapper_pg_dir is never freed"));
         }
+        let mut pmds = [PhysAddr::new(0); 4];
+        let mut n = 0;
         if sw.mode == PagingMode::Pae && !self.scheme.keeps_pmds() {
-            let mut pmds = [PhysAddr::new(0); 4];
-            let mut n = 0;
             for i in 0..sw.mode.user_ptrs_per_pgd().min(pmds.len()) {
                 let e = sw.read(pgd.0, i)?;
                 if e.is_present() {
@@ -838,8 +843,9 @@ impl<M: KernelMem> PgdCaches<M> {
                 // "in the PAE case user pgd entries are overwritten before
                 // usage": the stale pointer stays in the cached object.
             }
-            self.pmds_put(via, &pmds[..n]);
         }
+        // The pgd first: one the cache refuses (a double free) leaves the
+        // pmds its stale entries name alone (see `free_cpu_pae`).
         match &self.pgd_cache {
             Some(c) => via.free(c, self.ptr_of(pgd.0)?, false).map_err(|source| {
                 KernelError::CacheFree {
@@ -852,6 +858,7 @@ impl<M: KernelMem> PgdCaches<M> {
                 .free_frame(pgd.0.frame())
                 .map_err(KernelError::FrameFree)?,
         }
+        self.pmds_put(via, &pmds[..n]);
         sw.counters.pgd_frees.add(cpu, 1);
         Ok(())
     }
