@@ -448,9 +448,9 @@ impl<M: KernelMem> PgdCaches<M> {
         self.alloc_cpu_pae(slots)
     }
 
-    /// [`Self::alloc_cpu`] for PAE pgds (out of line, so that the one-pop
-    /// path above saves no registers for it).
-    #[inline(never)]
+    /// [`Self::alloc_cpu`] for PAE pgds (and, for any other shape, the
+    /// way to the general path).
+    #[inline]
     fn alloc_cpu_pae(&self, slots: &mut CpuSlots<'_, M>) -> Result<Pgd, KernelError> {
         let (Some(pgds), fast) = (slots.pgd.as_mut(), self.fast) else {
             return self.alloc_general(&mut Via::Cpu(slots));
@@ -784,8 +784,8 @@ impl<M: KernelMem> PgdCaches<M> {
         self.free_cpu_pae(slots, pgd)
     }
 
-    /// [`Self::free_cpu`] for PAE pgds (out of line, as `alloc_cpu_pae`).
-    #[inline(never)]
+    /// [`Self::free_cpu`] for PAE pgds (and the way to the general path).
+    #[inline]
     fn free_cpu_pae(&self, slots: &mut CpuSlots<'_, M>, pgd: Pgd) -> Result<(), KernelError> {
         let fast = self.fast;
         if fast == Fast::General || slots.pgd.is_none() || pgd.0 == self.sw.pgd {
