@@ -34,6 +34,7 @@ use x86paging::{Entry, PagingMode};
 pub struct Pgd(pub PhysAddr);
 
 type Cache<M> = KmemCache<SimPages<M>>;
+type Token<'k, M> = CpuToken<'k, SimPages<M>>;
 
 /// `USER_PTRS_PER_PGD` on PAE: the user pmds of a pgd.
 const USER_PTRS_PAE: usize = 3;
@@ -51,7 +52,6 @@ fn pgd_free_err(source: objcache::FreeError) -> KernelError {
         source,
     }
 }
-type Token<'k, M> = CpuToken<'k, SimPages<M>>;
 
 /// The CPU slots of `pgd_cache` and `pmd_cache` owned by the thread acting
 /// as one CPU (`get_cpu()` made static, see [`objcache::CpuToken`]): through
