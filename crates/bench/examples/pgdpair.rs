@@ -1,9 +1,11 @@
 //! Profiling loop: `pgd_alloc` + `pgd_free` on CPU 0, `n` times, for
 //! `perf record` or `valgrind --tool=callgrind`.
 //!
-//! `cargo run --release -p pgdcache-bench --example pgdpair -- [mode] [scheme] [n]`
-//! (defaults: `pae slab-pgd-list 2000000`).
-use pgdbench::micro::AllocFree;
+//! `cargo run --release -p pgdcache-bench --example pgdpair -- [mode] [scheme] [n] [per-call]`
+//! (defaults: `pae slab-pgd-list 2000000`). The pairs run through CPU 0's
+//! token, as `pgdcache bench` measures them; `per-call` uses
+//! `Kernel::pgd_alloc(0)`/`pgd_free(0)` (the slot lock on every call).
+use pgdbench::micro::{AllocFree, Subject};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -13,11 +15,12 @@ fn main() {
         .next()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2_000_000);
+    let per_call = args.next().as_deref() == Some("per-call");
     let (Ok(mode), Ok(scheme)) = (mode.parse(), scheme.parse()) else {
-        eprintln!("usage: pgdpair [2level|pae|4level|5level] [scheme] [n]");
+        eprintln!("usage: pgdpair [2level|pae|4level|5level] [scheme] [n] [per-call]");
         std::process::exit(2);
     };
-    let af = match AllocFree::new(mode, scheme) {
+    let mut af = match AllocFree::new(mode, scheme) {
         Ok(af) => af,
         Err(e) => {
             eprintln!("pgdpair: {e}");
@@ -25,11 +28,17 @@ fn main() {
         }
     };
     let t = std::time::Instant::now();
-    for _ in 0..n {
-        if let Err(e) = af.pair() {
-            eprintln!("pgdpair: {e}");
-            std::process::exit(1);
+    if per_call {
+        for _ in 0..n {
+            if let Err(e) = af.pair() {
+                eprintln!("pgdpair: {e}");
+                std::process::exit(1);
+            }
         }
+    } else if let Err(e) = af.run(n) {
+        // The bench's path: CPU 0's token (`Kernel::claim_cpu`).
+        eprintln!("pgdpair: {e}");
+        std::process::exit(1);
     }
     println!(
         "{mode} {scheme}: {:.1} ns/pair",

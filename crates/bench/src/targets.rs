@@ -123,6 +123,40 @@ fn allocator(
     Some(t)
 }
 
+/// The floor under a cached pgd pair's ratio to the bare freelist: the
+/// object cache's own token pair (one 32-byte alloc + free through a
+/// claimed CPU, measured in this run's objcache table) against `mode`'s
+/// bare freelist. A ratio of medians from two measurements, not paired by
+/// round: a pointer, not a verdict.
+fn limit_note(r: &Report, mode: PagingMode) -> String {
+    let token = r.alloc32.iter().find(|a| a.what == "token (claim_cpu)");
+    let free = r.freelist.iter().find(|(m, _)| *m == mode);
+    match (token, free) {
+        (Some(t), Some((_, f))) if f.median_ns > 0.0 => format!(
+            "; limit: the objcache token pair alone is {:.1} ns = {:.2}x the freelist",
+            t.ns.median_ns,
+            t.ns.median_ns / f.median_ns
+        ),
+        _ => String::new(),
+    }
+}
+
+/// PAE's floor: the seed's `pgd_alloc` + `pgd_free` is four objcache
+/// token pairs (the pgd and three pmds); at this run's token pair that
+/// bounds the ratio to `uncached` (medians, not paired: a pointer).
+fn pae_limit_note(r: &Report) -> String {
+    let token = r.alloc32.iter().find(|a| a.what == "token (claim_cpu)");
+    let unc = find_alloc(&r.alloc, PagingMode::Pae, Scheme::Uncached);
+    match (token, unc) {
+        (Some(t), Some(u)) if t.ns.median_ns > 0.0 => format!(
+            "; limit: 4 objcache token pairs = {:.1} ns, at most {:.1}x uncached",
+            4.0 * t.ns.median_ns,
+            u.ns.median_ns / (4.0 * t.ns.median_ns)
+        ),
+        _ => String::new(),
+    }
+}
+
 /// The targets of the performance issue, judged against `r`.
 pub fn targets(r: &Report) -> Vec<Target> {
     let mut t = Vec::new();
@@ -141,7 +175,7 @@ pub fn targets(r: &Report) -> Vec<Target> {
         &over_slab(|s| {
             find_alloc(&r.alloc, l2, s).map(|x| ratio(x.vs_freelist, x.vs_freelist_iqr))
         }),
-        "",
+        &limit_note(r, l2),
     ));
     // The seed's protocol decides the verdict; `slab-prepopulated` (the
     // pgd keeps its pmds: not the seed's protocol) is reported beside it.
@@ -150,8 +184,9 @@ pub fn targets(r: &Report) -> Vec<Target> {
         Goal::AtLeast(50.0),
         &over_slab(|s| vs_unc(pae, s)),
         &format!(
-            "; slab-prepopulated {}",
-            cell(vs_unc(pae, Scheme::SlabPrepopulated))
+            "; slab-prepopulated {}{}",
+            cell(vs_unc(pae, Scheme::SlabPrepopulated)),
+            pae_limit_note(r)
         ),
     ));
     for mode in [l2, pae] {

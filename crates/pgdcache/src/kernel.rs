@@ -450,11 +450,13 @@ impl<M: KernelMem> PgdCpu<'_, M> {
     }
 
     /// `pgd_alloc` on this CPU.
+    #[inline]
     pub fn pgd_alloc(&mut self) -> Result<Pgd, KernelError> {
         self.k.caches.alloc(&mut Via::Cpu(&mut self.slots))
     }
 
     /// `pgd_free` on this CPU (after `clear_page_tables`).
+    #[inline]
     pub fn pgd_free(&mut self, pgd: Pgd) -> Result<(), KernelError> {
         self.k.caches.free(&mut Via::Cpu(&mut self.slots), pgd)
     }

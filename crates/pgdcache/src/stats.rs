@@ -30,14 +30,18 @@ impl PerCpuStat {
     /// Adds `n` on CPU `cpu`.
     #[inline]
     pub fn add(&self, cpu: usize, n: u64) {
+        bump(self.slot(cpu), n);
+    }
+
+    /// CPU `cpu`'s own slot (CPUs beyond the slots share them modulo). A
+    /// thread acting as the CPU looks it up once ([`crate::Kernel::claim_cpu`])
+    /// and then bumps it with [`bump`]: no index arithmetic, no bounds check.
+    #[inline]
+    pub(crate) fn slot(&self, cpu: usize) -> &AtomicU64 {
         let n_slots = self.slots.len();
         // The caller's CPU is almost always in range: skip the division.
         let i = if cpu < n_slots { cpu } else { cpu % n_slots };
-        let slot = &self.slots[i].0;
-        slot.store(
-            slot.load(Ordering::Relaxed).wrapping_add(n),
-            Ordering::Relaxed,
-        );
+        &self.slots[i].0
     }
 
     /// The sum over all CPUs.
@@ -47,6 +51,16 @@ impl PerCpuStat {
             .map(|s| s.0.load(Ordering::Relaxed))
             .fold(0, u64::wrapping_add)
     }
+}
+
+/// Adds `n` to one CPU's slot of a [`PerCpuStat`]: a plain load and store
+/// (the slot's CPU is the only writer), never a locked instruction.
+#[inline(always)]
+pub(crate) fn bump(slot: &AtomicU64, n: u64) {
+    slot.store(
+        slot.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
 }
 
 /// Counters of the pgd system (cumulative).

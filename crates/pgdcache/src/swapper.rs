@@ -11,7 +11,7 @@ use crate::bug::Bugs;
 use crate::error::KernelError;
 use crate::stats::Counters;
 use alloc::sync::Arc;
-use physmem::{DirectMap, PhysAddr, PhysMem, PhysMemory};
+use physmem::{DirectMap, MemError, PhysAddr, PhysMem, PhysMemory};
 use x86paging::table::{entry_pa_at, read_entry, write_entry};
 use x86paging::{Entry, PagingMode};
 
@@ -77,6 +77,28 @@ impl<M: KernelMem> Swapper<M> {
             self.entry_at(pgd, index),
             e,
         )?)
+    }
+
+    /// User entry `index` of PAE pgd `pgd` (`pgd_val(pgd[index])`), inlined
+    /// for the `pgd_alloc`/`pgd_free` hit path: one checked 64-bit load. The
+    /// error is the memory's; the caller converts it off the hit path.
+    #[inline(always)]
+    pub(crate) fn pae_entry(&self, pgd: PhysAddr, index: usize) -> Result<Entry, MemError> {
+        let at = entry_pa_at(PagingMode::Pae, pgd, index);
+        self.pm.load_u64(at).map(Entry::from_raw)
+    }
+
+    /// `set_pgd(&pgd[index], e)` on a PAE pgd, inlined for the hit path:
+    /// one checked atomic 64-bit store (see [`Swapper::pae_entry`]).
+    #[inline(always)]
+    pub(crate) fn set_pae_entry(
+        &self,
+        pgd: PhysAddr,
+        index: usize,
+        e: Entry,
+    ) -> Result<(), MemError> {
+        let at = entry_pa_at(PagingMode::Pae, pgd, index);
+        self.pm.store_u64(at, e.raw())
     }
 
     /// Copies the kernel part of `swapper_pg_dir` into `pgd` (the `memcpy`

@@ -135,3 +135,160 @@ fn every_correct_scheme_on_the_token_path() {
         }
     }
 }
+
+/// Allocated objects of the pgd and pmd caches (the checker's walk: no
+/// hand-off, so it runs while this thread holds a CPU).
+fn allocated(k: &Kernel) -> (usize, usize) {
+    let pgds = k.cache_pgds().iter().filter(|(_, a)| *a).count();
+    let pmds = k.cache_pmds().iter().filter(|(_, a)| *a).count();
+    (pgds, pmds)
+}
+
+/// `pmd_cache`'s allocation attempts so far (a failed one counts a miss).
+fn pmd_attempts(k: &Kernel) -> usize {
+    k.slab_stats()
+        .iter()
+        .filter(|c| c.name == "pmd")
+        .map(|c| c.alloc_hits + c.alloc_misses)
+        .sum()
+}
+
+/// `pgd_alloc` through a CPU's token when the page allocator fails: from a
+/// spread of starting states (`held` pgds out, so the caches need a new
+/// slab at different points — on PAE at the 1st, 2nd or 3rd pmd), fail the
+/// Nth page allocation. The call returns an error and gives back every
+/// object it took (PAE: the pmds taken before the one that failed, and the
+/// pgd); the checker finds nothing wrong and no frame leaked.
+#[test]
+fn token_pgd_alloc_fails_cleanly() {
+    let mut third_pmd_failed = 0;
+    for mode in PagingMode::ALL {
+        for scheme in Scheme::ALL {
+            let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
+            let Ok(k) = Kernel::new(pm.clone(), &KernelConfig::new(mode, scheme)) else {
+                continue;
+            };
+            for held in 0..10 {
+                for n in 1.. {
+                    let what = format!("{mode} {scheme} held {held} fail #{n}");
+                    let mut cpu = k.claim_cpu(0).unwrap();
+                    let out: Vec<_> = (0..held).map(|_| cpu.pgd_alloc().unwrap()).collect();
+                    drop(cpu);
+                    let attempts = pmd_attempts(&k);
+                    let mut cpu = k.claim_cpu(0).unwrap();
+                    let before = allocated(&k);
+                    pm.faults().fail_nth(n);
+                    let r = cpu.pgd_alloc();
+                    pm.faults().clear();
+                    let done = match r {
+                        Ok(pgd) => {
+                            cpu.pgd_free(pgd).unwrap();
+                            true
+                        }
+                        Err(e) => {
+                            assert_eq!(allocated(&k), before, "{what}: {e}");
+                            drop(cpu);
+                            if pmd_attempts(&k) - attempts == 3 {
+                                third_pmd_failed += 1;
+                            }
+                            cpu = k.claim_cpu(0).unwrap();
+                            false
+                        }
+                    };
+                    for pgd in out {
+                        cpu.pgd_free(pgd).unwrap();
+                    }
+                    drop(cpu);
+                    let r = k.verify().unwrap();
+                    assert!(r.is_clean(), "{what}: {:?}", r.violations);
+                    assert_eq!(r.leaked_frames, 0, "{what}");
+                    if done {
+                        break;
+                    }
+                    assert!(n < 1000, "{what}: never succeeded");
+                }
+            }
+        }
+    }
+    assert!(third_pmd_failed > 0, "no sweep failed at the third pmd");
+}
+
+/// A pgd freed twice through a CPU's token is refused with an error, and
+/// nothing else changes: on PAE the second free does not touch the pmds
+/// its stale entries name (the pgd goes back before its pmds).
+#[test]
+fn token_double_free_is_refused() {
+    for mode in PagingMode::ALL {
+        for scheme in Scheme::ALL {
+            let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
+            let Ok(k) = Kernel::new(pm, &KernelConfig::new(mode, scheme)) else {
+                continue;
+            };
+            let mut cpu = k.claim_cpu(0).unwrap();
+            let a = cpu.pgd_alloc().unwrap();
+            let b = cpu.pgd_alloc().unwrap();
+            cpu.pgd_free(a).unwrap();
+            let before = allocated(&k);
+            assert!(cpu.pgd_free(a).is_err(), "{mode} {scheme}");
+            assert_eq!(allocated(&k), before, "{mode} {scheme}");
+            cpu.pgd_free(b).unwrap();
+            drop(cpu);
+            let r = k.verify().unwrap();
+            assert!(r.is_clean(), "{mode} {scheme}: {:?}", r.violations);
+            assert_eq!(r.leaked_frames, 0, "{mode} {scheme}");
+        }
+    }
+}
+
+/// PAE: a pgd freed twice after its pmds went on to another, live pgd.
+/// Pgds freed on CPU 1 stay in its array while their pmds (a smaller
+/// array) flow back to the slabs and out again to pgds CPU 0 allocates; a
+/// second free of such a pgd — through the token or per call — is refused
+/// and must not free the pmds its stale entries still name.
+#[test]
+fn pae_double_free_leaves_reused_pmds_alone() {
+    let mut victims = 0;
+    for scheme in Scheme::ALL {
+        let mut cfg = KernelConfig::new(PagingMode::Pae, scheme);
+        cfg.cpus = 2;
+        let pm = Arc::new(SimMemory::new(64 << 20).unwrap());
+        let Ok(k) = Kernel::new(pm, &cfg) else {
+            continue;
+        };
+        if !scheme.preconstructed() || scheme.keeps_pmds() {
+            continue;
+        }
+        let mut cpu = k.claim_cpu(0).unwrap();
+        let first: Vec<_> = (0..64).map(|_| cpu.pgd_alloc().unwrap()).collect();
+        for &p in &first {
+            k.pgd_free(1, p).unwrap();
+        }
+        let second: Vec<_> = (0..64).map(|_| cpu.pgd_alloc().unwrap()).collect();
+        let pgds = k.cache_pgds();
+        let pmds = k.cache_pmds();
+        let is_free = |p| pgds.iter().any(|&(q, a)| q == p && !a);
+        let held = |pa| pmds.iter().any(|&(q, a)| q == pa && a);
+        let reused = |p| {
+            (0..3).all(|i| {
+                let e = k.pgd_entry(p, i).unwrap();
+                e.is_present() && held(e.table_addr(PagingMode::Pae))
+            })
+        };
+        for &victim in first.iter().filter(|&&p| is_free(p) && reused(p)).take(4) {
+            victims += 1;
+            let before = allocated(&k);
+            assert!(cpu.pgd_free(victim).is_err(), "{scheme}");
+            assert_eq!(allocated(&k), before, "{scheme}: token path");
+            assert!(k.pgd_free(1, victim).is_err(), "{scheme}");
+            assert_eq!(allocated(&k), before, "{scheme}: per-call path");
+        }
+        for p in second {
+            cpu.pgd_free(p).unwrap();
+        }
+        drop(cpu);
+        let r = k.verify().unwrap();
+        assert!(r.is_clean(), "{scheme}: {:?}", r.violations);
+        assert_eq!(r.leaked_frames, 0, "{scheme}");
+    }
+    assert!(victims > 0, "no freed pgd had its pmds reused");
+}
