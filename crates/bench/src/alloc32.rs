@@ -184,9 +184,13 @@ impl Subject for ObjcacheTokenObj {
         let mut cpu = self.cache.claim_cpu(0).map_err(|e| err("claim_cpu")(&e))?;
         for _ in 0..iters {
             let o = cpu.alloc_obj().map_err(|e| err("kmem_cache_alloc")(&e))?;
-            // SAFETY: `o` is a live OBJ-byte object the cache handed us.
-            unsafe { o.as_ptr().as_ptr().write_volatile(1) };
-            cpu.free_obj(black_box(o))
+            // The object's address escapes to the optimiser once, as
+            // malloc's does (`black_box(p)` before its `free`); the handle
+            // goes back as a caller holds it.
+            let p = black_box(o.as_ptr());
+            // SAFETY: `p` is a live OBJ-byte object the cache handed us.
+            unsafe { p.as_ptr().write_volatile(1) };
+            cpu.free_obj(o)
                 .map_err(|e| err("kmem_cache_free")(&e.why))?;
         }
         Ok(())

@@ -62,13 +62,15 @@ fn kerr(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> MicroError {
 
 /// Boots a kernel with `ram` bytes, one CPU, in the kernel's production
 /// configuration: freed-frame poisoning off (`CONFIG_PAGE_POISONING=n`;
-/// the checker's runs and the stress tests keep it on).
+/// the checker's runs and the stress tests keep it on) and no per-CPU hit
+/// counters in the object caches (no `STATS`: `CONFIG_DEBUG_SLAB=n`).
 pub fn boot(mode: PagingMode, scheme: Scheme, ram: u64, cpus: usize) -> Result<Kernel, MicroError> {
     let pm = SimMemory::new(ram)
         .map_err(|e| MicroError::Ram(ram, e.to_string()))?
         .with_poisoning(false);
     let mut cfg = KernelConfig::new(mode, scheme);
     cfg.cpus = cpus;
+    cfg.slab_stats = false;
     Kernel::new(Arc::new(pm), &cfg).map_err(|e| kerr("boot")(&e))
 }
 
@@ -204,9 +206,13 @@ impl AllocFree {
 }
 
 impl Subject for AllocFree {
-    /// `iters` pairs as the thread acting as CPU 0 (its token: the
-    /// kernel's per-CPU fast path, no lock and no atomic on a hit).
+    /// `iters` pairs as the thread acting as CPU 0: its pgd token (the
+    /// kernel's per-CPU fast path, no lock and no atomic on a hit) and its
+    /// per-CPU page lists (`physmem::enter_cpu`: `uncached`'s page comes
+    /// from them, as 2.5.69's `__get_free_page` takes an order-0 page from
+    /// its CPU's hot list, not from the zone).
     fn run(&mut self, iters: u64) -> Result<(), MicroError> {
+        let _page_lists = physmem::enter_cpu(0);
         let mut cpu = self
             .kernel
             .claim_cpu(0)

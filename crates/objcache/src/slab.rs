@@ -131,7 +131,7 @@ impl Geometry {
 
     /// Object index of byte offset `off` from the first object, if `off` is
     /// an object boundary inside the slab.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn index_of(&self, off: usize) -> Option<usize> {
         if off >= self.span {
             return None;

@@ -50,6 +50,10 @@ pub struct KernelConfig {
     pub timed_locks: bool,
     /// Object-cache debug mode: verify constructed state on every free.
     pub debug: bool,
+    /// The object caches' per-CPU hit counters (Linux's `STATS`,
+    /// `CONFIG_DEBUG_SLAB`; `objcache::CacheBuilder::stats`).  On by
+    /// default; off is the production kernel, whose hits write no counter.
+    pub slab_stats: bool,
 }
 
 impl KernelConfig {
@@ -62,6 +66,7 @@ impl KernelConfig {
             cpus: 2,
             timed_locks: false,
             debug: false,
+            slab_stats: true,
         }
     }
 }
@@ -111,7 +116,7 @@ impl<M: KernelMem> Kernel<M> {
             cfg.timed_locks,
         ));
         tracker.on_boot(&sw)?;
-        let caches = PgdCaches::new(&sw, &tracker, cfg.scheme, cpus, cfg.debug)?;
+        let caches = PgdCaches::new(&sw, &tracker, cfg.scheme, cpus, cfg.debug, cfg.slab_stats)?;
         let tlb = Arc::new(TlbFlush::new());
         Ok(Kernel {
             cpa: Cpa::new(&sw, &ks, &tracker, &tlb),

@@ -289,13 +289,15 @@ impl<M: KernelMem> PgdCaches<M> {
         scheme: Scheme,
         cpus: usize,
         debug: bool,
+        stats: bool,
     ) -> Result<Self, KernelError> {
         let ctors = Arc::new(Ctors {
             sw: sw.clone(),
             tracker: tracker.clone(),
         });
-        let pmd_cache = Self::make_pmd_cache(&ctors, scheme, cpus, debug)?.map(Arc::new);
-        let pgd_cache = Self::make_pgd_cache(&ctors, scheme, cpus, debug, pmd_cache.as_ref())?;
+        let pmd_cache = Self::make_pmd_cache(&ctors, scheme, cpus, debug, stats)?.map(Arc::new);
+        let pgd_cache =
+            Self::make_pgd_cache(&ctors, scheme, cpus, debug, stats, pmd_cache.as_ref())?;
         let fast = match (&pgd_cache, &pmd_cache, sw.mode) {
             _ if !scheme.preconstructed() => Fast::General,
             (None, _, _) => Fast::General,
@@ -318,6 +320,7 @@ impl<M: KernelMem> PgdCaches<M> {
         scheme: Scheme,
         cpus: usize,
         debug: bool,
+        stats: bool,
         pmd_cache: Option<&Arc<Cache<M>>>,
     ) -> Result<Option<Cache<M>>, KernelError> {
         let sw = &ctors.sw;
@@ -329,7 +332,8 @@ impl<M: KernelMem> PgdCaches<M> {
         };
         let mut b = CacheBuilder::new("pgd", mode.pgd_bytes() as usize)
             .align(align)
-            .cpus(cpus);
+            .cpus(cpus)
+            .stats(stats);
         if scheme.preconstructed() {
             let c = ctors.clone();
             b = b.ctor(move |p| c.pgd_ctor(p));
@@ -365,6 +369,7 @@ impl<M: KernelMem> PgdCaches<M> {
         scheme: Scheme,
         cpus: usize,
         debug: bool,
+        stats: bool,
     ) -> Result<Option<Cache<M>>, KernelError> {
         if ctors.sw.mode != PagingMode::Pae || !scheme.preconstructed() {
             return Ok(None);
@@ -373,6 +378,7 @@ impl<M: KernelMem> PgdCaches<M> {
         let mut b = CacheBuilder::new("pmd", PAGE_SIZE as usize)
             .align(PAGE_SIZE as usize)
             .cpus(cpus)
+            .stats(stats)
             .ctor(move |p| c.pmd_ctor(p));
         if debug {
             let c = ctors.clone();

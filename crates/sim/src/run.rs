@@ -137,6 +137,7 @@ pub fn run_with_timeline(
         cpus: cfg.cpus,
         timed_locks: true,
         debug: false,
+        slab_stats: true,
     };
     let kernel = Kernel::new(pm, &kcfg)?;
     let smp = Smp::new(cfg.cpus, TLB_ENTRIES, kernel.swapper().0.as_u64());
