@@ -26,7 +26,7 @@
 //! returns memory it never reaches.
 #![allow(unsafe_code)]
 
-use crate::micro::{adaptive_rounds, MicroError, Ratio, Subject, Timing};
+use crate::micro::{adaptive_rounds, kerr, MicroError, Ratio, Subject, Timing};
 use benchstats::Rounds;
 use objcache::{CacheBuilder, KmemCache, SystemPageSource};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -104,22 +104,16 @@ impl ObjcachePerCall {
 
 impl Subject for ObjcachePerCall {
     fn run(&mut self, iters: u64) -> Result<(), MicroError> {
-        let err = |what: &'static str| {
-            move |e: &dyn std::fmt::Display| MicroError::Kernel {
-                what,
-                why: e.to_string(),
-            }
-        };
         for _ in 0..iters {
             let p = self
                 .cache
                 .alloc_on(0)
-                .map_err(|e| err("kmem_cache_alloc")(&e))?;
+                .map_err(|e| kerr("kmem_cache_alloc")(&e))?;
             // SAFETY: `p` is a live OBJ-byte object the cache handed us.
             unsafe { p.as_ptr().write_volatile(1) };
             self.cache
                 .free_on(0, black_box(p))
-                .map_err(|e| err("kmem_cache_free")(&e))?;
+                .map_err(|e| kerr("kmem_cache_free")(&e))?;
         }
         Ok(())
     }
@@ -141,19 +135,13 @@ impl ObjcacheToken {
 
 impl Subject for ObjcacheToken {
     fn run(&mut self, iters: u64) -> Result<(), MicroError> {
-        let err = |what: &'static str| {
-            move |e: &dyn std::fmt::Display| MicroError::Kernel {
-                what,
-                why: e.to_string(),
-            }
-        };
-        let mut cpu = self.cache.claim_cpu(0).map_err(|e| err("claim_cpu")(&e))?;
+        let mut cpu = self.cache.claim_cpu(0).map_err(|e| kerr("claim_cpu")(&e))?;
         for _ in 0..iters {
-            let p = cpu.alloc().map_err(|e| err("kmem_cache_alloc")(&e))?;
+            let p = cpu.alloc().map_err(|e| kerr("kmem_cache_alloc")(&e))?;
             // SAFETY: `p` is a live OBJ-byte object the cache handed us.
             unsafe { p.as_ptr().write_volatile(1) };
             cpu.free(black_box(p))
-                .map_err(|e| err("kmem_cache_free")(&e))?;
+                .map_err(|e| kerr("kmem_cache_free")(&e))?;
         }
         Ok(())
     }
@@ -175,15 +163,9 @@ impl ObjcacheTokenObj {
 
 impl Subject for ObjcacheTokenObj {
     fn run(&mut self, iters: u64) -> Result<(), MicroError> {
-        let err = |what: &'static str| {
-            move |e: &dyn std::fmt::Display| MicroError::Kernel {
-                what,
-                why: e.to_string(),
-            }
-        };
-        let mut cpu = self.cache.claim_cpu(0).map_err(|e| err("claim_cpu")(&e))?;
+        let mut cpu = self.cache.claim_cpu(0).map_err(|e| kerr("claim_cpu")(&e))?;
         for _ in 0..iters {
-            let o = cpu.alloc_obj().map_err(|e| err("kmem_cache_alloc")(&e))?;
+            let o = cpu.alloc_obj().map_err(|e| kerr("kmem_cache_alloc")(&e))?;
             // The object's address escapes to the optimiser once, as
             // malloc's does (`black_box(p)` before its `free`); the handle
             // goes back as a caller holds it.
@@ -191,7 +173,7 @@ impl Subject for ObjcacheTokenObj {
             // SAFETY: `p` is a live OBJ-byte object the cache handed us.
             unsafe { p.as_ptr().write_volatile(1) };
             cpu.free_obj(o)
-                .map_err(|e| err("kmem_cache_free")(&e.why))?;
+                .map_err(|e| kerr("kmem_cache_free")(&e.why))?;
         }
         Ok(())
     }

@@ -53,7 +53,8 @@ pub enum MicroError {
     },
 }
 
-fn kerr(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> MicroError {
+/// A kernel (or allocator) call's error as a `MicroError`, named `what`.
+pub(crate) fn kerr(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> MicroError {
     move |e| MicroError::Kernel {
         what,
         why: e.to_string(),

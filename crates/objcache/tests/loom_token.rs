@@ -59,6 +59,14 @@ fn cache(source: &Source) -> KmemCache<Source> {
         .expect("create")
 }
 
+/// The text of a caught panic (a negative model's failure).
+fn panic_message(err: &(dyn std::any::Any + Send)) -> String {
+    err.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
 /// Stamps an object the caller now owns; it must be constructed (0).
 fn take(p: NonNull<u8>, id: u8) {
     // SAFETY: the caller owns the object; byte 0 is constructed as 0.
@@ -179,11 +187,7 @@ fn negative_read_without_hand_off_is_found() {
         })
     })
     .expect_err("loom must find the unsynchronised read");
-    let msg = err
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default();
+    let msg = panic_message(&*err);
     assert!(
         msg.contains("Causality violation"),
         "the model failed, but not on the race: {msg}"
@@ -207,11 +211,7 @@ fn negative_hand_off_without_write_back_is_found() {
         })
     })
     .expect_err("the lost write-back must break an invariant");
-    let msg = err
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default();
+    let msg = panic_message(&*err);
     assert!(
         !msg.contains("Causality violation") && !msg.contains("maximum number of branches"),
         "the model failed, but not on an invariant: {msg}"
@@ -258,11 +258,7 @@ fn two_token_holders_read_each_other() {
 fn negative_blocking_serve_while_waiting_deadlocks() {
     let err = std::panic::catch_unwind(|| two_token_holders(Bug::BlockingServeWhileWaiting))
         .expect_err("loom must find the deadlock");
-    let msg = err
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default();
+    let msg = panic_message(&*err);
     // Both threads spin in `reclaim`, each waiting for the other to take
     // its slot: loom reports the livelock as an unbounded spin.
     assert!(

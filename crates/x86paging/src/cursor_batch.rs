@@ -1,0 +1,196 @@
+//! Runs of 4 KiB pages through one [`Cursor`]: `map_ptes` and
+//! `clear_ptes`, fork's `copy_pte_range` and exit's `zap_pte_range`.
+//!
+//! A page in the same pte table as the previous one is reached through that
+//! table without walking again from the pgd (`pte_offset` once per pmd, as
+//! Linux does under the page-table lock); each page keeps `map`'s checks
+//! and its all-or-nothing rule, and a run that stops says how far it got
+//! ([`PartialMap`]).
+
+use super::{Attached, Cursor};
+use crate::entry::{Entry, EntryFlags};
+use crate::flush::{Flush, FrameSource};
+use crate::map::MapError;
+use crate::mode::{Level, PageSize, PagingMode};
+use crate::table::{read_entry, write_entry};
+use physmem::{PhysAddr, PhysMem, VirtAddr};
+
+impl<P: PhysMem + ?Sized> Cursor<'_, P> {
+    /// Maps 4 KiB pages, as `copy_pte_range` fills a child's pte tables:
+    /// each `(va, pa, flags)` is what [`Cursor::map`] with
+    /// [`PageSize::Size4K`] would map, with the same checks, but a page in
+    /// the same pte table as the previous one is written through that
+    /// table without walking again from the pgd (`pte_offset` once per
+    /// pmd, as Linux does under the page-table lock). Pages in address
+    /// order make one walk per pte table; any order is correct.
+    ///
+    /// The caller keeps the tables under these addresses from being freed
+    /// for the duration of the call (it owns the address space, as fork
+    /// owns the child's): the pte table's frame is checked live once, when
+    /// it is reached.
+    ///
+    /// Each page is all or nothing, as `map` is. On failure the pages
+    /// before the failing one stay mapped ([`PartialMap::mapped`] says how
+    /// many), the failing one attached nothing, and the rest were not
+    /// looked at. The flush covers the lowest to the highest page mapped
+    /// and carries the count; every target entry was empty, so
+    /// [`Flush::ignore`] is correct as for `map`.
+    pub fn map_ptes<F, I>(&self, pages: I, frames: &F) -> Result<Flush<usize>, PartialMap>
+    where
+        F: FrameSource + ?Sized,
+        I: IntoIterator<Item = (VirtAddr, PhysAddr, EntryFlags)>,
+    {
+        let mut run = PteRun {
+            table: None,
+            span: self.mode.entries(Level::Pte) as u64 * PageSize::Size4K.bytes(),
+        };
+        let mut mapped = 0usize;
+        let (mut lo, mut last) = (u64::MAX, 0u64);
+        for (va, pa, flags) in pages {
+            if let Err(error) = self.map_pte_in(&mut run, va, pa, flags, frames) {
+                return Err(PartialMap { mapped, error });
+            }
+            mapped += 1;
+            lo = lo.min(va.as_u64());
+            last = last.max(va.as_u64());
+        }
+        let len = match mapped {
+            0 => 0,
+            _ => (last - lo).saturating_add(PageSize::Size4K.bytes()),
+        };
+        Ok(Flush::new(VirtAddr::new(lo.min(last)), len, mapped))
+    }
+
+    /// `zap_pte_range` for mapped 4 KiB pages: clears the pte of each
+    /// `va`, a pte table at a time as [`Cursor::map_ptes`] fills them (same
+    /// caller contract); the old entries are not read. Fails with
+    /// [`MapError::NotMapped`] at the first address whose walk does not
+    /// end in a pte table (the earlier ptes stay cleared, [`PartialMap`]).
+    /// The flush covers the lowest to the highest page and carries the
+    /// count: the caller owes it unless no TLB can hold the addresses.
+    pub fn clear_ptes<I>(&self, vas: I) -> Result<Flush<usize>, PartialMap>
+    where
+        I: IntoIterator<Item = VirtAddr>,
+    {
+        let mode = self.mode;
+        let span = mode.entries(Level::Pte) as u64 * PageSize::Size4K.bytes();
+        let mut table: Option<(u64, PhysAddr)> = None;
+        let mut done = 0usize;
+        let (mut lo, mut last) = (u64::MAX, 0u64);
+        for va in vas {
+            let base = va.as_u64() & !(span - 1);
+            let at = match table {
+                Some((b, t)) if b == base => Ok(pte_pa(mode, t, va)),
+                _ => self.descend(va, Level::Pte).and_then(|slot| {
+                    if slot.level != Level::Pte {
+                        return Err(MapError::NotMapped(va));
+                    }
+                    table = Some((base, slot.pa.frame().start()));
+                    Ok(slot.pa)
+                }),
+            };
+            let r = at.and_then(|at| Ok(write_entry(self.mem, mode, at, Entry::EMPTY)?));
+            if let Err(error) = r {
+                return Err(PartialMap {
+                    mapped: done,
+                    error,
+                });
+            }
+            done += 1;
+            lo = lo.min(va.as_u64());
+            last = last.max(va.as_u64());
+        }
+        let len = match done {
+            0 => 0,
+            _ => (last - lo).saturating_add(PageSize::Size4K.bytes()),
+        };
+        Ok(Flush::new(VirtAddr::new(lo.min(last)), len, done))
+    }
+
+    /// One page of [`Cursor::map_ptes`].
+    #[inline]
+    fn map_pte_in<F: FrameSource + ?Sized>(
+        &self,
+        run: &mut PteRun,
+        va: VirtAddr,
+        pa: PhysAddr,
+        flags: EntryFlags,
+        frames: &F,
+    ) -> Result<(), MapError> {
+        let mode = self.mode;
+        let size = PageSize::Size4K;
+        if !mode.is_canonical(va) {
+            return Err(MapError::NonCanonical(va));
+        }
+        if !va.is_aligned(size.bytes()) {
+            return Err(MapError::Misaligned { va, size });
+        }
+        let leaf = Entry::page(mode, size, pa, flags | EntryFlags::PRESENT)?;
+        let base = va.as_u64() & !(run.span - 1);
+        if let Some((b, table)) = run.table {
+            if b == base {
+                let at = pte_pa(mode, table, va);
+                if read_entry(self.mem, mode, at)?.is_present() {
+                    return Err(MapError::AlreadyMapped {
+                        va,
+                        level: Level::Pte,
+                    });
+                }
+                return Ok(write_entry(self.mem, mode, at, leaf)?);
+            }
+        }
+        let mut attached = Attached::default();
+        let r = self
+            .alloc_path_in(va, Level::Pte, frames, &mut attached)
+            .and_then(|slot| {
+                if slot.is_present() {
+                    return Err(MapError::AlreadyMapped {
+                        va,
+                        level: slot.level,
+                    });
+                }
+                write_entry(self.mem, mode, slot.pa, leaf)?;
+                // A pte table is one page-aligned frame.
+                Ok(slot.pa.frame().start())
+            });
+        match r {
+            Ok(table) => {
+                run.table = Some((base, table));
+                Ok(())
+            }
+            Err(e) => {
+                attached.undo(self, frames);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The pte table [`Cursor::map_ptes`] is filling: the first linear
+/// address it covers and where it is.
+struct PteRun {
+    table: Option<(u64, PhysAddr)>,
+    /// Bytes one pte table maps (4 MiB on 2-level, 2 MiB otherwise).
+    span: u64,
+}
+
+/// Why [`Cursor::map_ptes`] (or [`Cursor::clear_ptes`]) stopped, and how
+/// far it got: the first `mapped` pages are done, the next one failed with
+/// `error` (and, for `map_ptes`, attached nothing).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("mapping page {mapped} of a run failed")]
+pub struct PartialMap {
+    /// Pages mapped before the failure (they stay mapped).
+    pub mapped: usize,
+    /// Why the next page could not be mapped.
+    #[source]
+    pub error: MapError,
+}
+
+/// `pte_offset`: the entry for `va` in the pte table at `table` (a
+/// pte-level `entry_pa` without the per-level dispatch).
+#[inline]
+fn pte_pa(mode: PagingMode, table: PhysAddr, va: VirtAddr) -> PhysAddr {
+    let index = (va.as_u64() >> PageSize::Size4K.shift()) & (mode.ptrs_per_pte() as u64 - 1);
+    PhysAddr::new(table.as_u64() + index * mode.entry_bytes())
+}
