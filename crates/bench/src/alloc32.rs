@@ -28,11 +28,11 @@
 
 use crate::micro::{adaptive_rounds, kerr, MicroError, Ratio, Subject, Timing};
 use benchstats::Rounds;
+use objcache::pairbench::AtomicFloor;
 use objcache::{CacheBuilder, KmemCache, SystemPageSource};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Object size of the measurement (a PAE pgd).
 pub const OBJ: usize = 32;
@@ -179,11 +179,12 @@ impl Subject for ObjcacheTokenObj {
     }
 }
 
-/// The per-call limit (module docs): a test-and-set lock taken and
-/// released around a `Vec` pop, and again around the push.
+/// The per-call limit (module docs): objcache's own
+/// [`AtomicFloor`] (a test-and-set lock
+/// taken and released around a `Vec` pop, and again around the push) over
+/// one object it owns.
 pub struct PerCallFloor {
-    lock: AtomicU8,
-    list: Vec<NonNull<u8>>,
+    floor: AtomicFloor,
     _obj: Box<[u8; OBJ]>,
 }
 
@@ -191,26 +192,8 @@ impl PerCallFloor {
     /// One object on the list.
     pub fn new() -> PerCallFloor {
         let mut obj = Box::new([0u8; OBJ]);
-        let list = vec![NonNull::from(&mut obj[0])];
-        PerCallFloor {
-            lock: AtomicU8::new(0),
-            list,
-            _obj: obj,
-        }
-    }
-
-    #[inline(always)]
-    fn locked<R>(&mut self, f: impl FnOnce(&mut Vec<NonNull<u8>>) -> R) -> R {
-        while self
-            .lock
-            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            std::hint::spin_loop();
-        }
-        let r = f(&mut self.list);
-        self.lock.store(0, Ordering::Release);
-        r
+        let floor = AtomicFloor::new(NonNull::from(&mut obj[0]));
+        PerCallFloor { floor, _obj: obj }
     }
 }
 
@@ -223,7 +206,7 @@ impl Default for PerCallFloor {
 impl Subject for PerCallFloor {
     fn run(&mut self, iters: u64) -> Result<(), MicroError> {
         for _ in 0..iters {
-            let Some(p) = self.locked(|l| l.pop()) else {
+            let Some(p) = self.floor.pop() else {
                 return Err(MicroError::Kernel {
                     what: "per-call floor",
                     why: "its list is empty".into(),
@@ -232,7 +215,7 @@ impl Subject for PerCallFloor {
             // SAFETY: `p` points into `_obj`, which we own.
             unsafe { p.as_ptr().write_volatile(1) };
             let p = black_box(p);
-            self.locked(|l| l.push(p));
+            self.floor.push(p);
         }
         Ok(())
     }

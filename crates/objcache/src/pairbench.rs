@@ -141,13 +141,36 @@ impl<'a> Pair for TokenObj<'a> {
 }
 
 /// The per-call floor (module docs): a test-and-set lock taken and
-/// released around a `Vec` pop, and again around the push.
-struct AtomicFloor {
+/// released around a `Vec` pop, and again around the push.  `pgdcache
+/// bench` measures the same type (`alloc32`'s limit row).
+#[derive(Debug)]
+pub struct AtomicFloor {
     lock: core::sync::atomic::AtomicU8,
     list: Vec<NonNull<u8>>,
 }
 
 impl AtomicFloor {
+    /// A floor whose list holds `obj`, the one object passed back and
+    /// forth (it is never dereferenced here).
+    pub fn new(obj: NonNull<u8>) -> Self {
+        AtomicFloor {
+            lock: core::sync::atomic::AtomicU8::new(0),
+            list: std::vec![obj],
+        }
+    }
+
+    /// The "alloc": the lock, a pop, the unlock.
+    #[inline(always)]
+    pub fn pop(&mut self) -> Option<NonNull<u8>> {
+        self.locked(|l| l.pop())
+    }
+
+    /// The "free": the lock, a push, the unlock.
+    #[inline(always)]
+    pub fn push(&mut self, p: NonNull<u8>) {
+        self.locked(|l| l.push(p));
+    }
+
     #[inline(always)]
     fn locked<R>(&mut self, f: impl FnOnce(&mut Vec<NonNull<u8>>) -> R) -> R {
         use core::sync::atomic::Ordering;
@@ -168,8 +191,7 @@ impl Pair for AtomicFloor {
     type Obj = NonNull<u8>;
     #[inline(always)]
     fn alloc(&mut self) -> Result<NonNull<u8>, PairBenchError> {
-        self.locked(|l| l.pop())
-            .ok_or(PairBenchError::SystemOutOfMemory)
+        self.pop().ok_or(PairBenchError::SystemOutOfMemory)
     }
     #[inline(always)]
     fn ptr(o: &NonNull<u8>) -> NonNull<u8> {
@@ -177,7 +199,7 @@ impl Pair for AtomicFloor {
     }
     #[inline(always)]
     fn free(&mut self, p: NonNull<u8>) -> Result<(), PairBenchError> {
-        self.locked(|l| l.push(p));
+        self.push(p);
         Ok(())
     }
 }
@@ -239,10 +261,7 @@ pub fn pair_rounds_32b(rounds: usize, pairs: u64) -> Result<PairRounds, PairBenc
     let mut token = Token(cache.claim_cpu(1).map_err(PairBenchError::Claim)?);
     let mut token_obj = TokenObj(obj_cache.claim_cpu(0).map_err(PairBenchError::Claim)?);
     // The floor's one "object": any readable byte will do.
-    let mut floor = AtomicFloor {
-        lock: core::sync::atomic::AtomicU8::new(0),
-        list: std::vec![NonNull::from(&PAIR_OBJECT).cast::<u8>()],
-    };
+    let mut floor = AtomicFloor::new(NonNull::from(&PAIR_OBJECT).cast::<u8>());
     let layout = Layout::from_size_align(PAIR_OBJECT, 16).map_err(PairBenchError::Layout)?;
     let mut system = System(layout);
     let mut out = PairRounds {
