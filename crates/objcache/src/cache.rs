@@ -71,6 +71,8 @@ pub(crate) struct Counters {
 ///
 /// See the [crate docs](crate) for the object-state contract.
 pub struct KmemCache<P: PageSource> {
+    /// Its identity for [`Obj`] handles (never reused).
+    pub(crate) id: obj::CacheId,
     pub(crate) name: String,
     pub(crate) geo: Geometry,
     pub(crate) flags: SlabFlags,

@@ -124,18 +124,18 @@ impl Pair for Token<'_> {
 
 struct TokenObj<'a>(crate::CpuToken<'a, SystemPageSource>);
 
-impl<'a> Pair for TokenObj<'a> {
-    type Obj = Obj<'a>;
+impl Pair for TokenObj<'_> {
+    type Obj = Obj;
     #[inline(always)]
-    fn alloc(&mut self) -> Result<Obj<'a>, PairBenchError> {
+    fn alloc(&mut self) -> Result<Obj, PairBenchError> {
         self.0.alloc_obj().map_err(PairBenchError::Alloc)
     }
     #[inline(always)]
-    fn ptr(o: &Obj<'a>) -> NonNull<u8> {
+    fn ptr(o: &Obj) -> NonNull<u8> {
         o.as_ptr()
     }
     #[inline(always)]
-    fn free(&mut self, o: Obj<'a>) -> Result<(), PairBenchError> {
+    fn free(&mut self, o: Obj) -> Result<(), PairBenchError> {
         self.0.free_obj(o).map_err(|e| PairBenchError::Free(e.why))
     }
 }

@@ -20,7 +20,7 @@ use crate::cpa::{Cpa, CpaError};
 use crate::error::KernelError;
 use crate::lock::LockKind;
 use crate::mm::{AddressSpaces, Mm, MmError, TaskSize};
-use crate::pgd::{CpuSlots, Pgd, PgdCaches, Via};
+use crate::pgd::{CpuSlots, OwnedPgd, Pgd, PgdCaches, Via};
 use crate::prelude::*;
 use crate::scheme::Scheme;
 use crate::stats::KernelStats;
@@ -202,12 +202,14 @@ impl<M: KernelMem> Kernel<M> {
 
     /// `pgd_alloc` on CPU `cpu`.
     pub fn pgd_alloc(&self, cpu: usize) -> Result<Pgd, KernelError> {
-        self.caches.alloc(&mut Via::Call(cpu))
+        self.caches
+            .alloc(&mut Via::Call(cpu))
+            .map(OwnedPgd::into_raw)
     }
 
     /// `pgd_free` on CPU `cpu` (after `clear_page_tables`).
     pub fn pgd_free(&self, cpu: usize, pgd: Pgd) -> Result<(), KernelError> {
-        self.caches.free(&mut Via::Call(cpu), pgd)
+        self.caches.free_raw(&mut Via::Call(cpu), pgd)
     }
 
     /// Claims CPU `cpu` for the calling thread: through the returned
@@ -454,16 +456,25 @@ impl<M: KernelMem> PgdCpu<'_, M> {
         self.slots.cpu()
     }
 
-    /// `pgd_alloc` on this CPU.
+    /// `pgd_alloc` on this CPU: the pgd as its owner holds it. Off the
+    /// token it carries the object cache's handles, so its `pgd_free` is
+    /// the pushes alone (see [`OwnedPgd`]).
     #[inline]
-    pub fn pgd_alloc(&mut self) -> Result<Pgd, KernelError> {
+    pub fn pgd_alloc(&mut self) -> Result<OwnedPgd, KernelError> {
         self.k.caches.alloc(&mut Via::Cpu(&mut self.slots))
     }
 
     /// `pgd_free` on this CPU (after `clear_page_tables`).
     #[inline]
-    pub fn pgd_free(&mut self, pgd: Pgd) -> Result<(), KernelError> {
+    pub fn pgd_free(&mut self, pgd: OwnedPgd) -> Result<(), KernelError> {
         self.k.caches.free(&mut Via::Cpu(&mut self.slots), pgd)
+    }
+
+    /// `pgd_free(pgd_t *)` of a raw address on this CPU: looked up and
+    /// checked, a foreign or double free refused with an error.
+    #[inline]
+    pub fn pgd_free_raw(&mut self, pgd: Pgd) -> Result<(), KernelError> {
+        self.k.caches.free_raw(&mut Via::Cpu(&mut self.slots), pgd)
     }
 
     /// exec on this CPU.

@@ -8,7 +8,7 @@
 //! both map them read-only and the frame's `page_count` counts the sharers.
 
 use crate::error::KernelError;
-use crate::pgd::{Pgd, PgdCaches, Via};
+use crate::pgd::{OwnedPgd, Pgd, PgdCaches, Via};
 use crate::prelude::*;
 use crate::swapper::{KernelMem, Swapper};
 use crate::tracker::Tracker;
@@ -36,7 +36,8 @@ pub enum MmError {
 /// here): its pgd and its mapped pages.
 #[derive(Debug)]
 pub struct Mm {
-    pgd: Pgd,
+    /// `mm->pgd`: the address space owns its pgd.
+    pgd: OwnedPgd,
     /// The mapped user pages in address order: virtual page, data frame,
     /// and whether it is text (executable: what the VMA's `vm_flags` would
     /// say, so fork need not look it up in the page tables).
@@ -46,7 +47,7 @@ pub struct Mm {
 impl Mm {
     /// The address space's pgd (its CR3).
     pub fn pgd(&self) -> Pgd {
-        self.pgd
+        self.pgd.pgd()
     }
     /// Number of mapped user pages.
     pub fn rss(&self) -> usize {
@@ -129,7 +130,7 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
     fn map_user(&self, mm: &Mm, va: u64, f: Frame, flags: EntryFlags) -> Result<(), MmError> {
         let va = VirtAddr::new(va);
         let frames = TableFrames::new(self.pm(), Owner::UserTable);
-        Cursor::new(self.pm(), self.mode(), mm.pgd.0)
+        Cursor::new(self.pm(), self.mode(), mm.pgd().0)
             .map(va, f.start(), PageSize::Size4K, flags, &frames)
             .map_err(|e| match e {
                 MapError::OutOfMemory(e) => MmError::OutOfMemory(e),
@@ -145,11 +146,12 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
     /// fresh pgd, visible to conversions (and, in `slab-ticket`, refreshed).
     fn mm_init(&self, via: &mut Via<'_, '_, M>) -> Result<Mm, MmError> {
         let pgd = self.caches.alloc(via)?;
+        let joined = self.mm_join(pgd.pgd());
         let mm = Mm {
             pgd,
             pages: Vec::new(),
         };
-        if let Err(e) = self.mm_join(pgd) {
+        if let Err(e) = joined {
             self.teardown(via, mm)?;
             return Err(e.into());
         }
@@ -210,7 +212,7 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
             let flags = if exec { text } else { data };
             (VirtAddr::new(va), f.start(), flags)
         });
-        let copied = Cursor::new(pm, self.mode(), mm.pgd.0).map_ptes(ptes, &frames);
+        let copied = Cursor::new(pm, self.mode(), mm.pgd().0).map_ptes(ptes, &frames);
         match copied {
             // New mappings in empty slots of a pgd no CPU has loaded since:
             // no TLB can hold the addresses.
@@ -247,7 +249,7 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
 
     /// exit: leave `mmlist`, `clear_page_tables`, `pgd_free`.
     pub(crate) fn exit_mm(&self, via: &mut Via<'_, '_, M>, mm: Mm) -> Result<(), MmError> {
-        self.mm_leave(mm.pgd);
+        self.mm_leave(mm.pgd());
         self.teardown(via, mm)
     }
 
@@ -258,7 +260,7 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
         // cleared again. Exit owes no flush here: the caller has left this
         // pgd (exit reloads CR3), as for the tables freed below.
         let vas = mm.pages.iter().map(|&(va, _, _)| VirtAddr::new(va));
-        let zapped = Cursor::new(self.pm(), self.mode(), mm.pgd.0).clear_ptes(vas);
+        let zapped = Cursor::new(self.pm(), self.mode(), mm.pgd().0).clear_ptes(vas);
         let ptes_cleared = match zapped {
             Ok(flush) => {
                 flush.ignore();
@@ -295,9 +297,9 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
         let free = |first: u64, last: u64| -> Result<(), KernelError> {
             let range = VirtAddr::new(first << shift)..VirtAddr::new((last + 1).min(user) << shift);
             if ptes_cleared {
-                free_cleared_user_tables(self.pm(), mode, mm.pgd.0, range)?;
+                free_cleared_user_tables(self.pm(), mode, mm.pgd().0, range)?;
             } else {
-                free_user_tables(self.pm(), mode, mm.pgd.0, range)?;
+                free_user_tables(self.pm(), mode, mm.pgd().0, range)?;
             }
             Ok(())
         };
@@ -322,7 +324,7 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
         #[cfg(debug_assertions)]
         {
             let end = VirtAddr::new(user << shift);
-            let left = free_user_tables(self.pm(), mode, mm.pgd.0, VirtAddr::new(0)..end)?;
+            let left = free_user_tables(self.pm(), mode, mm.pgd().0, VirtAddr::new(0)..end)?;
             debug_assert_eq!(left, 0, "user page tables outside the mapped pages");
         }
         Ok(())

@@ -23,17 +23,78 @@ use crate::tracker::Tracker;
 use alloc::sync::Arc;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
-use objcache::{CacheBuilder, CacheStats, CpuToken, KmemCache, SlabFlags};
+use objcache::{CacheBuilder, CacheStats, CpuToken, KmemCache, Obj, SlabFlags};
 use physmem::{Owner, PhysAddr, PhysMem, PAGE_SIZE};
 use x86paging::{Entry, PagingMode};
 
 mod fast;
 use fast::Fast;
 
-/// A page directory handed out by `pgd_alloc`: its physical address, what
-/// CR3 holds.
+/// A page directory's physical address: what CR3 holds, what `pgd_list`
+/// and the checkers name a pgd by. Anyone may copy one; owning the pgd is
+/// [`OwnedPgd`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Pgd(pub PhysAddr);
+
+/// A pgd as its owner holds it (`mm->pgd`): made only by
+/// [`PgdCpu::pgd_alloc`](crate::PgdCpu::pgd_alloc), neither `Copy` nor
+/// `Clone`, consumed by [`PgdCpu::pgd_free`](crate::PgdCpu::pgd_free).
+///
+/// Linux's `pgd_free(pgd_t *)` trusts its caller: `kmem_cache_free` pushes
+/// the pointer on the CPU's array without looking at it (outside
+/// `CONFIG_DEBUG_SLAB`). A raw [`Pgd`] cannot be trusted that way, so its
+/// free looks the object up and refuses a foreign or double free
+/// ([`PgdCpu::pgd_free_raw`](crate::PgdCpu::pgd_free_raw)). An `OwnedPgd`
+/// is the caller's contract as a type: off a CPU's token it carries the
+/// object cache's [`Obj`] handles of the pgd (and on PAE, the seed's
+/// protocol, of its three pmds), so its free is the pushes alone.
+#[must_use = "an OwnedPgd not given back with pgd_free stays allocated"]
+pub struct OwnedPgd {
+    pgd: Pgd,
+    /// The pgd's object of `pgd_cache`, when it came off a CPU's token.
+    obj: Option<Obj>,
+    /// PAE, the seed's protocol: its user pmds of `pmd_cache`, when they
+    /// came off the same token path (`set_pgd` named them in the pgd).
+    pmds: Option<[Obj; USER_PTRS_PAE]>,
+}
+
+impl OwnedPgd {
+    /// A pgd from a path that makes no handles (per-call, page-sized,
+    /// ctor-less): its free is the checked one.
+    pub(crate) fn raw(pgd: Pgd) -> OwnedPgd {
+        OwnedPgd {
+            pgd,
+            obj: None,
+            pmds: None,
+        }
+    }
+
+    /// The pgd's address (its CR3).
+    #[inline(always)]
+    pub fn pgd(&self) -> Pgd {
+        self.pgd
+    }
+
+    /// Gives up ownership: the pgd stays allocated, and the checked
+    /// `pgd_free` of a raw [`Pgd`] takes it back.
+    pub fn into_raw(self) -> Pgd {
+        self.pgd
+    }
+
+    /// Whether its free needs no lookup (it came off a CPU's token).
+    pub fn has_handles(&self) -> bool {
+        self.obj.is_some()
+    }
+}
+
+impl core::fmt::Debug for OwnedPgd {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("OwnedPgd")
+            .field("pgd", &self.pgd)
+            .field("handles", &self.has_handles())
+            .finish()
+    }
+}
 
 type Cache<M> = KmemCache<SimPages<M>>;
 type Token<'k, M> = CpuToken<'k, SimPages<M>>;
@@ -262,6 +323,9 @@ pub(crate) struct PgdCaches<M: KernelMem> {
     pmd_cache: Option<Arc<Cache<M>>>,
     /// What a CPU's token path does (decided once, at `pgtable_cache_init`).
     fast: Fast,
+    /// The direct map as one window, when it is one: the fast paths' `__pa`
+    /// is then a subtraction and a bound on a copy kept here.
+    linear: Option<physmem::LinearMap>,
 }
 
 impl<M: KernelMem> PgdCaches<M> {
@@ -295,6 +359,7 @@ impl<M: KernelMem> PgdCaches<M> {
             pgd_cache,
             pmd_cache,
             fast,
+            linear: sw.pm.linear(),
         })
     }
 
@@ -407,21 +472,23 @@ impl<M: KernelMem> PgdCaches<M> {
             .ok_or(KernelError::BadPgd(pa, "outside RAM"))
     }
 
+    #[inline(always)]
     fn pa_of(&self, obj: NonNull<u8>) -> Result<PhysAddr, KernelError> {
-        self.sw
-            .pm
-            .pa_of(obj)
-            .ok_or(KernelError::BadPgd(PhysAddr::new(0), "object outside RAM"))
+        match &self.linear {
+            Some(lin) => lin.pa_of(obj),
+            None => self.sw.pm.pa_of(obj),
+        }
+        .ok_or(KernelError::BadPgd(PhysAddr::new(0), "object outside RAM"))
     }
 
     /// `pgd_alloc` on CPU `cpu`: a pgd whose user part is empty and whose
     /// kernel part matches `swapper_pg_dir` (up to lazily faulted vmalloc
     /// entries, and, for the ticket scheme, up to a refresh at join).
-    #[inline]
-    pub(crate) fn alloc(&self, via: &mut Via<'_, '_, M>) -> Result<Pgd, KernelError> {
+    #[inline(always)]
+    pub(crate) fn alloc(&self, via: &mut Via<'_, '_, M>) -> Result<OwnedPgd, KernelError> {
         match via {
             Via::Cpu(slots) => self.alloc_cpu(slots),
-            Via::Call(_) => self.alloc_general(via),
+            Via::Call(_) => self.alloc_general(via).map(OwnedPgd::raw),
         }
     }
 
@@ -630,10 +697,20 @@ impl<M: KernelMem> PgdCaches<M> {
     /// `pgd_free` on CPU `cpu`. The caller has already run
     /// `clear_page_tables` (the user part is empty; on PAE the user pmds are
     /// empty), so a cached pgd goes back in constructed state.
-    #[inline]
-    pub(crate) fn free(&self, via: &mut Via<'_, '_, M>, pgd: Pgd) -> Result<(), KernelError> {
+    #[inline(always)]
+    pub(crate) fn free(&self, via: &mut Via<'_, '_, M>, pgd: OwnedPgd) -> Result<(), KernelError> {
         match via {
             Via::Cpu(slots) => self.free_cpu(slots, pgd),
+            Via::Call(_) => self.free_general(via, pgd.into_raw()),
+        }
+    }
+
+    /// `pgd_free` of a raw address (Linux's `pgd_free(pgd_t *)`): looked up
+    /// and checked, a foreign or double free refused.
+    #[inline]
+    pub(crate) fn free_raw(&self, via: &mut Via<'_, '_, M>, pgd: Pgd) -> Result<(), KernelError> {
+        match via {
+            Via::Cpu(slots) => self.free_cpu_raw(slots, pgd),
             Via::Call(_) => self.free_general(via, pgd),
         }
     }

@@ -225,11 +225,12 @@ fn token_double_free_is_refused() {
                 continue;
             };
             let mut cpu = k.claim_cpu(0).unwrap();
-            let a = cpu.pgd_alloc().unwrap();
+            // An `OwnedPgd` cannot be freed twice; its raw address can.
+            let a = cpu.pgd_alloc().unwrap().into_raw();
             let b = cpu.pgd_alloc().unwrap();
-            cpu.pgd_free(a).unwrap();
+            cpu.pgd_free_raw(a).unwrap();
             let before = allocated(&k);
-            assert!(cpu.pgd_free(a).is_err(), "{mode} {scheme}");
+            assert!(cpu.pgd_free_raw(a).is_err(), "{mode} {scheme}");
             assert_eq!(allocated(&k), before, "{mode} {scheme}");
             cpu.pgd_free(b).unwrap();
             drop(cpu);
@@ -259,7 +260,9 @@ fn pae_double_free_leaves_reused_pmds_alone() {
             continue;
         }
         let mut cpu = k.claim_cpu(0).unwrap();
-        let first: Vec<_> = (0..64).map(|_| cpu.pgd_alloc().unwrap()).collect();
+        let first: Vec<_> = (0..64)
+            .map(|_| cpu.pgd_alloc().unwrap().into_raw())
+            .collect();
         for &p in &first {
             k.pgd_free(1, p).unwrap();
         }
@@ -277,7 +280,7 @@ fn pae_double_free_leaves_reused_pmds_alone() {
         for &victim in first.iter().filter(|&&p| is_free(p) && reused(p)).take(4) {
             victims += 1;
             let before = allocated(&k);
-            assert!(cpu.pgd_free(victim).is_err(), "{scheme}");
+            assert!(cpu.pgd_free_raw(victim).is_err(), "{scheme}");
             assert_eq!(allocated(&k), before, "{scheme}: token path");
             assert!(k.pgd_free(1, victim).is_err(), "{scheme}");
             assert_eq!(allocated(&k), before, "{scheme}: per-call path");
@@ -291,4 +294,82 @@ fn pae_double_free_leaves_reused_pmds_alone() {
         assert_eq!(r.leaked_frames, 0, "{scheme}");
     }
     assert!(victims > 0, "no freed pgd had its pmds reused");
+}
+
+/// An `OwnedPgd` off a CPU's token carries the object cache's handles on
+/// every preconstructed scheme (none on `uncached`/`shared-kernel`, whose
+/// free is the checked one); either way it comes back whole, through the
+/// token or, given up with `into_raw`, per call.
+#[test]
+fn owned_pgds_round_trip_on_every_path() {
+    for mode in PagingMode::ALL {
+        for scheme in Scheme::ALL {
+            let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
+            let Ok(k) = Kernel::new(pm, &KernelConfig::new(mode, scheme)) else {
+                continue;
+            };
+            let what = format!("{mode} {scheme}");
+            let mut cpu = k.claim_cpu(0).unwrap();
+            let held: Vec<_> = (0..40).map(|_| cpu.pgd_alloc().unwrap()).collect();
+            for p in &held {
+                assert_eq!(p.has_handles(), scheme.preconstructed(), "{what}");
+            }
+            let before = allocated(&k);
+            let mut raw = Vec::new();
+            for (i, p) in held.into_iter().enumerate() {
+                match i % 2 {
+                    0 => cpu.pgd_free(p).unwrap(),
+                    _ => raw.push(p.into_raw()),
+                }
+            }
+            if scheme.preconstructed() {
+                assert_eq!(allocated(&k).0, before.0 - 20, "{what}");
+            }
+            drop(cpu);
+            for p in raw {
+                k.pgd_free(1 % k.cpus(), p).unwrap();
+            }
+            let r = k.verify().unwrap();
+            assert!(r.is_clean(), "{what}: {:?}", r.violations);
+            assert_eq!(r.leaked_frames, 0, "{what}");
+            assert_eq!(allocated(&k).0, 0, "{what}");
+        }
+    }
+}
+
+/// An `OwnedPgd` of another kernel is refused before anything is touched:
+/// the receiving kernel's caches and the pgd's own kernel are unchanged
+/// (the refused pgd stays allocated in its kernel, as a leaked `Box`).
+#[test]
+fn an_owned_pgd_of_another_kernel_is_refused() {
+    for mode in PagingMode::ALL {
+        for scheme in Scheme::ALL.into_iter().filter(|s| s.preconstructed()) {
+            let boot = || {
+                let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
+                Kernel::new(pm, &KernelConfig::new(mode, scheme))
+            };
+            let (Ok(a), Ok(b)) = (boot(), boot()) else {
+                continue;
+            };
+            let what = format!("{mode} {scheme}");
+            let mut ca = a.claim_cpu(0).unwrap();
+            let mut cb = b.claim_cpu(0).unwrap();
+            let keep = cb.pgd_alloc().unwrap();
+            let foreign = cb.pgd_alloc().unwrap();
+            let pa = foreign.pgd();
+            let (before_a, before_b) = (allocated(&a), allocated(&b));
+            assert!(ca.pgd_free(foreign).is_err(), "{what}");
+            assert_eq!(allocated(&a), before_a, "{what}");
+            assert_eq!(allocated(&b), before_b, "{what}");
+            // Its own kernel still takes it back by address.
+            cb.pgd_free_raw(pa).unwrap();
+            cb.pgd_free(keep).unwrap();
+            drop((ca, cb));
+            for k in [&a, &b] {
+                let r = k.verify().unwrap();
+                assert!(r.is_clean(), "{what}: {:?}", r.violations);
+                assert_eq!(r.leaked_frames, 0, "{what}");
+            }
+        }
+    }
 }

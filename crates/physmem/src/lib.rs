@@ -73,7 +73,7 @@ pub use buddy::MAX_ORDER;
 pub use fault::{AllocRequest, FaultInjector};
 pub use list::{FrameList, ListError};
 pub use lowmem::Lowmem;
-pub use mem::{DirectMap, FrameState, MemError, PhysMem};
+pub use mem::{DirectMap, FrameState, LinearMap, MemError, PhysMem};
 pub use page::{Owner, Page, PageTable};
 pub use page_alloc::{AllocError, FreeError, PhysMemory};
 #[cfg(feature = "std")]

@@ -212,6 +212,9 @@ impl DirectMap for Lowmem {
     fn pa_of(&self, p: NonNull<u8>) -> Option<PhysAddr> {
         Lowmem::pa_of(self, p)
     }
+    fn linear(&self) -> Option<crate::mem::LinearMap> {
+        Some(crate::mem::LinearMap::new(self.base, self.len))
+    }
 }
 
 #[cfg(test)]
@@ -248,6 +251,16 @@ mod tests {
         let p = mem.ptr_of(PhysAddr::new(0x1000)).unwrap();
         assert_eq!(mem.pa_of(p), Some(PhysAddr::new(0x1000)));
         assert_eq!(mem.ptr_of(PhysAddr::new(65536)), None);
+        // The linear window agrees with `pa_of` inside and at both edges.
+        let lin = DirectMap::linear(&mem).unwrap();
+        for pa in [0u64, 0x1000, 65535] {
+            let p = mem.ptr_of(PhysAddr::new(pa)).unwrap();
+            assert_eq!(lin.pa_of(p), Some(PhysAddr::new(pa)));
+        }
+        let past = NonNull::new(base.as_ptr().wrapping_add(65536)).unwrap();
+        let before = NonNull::new(base.as_ptr().wrapping_sub(1)).unwrap();
+        assert_eq!((lin.pa_of(past), mem.pa_of(past)), (None, None));
+        assert_eq!((lin.pa_of(before), mem.pa_of(before)), (None, None));
         let _ = mem;
         assert_eq!(buf[0x1000 / 8], 0x1234_0000_0000_0063);
     }

@@ -166,4 +166,35 @@ pub trait DirectMap {
     fn ptr_of(&self, pa: PhysAddr) -> Option<core::ptr::NonNull<u8>>;
     /// `__pa`: the physical address a direct-map pointer refers to.
     fn pa_of(&self, p: core::ptr::NonNull<u8>) -> Option<PhysAddr>;
+    /// The direct map as one linear window, where the memory is mapped that
+    /// way (see [`LinearMap`]); `None` by default.
+    fn linear(&self) -> Option<LinearMap> {
+        None
+    }
+}
+
+/// A direct map that is one linear window, as a kernel's lowmem mapping
+/// is (`__pa(x)` is `x - PAGE_OFFSET`): a copy a hot path keeps, so `__pa`
+/// is one subtraction and one bound, not calls through the memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearMap {
+    base: usize,
+    len: u64,
+}
+
+impl LinearMap {
+    /// The window of `len` bytes mapped from physical address 0 at `base`.
+    pub fn new(base: core::ptr::NonNull<u8>, len: u64) -> LinearMap {
+        LinearMap {
+            base: base.as_ptr() as usize,
+            len,
+        }
+    }
+
+    /// `__pa`: the physical address of `p`, if it points into the window.
+    #[inline(always)]
+    pub fn pa_of(&self, p: core::ptr::NonNull<u8>) -> Option<PhysAddr> {
+        let off = (p.as_ptr() as usize).checked_sub(self.base)? as u64;
+        (off < self.len).then_some(PhysAddr::new(off))
+    }
 }

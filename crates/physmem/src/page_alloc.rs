@@ -110,6 +110,11 @@ impl<M: PhysMem + crate::mem::DirectMap> PhysMemory<M> {
     pub fn pa_of(&self, p: core::ptr::NonNull<u8>) -> Option<PhysAddr> {
         self.mem.pa_of(p)
     }
+
+    /// The memory's direct map as one linear window, if it is one.
+    pub fn linear(&self) -> Option<crate::mem::LinearMap> {
+        self.mem.linear()
+    }
 }
 
 impl<M: PhysMem> PhysMemory<M> {

@@ -131,6 +131,9 @@ impl crate::mem::DirectMap for Ram {
     fn pa_of(&self, p: NonNull<u8>) -> Option<PhysAddr> {
         self.mem.pa_of(p)
     }
+    fn linear(&self) -> Option<crate::mem::LinearMap> {
+        crate::mem::DirectMap::linear(&self.mem)
+    }
 }
 
 #[cfg(test)]

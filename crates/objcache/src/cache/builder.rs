@@ -290,6 +290,7 @@ impl CacheBuilder {
             None
         };
         Ok(KmemCache {
+            id: super::obj::CacheId::next(),
             lists: Mutex::new(Lists::new(
                 free_limit(self.flags, self.ncpus, batchcount, geo.num),
                 shared_factor.saturating_mul(batchcount),

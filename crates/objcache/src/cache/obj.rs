@@ -18,12 +18,18 @@
 //! `is_allocated`, `for_each_object` and the checkers that walk a cache see
 //! an object held as an `Obj` as allocated, like any other.
 //!
+//! An `Obj` names its cache by the cache's id, a number no other cache of
+//! the process ever gets, not by a borrow: so it can live in structures
+//! that outlive any borrow of the cache (an `mm`'s pgd), and an `Obj`
+//! whose cache is gone can never match a live cache, so its pointers are
+//! never followed.
+//!
 //! [`CpuToken::alloc_obj`]: super::CpuToken::alloc_obj
 //! [`CpuToken::free_obj`]: super::CpuToken::free_obj
 
 use core::fmt;
-use core::marker::PhantomData;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering as IdOrdering};
 
 use crate::slab::Entry;
 use crate::sync::AtomicU8;
@@ -33,7 +39,7 @@ use crate::sync::AtomicU8;
 /// leaks the object (it stays allocated), as `Box::leak` does; use
 /// [`into_raw`](Self::into_raw) to hand it to the pointer API instead.
 #[must_use = "an Obj not given back with free_obj stays allocated"]
-pub struct Obj<'a> {
+pub struct Obj {
     /// The object (`Entry::obj`).
     pub(crate) obj: NonNull<u8>,
     /// Its owned flag (`Entry::owned`).  The entry's two words are kept
@@ -41,9 +47,24 @@ pub struct Obj<'a> {
     /// a copy of an `Obj` a 16-byte load of two 8-byte stores (no
     /// store-to-load forwarding).
     pub(crate) owned: NonNull<AtomicU8>,
-    /// The cache that made it (its address: only compared).
-    pub(crate) cache: NonNull<()>,
-    pub(crate) _cache: PhantomData<&'a ()>,
+    /// The id of the cache that made it ([`CacheId`]: only compared).
+    pub(crate) cache: CacheId,
+}
+
+/// A cache's identity for [`Obj`]: unique among every cache the process
+/// ever builds (a 64-bit counter, never reused), so a handle of a dropped
+/// cache can never be taken for one of a live cache that now sits at the
+/// same address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CacheId(u64);
+
+impl CacheId {
+    /// The next id. The counter is a plain (not loom) atomic: it is not part
+    /// of any protocol the models check.
+    pub(crate) fn next() -> CacheId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        CacheId(NEXT.fetch_add(1, IdOrdering::Relaxed))
+    }
 }
 
 // SAFETY: an `Obj` is the exclusive right to one object of a cache that is
@@ -51,9 +72,9 @@ pub struct Obj<'a> {
 // freed on any CPU, as with the pointer API).  Its `owned` pointer is only
 // written by the thread that holds the `Obj`, and the cache's owned flags
 // are atomics.
-unsafe impl Send for Obj<'_> {}
+unsafe impl Send for Obj {}
 
-impl Obj<'_> {
+impl Obj {
     /// The entry the array holds for it.
     #[inline(always)]
     pub(crate) fn entry(&self) -> Entry {
@@ -78,7 +99,7 @@ impl Obj<'_> {
     }
 }
 
-impl fmt::Debug for Obj<'_> {
+impl fmt::Debug for Obj {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("Obj").field(&self.obj).finish()
     }
@@ -88,9 +109,9 @@ impl fmt::Debug for Obj<'_> {
 /// comes back to its holder with the reason.
 #[derive(Debug, thiserror::Error)]
 #[error("{why}")]
-pub struct ObjFreeError<'a> {
+pub struct ObjFreeError {
     /// The object, still allocated and still the caller's.
-    pub obj: Obj<'a>,
+    pub obj: Obj,
     /// Why: [`FreeError::Foreign`](crate::FreeError::Foreign) for an object
     /// of another cache, [`FreeError::Verify`](crate::FreeError::Verify)
     /// when the debug-mode check failed.

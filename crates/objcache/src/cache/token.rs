@@ -27,7 +27,6 @@
 //! [`serve`]: CpuToken::serve
 
 use core::fmt;
-use core::marker::PhantomData;
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
@@ -279,13 +278,12 @@ impl<'a, P: PageSource> CpuToken<'a, P> {
     /// [`alloc`](Self::alloc), as an [`Obj`]: the object held as a value,
     /// which [`free_obj`](Self::free_obj) takes back without a lookup.
     #[inline(always)]
-    pub fn alloc_obj(&mut self) -> Result<Obj<'a>, AllocError> {
+    pub fn alloc_obj(&mut self) -> Result<Obj, AllocError> {
         let e = self.alloc_entry()?;
         Ok(Obj {
             obj: e.obj,
             owned: e.owned,
-            cache: NonNull::from(self.cache).cast(),
-            _cache: PhantomData,
+            cache: self.cache.id,
         })
     }
 
@@ -294,8 +292,8 @@ impl<'a, P: PageSource> CpuToken<'a, P> {
     /// this cache (one compare) and, in debug mode, the verify callback.
     /// A refused object comes back in the error, still allocated.
     #[inline(always)]
-    pub fn free_obj(&mut self, obj: Obj<'a>) -> Result<(), ObjFreeError<'a>> {
-        if obj.cache != NonNull::from(self.cache).cast() {
+    pub fn free_obj(&mut self, obj: Obj) -> Result<(), ObjFreeError> {
+        if obj.cache != self.cache.id {
             return Err(ObjFreeError {
                 obj,
                 why: FreeError::Foreign,
@@ -663,6 +661,24 @@ mod fast_path_tests {
         tb.free_obj(err.obj).unwrap();
         assert_eq!(tb.stats().live_objs, 0);
         assert_eq!(ta.stats().live_objs, 0);
+    }
+
+    #[test]
+    fn an_obj_outliving_its_cache_is_refused_by_a_later_cache() {
+        // The handle borrows nothing: it may outlive its cache (its slab is
+        // leaked, as the drop documents); a cache built later, even if it
+        // sits where the first one did, has another id and refuses it
+        // without following its pointers.
+        let o = {
+            let (a, _, _) = pattern_cache(64);
+            let mut t = a.claim_cpu(0).unwrap();
+            t.alloc_obj().unwrap()
+        };
+        let (b, _, _) = pattern_cache(64);
+        let mut t = b.claim_cpu(0).unwrap();
+        let err = t.free_obj(o).unwrap_err();
+        assert_eq!(err.why, FreeError::Foreign);
+        assert_eq!(t.stats().live_objs, 0);
     }
 
     #[test]

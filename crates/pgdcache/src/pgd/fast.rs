@@ -2,14 +2,20 @@
 //! CPU (`PgdCpu`) goes straight to its tokens of `pgd_cache`/`pmd_cache`,
 //! in one shape per kernel ([`Fast`]) decided when the caches are built.
 //! A hit is the object cache's pops and pushes and what a kernel does
-//! around them (`__pa`/`__va`, PAE's three `set_pgd` stores or loads, one
-//! counter bump); everything else goes to the general path in `pgd.rs`.
+//! around them (`__pa`, PAE's three `set_pgd` stores, one counter bump);
+//! everything else goes to the general path in `pgd.rs`.
+//!
+//! The pgd comes out as an [`OwnedPgd`] holding the object cache's `Obj`
+//! handles, so `pgd_free` of it is the pushes alone, as Linux's
+//! `kmem_cache_free` is outside `CONFIG_DEBUG_SLAB`. A raw [`Pgd`]'s free
+//! (`free_cpu_raw`) is looked up and checked instead: `__va`, the cache's
+//! page map, the owned flag; on PAE the three entry loads name the pmds.
 
-use super::{pgd_free_err, pgd_oom, CpuSlots, Pgd, PgdCaches, Token, Via, USER_PTRS_PAE};
+use super::{pgd_free_err, pgd_oom, CpuSlots, OwnedPgd, Pgd, PgdCaches, Token, Via, USER_PTRS_PAE};
 use crate::error::KernelError;
 use crate::stats::bump;
 use crate::swapper::KernelMem;
-use core::ptr::NonNull;
+use objcache::{AllocError, Obj, ObjFreeError};
 use physmem::PhysAddr;
 use x86paging::{Entry, PagingMode};
 
@@ -22,7 +28,8 @@ pub(super) enum Fast {
     /// push; `__pa`/`__va` around them.
     Whole,
     /// PAE with `pmd_cache`, the seed's protocol: one pgd pop and three pmd
-    /// pops, three `set_pgd` stores; at free three entry loads, four pushes.
+    /// pops, three `set_pgd` stores; at free four pushes (the `OwnedPgd`
+    /// names the pmds; a raw pgd's free loads them from its entries).
     PaePmds,
     /// PAE `slab-prepopulated`: one pop (a cached pgd keeps its empty
     /// pmds), one entry load to tell a fresh object from a used one.
@@ -35,12 +42,23 @@ pub(super) enum Fast {
 impl<M: KernelMem> PgdCaches<M> {
     /// `pgd_alloc` through the CPU's tokens: on a hit, the cache pops and
     /// (PAE) the `set_pgd` stores, one counter bump, nothing else.
-    #[inline]
-    pub(super) fn alloc_cpu(&self, slots: &mut CpuSlots<'_, M>) -> Result<Pgd, KernelError> {
+    #[inline(always)]
+    pub(super) fn alloc_cpu(&self, slots: &mut CpuSlots<'_, M>) -> Result<OwnedPgd, KernelError> {
         if let (Fast::Whole, Some(pgds)) = (self.fast, slots.pgd.as_mut()) {
-            let pgd = self.pa_of(pgds.alloc().map_err(pgd_oom)?)?;
+            let obj = pgds.alloc_obj().map_err(pgd_oom)?;
+            let pgd = match self.pa_of(obj.as_ptr()) {
+                Ok(pa) => pa,
+                Err(e) => {
+                    Self::give_back(slots.pgd.as_mut(), obj);
+                    return Err(e);
+                }
+            };
             bump(slots.allocs, 1);
-            return Ok(Pgd(pgd));
+            return Ok(OwnedPgd {
+                pgd: Pgd(pgd),
+                obj: Some(obj),
+                pmds: None,
+            });
         }
         self.alloc_cpu_pae(slots)
     }
@@ -48,30 +66,28 @@ impl<M: KernelMem> PgdCaches<M> {
     /// [`Self::alloc_cpu`] for PAE pgds (and, for any other shape, the
     /// way to the general path).
     #[inline]
-    fn alloc_cpu_pae(&self, slots: &mut CpuSlots<'_, M>) -> Result<Pgd, KernelError> {
+    fn alloc_cpu_pae(&self, slots: &mut CpuSlots<'_, M>) -> Result<OwnedPgd, KernelError> {
         let (Some(pgds), fast) = (slots.pgd.as_mut(), self.fast) else {
-            return self.alloc_general(&mut Via::Cpu(slots));
+            return self.alloc_general(&mut Via::Cpu(slots)).map(OwnedPgd::raw);
         };
-        let pgd = match fast {
-            Fast::General | Fast::Whole => return self.alloc_general(&mut Via::Cpu(slots)),
+        let (pgd, obj, pmds) = match fast {
+            Fast::General | Fast::Whole => {
+                return self.alloc_general(&mut Via::Cpu(slots)).map(OwnedPgd::raw)
+            }
             Fast::PaeKept => {
-                let obj = pgds.alloc().map_err(pgd_oom)?;
-                let pgd = self.pa_of(obj)?;
-                // A used object still has its (empty) pmds; only a fresh
-                // one needs them (`pgd_ctor` cannot fail, so cannot
-                // allocate them).
-                if !self.sw.pae_entry(pgd, 0)?.is_present() {
-                    if let Err(e) = self.pae_attach_pmds(&mut Via::Cpu(slots), pgd) {
+                let obj = pgds.alloc_obj().map_err(pgd_oom)?;
+                match self.pae_kept_cpu(slots, &obj) {
+                    Ok(pgd) => (pgd, obj, None),
+                    Err(e) => {
                         Self::give_back(slots.pgd.as_mut(), obj);
                         return Err(e);
                     }
                 }
-                pgd
             }
             Fast::PaePmds => {
-                let obj = pgds.alloc().map_err(pgd_oom)?;
-                match self.pae_pmds_cpu(slots, obj) {
-                    Ok(pgd) => pgd,
+                let obj = pgds.alloc_obj().map_err(pgd_oom)?;
+                match self.pae_pmds_cpu(slots, &obj) {
+                    Ok((pgd, pmds)) => (pgd, obj, Some(pmds)),
                     Err(e) => {
                         // Nothing is lost: the object goes back as it came.
                         Self::give_back(slots.pgd.as_mut(), obj);
@@ -81,16 +97,41 @@ impl<M: KernelMem> PgdCaches<M> {
             }
         };
         bump(slots.allocs, 1);
-        Ok(Pgd(pgd))
+        Ok(OwnedPgd {
+            pgd: Pgd(pgd),
+            obj: Some(obj),
+            pmds,
+        })
     }
 
     /// Returns an object taken a moment ago through `token` (an undo: it
-    /// cannot be refused, it was just handed out).
+    /// cannot be refused, it was just handed out by this cache).
     #[cold]
-    fn give_back(token: Option<&mut Token<'_, M>>, obj: NonNull<u8>) {
-        if let Some(t) = token {
-            let _ = t.free(obj);
+    fn give_back(token: Option<&mut Token<'_, M>>, obj: Obj) {
+        match token {
+            Some(t) => {
+                let _ = t.free_obj(obj);
+            }
+            None => {
+                let _ = obj.into_raw();
+            }
         }
+    }
+
+    /// `slab-prepopulated` on a token: a used object still has its (empty)
+    /// pmds; only a fresh one needs them (`pgd_ctor` cannot fail, so cannot
+    /// allocate them).
+    #[inline]
+    fn pae_kept_cpu(
+        &self,
+        slots: &mut CpuSlots<'_, M>,
+        obj: &Obj,
+    ) -> Result<PhysAddr, KernelError> {
+        let pgd = self.pa_of(obj.as_ptr())?;
+        if !self.sw.pae_entry(pgd, 0)?.is_present() {
+            self.pae_attach_pmds(&mut Via::Cpu(slots), pgd)?;
+        }
+        Ok(pgd)
     }
 
     /// The seed's PAE `pgd_alloc` on a token: three pmds from `pmd_cache`,
@@ -102,31 +143,22 @@ impl<M: KernelMem> PgdCaches<M> {
     fn pae_pmds_cpu(
         &self,
         slots: &mut CpuSlots<'_, M>,
-        obj: NonNull<u8>,
-    ) -> Result<PhysAddr, KernelError> {
-        let pgd = self.pa_of(obj)?;
+        obj: &Obj,
+    ) -> Result<(PhysAddr, [Obj; USER_PTRS_PAE]), KernelError> {
+        let pgd = self.pa_of(obj.as_ptr())?;
         let Some(pmds) = slots.pmd.as_mut() else {
-            return self.pae_setup(&mut Via::Cpu(slots), obj);
+            return Err(KernelError::BadPgd(pgd, "PAE fast path without pmd_cache"));
         };
-        let mut got = [NonNull::dangling(); USER_PTRS_PAE];
-        for i in 0..USER_PTRS_PAE {
-            match pmds.alloc() {
-                Ok(p) => got[i] = p,
-                Err(source) => {
-                    Self::pmds_undo(pmds, &got[..i]);
-                    return Err(KernelError::CacheAlloc {
-                        cache: "pmd_cache",
-                        source,
-                    });
-                }
-            }
-        }
+        let got = Self::pmd_objs(pmds).map_err(|source| KernelError::CacheAlloc {
+            cache: "pmd_cache",
+            source,
+        })?;
         let mut pas = [PhysAddr::new(0); USER_PTRS_PAE];
-        for (pa, &p) in pas.iter_mut().zip(&got) {
-            match self.pa_of(p) {
+        for (pa, p) in pas.iter_mut().zip(&got) {
+            match self.pa_of(p.as_ptr()) {
                 Ok(x) => *pa = x,
                 Err(e) => {
-                    Self::pmds_undo(pmds, &got);
+                    Self::objs_undo(pmds, got);
                     return Err(e);
                 }
             }
@@ -138,25 +170,102 @@ impl<M: KernelMem> PgdCaches<M> {
                 for j in 0..i {
                     let _ = self.sw.set_pae_entry(pgd, j, Entry::EMPTY);
                 }
-                Self::pmds_undo(pmds, &got);
+                Self::objs_undo(pmds, got);
                 return Err(e.into());
             }
         }
-        Ok(pgd)
+        Ok((pgd, got))
+    }
+
+    /// Three pmds off the token, all or none.
+    #[inline(always)]
+    fn pmd_objs(pmds: &mut Token<'_, M>) -> Result<[Obj; USER_PTRS_PAE], AllocError> {
+        let a = pmds.alloc_obj()?;
+        let b = match pmds.alloc_obj() {
+            Ok(b) => b,
+            Err(e) => {
+                Self::objs_undo(pmds, [a]);
+                return Err(e);
+            }
+        };
+        match pmds.alloc_obj() {
+            Ok(c) => Ok([a, b, c]),
+            Err(e) => {
+                Self::objs_undo(pmds, [a, b]);
+                Err(e)
+            }
+        }
     }
 
     /// Gives back pmds taken a moment ago (they are still zero).
     #[cold]
-    fn pmds_undo(pmds: &mut Token<'_, M>, got: &[NonNull<u8>]) {
-        for &p in got {
-            let _ = pmds.free(p);
+    fn objs_undo<const N: usize>(pmds: &mut Token<'_, M>, got: [Obj; N]) {
+        for p in got {
+            let _ = pmds.free_obj(p);
         }
     }
 
-    /// `pgd_free` through the CPU's tokens: on a hit, (PAE) three entry
-    /// loads and three pmd pushes, the pgd push, one counter bump.
-    #[inline]
+    /// `pgd_free` of an [`OwnedPgd`] through the CPU's tokens: on a hit
+    /// the pushes (PAE: the pgd, then its three pmds) and one counter bump.
+    /// A pgd without handles takes the checked way ([`Self::free_cpu_raw`]).
+    #[inline(always)]
     pub(super) fn free_cpu(
+        &self,
+        slots: &mut CpuSlots<'_, M>,
+        pgd: OwnedPgd,
+    ) -> Result<(), KernelError> {
+        let OwnedPgd { pgd, obj, pmds } = pgd;
+        let (Some(obj), Some(pgds)) = (obj, slots.pgd.as_mut()) else {
+            return self.free_cpu_raw(slots, pgd);
+        };
+        // The pgd goes back first: a refused one (another kernel's, or a
+        // failed debug check) keeps its pmds, still allocated, with it.
+        if let Err(ObjFreeError { obj, why }) = pgds.free_obj(obj) {
+            let _ = obj.into_raw();
+            if let Some(pmds) = pmds {
+                for p in pmds {
+                    let _ = p.into_raw();
+                }
+            }
+            return Err(pgd_free_err(why));
+        }
+        if let Some(pmds) = pmds {
+            self.pmds_free_objs(slots, pmds);
+        }
+        bump(slots.frees, 1);
+        Ok(())
+    }
+
+    /// The pmds of a freed PAE `OwnedPgd` back to `pmd_cache` (the pgd is
+    /// already back). A refused pmd (a failed debug check, which the cache
+    /// counts and `verify` reports) stays allocated.
+    #[inline(always)]
+    fn pmds_free_objs(&self, slots: &mut CpuSlots<'_, M>, pmds: [Obj; USER_PTRS_PAE]) {
+        if let Some(t) = slots.pmd.as_mut() {
+            for p in pmds {
+                if let Err(ObjFreeError { obj, .. }) = t.free_obj(p) {
+                    let _ = obj.into_raw();
+                }
+            }
+            return;
+        }
+        // Not reached (the handles came off this CPU's pmd token), but
+        // nothing is lost if it were: the pointer path takes them back.
+        let (mut pas, mut n) = ([PhysAddr::new(0); USER_PTRS_PAE], 0);
+        for p in pmds {
+            if let Ok(pa) = self.pa_of(p.into_raw()) {
+                pas[n] = pa;
+                n += 1;
+            }
+        }
+        self.pmds_put(&mut Via::Cpu(slots), &pas[..n]);
+    }
+
+    /// `pgd_free` of a raw [`Pgd`] through the CPU's tokens: looked up and
+    /// checked (a foreign or double free is refused); on PAE three entry
+    /// loads name the pmds.
+    #[inline]
+    pub(super) fn free_cpu_raw(
         &self,
         slots: &mut CpuSlots<'_, M>,
         pgd: Pgd,
@@ -172,7 +281,7 @@ impl<M: KernelMem> PgdCaches<M> {
         self.free_cpu_pae(slots, pgd)
     }
 
-    /// [`Self::free_cpu`] for PAE pgds (and the way to the general path).
+    /// [`Self::free_cpu_raw`] for PAE pgds (and the way to the general path).
     #[inline]
     fn free_cpu_pae(&self, slots: &mut CpuSlots<'_, M>, pgd: Pgd) -> Result<(), KernelError> {
         let fast = self.fast;
