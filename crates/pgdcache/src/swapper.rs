@@ -88,17 +88,12 @@ impl<M: KernelMem> Swapper<M> {
         self.pm.load_u64(at).map(Entry::from_raw)
     }
 
-    /// `set_pgd(&pgd[index], e)` on a PAE pgd, inlined for the hit path:
-    /// one checked atomic 64-bit store (see [`Swapper::pae_entry`]).
+    /// The `set_pgd`s of a new PAE pgd's user part, `entries[i]` into
+    /// `pgd[i]`: one checked run of atomic 64-bit stores, all or none.
     #[inline(always)]
-    pub(crate) fn set_pae_entry(
-        &self,
-        pgd: PhysAddr,
-        index: usize,
-        e: Entry,
-    ) -> Result<(), MemError> {
-        let at = entry_pa_at(PagingMode::Pae, pgd, index);
-        self.pm.store_u64(at, e.raw())
+    pub(crate) fn set_pae_entries(&self, pgd: PhysAddr, entries: &[u64]) -> Result<(), MemError> {
+        self.pm
+            .store_u64s(entry_pa_at(PagingMode::Pae, pgd, 0), entries)
     }
 
     /// Copies the kernel part of `swapper_pg_dir` into `pgd` (the `memcpy`

@@ -167,6 +167,25 @@ impl PhysMem for Lowmem {
         Ok(())
     }
 
+    #[inline]
+    fn store_u64s(&self, pa: PhysAddr, words: &[u64]) -> Result<(), MemError> {
+        let Some(last) = words.len().checked_sub(1) else {
+            return Ok(());
+        };
+        let first = self.checked::<u64>(pa)?;
+        let end = pa
+            .checked_add(last as u64 * 8)
+            .ok_or(MemError::OutOfRange(pa))?;
+        self.checked::<u64>(end)?;
+        for (i, &w) in words.iter().enumerate() {
+            // SAFETY: the first and last words were bounds- and
+            // alignment-checked above, so every word between is in range;
+            // all accesses are atomic (`new`'s contract).
+            unsafe { AtomicU64::from_ptr(first.add(i)) }.store(w, Ordering::Release);
+        }
+        Ok(())
+    }
+
     fn fill(&self, pa: PhysAddr, len: u64, byte: u8) -> Result<(), MemError> {
         if len == 0 {
             return Ok(());
@@ -261,6 +280,20 @@ mod tests {
         let before = NonNull::new(base.as_ptr().wrapping_sub(1)).unwrap();
         assert_eq!((lin.pa_of(past), mem.pa_of(past)), (None, None));
         assert_eq!((lin.pa_of(before), mem.pa_of(before)), (None, None));
+        // store_u64s: all or none, the whole range checked first.
+        mem.store_u64s(PhysAddr::new(0x4000), &[1, 2, 3]).unwrap();
+        assert_eq!(mem.load_u64(PhysAddr::new(0x4010)).unwrap(), 3);
+        let near_end = PhysAddr::new(65536 - 16);
+        assert_eq!(
+            mem.store_u64s(near_end, &[7, 7, 7]),
+            Err(MemError::OutOfRange(PhysAddr::new(65536)))
+        );
+        assert_eq!(mem.load_u64(near_end).unwrap(), 0, "nothing written");
+        assert_eq!(
+            mem.store_u64s(PhysAddr::new(0x4004), &[1]),
+            Err(MemError::Misaligned(PhysAddr::new(0x4004)))
+        );
+        mem.store_u64s(near_end, &[]).unwrap();
         let _ = mem;
         assert_eq!(buf[0x1000 / 8], 0x1234_0000_0000_0063);
     }

@@ -51,6 +51,27 @@ pub trait PhysMem: Sync {
     /// Atomically writes a 64-bit value (`set_pte_atomic`).
     fn store_u64(&self, pa: PhysAddr, v: u64) -> Result<(), MemError>;
 
+    /// Writes `words` to consecutive 64-bit words from `pa`, each one
+    /// atomically (PAE's three `set_pgd`s of a new pgd): all or none, the
+    /// whole range checked before the first store.
+    fn store_u64s(&self, pa: PhysAddr, words: &[u64]) -> Result<(), MemError> {
+        let n = words.len() as u64;
+        let end = n
+            .checked_mul(8)
+            .and_then(|len| pa.as_u64().checked_add(len))
+            .ok_or(MemError::OutOfRange(pa))?;
+        if !pa.is_aligned(8) {
+            return Err(MemError::Misaligned(pa));
+        }
+        if end > self.size() {
+            return Err(MemError::OutOfRange(pa));
+        }
+        for (i, &w) in words.iter().enumerate() {
+            self.store_u64(PhysAddr::new(pa.as_u64() + i as u64 * 8), w)?;
+        }
+        Ok(())
+    }
+
     /// The allocator's view of `frame`. Memory without an allocator says `Live`.
     fn frame_state(&self, frame: Frame) -> FrameState {
         if frame.start().as_u64() < self.size() {

@@ -370,6 +370,10 @@ impl<M: PhysMem> PhysMem for PhysMemory<M> {
         self.mem.store_u64(pa, v)
     }
     #[inline]
+    fn store_u64s(&self, pa: PhysAddr, words: &[u64]) -> Result<(), MemError> {
+        self.mem.store_u64s(pa, words)
+    }
+    #[inline]
     fn frame_state(&self, frame: Frame) -> FrameState {
         match self.pages.get(frame) {
             None => FrameState::Unmanaged,

@@ -100,6 +100,10 @@ impl PhysMem for Ram {
         self.mem.store_u64(pa, v)
     }
     #[inline]
+    fn store_u64s(&self, pa: PhysAddr, words: &[u64]) -> Result<(), MemError> {
+        self.mem.store_u64s(pa, words)
+    }
+    #[inline]
     fn fill(&self, pa: PhysAddr, len: u64, byte: u8) -> Result<(), MemError> {
         self.mem.fill(pa, len, byte)
     }

@@ -70,31 +70,29 @@ impl<M: KernelMem> PgdCaches<M> {
         let (Some(pgds), fast) = (slots.pgd.as_mut(), self.fast) else {
             return self.alloc_general(&mut Via::Cpu(slots)).map(OwnedPgd::raw);
         };
-        let (pgd, obj, pmds) = match fast {
-            Fast::General | Fast::Whole => {
-                return self.alloc_general(&mut Via::Cpu(slots)).map(OwnedPgd::raw)
-            }
-            Fast::PaeKept => {
-                let obj = pgds.alloc_obj().map_err(pgd_oom)?;
-                match self.pae_kept_cpu(slots, &obj) {
-                    Ok(pgd) => (pgd, obj, None),
-                    Err(e) => {
-                        Self::give_back(slots.pgd.as_mut(), obj);
-                        return Err(e);
-                    }
+        // The seed's protocol first: the hot shape gets the straight line.
+        let (pgd, obj, pmds) = if fast == Fast::PaePmds {
+            let obj = pgds.alloc_obj().map_err(pgd_oom)?;
+            match self.pae_pmds_cpu(slots, &obj) {
+                Ok((pgd, pmds)) => (pgd, obj, Some(pmds)),
+                Err(e) => {
+                    // Nothing is lost: the object goes back as it came.
+                    Self::give_back(slots.pgd.as_mut(), obj);
+                    return Err(e);
                 }
             }
-            Fast::PaePmds => {
-                let obj = pgds.alloc_obj().map_err(pgd_oom)?;
-                match self.pae_pmds_cpu(slots, &obj) {
-                    Ok((pgd, pmds)) => (pgd, obj, Some(pmds)),
-                    Err(e) => {
-                        // Nothing is lost: the object goes back as it came.
-                        Self::give_back(slots.pgd.as_mut(), obj);
-                        return Err(e);
-                    }
+        } else if fast == Fast::PaeKept {
+            let obj = pgds.alloc_obj().map_err(pgd_oom)?;
+            match self.pae_kept_cpu(slots, &obj) {
+                Ok(pgd) => (pgd, obj, None),
+                Err(e) => {
+                    Self::give_back(slots.pgd.as_mut(), obj);
+                    return Err(e);
                 }
             }
+        } else {
+            // `General` (and `Whole`, which `alloc_cpu` took already).
+            return self.alloc_general(&mut Via::Cpu(slots)).map(OwnedPgd::raw);
         };
         bump(slots.allocs, 1);
         Ok(OwnedPgd {
@@ -153,26 +151,21 @@ impl<M: KernelMem> PgdCaches<M> {
             cache: "pmd_cache",
             source,
         })?;
-        let mut pas = [PhysAddr::new(0); USER_PTRS_PAE];
-        for (pa, p) in pas.iter_mut().zip(&got) {
+        // `set_pgd(&pgd[i], __pgd(1 + __pa(pmd)))`: the present bit only.
+        let mut set = [0u64; USER_PTRS_PAE];
+        for (e, p) in set.iter_mut().zip(&got) {
             match self.pa_of(p.as_ptr()) {
-                Ok(x) => *pa = x,
+                Ok(pa) => *e = Entry::from_raw(pa.as_u64() | 1).raw(),
                 Err(e) => {
                     Self::objs_undo(pmds, got);
                     return Err(e);
                 }
             }
         }
-        for (i, pa) in pas.iter().enumerate() {
-            let set = Entry::from_raw(pa.as_u64() | 1);
-            if let Err(e) = self.sw.set_pae_entry(pgd, i, set) {
-                // All or none: undo the entries written, give every pmd back.
-                for j in 0..i {
-                    let _ = self.sw.set_pae_entry(pgd, j, Entry::EMPTY);
-                }
-                Self::objs_undo(pmds, got);
-                return Err(e.into());
-            }
+        // All or none: a refused run wrote nothing.
+        if let Err(e) = self.sw.set_pae_entries(pgd, &set) {
+            Self::objs_undo(pmds, got);
+            return Err(e.into());
         }
         Ok((pgd, got))
     }
