@@ -193,12 +193,42 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
     }
 
     /// fork: `pgd_alloc`, join `mmlist` (`dup_mmap` does it first), then
-    /// `copy_page_range`: every parent pte is copied read-only and the data
-    /// frame shared. The ptes go in one pass over the parent's pages in
-    /// address order, a pte table at a time (`copy_pte_range`), with each
-    /// frame's reference taken just before its pte is written.
+    /// `copy_page_range` ([`AddressSpaces::copy_page_range`]).
     pub(crate) fn fork_mm(&self, via: &mut Via<'_, '_, M>, parent: &Mm) -> Result<Mm, MmError> {
         let mut mm = self.mm_init(via)?;
+        if let Err(e) = self.copy_page_range(&mut mm, parent) {
+            self.exit_mm(via, mm)?;
+            return Err(e);
+        }
+        Ok(mm)
+    }
+
+    /// fork onto `pgd`, a constructed pgd the caller got from `pgd_alloc`
+    /// and owns: fork without `pgd_alloc` (join `mmlist`, then
+    /// `copy_page_range`), for measuring what fork costs when the pgd
+    /// costs nothing. On failure everything is undone and `pgd` is back
+    /// in constructed state, still the caller's.
+    pub(crate) fn fork_mm_onto(&self, pgd: Pgd, parent: &Mm) -> Result<Mm, MmError> {
+        self.mm_join(pgd)?;
+        let mut mm = Mm {
+            pgd,
+            pages: Vec::new(),
+        };
+        if let Err(e) = self.copy_page_range(&mut mm, parent) {
+            self.exit_mm_keep_pgd(mm)?;
+            return Err(e);
+        }
+        Ok(mm)
+    }
+
+    /// `copy_page_range` into the empty, joined `mm`: every parent pte is
+    /// copied read-only and the data frame shared. The ptes go in one pass
+    /// over the parent's pages in address order, a pte table at a time
+    /// (`copy_pte_range`), with each frame's reference taken just before
+    /// its pte is written. On failure `mm` holds the pages copied so far
+    /// (the caller's exit undoes them) and the failing page's reference
+    /// has been dropped again.
+    fn copy_page_range(&self, mm: &mut Mm, parent: &Mm) -> Result<(), MmError> {
         let frames = TableFrames::new(self.pm(), Owner::UserTable);
         // Copy-on-write: the child maps every frame read-only.
         let (text, data) = (self.user_flags(false, true), self.user_flags(false, false));
@@ -217,7 +247,7 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
             Ok(flush) => {
                 flush.ignore();
                 mm.pages.clone_from(&parent.pages);
-                Ok(mm)
+                Ok(())
             }
             Err(e) => {
                 // The failing page's reference was taken, its pte not written.
@@ -227,7 +257,6 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
                 }
                 mm.pages
                     .extend_from_slice(&parent.pages[..e.mapped.min(parent.pages.len())]);
-                self.exit_mm(via, mm)?;
                 let va = VirtAddr::new(failed.map_or(0, |&(va, _, _)| va));
                 Err(match e.error {
                     MapError::OutOfMemory(e) => MmError::OutOfMemory(e),
@@ -251,7 +280,25 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
         self.teardown(via, mm)
     }
 
+    /// exit without `pgd_free` (the counterpart of
+    /// [`AddressSpaces::fork_mm_onto`]): leave `mmlist`, unmap, free the
+    /// page tables, and hand back the pgd in constructed state.
+    pub(crate) fn exit_mm_keep_pgd(&self, mm: Mm) -> Result<Pgd, MmError> {
+        self.mm_leave(mm.pgd);
+        self.unmap_all(&mm)?;
+        Ok(mm.pgd)
+    }
+
     fn teardown(&self, via: &mut Via<'_, '_, M>, mm: Mm) -> Result<(), MmError> {
+        self.unmap_all(&mm)?;
+        self.caches.free(via, mm.pgd)?;
+        Ok(())
+    }
+
+    /// `exit_mmap` short of `pgd_free`: unmaps every page of `mm`, drops
+    /// the frames' references and frees the user page tables, leaving the
+    /// pgd in constructed state.
+    fn unmap_all(&self, mm: &Mm) -> Result<(), MmError> {
         // `zap_pte_range`: clear every pte, then drop each frame's
         // reference. The pte tables are then all zero and go back to the
         // allocator as such, so the next fork's pte tables need not be
@@ -271,8 +318,7 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
         for &(_, f, _) in &mm.pages {
             self.put_user_frame(f);
         }
-        self.free_pgtables(&mm, ptes_cleared)?;
-        self.caches.free(via, mm.pgd)?;
+        self.free_pgtables(mm, ptes_cleared)?;
         Ok(())
     }
 
