@@ -15,7 +15,7 @@ use crate::tracker::Tracker;
 use physmem::{Frame, Owner, PhysMemory, VirtAddr, PAGE_SIZE};
 use x86paging::boot::KernelSpace;
 use x86paging::map::MapError;
-use x86paging::{free_cleared_user_tables, free_user_tables, Cursor, TableFrames};
+use x86paging::{free_user_pgd_entries, free_user_tables, Cursor, TableFrames};
 use x86paging::{EntryFlags, Level, PageSize, PagingMode};
 
 /// Why an address-space operation failed (everything it did was undone).
@@ -329,22 +329,22 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
     /// tables nowhere else (a failed map takes back the tables it
     /// attached), so this frees the same tables as scanning the whole user
     /// part — of which a small task uses 3 entries of 768 on 2-level —
-    /// and leaves the pgd in the same constructed state. Debug builds scan
-    /// the whole user part afterwards and insist it was already clear.
+    /// and leaves the pgd in the same constructed state. Each run of whole
+    /// pgd entries goes to [`x86paging::free_user_pgd_entries`], which
+    /// reads each entry once and frees its subtree (no range walk: there
+    /// are no partial edges). Debug builds scan the whole user part
+    /// afterwards and insist it was already clear.
     ///
     /// `ptes_cleared`: every pte of `mm.pages` was cleared, so the pte
-    /// tables are all zero ([`x86paging::free_cleared_user_tables`]).
+    /// tables are all zero and go back as such
+    /// ([`physmem::PhysMemory::free_zeroed_frame`]).
     fn free_pgtables(&self, mm: &Mm, ptes_cleared: bool) -> Result<(), KernelError> {
         let mode = self.mode();
         let shift = mode.shift(Level::Pgd);
         let user = mode.user_ptrs_per_pgd() as u64;
         let free = |first: u64, last: u64| -> Result<(), KernelError> {
-            let range = VirtAddr::new(first << shift)..VirtAddr::new((last + 1).min(user) << shift);
-            if ptes_cleared {
-                free_cleared_user_tables(self.pm(), mode, mm.pgd.0, range)?;
-            } else {
-                free_user_tables(self.pm(), mode, mm.pgd.0, range)?;
-            }
+            let entries = first as usize..(last + 1).min(user) as usize;
+            free_user_pgd_entries(self.pm(), mode, mm.pgd.0, entries, ptes_cleared)?;
             Ok(())
         };
         // Inclusive runs of pgd indexes; `pages` is in address order.
