@@ -246,7 +246,9 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
             // no TLB can hold the addresses.
             Ok(flush) => {
                 flush.ignore();
-                mm.pages.clone_from(&parent.pages);
+                // One allocation of the exact size (as `dup_mmap` allocates
+                // each copy once), not a grown empty `Vec`.
+                mm.pages = parent.pages.clone();
                 Ok(())
             }
             Err(e) => {
@@ -299,26 +301,36 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
     /// the frames' references and frees the user page tables, leaving the
     /// pgd in constructed state.
     fn unmap_all(&self, mm: &Mm) -> Result<(), MmError> {
-        // `zap_pte_range`: clear every pte, then drop each frame's
-        // reference. The pte tables are then all zero and go back to the
+        // `zap_pte_range`: clear each pte, then drop its frame's reference,
+        // in one pass. The pte tables are then all zero and go back to the
         // allocator as such, so the next fork's pte tables need not be
         // cleared again. Exit owes no flush here: the caller has left this
-        // pgd (exit reloads CR3), as for the tables freed below.
-        let vas = mm.pages.iter().map(|&(va, _, _)| VirtAddr::new(va));
-        let zapped = Cursor::new(self.pm(), self.mode(), mm.pgd.0).clear_ptes(vas);
-        let ptes_cleared = match zapped {
+        // pgd (exit reloads CR3), as for the tables freed below. The walk
+        // reports each pte table it reaches, and so which pgd entries hold
+        // user tables.
+        let shift = self.mode().shift(Level::Pgd);
+        let mut runs = PgdRuns::default();
+        let pages = mm.pages.iter().map(|&(va, f, _)| (VirtAddr::new(va), f));
+        let zapped = Cursor::new(self.pm(), self.mode(), mm.pgd.0).zap_ptes(
+            pages,
+            |f| self.put_user_frame(f),
+            |va| runs.add(va.as_u64() >> shift),
+        );
+        match zapped {
             Ok(flush) => {
                 flush.ignore();
-                true
+                self.free_pgtables(mm, Some(&runs), true)?;
             }
-            // Cannot happen (every page in `pages` is mapped); the tables
-            // are then freed the ordinary way.
-            Err(_) => false,
-        };
-        for &(_, f, _) in &mm.pages {
-            self.put_user_frame(f);
+            // Cannot happen (every page in `pages` is mapped): the pages
+            // from the failing one on still drop their references, and the
+            // tables are freed the ordinary way over every page's entry.
+            Err(e) => {
+                for &(_, f, _) in mm.pages.get(e.mapped..).unwrap_or(&[]) {
+                    self.put_user_frame(f);
+                }
+                self.free_pgtables(mm, None, false)?;
+            }
         }
-        self.free_pgtables(mm, ptes_cleared)?;
         Ok(())
     }
 
@@ -335,35 +347,51 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
     /// are no partial edges). Debug builds scan the whole user part
     /// afterwards and insist it was already clear.
     ///
+    /// `runs`: the runs of pgd entries [`Cursor::zap_ptes`] reached, if
+    /// it kept them all; otherwise they are found from `mm.pages`.
     /// `ptes_cleared`: every pte of `mm.pages` was cleared, so the pte
     /// tables are all zero and go back as such
     /// ([`physmem::PhysMemory::free_zeroed_frame`]).
-    fn free_pgtables(&self, mm: &Mm, ptes_cleared: bool) -> Result<(), KernelError> {
+    fn free_pgtables(
+        &self,
+        mm: &Mm,
+        runs: Option<&PgdRuns>,
+        ptes_cleared: bool,
+    ) -> Result<(), KernelError> {
         let mode = self.mode();
         let shift = mode.shift(Level::Pgd);
         let user = mode.user_ptrs_per_pgd() as u64;
-        let free = |first: u64, last: u64| -> Result<(), KernelError> {
+        let free = |(first, last): (u64, u64)| -> Result<(), KernelError> {
             let entries = first as usize..(last + 1).min(user) as usize;
             free_user_pgd_entries(self.pm(), mode, mm.pgd.0, entries, ptes_cleared)?;
             Ok(())
         };
-        // Inclusive runs of pgd indexes; `pages` is in address order.
-        let mut run: Option<(u64, u64)> = None;
-        for &(va, _, _) in &mm.pages {
-            let i = va >> shift;
-            run = match run {
-                Some((first, last)) if i <= last.saturating_add(1) && i >= first => {
-                    Some((first, last.max(i)))
+        match runs.and_then(PgdRuns::runs) {
+            Some(runs) => {
+                for &run in runs {
+                    free(run)?;
                 }
-                Some((first, last)) => {
-                    free(first, last)?;
-                    Some((i, i))
+            }
+            None => {
+                // Inclusive runs of pgd indexes; `pages` is in address order.
+                let mut run: Option<(u64, u64)> = None;
+                for &(va, _, _) in &mm.pages {
+                    let i = va >> shift;
+                    run = match run {
+                        Some((first, last)) if i <= last.saturating_add(1) && i >= first => {
+                            Some((first, last.max(i)))
+                        }
+                        Some(r) => {
+                            free(r)?;
+                            Some((i, i))
+                        }
+                        None => Some((i, i)),
+                    };
                 }
-                None => Some((i, i)),
-            };
-        }
-        if let Some((first, last)) = run {
-            free(first, last)?;
+                if let Some(r) = run {
+                    free(r)?;
+                }
+            }
         }
         #[cfg(debug_assertions)]
         {
@@ -385,5 +413,41 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
         let end = mode.user_ptrs_per_pgd() as u64 * mode.span(Level::Pgd);
         free_user_tables(self.pm(), mode, pgd.0, VirtAddr::new(0)..VirtAddr::new(end))?;
         Ok(())
+    }
+}
+
+/// Inclusive runs of pgd indexes, as `free_pgtables` merges them (an
+/// index inside or just past the last run extends it), for the first few
+/// runs; a small task has two or three.
+#[derive(Default)]
+struct PgdRuns {
+    runs: [(u64, u64); 8],
+    n: usize,
+    overflowed: bool,
+}
+
+impl PgdRuns {
+    fn add(&mut self, i: u64) {
+        if let Some(last) = self.n.checked_sub(1).and_then(|k| self.runs.get_mut(k)) {
+            if i >= last.0 && i <= last.1.saturating_add(1) {
+                last.1 = last.1.max(i);
+                return;
+            }
+        }
+        match self.runs.get_mut(self.n) {
+            Some(r) => {
+                *r = (i, i);
+                self.n += 1;
+            }
+            None => self.overflowed = true,
+        }
+    }
+
+    /// The runs, unless more came than fit.
+    fn runs(&self) -> Option<&[(u64, u64)]> {
+        match self.overflowed {
+            true => None,
+            false => self.runs.get(..self.n),
+        }
     }
 }

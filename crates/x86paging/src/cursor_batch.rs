@@ -85,24 +85,51 @@ impl<P: PhysMem + ?Sized> Cursor<'_, P> {
     where
         I: IntoIterator<Item = VirtAddr>,
     {
+        self.zap_ptes(vas.into_iter().map(|va| (va, ())), |_| {}, |_| {})
+    }
+
+    /// [`Cursor::clear_ptes`] that also hands each page's `T` to
+    /// `cleared` right after its pte is cleared (where `zap_pte_range`
+    /// drops the page's reference), and tells `reached` the first address
+    /// it clears in each pte table it walks to (once per switch of table:
+    /// how the caller learns which upper entries hold the tables). The
+    /// `T` of a page whose pte was not cleared is not handed over.
+    pub fn zap_ptes<T, I, C, U>(
+        &self,
+        pages: I,
+        cleared: C,
+        reached: U,
+    ) -> Result<Flush<usize>, PartialMap>
+    where
+        I: IntoIterator<Item = (VirtAddr, T)>,
+        C: FnMut(T),
+        U: FnMut(VirtAddr),
+    {
         match self.mode {
-            PagingMode::TwoLevel => self.clear_ptes_w::<W32, I>(vas),
-            _ => self.clear_ptes_w::<W64, I>(vas),
+            PagingMode::TwoLevel => self.zap_ptes_w::<W32, T, I, C, U>(pages, cleared, reached),
+            _ => self.zap_ptes_w::<W64, T, I, C, U>(pages, cleared, reached),
         }
     }
 
-    /// [`Cursor::clear_ptes`] with the entry width fixed at compile time.
+    /// [`Cursor::zap_ptes`] with the entry width fixed at compile time.
     #[inline]
-    fn clear_ptes_w<W: Width, I>(&self, vas: I) -> Result<Flush<usize>, PartialMap>
+    fn zap_ptes_w<W: Width, T, I, C, U>(
+        &self,
+        pages: I,
+        mut cleared: C,
+        mut reached: U,
+    ) -> Result<Flush<usize>, PartialMap>
     where
-        I: IntoIterator<Item = VirtAddr>,
+        I: IntoIterator<Item = (VirtAddr, T)>,
+        C: FnMut(T),
+        U: FnMut(VirtAddr),
     {
         debug_assert_eq!(self.mode.entry_bytes(), W::BYTES);
         debug_assert_eq!(self.mode.ptrs_per_pte() as u64, W::PTRS_PER_PTE);
         let mut table: Option<(u64, PhysAddr)> = None;
         let mut done = 0usize;
         let (mut lo, mut last) = (u64::MAX, 0u64);
-        for va in vas {
+        for (va, t) in pages {
             let base = va.as_u64() & !(W::SPAN - 1);
             let at = match table {
                 Some((b, t)) if b == base => Ok(W::pte_pa(t, va)),
@@ -111,6 +138,7 @@ impl<P: PhysMem + ?Sized> Cursor<'_, P> {
                         return Err(MapError::NotMapped(va));
                     }
                     table = Some((base, slot.pa.frame().start()));
+                    reached(va);
                     Ok(slot.pa)
                 }),
             };
@@ -121,6 +149,7 @@ impl<P: PhysMem + ?Sized> Cursor<'_, P> {
                     error,
                 });
             }
+            cleared(t);
             done += 1;
             lo = lo.min(va.as_u64());
             last = last.max(va.as_u64());

@@ -664,3 +664,69 @@ fn map_ptes_matches_map_and_stops_cleanly() {
         f.ignore();
     }
 }
+
+/// `zap_ptes` clears each pte, hands over each cleared page's payload in
+/// order, reports each switch of pte table once, and stops at the first
+/// address with no pte table, handing over nothing for it.
+#[test]
+fn zap_ptes_clears_hands_over_and_reports_tables() {
+    for mode in PagingMode::ALL {
+        let flags = EntryFlags::USER | EntryFlags::RW;
+        let span = mode.entries(Level::Pte) as u64 * 4096;
+        // Three pages in one pte table, two in the next, one far away.
+        let vas: Vec<u64> = [0u64, 1, 2]
+            .iter()
+            .map(|i| 0x40_0000 + i * 4096)
+            .chain([0x40_0000 + span, 0x40_1000 + span, 0x4000_0000])
+            .collect();
+        let (pm, root) = setup();
+        let frames = TableFrames::new(&pm, Owner::UserTable);
+        let cur = Cursor::new(&pm, mode, root);
+        let pages = vas.iter().map(|&va| {
+            (
+                VirtAddr::new(va),
+                PhysAddr::new(0x10_0000 + va % 0x10_0000),
+                flags,
+            )
+        });
+        cur.map_ptes(pages, &frames).unwrap().ignore();
+        let (mut got, mut tables) = (Vec::new(), Vec::new());
+        let f = cur
+            .zap_ptes(
+                vas.iter()
+                    .enumerate()
+                    .map(|(i, &va)| (VirtAddr::new(va), i)),
+                |i| got.push(i),
+                |va| tables.push(va.as_u64()),
+            )
+            .unwrap();
+        assert_eq!(*f.payload(), vas.len(), "{mode}");
+        f.ignore();
+        assert_eq!(got, (0..vas.len()).collect::<Vec<_>>(), "{mode}");
+        assert_eq!(tables, [vas[0], vas[3], vas[5]], "{mode}");
+        for &va in &vas {
+            let slot = cur.lookup(VirtAddr::new(va)).unwrap();
+            assert_eq!(
+                (slot.level, slot.entry),
+                (Level::Pte, Entry::EMPTY),
+                "{mode}"
+            );
+        }
+        // An address with no pte table under it stops the run there.
+        let (mut got, mut tables) = (Vec::new(), Vec::new());
+        let e = cur
+            .zap_ptes(
+                [(VirtAddr::new(vas[0]), 0), (VirtAddr::new(0x2000_0000), 1)],
+                |i| got.push(i),
+                |va| tables.push(va.as_u64()),
+            )
+            .unwrap_err();
+        assert_eq!(e.mapped, 1, "{mode}");
+        assert!(matches!(e.error, MapError::NotMapped(_)), "{mode}");
+        assert_eq!(
+            (got.as_slice(), tables.as_slice()),
+            (&[0][..], &[vas[0]][..]),
+            "{mode}"
+        );
+    }
+}
