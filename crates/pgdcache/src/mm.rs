@@ -268,6 +268,7 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
         }
     }
 
+    #[inline]
     fn put_user_frame(&self, f: Frame) {
         if let Some(p) = self.pm().page(f) {
             if p.put() == 0 {

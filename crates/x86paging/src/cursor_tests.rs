@@ -730,3 +730,55 @@ fn zap_ptes_clears_hands_over_and_reports_tables() {
         );
     }
 }
+
+/// In a pte table `map_ptes` attached itself, pages out of order are
+/// mapped and the same page twice is refused where the second try is,
+/// with the pages before it mapped.
+#[test]
+fn map_ptes_refuses_a_page_twice_in_a_fresh_table() {
+    for mode in PagingMode::ALL {
+        let flags = EntryFlags::USER | EntryFlags::RW;
+        let page = |va: u64| {
+            (
+                VirtAddr::new(va),
+                PhysAddr::new(0x10_0000 + va % 0x10_0000),
+                flags,
+            )
+        };
+        let runs: [(&[u64], usize); 4] = [
+            (&[0x40_0000, 0x40_2000, 0x40_1000, 0x40_3000], 4),
+            (&[0x40_0000, 0x40_1000, 0x40_1000], 2),
+            (&[0x40_0000, 0x40_2000, 0x40_0000], 2),
+            (&[0x40_1000, 0x40_1000], 1),
+        ];
+        for (run, ok) in runs {
+            let (pm, root) = setup();
+            let frames = TableFrames::new(&pm, Owner::UserTable);
+            let cur = Cursor::new(&pm, mode, root);
+            let r = cur.map_ptes(run.iter().map(|&va| page(va)), &frames);
+            match r {
+                Ok(f) => {
+                    assert_eq!(
+                        (*f.payload(), ok),
+                        (run.len(), run.len()),
+                        "{mode} {run:x?}"
+                    );
+                    f.ignore();
+                }
+                Err(e) => {
+                    assert_eq!(e.mapped, ok, "{mode} {run:x?}");
+                    assert!(
+                        matches!(e.error, MapError::AlreadyMapped { .. }),
+                        "{mode} {run:x?}"
+                    );
+                }
+            }
+            for &va in &run[..ok] {
+                assert_eq!(
+                    cur.leaf_of(VirtAddr::new(va)).unwrap().page(),
+                    Some(page(va).1)
+                );
+            }
+        }
+    }
+}
