@@ -358,6 +358,84 @@ impl Subject for ForkExit {
     }
 }
 
+/// The limit of [`ForkExit`] for any pgd scheme: the same fork + exit
+/// with a pgd that costs nothing. The child's pgd is popped from a bare
+/// `Vec` of preconstructed pgds (real ones, as [`Freelist`]'s, from a
+/// `slab-pgd-list` kernel) and pushed back after exit
+/// ([`Kernel::fork_mm_onto`], [`Kernel::exit_mm_keep_pgd`]); everything
+/// else — the `mmlist` join and leave, `copy_page_range`, `zap_pte_range`,
+/// the pte tables — is fork + exit as every scheme does it.
+pub struct ForkExitFreePgd {
+    /// The kernel.
+    pub kernel: Kernel,
+    parent: Option<Mm>,
+    list: Vec<Pgd>,
+}
+
+impl ForkExitFreePgd {
+    /// A parent of `pages` pages in a `slab-pgd-list` kernel in `mode`
+    /// with `ram` bytes, and 16 preconstructed pgds.
+    pub fn new(mode: PagingMode, pages: u64, ram: u64) -> Result<ForkExitFreePgd, MicroError> {
+        let kernel = boot(mode, Scheme::SlabPgdList, ram, 1)?;
+        let parent = kernel
+            .exec_mm(0, task_of(pages))
+            .map_err(|e| kerr("exec")(&e))?;
+        let mut fe = ForkExitFreePgd {
+            kernel,
+            parent: Some(parent),
+            list: Vec::with_capacity(16),
+        };
+        for _ in 0..16 {
+            let p = fe.kernel.pgd_alloc(0).map_err(|e| kerr("pgd_alloc")(&e))?;
+            fe.list.push(p);
+        }
+        Ok(fe)
+    }
+
+    /// One fork + exit.
+    pub fn pair(&mut self) -> Result<(), MicroError> {
+        let (Some(parent), Some(pgd)) = (&self.parent, self.list.pop()) else {
+            return Ok(());
+        };
+        let child = match self.kernel.fork_mm_onto(pgd, parent) {
+            Ok(c) => c,
+            Err(e) => {
+                self.list.push(pgd);
+                return Err(kerr("fork")(&e));
+            }
+        };
+        let pgd = self
+            .kernel
+            .exit_mm_keep_pgd(child)
+            .map_err(|e| kerr("exit")(&e))?;
+        self.list.push(black_box(pgd));
+        Ok(())
+    }
+}
+
+impl Drop for ForkExitFreePgd {
+    fn drop(&mut self) {
+        if let Some(p) = self.parent.take() {
+            let _ = self.kernel.exit_mm(0, p);
+        }
+        for p in self.list.drain(..) {
+            let _ = self.kernel.pgd_free(0, p);
+        }
+    }
+}
+
+impl Subject for ForkExitFreePgd {
+    /// `iters` fork + exit pairs as the thread acting as CPU 0 for its
+    /// per-CPU page lists, as [`ForkExit`] runs them.
+    fn run(&mut self, iters: u64) -> Result<(), MicroError> {
+        let _page_lists = physmem::enter_cpu(0);
+        for _ in 0..iters {
+            self.pair()?;
+        }
+        Ok(())
+    }
+}
+
 /// `change_page_attr` split + flush + revert + flush with `total` pgds of
 /// which `live` are on `mmlist` (2-level).
 pub struct CpaCycle {

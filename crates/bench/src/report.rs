@@ -145,21 +145,36 @@ fn alloc_table(r: &Report) -> Table {
 }
 
 fn fork_table(r: &Report) -> Table {
-    let rows = r
-        .fork
-        .iter()
-        .map(|f| {
-            vec![
-                f.mode.name().to_string(),
-                f.scheme.to_string(),
-                us(f.small.median_ns),
-                ratio_cell(f.small_vs_uncached, f.small_vs_uncached_iqr, 2, "x"),
-                us(f.large.median_ns),
-                ratio_cell(f.large_vs_uncached, f.large_vs_uncached_iqr, 3, "x"),
-                format!("{} / {}", f.small.rounds, f.large.rounds),
-            ]
-        })
-        .collect();
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for (i, f) in r.fork.iter().enumerate() {
+        rows.push(vec![
+            f.mode.name().to_string(),
+            f.scheme.to_string(),
+            us(f.small.median_ns),
+            ratio_cell(f.small_vs_uncached, f.small_vs_uncached_iqr, 2, "x"),
+            us(f.large.median_ns),
+            ratio_cell(f.large_vs_uncached, f.large_vs_uncached_iqr, 3, "x"),
+            format!("{} / {}", f.small.rounds, f.large.rounds),
+        ]);
+        // After a mode's schemes, its limit: the same fork + exit with a
+        // free pgd (small task only).
+        let last_of_mode = r.fork.get(i + 1).is_none_or(|n| n.mode != f.mode);
+        if let Some(l) = r
+            .fork_limit
+            .iter()
+            .find(|l| l.mode == f.mode && last_of_mode)
+        {
+            rows.push(vec![
+                l.mode.name().to_string(),
+                "limit: free pgd".into(),
+                us(l.small.median_ns),
+                ratio_cell(l.small_vs_uncached, l.small_vs_uncached_iqr, 2, "x"),
+                "-".into(),
+                "-".into(),
+                format!("{} / -", l.small.rounds),
+            ]);
+        }
+    }
     Table {
         title: format!(
             "fork + exit (small: {} pages, large: {} pages = {} MiB), one CPU",

@@ -6,7 +6,8 @@
 use crate::alloc32::{self, AllocatorRow};
 use crate::host::HostProbe;
 use crate::micro::{
-    self, AllocFree, CpaCycle, ForkExit, Freelist, MicroError, Ratio, Subject, Timing,
+    self, AllocFree, CpaCycle, ForkExit, ForkExitFreePgd, Freelist, MicroError, Ratio, Subject,
+    Timing,
 };
 use crate::smp::{self, SmpRow};
 use crate::targets::{targets, Target};
@@ -161,6 +162,23 @@ pub struct ForkRow {
     pub large_vs_uncached_iqr: (f64, f64),
 }
 
+/// The limit of a mode's small-task fork + exit: the same fork + exit
+/// with a pgd that costs nothing ([`ForkExitFreePgd`]: popped from and
+/// pushed back to a bare `Vec` of preconstructed pgds), measured in the
+/// same interleaved rounds as the schemes. No pgd scheme's fork + exit
+/// can beat `uncached` by more than `small_vs_uncached`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ForkLimitRow {
+    /// Mode.
+    pub mode: PagingMode,
+    /// Small task, ns per fork + exit.
+    pub small: Timing,
+    /// `uncached` / this (small): the highest ratio any pgd scheme can reach.
+    pub small_vs_uncached: f64,
+    /// Inter-quartile range of the per-round ratios.
+    pub small_vs_uncached_iqr: (f64, f64),
+}
+
 /// cpa split + revert with a pgd population.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct CpaRow {
@@ -213,6 +231,9 @@ pub struct Report {
     pub alloc: Vec<AllocRow>,
     /// fork + exit.
     pub fork: Vec<ForkRow>,
+    /// fork + exit of a small task with a free pgd, per mode: the limit of
+    /// the small-task fork + exit targets.
+    pub fork_limit: Vec<ForkLimitRow>,
     /// cpa propagation.
     pub cpa: Vec<CpaRow>,
     /// The object cache's 32-byte pair against `malloc`.
@@ -313,25 +334,41 @@ pub fn alloc_rows(
     Ok((fl, rows))
 }
 
-/// fork + exit of a small and a large task, every scheme, interleaved.
-pub fn fork_rows(s: &Settings, tick: &mut dyn FnMut()) -> Result<Vec<ForkRow>, MicroError> {
+/// fork + exit of a small and a large task, every scheme, interleaved;
+/// the small task's rounds also time the same fork + exit with a free pgd
+/// (the limit row, [`ForkLimitRow`]).
+pub fn fork_rows(
+    s: &Settings,
+    tick: &mut dyn FnMut(),
+) -> Result<(Vec<ForkRow>, Vec<ForkLimitRow>), MicroError> {
     let mut rows = Vec::new();
+    let mut limits = Vec::new();
     for mode in MODES {
         let schemes = schemes_of(mode);
+        let unc = schemes.iter().position(|&x| x == Scheme::Uncached);
         let mut res = Vec::new();
-        for (pages, iters, ram) in [
-            (s.task_pages.0, s.fork_small_iters, 64u64 << 20),
-            (s.task_pages.1, s.fork_large_iters, 256u64 << 20),
+        for (pages, iters, ram, limit) in [
+            (s.task_pages.0, s.fork_small_iters, 64u64 << 20, true),
+            (s.task_pages.1, s.fork_large_iters, 256u64 << 20, false),
         ] {
             let mut subjects: Vec<ForkExit> = schemes
                 .iter()
                 .map(|&sc| ForkExit::new(mode, sc, pages, ram))
                 .collect::<Result<_, _>>()?;
+            let mut free = match limit {
+                true => Some(ForkExitFreePgd::new(mode, pages, ram)?),
+                false => None,
+            };
             let mut refs: Vec<&mut dyn Subject> = Vec::new();
             for a in subjects.iter_mut() {
                 refs.push(a);
             }
-            let pairs = baseline_pairs(&schemes, None);
+            let mut pairs = baseline_pairs(&schemes, None);
+            if let Some(f) = free.as_mut() {
+                // The limit is the last subject, paired with `uncached`.
+                pairs.extend(unc.map(|u| (u, refs.len())));
+                refs.push(f);
+            }
             res.push(micro::adaptive_rounds(
                 &mut refs,
                 &s.rounds(),
@@ -340,11 +377,12 @@ pub fn fork_rows(s: &Settings, tick: &mut dyn FnMut()) -> Result<Vec<ForkRow>, M
             )?);
             tick();
         }
-        let unc = schemes.iter().position(|&x| x == Scheme::Uncached);
+        let zero_nan = |x: f64| if x.is_nan() { 0.0 } else { x };
+        let vs = |v: &[Vec<f64>], i: usize| {
+            unc.map_or(Ratio::default(), |j| Ratio::paired(&v[j], &v[i]))
+        };
         for (i, &scheme) in schemes.iter().enumerate() {
-            let vs = |v: &[Vec<f64>]| unc.map_or(Ratio::default(), |j| Ratio::paired(&v[j], &v[i]));
-            let (small, large) = (vs(&res[0]), vs(&res[1]));
-            let zero_nan = |x: f64| if x.is_nan() { 0.0 } else { x };
+            let (small, large) = (vs(&res[0], i), vs(&res[1], i));
             rows.push(ForkRow {
                 mode,
                 scheme,
@@ -356,8 +394,17 @@ pub fn fork_rows(s: &Settings, tick: &mut dyn FnMut()) -> Result<Vec<ForkRow>, M
                 large_vs_uncached_iqr: (zero_nan(large.q1), zero_nan(large.q3)),
             });
         }
+        if let Some(t) = res[0].get(schemes.len()) {
+            let r = vs(&res[0], schemes.len());
+            limits.push(ForkLimitRow {
+                mode,
+                small: Timing::of(t.clone()),
+                small_vs_uncached: zero_nan(r.median),
+                small_vs_uncached_iqr: (zero_nan(r.q1), zero_nan(r.q3)),
+            });
+        }
     }
-    Ok(rows)
+    Ok((rows, limits))
 }
 
 /// cpa split + revert with `pgds` pgds, all cached and 10 % live.
@@ -554,7 +601,7 @@ pub fn run(s: &Settings, progress: impl FnMut(Step)) -> Result<Report, BenchErro
     p.phase("pgd_alloc + pgd_free");
     let (freelist, alloc) = alloc_rows(s, &mut || p.tick())?;
     p.phase("fork + exit");
-    let fork = fork_rows(s, &mut || p.tick())?;
+    let (fork, fork_limit) = fork_rows(s, &mut || p.tick())?;
     p.phase("change_page_attr propagation");
     let cpa = cpa_rows(s, &mut || p.tick())?;
     p.phase("objcache vs malloc, 32-byte pair");
@@ -585,6 +632,7 @@ pub fn run(s: &Settings, progress: impl FnMut(Step)) -> Result<Report, BenchErro
         freelist,
         alloc,
         fork,
+        fork_limit,
         cpa,
         alloc32,
         smp,

@@ -39,6 +39,17 @@ fn tiny_suite_produces_every_table_and_target() {
         .alloc
         .iter()
         .all(|a| a.vs_uncached.is_finite() && a.vs_uncached > 0.0));
+    // The small fork + exit's limit (a free pgd), one per mode.
+    assert_eq!(r.fork_limit.len(), 2);
+    assert!(r
+        .fork_limit
+        .iter()
+        .all(|l| l.small_vs_uncached.is_finite() && l.small_vs_uncached > 0.0));
+    assert!(r
+        .targets
+        .iter()
+        .filter(|t| t.name.contains("small-task fork+exit"))
+        .all(|t| t.measured.contains("limit: a free pgd")));
     assert_eq!(r.cpa.len(), 2);
     assert_eq!(r.smp.len(), 4 * 3 * 2);
     assert_eq!(r.vtime.len(), 4 * 3);

@@ -195,6 +195,24 @@ impl<M: KernelMem> Kernel<M> {
         self.address_spaces().exit_mm(&mut Via::Call(cpu), mm)
     }
 
+    /// fork onto `pgd` instead of a fresh `pgd_alloc`: join `mmlist` and
+    /// copy `parent`'s ptes, as [`Kernel::fork_mm`] does after its
+    /// `pgd_alloc`. `pgd` must be a constructed pgd of this kernel that the
+    /// caller got from [`Kernel::pgd_alloc`] and no address space uses.
+    /// With [`Kernel::exit_mm_keep_pgd`] it measures fork + exit with a pgd
+    /// that costs nothing (the benchmark's limit row). On failure all is
+    /// undone and `pgd` is still the caller's.
+    pub fn fork_mm_onto(&self, pgd: Pgd, parent: &Mm) -> Result<Mm, MmError> {
+        self.address_spaces().fork_mm_onto(pgd, parent)
+    }
+
+    /// exit without `pgd_free`: leave `mmlist`, unmap, free the page
+    /// tables; the pgd comes back in constructed state, the caller's to
+    /// reuse or `pgd_free`.
+    pub fn exit_mm_keep_pgd(&self, mm: Mm) -> Result<Pgd, MmError> {
+        self.address_spaces().exit_mm_keep_pgd(mm)
+    }
+
     /// `clear_page_tables`: the pgd back in constructed state.
     pub fn clear_page_tables(&self, pgd: Pgd) -> Result<(), KernelError> {
         self.address_spaces().clear_page_tables(pgd)

@@ -15,7 +15,7 @@ use crate::tracker::Tracker;
 use physmem::{Frame, Owner, PhysMemory, VirtAddr, PAGE_SIZE};
 use x86paging::boot::KernelSpace;
 use x86paging::map::MapError;
-use x86paging::{free_cleared_user_tables, free_user_tables, Cursor, TableFrames};
+use x86paging::{free_user_pgd_entries, free_user_tables, Cursor, TableFrames};
 use x86paging::{EntryFlags, Level, PageSize, PagingMode};
 
 /// Why an address-space operation failed (everything it did was undone).
@@ -195,12 +195,42 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
     }
 
     /// fork: `pgd_alloc`, join `mmlist` (`dup_mmap` does it first), then
-    /// `copy_page_range`: every parent pte is copied read-only and the data
-    /// frame shared. The ptes go in one pass over the parent's pages in
-    /// address order, a pte table at a time (`copy_pte_range`), with each
-    /// frame's reference taken just before its pte is written.
+    /// `copy_page_range` ([`AddressSpaces::copy_page_range`]).
     pub(crate) fn fork_mm(&self, via: &mut Via<'_, '_, M>, parent: &Mm) -> Result<Mm, MmError> {
         let mut mm = self.mm_init(via)?;
+        if let Err(e) = self.copy_page_range(&mut mm, parent) {
+            self.exit_mm(via, mm)?;
+            return Err(e);
+        }
+        Ok(mm)
+    }
+
+    /// fork onto `pgd`, a constructed pgd the caller got from `pgd_alloc`
+    /// and owns: fork without `pgd_alloc` (join `mmlist`, then
+    /// `copy_page_range`), for measuring what fork costs when the pgd
+    /// costs nothing. On failure everything is undone and `pgd` is back
+    /// in constructed state, still the caller's.
+    pub(crate) fn fork_mm_onto(&self, pgd: Pgd, parent: &Mm) -> Result<Mm, MmError> {
+        self.mm_join(pgd)?;
+        let mut mm = Mm {
+            pgd: OwnedPgd::raw(pgd),
+            pages: Vec::new(),
+        };
+        if let Err(e) = self.copy_page_range(&mut mm, parent) {
+            self.exit_mm_keep_pgd(mm)?;
+            return Err(e);
+        }
+        Ok(mm)
+    }
+
+    /// `copy_page_range` into the empty, joined `mm`: every parent pte is
+    /// copied read-only and the data frame shared. The ptes go in one pass
+    /// over the parent's pages in address order, a pte table at a time
+    /// (`copy_pte_range`), with each frame's reference taken just before
+    /// its pte is written. On failure `mm` holds the pages copied so far
+    /// (the caller's exit undoes them) and the failing page's reference
+    /// has been dropped again.
+    fn copy_page_range(&self, mm: &mut Mm, parent: &Mm) -> Result<(), MmError> {
         let frames = TableFrames::new(self.pm(), Owner::UserTable);
         // Copy-on-write: the child maps every frame read-only.
         let (text, data) = (self.user_flags(false, true), self.user_flags(false, false));
@@ -218,8 +248,10 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
             // no TLB can hold the addresses.
             Ok(flush) => {
                 flush.ignore();
-                mm.pages.clone_from(&parent.pages);
-                Ok(mm)
+                // One allocation of the exact size (as `dup_mmap` allocates
+                // each copy once), not a grown empty `Vec`.
+                mm.pages = parent.pages.clone();
+                Ok(())
             }
             Err(e) => {
                 // The failing page's reference was taken, its pte not written.
@@ -229,7 +261,6 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
                 }
                 mm.pages
                     .extend_from_slice(&parent.pages[..e.mapped.min(parent.pages.len())]);
-                self.exit_mm(via, mm)?;
                 let va = VirtAddr::new(failed.map_or(0, |&(va, _, _)| va));
                 Err(match e.error {
                     MapError::OutOfMemory(e) => MmError::OutOfMemory(e),
@@ -239,6 +270,7 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
         }
     }
 
+    #[inline]
     fn put_user_frame(&self, f: Frame) {
         if let Some(p) = self.pm().page(f) {
             if p.put() == 0 {
@@ -253,28 +285,55 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
         self.teardown(via, mm)
     }
 
+    /// exit without `pgd_free` (the counterpart of
+    /// [`AddressSpaces::fork_mm_onto`]): leave `mmlist`, unmap, free the
+    /// page tables, and hand back the pgd in constructed state.
+    pub(crate) fn exit_mm_keep_pgd(&self, mm: Mm) -> Result<Pgd, MmError> {
+        self.mm_leave(mm.pgd());
+        self.unmap_all(&mm)?;
+        Ok(mm.pgd.into_raw())
+    }
+
     fn teardown(&self, via: &mut Via<'_, '_, M>, mm: Mm) -> Result<(), MmError> {
-        // `zap_pte_range`: clear every pte, then drop each frame's
-        // reference. The pte tables are then all zero and go back to the
+        self.unmap_all(&mm)?;
+        self.caches.free(via, mm.pgd)?;
+        Ok(())
+    }
+
+    /// `exit_mmap` short of `pgd_free`: unmaps every page of `mm`, drops
+    /// the frames' references and frees the user page tables, leaving the
+    /// pgd in constructed state.
+    fn unmap_all(&self, mm: &Mm) -> Result<(), MmError> {
+        // `zap_pte_range`: clear each pte, then drop its frame's reference,
+        // in one pass. The pte tables are then all zero and go back to the
         // allocator as such, so the next fork's pte tables need not be
         // cleared again. Exit owes no flush here: the caller has left this
-        // pgd (exit reloads CR3), as for the tables freed below.
-        let vas = mm.pages.iter().map(|&(va, _, _)| VirtAddr::new(va));
-        let zapped = Cursor::new(self.pm(), self.mode(), mm.pgd().0).clear_ptes(vas);
-        let ptes_cleared = match zapped {
+        // pgd (exit reloads CR3), as for the tables freed below. The walk
+        // reports each pte table it reaches, and so which pgd entries hold
+        // user tables.
+        let shift = self.mode().shift(Level::Pgd);
+        let mut runs = PgdRuns::default();
+        let pages = mm.pages.iter().map(|&(va, f, _)| (VirtAddr::new(va), f));
+        let zapped = Cursor::new(self.pm(), self.mode(), mm.pgd().0).zap_ptes(
+            pages,
+            |f| self.put_user_frame(f),
+            |va| runs.add(va.as_u64() >> shift),
+        );
+        match zapped {
             Ok(flush) => {
                 flush.ignore();
-                true
+                self.free_pgtables(mm, Some(&runs), true)?;
             }
-            // Cannot happen (every page in `pages` is mapped); the tables
-            // are then freed the ordinary way.
-            Err(_) => false,
-        };
-        for &(_, f, _) in &mm.pages {
-            self.put_user_frame(f);
+            // Cannot happen (every page in `pages` is mapped): the pages
+            // from the failing one on still drop their references, and the
+            // tables are freed the ordinary way over every page's entry.
+            Err(e) => {
+                for &(_, f, _) in mm.pages.get(e.mapped..).unwrap_or(&[]) {
+                    self.put_user_frame(f);
+                }
+                self.free_pgtables(mm, None, false)?;
+            }
         }
-        self.free_pgtables(&mm, ptes_cleared)?;
-        self.caches.free(via, mm.pgd)?;
         Ok(())
     }
 
@@ -285,41 +344,57 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
     /// tables nowhere else (a failed map takes back the tables it
     /// attached), so this frees the same tables as scanning the whole user
     /// part — of which a small task uses 3 entries of 768 on 2-level —
-    /// and leaves the pgd in the same constructed state. Debug builds scan
-    /// the whole user part afterwards and insist it was already clear.
+    /// and leaves the pgd in the same constructed state. Each run of whole
+    /// pgd entries goes to [`x86paging::free_user_pgd_entries`], which
+    /// reads each entry once and frees its subtree (no range walk: there
+    /// are no partial edges). Debug builds scan the whole user part
+    /// afterwards and insist it was already clear.
     ///
+    /// `runs`: the runs of pgd entries [`Cursor::zap_ptes`] reached, if
+    /// it kept them all; otherwise they are found from `mm.pages`.
     /// `ptes_cleared`: every pte of `mm.pages` was cleared, so the pte
-    /// tables are all zero ([`x86paging::free_cleared_user_tables`]).
-    fn free_pgtables(&self, mm: &Mm, ptes_cleared: bool) -> Result<(), KernelError> {
+    /// tables are all zero and go back as such
+    /// ([`physmem::PhysMemory::free_zeroed_frame`]).
+    fn free_pgtables(
+        &self,
+        mm: &Mm,
+        runs: Option<&PgdRuns>,
+        ptes_cleared: bool,
+    ) -> Result<(), KernelError> {
         let mode = self.mode();
         let shift = mode.shift(Level::Pgd);
         let user = mode.user_ptrs_per_pgd() as u64;
-        let free = |first: u64, last: u64| -> Result<(), KernelError> {
-            let range = VirtAddr::new(first << shift)..VirtAddr::new((last + 1).min(user) << shift);
-            if ptes_cleared {
-                free_cleared_user_tables(self.pm(), mode, mm.pgd().0, range)?;
-            } else {
-                free_user_tables(self.pm(), mode, mm.pgd().0, range)?;
-            }
+        let free = |(first, last): (u64, u64)| -> Result<(), KernelError> {
+            let entries = first as usize..(last + 1).min(user) as usize;
+            free_user_pgd_entries(self.pm(), mode, mm.pgd().0, entries, ptes_cleared)?;
             Ok(())
         };
-        // Inclusive runs of pgd indexes; `pages` is in address order.
-        let mut run: Option<(u64, u64)> = None;
-        for &(va, _, _) in &mm.pages {
-            let i = va >> shift;
-            run = match run {
-                Some((first, last)) if i <= last.saturating_add(1) && i >= first => {
-                    Some((first, last.max(i)))
+        match runs.and_then(PgdRuns::runs) {
+            Some(runs) => {
+                for &run in runs {
+                    free(run)?;
                 }
-                Some((first, last)) => {
-                    free(first, last)?;
-                    Some((i, i))
+            }
+            None => {
+                // Inclusive runs of pgd indexes; `pages` is in address order.
+                let mut run: Option<(u64, u64)> = None;
+                for &(va, _, _) in &mm.pages {
+                    let i = va >> shift;
+                    run = match run {
+                        Some((first, last)) if i <= last.saturating_add(1) && i >= first => {
+                            Some((first, last.max(i)))
+                        }
+                        Some(r) => {
+                            free(r)?;
+                            Some((i, i))
+                        }
+                        None => Some((i, i)),
+                    };
                 }
-                None => Some((i, i)),
-            };
-        }
-        if let Some((first, last)) = run {
-            free(first, last)?;
+                if let Some(r) = run {
+                    free(r)?;
+                }
+            }
         }
         #[cfg(debug_assertions)]
         {
@@ -341,5 +416,41 @@ impl<M: KernelMem> AddressSpaces<'_, M> {
         let end = mode.user_ptrs_per_pgd() as u64 * mode.span(Level::Pgd);
         free_user_tables(self.pm(), mode, pgd.0, VirtAddr::new(0)..VirtAddr::new(end))?;
         Ok(())
+    }
+}
+
+/// Inclusive runs of pgd indexes, as `free_pgtables` merges them (an
+/// index inside or just past the last run extends it), for the first few
+/// runs; a small task has two or three.
+#[derive(Default)]
+struct PgdRuns {
+    runs: [(u64, u64); 8],
+    n: usize,
+    overflowed: bool,
+}
+
+impl PgdRuns {
+    fn add(&mut self, i: u64) {
+        if let Some(last) = self.n.checked_sub(1).and_then(|k| self.runs.get_mut(k)) {
+            if i >= last.0 && i <= last.1.saturating_add(1) {
+                last.1 = last.1.max(i);
+                return;
+            }
+        }
+        match self.runs.get_mut(self.n) {
+            Some(r) => {
+                *r = (i, i);
+                self.n += 1;
+            }
+            None => self.overflowed = true,
+        }
+    }
+
+    /// The runs, unless more came than fit.
+    fn runs(&self) -> Option<&[(u64, u64)]> {
+        match self.overflowed {
+            true => None,
+            false => self.runs.get(..self.n),
+        }
     }
 }

@@ -12,8 +12,8 @@ use crate::entry::{Entry, EntryFlags};
 use crate::flush::{Flush, FrameSource};
 use crate::map::MapError;
 use crate::mode::{Level, PageSize, PagingMode};
-use crate::table::{read_entry, write_entry};
-use physmem::{PhysAddr, PhysMem, VirtAddr};
+use crate::table::write_entry;
+use physmem::{MemError, PhysAddr, PhysMem, VirtAddr};
 
 impl<P: PhysMem + ?Sized> Cursor<'_, P> {
     /// Maps 4 KiB pages, as `copy_pte_range` fills a child's pte tables:
@@ -40,14 +40,27 @@ impl<P: PhysMem + ?Sized> Cursor<'_, P> {
         F: FrameSource + ?Sized,
         I: IntoIterator<Item = (VirtAddr, PhysAddr, EntryFlags)>,
     {
-        let mut run = PteRun {
-            table: None,
-            span: self.mode.entries(Level::Pte) as u64 * PageSize::Size4K.bytes(),
-        };
+        match self.mode {
+            PagingMode::TwoLevel => self.map_ptes_w::<W32, F, I>(pages, frames),
+            _ => self.map_ptes_w::<W64, F, I>(pages, frames),
+        }
+    }
+
+    /// [`Cursor::map_ptes`] with the entry width `W` of the mode fixed at
+    /// compile time, so the per-page path has no width dispatch.
+    #[inline]
+    fn map_ptes_w<W: Width, F, I>(&self, pages: I, frames: &F) -> Result<Flush<usize>, PartialMap>
+    where
+        F: FrameSource + ?Sized,
+        I: IntoIterator<Item = (VirtAddr, PhysAddr, EntryFlags)>,
+    {
+        debug_assert_eq!(self.mode.entry_bytes(), W::BYTES);
+        debug_assert_eq!(self.mode.ptrs_per_pte() as u64, W::PTRS_PER_PTE);
+        let mut run: Option<(u64, PhysAddr)> = None;
         let mut mapped = 0usize;
         let (mut lo, mut last) = (u64::MAX, 0u64);
         for (va, pa, flags) in pages {
-            if let Err(error) = self.map_pte_in(&mut run, va, pa, flags, frames) {
+            if let Err(error) = self.map_pte_w::<W, F>(&mut run, va, pa, flags, frames) {
                 return Err(PartialMap { mapped, error });
             }
             mapped += 1;
@@ -72,30 +85,71 @@ impl<P: PhysMem + ?Sized> Cursor<'_, P> {
     where
         I: IntoIterator<Item = VirtAddr>,
     {
-        let mode = self.mode;
-        let span = mode.entries(Level::Pte) as u64 * PageSize::Size4K.bytes();
+        self.zap_ptes(vas.into_iter().map(|va| (va, ())), |_| {}, |_| {})
+    }
+
+    /// [`Cursor::clear_ptes`] that also hands each page's `T` to
+    /// `cleared` right after its pte is cleared (where `zap_pte_range`
+    /// drops the page's reference), and tells `reached` the first address
+    /// it clears in each pte table it walks to (once per switch of table:
+    /// how the caller learns which upper entries hold the tables). The
+    /// `T` of a page whose pte was not cleared is not handed over.
+    pub fn zap_ptes<T, I, C, U>(
+        &self,
+        pages: I,
+        cleared: C,
+        reached: U,
+    ) -> Result<Flush<usize>, PartialMap>
+    where
+        I: IntoIterator<Item = (VirtAddr, T)>,
+        C: FnMut(T),
+        U: FnMut(VirtAddr),
+    {
+        match self.mode {
+            PagingMode::TwoLevel => self.zap_ptes_w::<W32, T, I, C, U>(pages, cleared, reached),
+            _ => self.zap_ptes_w::<W64, T, I, C, U>(pages, cleared, reached),
+        }
+    }
+
+    /// [`Cursor::zap_ptes`] with the entry width fixed at compile time.
+    #[inline]
+    fn zap_ptes_w<W: Width, T, I, C, U>(
+        &self,
+        pages: I,
+        mut cleared: C,
+        mut reached: U,
+    ) -> Result<Flush<usize>, PartialMap>
+    where
+        I: IntoIterator<Item = (VirtAddr, T)>,
+        C: FnMut(T),
+        U: FnMut(VirtAddr),
+    {
+        debug_assert_eq!(self.mode.entry_bytes(), W::BYTES);
+        debug_assert_eq!(self.mode.ptrs_per_pte() as u64, W::PTRS_PER_PTE);
         let mut table: Option<(u64, PhysAddr)> = None;
         let mut done = 0usize;
         let (mut lo, mut last) = (u64::MAX, 0u64);
-        for va in vas {
-            let base = va.as_u64() & !(span - 1);
+        for (va, t) in pages {
+            let base = va.as_u64() & !(W::SPAN - 1);
             let at = match table {
-                Some((b, t)) if b == base => Ok(pte_pa(mode, t, va)),
+                Some((b, t)) if b == base => Ok(W::pte_pa(t, va)),
                 _ => self.descend(va, Level::Pte).and_then(|slot| {
                     if slot.level != Level::Pte {
                         return Err(MapError::NotMapped(va));
                     }
                     table = Some((base, slot.pa.frame().start()));
+                    reached(va);
                     Ok(slot.pa)
                 }),
             };
-            let r = at.and_then(|at| Ok(write_entry(self.mem, mode, at, Entry::EMPTY)?));
+            let r = at.and_then(|at| Ok(W::store(self.mem, at, 0)?));
             if let Err(error) = r {
                 return Err(PartialMap {
                     mapped: done,
                     error,
                 });
             }
+            cleared(t);
             done += 1;
             lo = lo.min(va.as_u64());
             last = last.max(va.as_u64());
@@ -107,17 +161,19 @@ impl<P: PhysMem + ?Sized> Cursor<'_, P> {
         Ok(Flush::new(VirtAddr::new(lo.min(last)), len, done))
     }
 
-    /// One page of [`Cursor::map_ptes`].
+    /// One page of [`Cursor::map_ptes`]; `run` is the pte table the
+    /// previous page went into (the first linear address it covers, and
+    /// where it is).
     #[inline]
-    fn map_pte_in<F: FrameSource + ?Sized>(
+    fn map_pte_w<W: Width, F: FrameSource + ?Sized>(
         &self,
-        run: &mut PteRun,
+        run: &mut Option<(u64, PhysAddr)>,
         va: VirtAddr,
         pa: PhysAddr,
         flags: EntryFlags,
         frames: &F,
     ) -> Result<(), MapError> {
-        let mode = self.mode;
+        let mode = W::mode(self.mode);
         let size = PageSize::Size4K;
         if !mode.is_canonical(va) {
             return Err(MapError::NonCanonical(va));
@@ -126,17 +182,17 @@ impl<P: PhysMem + ?Sized> Cursor<'_, P> {
             return Err(MapError::Misaligned { va, size });
         }
         let leaf = Entry::page(mode, size, pa, flags | EntryFlags::PRESENT)?;
-        let base = va.as_u64() & !(run.span - 1);
-        if let Some((b, table)) = run.table {
+        let base = va.as_u64() & !(W::SPAN - 1);
+        if let Some((b, table)) = *run {
             if b == base {
-                let at = pte_pa(mode, table, va);
-                if read_entry(self.mem, mode, at)?.is_present() {
+                let at = W::pte_pa(table, va);
+                if Entry::from_raw(W::load(self.mem, at)?).is_present() {
                     return Err(MapError::AlreadyMapped {
                         va,
                         level: Level::Pte,
                     });
                 }
-                return Ok(write_entry(self.mem, mode, at, leaf)?);
+                return Ok(W::store(self.mem, at, leaf.raw())?);
             }
         }
         let mut attached = Attached::default();
@@ -155,7 +211,7 @@ impl<P: PhysMem + ?Sized> Cursor<'_, P> {
             });
         match r {
             Ok(table) => {
-                run.table = Some((base, table));
+                *run = Some((base, table));
                 Ok(())
             }
             Err(e) => {
@@ -166,12 +222,71 @@ impl<P: PhysMem + ?Sized> Cursor<'_, P> {
     }
 }
 
-/// The pte table [`Cursor::map_ptes`] is filling: the first linear
-/// address it covers and where it is.
-struct PteRun {
-    table: Option<(u64, PhysAddr)>,
-    /// Bytes one pte table maps (4 MiB on 2-level, 2 MiB otherwise).
-    span: u64,
+/// The width of a mode's entries, fixed at compile time for the page-run
+/// loops: 4 bytes and 1024 ptes a table on 2-level, 8 bytes and 512 in
+/// every other mode. Loads and stores are [`crate::table::read_entry`]'s and
+/// [`write_entry`]'s single atomic accesses of that width.
+trait Width {
+    /// Bytes per entry.
+    const BYTES: u64;
+    /// Entries per pte table.
+    const PTRS_PER_PTE: u64;
+    /// Bytes of address space one pte table maps.
+    const SPAN: u64 = Self::PTRS_PER_PTE * PAGE_4K;
+    /// The mode, as far as the width tells it (2-level for 4 bytes).
+    fn mode(mode: PagingMode) -> PagingMode;
+    /// Reads the entry at `pa`.
+    fn load<P: PhysMem + ?Sized>(mem: &P, pa: PhysAddr) -> Result<u64, MemError>;
+    /// Writes `v` at `pa` (`set_pte_atomic`).
+    fn store<P: PhysMem + ?Sized>(mem: &P, pa: PhysAddr, v: u64) -> Result<(), MemError>;
+    /// `pte_offset`: the entry for `va` in the pte table at `table`.
+    #[inline]
+    fn pte_pa(table: PhysAddr, va: VirtAddr) -> PhysAddr {
+        let index = (va.as_u64() >> PageSize::Size4K.shift()) & (Self::PTRS_PER_PTE - 1);
+        PhysAddr::new(table.as_u64() + index * Self::BYTES)
+    }
+}
+
+const PAGE_4K: u64 = 4096;
+
+/// 2-level entries.
+struct W32;
+/// PAE and long-mode entries.
+struct W64;
+
+impl Width for W32 {
+    const BYTES: u64 = 4;
+    const PTRS_PER_PTE: u64 = 1024;
+    #[inline]
+    fn mode(_: PagingMode) -> PagingMode {
+        PagingMode::TwoLevel
+    }
+    #[inline]
+    fn load<P: PhysMem + ?Sized>(mem: &P, pa: PhysAddr) -> Result<u64, MemError> {
+        mem.load_u32(pa).map(u64::from)
+    }
+    #[inline]
+    fn store<P: PhysMem + ?Sized>(mem: &P, pa: PhysAddr, v: u64) -> Result<(), MemError> {
+        // The encoders never set bits above 31 on 2-level (`write_entry`).
+        mem.store_u32(pa, v as u32)
+    }
+}
+
+impl Width for W64 {
+    const BYTES: u64 = 8;
+    const PTRS_PER_PTE: u64 = 512;
+    #[inline]
+    fn mode(mode: PagingMode) -> PagingMode {
+        mode
+    }
+    #[inline]
+    fn load<P: PhysMem + ?Sized>(mem: &P, pa: PhysAddr) -> Result<u64, MemError> {
+        mem.load_u64(pa)
+    }
+    #[inline]
+    fn store<P: PhysMem + ?Sized>(mem: &P, pa: PhysAddr, v: u64) -> Result<(), MemError> {
+        mem.store_u64(pa, v)
+    }
 }
 
 /// Why [`Cursor::map_ptes`] (or [`Cursor::clear_ptes`]) stopped, and how
@@ -185,12 +300,4 @@ pub struct PartialMap {
     /// Why the next page could not be mapped.
     #[source]
     pub error: MapError,
-}
-
-/// `pte_offset`: the entry for `va` in the pte table at `table` (a
-/// pte-level `entry_pa` without the per-level dispatch).
-#[inline]
-fn pte_pa(mode: PagingMode, table: PhysAddr, va: VirtAddr) -> PhysAddr {
-    let index = (va.as_u64() >> PageSize::Size4K.shift()) & (mode.ptrs_per_pte() as u64 - 1);
-    PhysAddr::new(table.as_u64() + index * mode.entry_bytes())
 }

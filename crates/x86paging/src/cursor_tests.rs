@@ -664,3 +664,121 @@ fn map_ptes_matches_map_and_stops_cleanly() {
         f.ignore();
     }
 }
+
+/// `zap_ptes` clears each pte, hands over each cleared page's payload in
+/// order, reports each switch of pte table once, and stops at the first
+/// address with no pte table, handing over nothing for it.
+#[test]
+fn zap_ptes_clears_hands_over_and_reports_tables() {
+    for mode in PagingMode::ALL {
+        let flags = EntryFlags::USER | EntryFlags::RW;
+        let span = mode.entries(Level::Pte) as u64 * 4096;
+        // Three pages in one pte table, two in the next, one far away.
+        let vas: Vec<u64> = [0u64, 1, 2]
+            .iter()
+            .map(|i| 0x40_0000 + i * 4096)
+            .chain([0x40_0000 + span, 0x40_1000 + span, 0x4000_0000])
+            .collect();
+        let (pm, root) = setup();
+        let frames = TableFrames::new(&pm, Owner::UserTable);
+        let cur = Cursor::new(&pm, mode, root);
+        let pages = vas.iter().map(|&va| {
+            (
+                VirtAddr::new(va),
+                PhysAddr::new(0x10_0000 + va % 0x10_0000),
+                flags,
+            )
+        });
+        cur.map_ptes(pages, &frames).unwrap().ignore();
+        let (mut got, mut tables) = (Vec::new(), Vec::new());
+        let f = cur
+            .zap_ptes(
+                vas.iter()
+                    .enumerate()
+                    .map(|(i, &va)| (VirtAddr::new(va), i)),
+                |i| got.push(i),
+                |va| tables.push(va.as_u64()),
+            )
+            .unwrap();
+        assert_eq!(*f.payload(), vas.len(), "{mode}");
+        f.ignore();
+        assert_eq!(got, (0..vas.len()).collect::<Vec<_>>(), "{mode}");
+        assert_eq!(tables, [vas[0], vas[3], vas[5]], "{mode}");
+        for &va in &vas {
+            let slot = cur.lookup(VirtAddr::new(va)).unwrap();
+            assert_eq!(
+                (slot.level, slot.entry),
+                (Level::Pte, Entry::EMPTY),
+                "{mode}"
+            );
+        }
+        // An address with no pte table under it stops the run there.
+        let (mut got, mut tables) = (Vec::new(), Vec::new());
+        let e = cur
+            .zap_ptes(
+                [(VirtAddr::new(vas[0]), 0), (VirtAddr::new(0x2000_0000), 1)],
+                |i| got.push(i),
+                |va| tables.push(va.as_u64()),
+            )
+            .unwrap_err();
+        assert_eq!(e.mapped, 1, "{mode}");
+        assert!(matches!(e.error, MapError::NotMapped(_)), "{mode}");
+        assert_eq!(
+            (got.as_slice(), tables.as_slice()),
+            (&[0][..], &[vas[0]][..]),
+            "{mode}"
+        );
+    }
+}
+
+/// In a pte table `map_ptes` attached itself, pages out of order are
+/// mapped and the same page twice is refused where the second try is,
+/// with the pages before it mapped.
+#[test]
+fn map_ptes_refuses_a_page_twice_in_a_fresh_table() {
+    for mode in PagingMode::ALL {
+        let flags = EntryFlags::USER | EntryFlags::RW;
+        let page = |va: u64| {
+            (
+                VirtAddr::new(va),
+                PhysAddr::new(0x10_0000 + va % 0x10_0000),
+                flags,
+            )
+        };
+        let runs: [(&[u64], usize); 4] = [
+            (&[0x40_0000, 0x40_2000, 0x40_1000, 0x40_3000], 4),
+            (&[0x40_0000, 0x40_1000, 0x40_1000], 2),
+            (&[0x40_0000, 0x40_2000, 0x40_0000], 2),
+            (&[0x40_1000, 0x40_1000], 1),
+        ];
+        for (run, ok) in runs {
+            let (pm, root) = setup();
+            let frames = TableFrames::new(&pm, Owner::UserTable);
+            let cur = Cursor::new(&pm, mode, root);
+            let r = cur.map_ptes(run.iter().map(|&va| page(va)), &frames);
+            match r {
+                Ok(f) => {
+                    assert_eq!(
+                        (*f.payload(), ok),
+                        (run.len(), run.len()),
+                        "{mode} {run:x?}"
+                    );
+                    f.ignore();
+                }
+                Err(e) => {
+                    assert_eq!(e.mapped, ok, "{mode} {run:x?}");
+                    assert!(
+                        matches!(e.error, MapError::AlreadyMapped { .. }),
+                        "{mode} {run:x?}"
+                    );
+                }
+            }
+            for &va in &run[..ok] {
+                assert_eq!(
+                    cur.leaf_of(VirtAddr::new(va)).unwrap().page(),
+                    Some(page(va).1)
+                );
+            }
+        }
+    }
+}

@@ -170,7 +170,8 @@ pub use entry::{Decoded, Entry, EntryError, EntryFlags, EntryKind};
 pub use flush::{Flush, FrameSource, TableFrames, TlbFlush, Tracked};
 pub use layout::Layout;
 pub use map::{
-    free_cleared_user_tables, free_user_tables, lookup, lookup_checked, map, unmap, MapError,
+    free_cleared_user_tables, free_user_pgd_entries, free_user_tables, lookup, lookup_checked, map,
+    unmap, MapError,
 };
 pub use mode::{Level, PageSize, PagingMode, ParseModeError};
 pub use ptdump::{PtDump, PtLine, PtRange};

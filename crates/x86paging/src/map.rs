@@ -27,7 +27,7 @@ use crate::cursor::Cursor;
 use crate::entry::{Entry, EntryError, EntryFlags};
 use crate::flush::TableFrames;
 use crate::mode::{Level, PageSize, PagingMode};
-use crate::table::write_entry;
+use crate::table::{entry_pa_at, next_used_entry, read_entry, write_entry};
 use alloc::vec::Vec;
 use core::ops::Range;
 use physmem::{AllocError, Frame, MemError, Owner, PhysAddr, PhysMem, PhysMemory, VirtAddr};
@@ -262,6 +262,113 @@ pub fn free_cleared_user_tables<M: PhysMem>(
     free_tables(pm, mode, root, range, true)
 }
 
+/// [`free_cleared_user_tables`] (or, with `ptes_cleared` false,
+/// [`free_user_tables`]) over whole pgd entries: the range covered by
+/// entries `indexes` of the pgd at `root`, which must be user entries.
+/// Frees the same tables and clears the same entries as those functions
+/// over that range, as `clear_page_tables` does for a run of pgd entries:
+/// each entry is read once and its subtree freed depth first, without the
+/// range walk ([`Cursor::entries`]) a range with partial edges needs.
+/// Returns the number of table frames freed.
+pub fn free_user_pgd_entries<M: PhysMem>(
+    pm: &PhysMemory<M>,
+    mode: PagingMode,
+    root: PhysAddr,
+    indexes: Range<usize>,
+    ptes_cleared: bool,
+) -> Result<u64, MapError> {
+    let cur = Cursor::new(pm, mode, root);
+    let mut freed = 0;
+    let end = indexes.end.min(mode.entries(Level::Pgd));
+    for i in indexes.start..end {
+        let at = entry_pa_at(mode, root, i);
+        let e = read_entry(pm, mode, at)?;
+        if !e.is_present() {
+            continue;
+        }
+        if e.is_leaf(mode, Level::Pgd, true) {
+            write_entry(pm, mode, at, Entry::EMPTY)?;
+            continue;
+        }
+        let Some(next) = mode.next_level(Level::Pgd) else {
+            continue;
+        };
+        let child = e.table_addr(mode);
+        if mode == PagingMode::Pae {
+            // The pgd's own pmd: emptied, kept (see `free_user_tables`).
+            cur.check_table(next, child)?;
+            freed += free_below(&cur, pm, child, next, ptes_cleared)?;
+            continue;
+        }
+        freed += free_subtree(&cur, pm, at, child, next, ptes_cleared)?;
+    }
+    Ok(freed)
+}
+
+/// Unhooks the `level` table `table` from the entry at `at` and frees it
+/// with everything below it. Returns the table frames freed.
+fn free_subtree<M: PhysMem>(
+    cur: &Cursor<'_, PhysMemory<M>>,
+    pm: &PhysMemory<M>,
+    at: PhysAddr,
+    table: PhysAddr,
+    level: Level,
+    ptes_cleared: bool,
+) -> Result<u64, MapError> {
+    let mode = cur.mode;
+    let mut freed = 0;
+    if level == Level::Pte {
+        // A whole pte table: not entered (its entries are not cleared one
+        // by one), freed at once, as `free_tables` does.
+        write_entry(pm, mode, at, Entry::EMPTY)?;
+        let r = if ptes_cleared {
+            pm.free_zeroed_frame(table.frame())
+        } else {
+            pm.free_frame(table.frame())
+        };
+        return Ok(u64::from(r.is_ok()));
+    }
+    cur.check_table(level, table)?;
+    freed += free_below(cur, pm, table, level, ptes_cleared)?;
+    write_entry(pm, mode, at, Entry::EMPTY)?;
+    if pm.free_frame(table.frame()).is_ok() {
+        freed += 1;
+    }
+    Ok(freed)
+}
+
+/// Clears every entry of the `level` table `table` (already checked
+/// live), freeing the tables they point at. Returns the frames freed.
+fn free_below<M: PhysMem>(
+    cur: &Cursor<'_, PhysMemory<M>>,
+    pm: &PhysMemory<M>,
+    table: PhysAddr,
+    level: Level,
+    ptes_cleared: bool,
+) -> Result<u64, MapError> {
+    let mode = cur.mode;
+    let n = mode.entries(level);
+    let mut freed = 0;
+    let mut i = 0;
+    while let Some(j) = next_used_entry(pm, mode, table, i, n - i)? {
+        i = j + 1;
+        let at = entry_pa_at(mode, table, j);
+        let e = read_entry(pm, mode, at)?;
+        if !e.is_present() {
+            continue;
+        }
+        if e.is_leaf(mode, level, true) {
+            write_entry(pm, mode, at, Entry::EMPTY)?;
+            continue;
+        }
+        let Some(next) = mode.next_level(level) else {
+            continue;
+        };
+        freed += free_subtree(cur, pm, at, e.table_addr(mode), next, ptes_cleared)?;
+    }
+    Ok(freed)
+}
+
 fn free_tables<M: PhysMem>(
     pm: &PhysMemory<M>,
     mode: PagingMode,
@@ -462,6 +569,78 @@ mod tests {
                 ),
                 Err(MapError::Misaligned { .. })
             ));
+        }
+    }
+
+    /// Freeing whole pgd entries one subtree at a time leaves the same
+    /// tables, entries and frame counts as the range walk over the same
+    /// entries, in every mode, with 4 KiB pages and (where the pgd or pmd
+    /// holds them) large leaves, and only the entries asked for.
+    #[test]
+    fn free_user_pgd_entries_matches_the_range_walk() {
+        for mode in PagingMode::ALL {
+            let build = || {
+                let (pm, root) = setup(mode);
+                for i in 0..20u64 {
+                    let va = VirtAddr::new(0x40_0000 + i * 0x40_1000);
+                    map(
+                        &pm,
+                        mode,
+                        root,
+                        va,
+                        PhysAddr::new(0x5000),
+                        PageSize::Size4K,
+                        EntryFlags::RW | EntryFlags::USER,
+                        Owner::UserTable,
+                    )
+                    .unwrap();
+                }
+                let large = mode
+                    .page_size_at(Level::Pmd)
+                    .or(mode.page_size_at(Level::Pgd));
+                if let Some(size) = large {
+                    let va = VirtAddr::new(0x4000_0000);
+                    map(
+                        &pm,
+                        mode,
+                        root,
+                        va,
+                        PhysAddr::new(0),
+                        size,
+                        EntryFlags::RW | EntryFlags::USER,
+                        Owner::UserTable,
+                    )
+                    .unwrap();
+                }
+                (pm, root)
+            };
+            let shift = mode.shift(Level::Pgd);
+            let user = mode.user_ptrs_per_pgd();
+            // All user entries, and the first entries only (the rest stay).
+            for entries in [0..user, 0..(0x4000_0000u64 >> shift) as usize] {
+                let (a, ra) = build();
+                let (b, rb) = build();
+                let range = VirtAddr::new(0)..VirtAddr::new((entries.end as u64) << shift);
+                let walked = free_tables(&a, mode, ra, range, false).unwrap();
+                let direct = free_user_pgd_entries(&b, mode, rb, entries.clone(), false).unwrap();
+                assert_eq!(walked, direct, "{mode} {entries:?}");
+                assert_eq!(a.stats(), b.stats(), "{mode} {entries:?}");
+                let n = mode.entries(Level::Pgd);
+                for i in 0..n {
+                    let ea = read_entry(&a, mode, entry_pa_at(mode, ra, i)).unwrap();
+                    let eb = read_entry(&b, mode, entry_pa_at(mode, rb, i)).unwrap();
+                    assert_eq!(ea, eb, "{mode} {entries:?} pgd entry {i}");
+                }
+                let cpu = (CpuState::new(mode, ra), CpuState::new(mode, rb));
+                for va in [0x40_0000u64, 0x40_0000 + 19 * 0x40_1000, 0x4000_0000] {
+                    let va = VirtAddr::new(va);
+                    assert_eq!(
+                        translate(&a, &cpu.0, va, Access::READ).is_ok(),
+                        translate(&b, &cpu.1, va, Access::READ).is_ok(),
+                        "{mode} {entries:?} {va}"
+                    );
+                }
+            }
         }
     }
 
