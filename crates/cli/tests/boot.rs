@@ -631,3 +631,44 @@ fn kvm_boots_where_the_host_offers_it() {
     assert_eq!(r["verdict"], "correct", "{r}");
     assert_eq!(r["ok"], true, "{r}");
 }
+
+/// `boot --bench` on 2-level: every series of the in-kernel benchmark
+/// comes back from the booted kernel, on the token path, with its cached
+/// pgd pair faster than `uncached` — the run a kernel developer reads
+/// numbers from must not die on the kernel's own heap (10 000 held pgds).
+#[test]
+fn the_in_kernel_bench_runs_every_series_on_2level() {
+    let test = "bench";
+    if !qemu_or_skip(test) {
+        return;
+    }
+    let out = boot(&["--bench", "--mode", "2level", "--accel", "tcg", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(3) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: environment missing under CI: {stderr}"
+        );
+        eprintln!("SKIP: {test}: {stderr}");
+        return;
+    }
+    assert!(!stderr.contains("no bench event"), "{test}: {stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{test}: bad JSON: {e}\n{stderr}"));
+    let bench = &v["runs"][0]["bench"];
+    assert_eq!(bench["mode"], "2level", "{test}: {v}");
+    assert_eq!(bench["pgd_path"], "token", "{test}");
+    for series in ["pair_warm", "pair_cold", "fork_small", "fork_large"] {
+        for scheme in ["uncached", "slab-pgd-list", "slab-ticket"] {
+            let ns = bench["series"][series][scheme]["ns"].as_f64();
+            assert!(ns.is_some_and(|ns| ns > 0.0), "{test}: {series} {scheme}");
+        }
+    }
+    for scheme in ["slab-pgd-list", "slab-ticket"] {
+        let cpa = bench["cpa_10k"][scheme]["ns"].as_f64();
+        assert!(cpa.is_some_and(|ns| ns > 0.0), "{test}: cpa_10k {scheme}");
+        let warm = bench["series"]["pair_warm"][scheme]["vs_uncached"]["median"].as_f64();
+        assert!(warm.is_some_and(|r| r > 1.0), "{test}: {scheme} {warm:?}");
+    }
+    assert_eq!(out.status.code(), Some(0), "{test}: {stderr}");
+}

@@ -32,7 +32,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use pgdcache::mm::TaskSize;
-use pgdcache::{Kernel, KernelConfig, OwnedPgd, PgdCpu, Scheme};
+use pgdcache::{Kernel, KernelConfig, Pgd, PgdCpu, Scheme};
 use physmem::{Lowmem, PhysAddr, PhysMem, PhysMemory, VirtAddr};
 use x86paging::{EntryFlags, PagingMode};
 
@@ -255,11 +255,17 @@ fn cpa_10k(pm: &Arc<PhysMemory<Lowmem>>, mode: PagingMode, cpus: usize) -> Strin
         // back (running pgd_dtor), as `pgdcache bench` explains; for
         // propagation the two states are the same.
         let mut cpu = cpu0(&k);
-        let pgds: Vec<OwnedPgd> = (0..10_000)
-            .map(|_| cpu.pgd_alloc().unwrap_or_else(|e| fail("pgd_alloc", e)))
+        // Held as raw addresses (8 bytes each, not an `OwnedPgd`'s
+        // handles): 10 000 of them must fit the kernel's heap.
+        let pgds: Vec<Pgd> = (0..10_000)
+            .map(|_| {
+                cpu.pgd_alloc()
+                    .unwrap_or_else(|e| fail("pgd_alloc", e))
+                    .into_raw()
+            })
             .collect();
         for p in pgds.iter().step_by(10) {
-            k.mm_join(p.pgd()).unwrap_or_else(|e| fail("mm_join", e));
+            k.mm_join(*p).unwrap_or_else(|e| fail("mm_join", e));
         }
         // A page of the direct map above the reserved area.
         let va = VirtAddr::new(mode.page_offset() + (24 << 20));
@@ -282,10 +288,10 @@ fn cpa_10k(pm: &Arc<PhysMemory<Lowmem>>, mode: PagingMode, cpus: usize) -> Strin
             "\"{scheme}\":{{\"ns\":{m:.0},\"q1\":{a:.0},\"q3\":{b:.0}}}"
         ));
         for p in pgds.iter().step_by(10) {
-            k.mm_leave(p.pgd());
+            k.mm_leave(*p);
         }
         for p in pgds {
-            cpu.pgd_free(p).unwrap_or_else(|e| fail("pgd_free", e));
+            cpu.pgd_free_raw(p).unwrap_or_else(|e| fail("pgd_free", e));
         }
         // put_cpu() before the remote shrink, which would otherwise wait
         // for this very token.
