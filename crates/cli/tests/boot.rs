@@ -35,19 +35,29 @@ fn boot(args: &[&str]) -> Output {
     bin().arg("boot").args(args).output().expect("run pgdcache")
 }
 
+/// True (after a `SKIP:` line) when `boot` exited 3, its environment
+/// missing (QEMU, a bare-metal target); a failure under CI.
+fn environment_missing(test: &str, out: &Output) -> bool {
+    if out.status.code() != Some(3) {
+        return false;
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: environment missing under CI: {stderr}"
+    );
+    eprintln!("SKIP: {test}: {stderr}");
+    true
+}
+
 /// Runs `boot --json` and returns one object per run; a missing target is
 /// a SKIP outside CI.
 fn boot_json(test: &str, args: &[&str]) -> Option<Vec<Value>> {
     let out = boot(&[args, &["--json"]].concat());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.code() == Some(3) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{test}: environment missing under CI: {stderr}"
-        );
-        eprintln!("SKIP: {test}: {stderr}");
+    if environment_missing(test, &out) {
         return None;
     }
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{test}: {stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let rows: Vec<Value> = stdout
@@ -261,13 +271,11 @@ fn an_emulator_exit_status_is_never_a_pass() {
             .env("PGDCACHE_QEMU", &q)
             .output()
             .expect("run pgdcache");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let err = String::from_utf8_lossy(&out.stderr);
-        if out.status.code() == Some(3) {
-            assert!(std::env::var_os("CI").is_none(), "{err}");
-            eprintln!("SKIP: exit_status: {err}");
+        if environment_missing("exit_status", &out) {
             return;
         }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{name}: {text}{err}");
         assert!(text.contains(needle), "{name}: {text}");
     }
@@ -294,11 +302,10 @@ fn a_hung_emulator_is_killed_at_the_timeout() {
         .env("PGDCACHE_QEMU", &q)
         .output()
         .expect("run pgdcache");
-    let text = String::from_utf8_lossy(&out.stdout);
-    if out.status.code() == Some(3) {
-        assert!(std::env::var_os("CI").is_none());
+    if environment_missing("timeout", &out) {
         return;
     }
+    let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("no verdict within 2 s"), "{text}");
     // The budget covers a cold kernel build on a loaded CI machine.
@@ -375,13 +382,11 @@ fn a_real_kernel_exception_is_reported_as_a_crash_never_a_pass() {
             "--kernel-arg",
             &format!("fault={fault}"),
         ]);
-        let text = String::from_utf8_lossy(&out.stdout);
-        let err = String::from_utf8_lossy(&out.stderr);
-        if out.status.code() == Some(3) {
-            assert!(std::env::var_os("CI").is_none(), "{err}");
-            eprintln!("SKIP: exception: {err}");
+        if environment_missing("exception", &out) {
             return;
         }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{fault}: {text}{err}");
         assert!(
             text.contains("CRASHED") && text.contains(needle),
@@ -643,15 +648,10 @@ fn the_in_kernel_bench_runs_every_series_on_2level() {
         return;
     }
     let out = boot(&["--bench", "--mode", "2level", "--accel", "tcg", "--json"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.code() == Some(3) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{test}: environment missing under CI: {stderr}"
-        );
-        eprintln!("SKIP: {test}: {stderr}");
+    if environment_missing(test, &out) {
         return;
     }
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("no bench event"), "{test}: {stderr}");
     let v: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{test}: bad JSON: {e}\n{stderr}"));
