@@ -219,3 +219,56 @@ impl LinearMap {
         (off < self.len).then_some(PhysAddr::new(off))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    /// 64 bytes of memory that uses every default method of [`PhysMem`].
+    struct Words([AtomicU64; 8]);
+
+    impl PhysMem for Words {
+        fn size(&self) -> u64 {
+            64
+        }
+        fn load_u32(&self, pa: PhysAddr) -> Result<u32, MemError> {
+            Ok(self.load_u64(PhysAddr::new(pa.as_u64() & !7))? as u32)
+        }
+        fn load_u64(&self, pa: PhysAddr) -> Result<u64, MemError> {
+            let w = self.0.get(pa.as_u64() as usize / 8);
+            w.map(|w| w.load(Ordering::Acquire))
+                .ok_or(MemError::OutOfRange(pa))
+        }
+        fn store_u32(&self, pa: PhysAddr, v: u32) -> Result<(), MemError> {
+            self.store_u64(PhysAddr::new(pa.as_u64() & !7), u64::from(v))
+        }
+        fn store_u64(&self, pa: PhysAddr, v: u64) -> Result<(), MemError> {
+            let w = self.0.get(pa.as_u64() as usize / 8);
+            w.map(|w| w.store(v, Ordering::Release))
+                .ok_or(MemError::OutOfRange(pa))
+        }
+    }
+
+    #[test]
+    fn the_default_store_u64s_is_all_or_none() {
+        let m = Words(Default::default());
+        m.store_u64s(PhysAddr::new(8), &[1, 2, 3]).unwrap();
+        assert_eq!(m.load_u64(PhysAddr::new(24)).unwrap(), 3);
+        // The last word would fall outside: refused before the first store.
+        assert_eq!(
+            m.store_u64s(PhysAddr::new(48), &[9, 9, 9]),
+            Err(MemError::OutOfRange(PhysAddr::new(48)))
+        );
+        assert_eq!(m.load_u64(PhysAddr::new(48)).unwrap(), 0);
+        assert_eq!(
+            m.store_u64s(PhysAddr::new(4), &[9]),
+            Err(MemError::Misaligned(PhysAddr::new(4)))
+        );
+        assert_eq!(
+            m.store_u64s(PhysAddr::new(u64::MAX - 7), &[9, 9]),
+            Err(MemError::OutOfRange(PhysAddr::new(u64::MAX - 7)))
+        );
+        m.store_u64s(PhysAddr::new(64), &[]).unwrap();
+    }
+}
