@@ -50,6 +50,15 @@ fn environment_missing(test: &str, out: &Output) -> bool {
     true
 }
 
+/// One row per paging mode, in order.
+fn assert_every_mode(rows: &[Value]) {
+    let modes: Vec<&str> = rows
+        .iter()
+        .map(|r| r["mode"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(modes, ["2level", "pae", "4level", "5level"]);
+}
+
 /// Runs `boot --json` and returns one object per run; a missing target is
 /// a SKIP outside CI.
 fn boot_json(test: &str, args: &[&str]) -> Option<Vec<Value>> {
@@ -92,11 +101,7 @@ fn every_mode_boots_and_the_seed_scheme_is_correct_on_the_real_mmu() {
     ) else {
         return;
     };
-    let modes: Vec<&str> = rows
-        .iter()
-        .map(|r| r["mode"].as_str().unwrap_or("?"))
-        .collect();
-    assert_eq!(modes, ["2level", "pae", "4level", "5level"]);
+    assert_every_mode(&rows);
     for r in &rows {
         assert_eq!(r["verdict"], "correct", "{r}");
         assert_eq!(r["violations"], 0, "{r}");
@@ -556,11 +561,7 @@ fn every_cpu_runs_on_its_own_pgd_token_in_every_mode() {
     ) else {
         return;
     };
-    let modes: Vec<&str> = rows
-        .iter()
-        .map(|r| r["mode"].as_str().unwrap_or("?"))
-        .collect();
-    assert_eq!(modes, ["2level", "pae", "4level", "5level"]);
+    assert_every_mode(&rows);
     for r in &rows {
         // The kernel's own verdict, never QEMU's exit status.
         assert_eq!(r["verdict"], "correct", "{r}");
