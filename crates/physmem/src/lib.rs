@@ -55,6 +55,7 @@ pub mod buddy;
 pub mod fault;
 pub mod list;
 pub mod lowmem;
+#[macro_use]
 pub mod mem;
 pub mod page;
 pub mod page_alloc;

@@ -34,6 +34,62 @@ pub enum FrameState {
     Unmanaged,
 }
 
+/// The [`PhysMem`] methods of a type that keeps its RAM in a field,
+/// forwarded to that field: written once here, so a method added to the
+/// trait is forwarded by every wrapper (`Ram` over its `Lowmem`,
+/// `PhysMemory` over its RAM). `frame_state` and `zero_frame` are not
+/// forwarded: a wrapper that manages frames answers `frame_state` itself,
+/// and `zero_frame`'s default is a forwarded `fill`.
+macro_rules! forward_phys_mem {
+    ($field:ident) => {
+        #[inline]
+        fn size(&self) -> u64 {
+            self.$field.size()
+        }
+        #[inline]
+        fn load_u32(&self, pa: PhysAddr) -> Result<u32, MemError> {
+            self.$field.load_u32(pa)
+        }
+        #[inline]
+        fn load_u64(&self, pa: PhysAddr) -> Result<u64, MemError> {
+            self.$field.load_u64(pa)
+        }
+        #[inline]
+        fn store_u32(&self, pa: PhysAddr, v: u32) -> Result<(), MemError> {
+            self.$field.store_u32(pa, v)
+        }
+        #[inline]
+        fn store_u64(&self, pa: PhysAddr, v: u64) -> Result<(), MemError> {
+            self.$field.store_u64(pa, v)
+        }
+        #[inline]
+        fn store_u64s(&self, pa: PhysAddr, words: &[u64]) -> Result<(), MemError> {
+            self.$field.store_u64s(pa, words)
+        }
+        #[inline]
+        fn fill(&self, pa: PhysAddr, len: u64, byte: u8) -> Result<(), MemError> {
+            self.$field.fill(pa, len, byte)
+        }
+        #[inline]
+        fn copy(&self, dst: PhysAddr, src: PhysAddr, len: u64) -> Result<(), MemError> {
+            self.$field.copy(dst, src, len)
+        }
+        #[inline]
+        fn first_nonzero_u64(&self, pa: PhysAddr, words: usize) -> Result<Option<usize>, MemError> {
+            self.$field.first_nonzero_u64(pa, words)
+        }
+        #[inline]
+        fn first_other_u64(
+            &self,
+            pa: PhysAddr,
+            words: usize,
+            value: u64,
+        ) -> Result<Option<usize>, MemError> {
+            self.$field.first_other_u64(pa, words, value)
+        }
+    };
+}
+
 /// Atomic access to physical memory.
 ///
 /// All accesses are at naturally aligned addresses; implementations return

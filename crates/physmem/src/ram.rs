@@ -79,51 +79,7 @@ impl Ram {
 }
 
 impl PhysMem for Ram {
-    #[inline]
-    fn size(&self) -> u64 {
-        self.mem.size()
-    }
-    #[inline]
-    fn load_u32(&self, pa: PhysAddr) -> Result<u32, MemError> {
-        self.mem.load_u32(pa)
-    }
-    #[inline]
-    fn load_u64(&self, pa: PhysAddr) -> Result<u64, MemError> {
-        self.mem.load_u64(pa)
-    }
-    #[inline]
-    fn store_u32(&self, pa: PhysAddr, v: u32) -> Result<(), MemError> {
-        self.mem.store_u32(pa, v)
-    }
-    #[inline]
-    fn store_u64(&self, pa: PhysAddr, v: u64) -> Result<(), MemError> {
-        self.mem.store_u64(pa, v)
-    }
-    #[inline]
-    fn store_u64s(&self, pa: PhysAddr, words: &[u64]) -> Result<(), MemError> {
-        self.mem.store_u64s(pa, words)
-    }
-    #[inline]
-    fn fill(&self, pa: PhysAddr, len: u64, byte: u8) -> Result<(), MemError> {
-        self.mem.fill(pa, len, byte)
-    }
-    #[inline]
-    fn copy(&self, dst: PhysAddr, src: PhysAddr, len: u64) -> Result<(), MemError> {
-        self.mem.copy(dst, src, len)
-    }
-    #[inline]
-    fn first_nonzero_u64(&self, pa: PhysAddr, words: usize) -> Result<Option<usize>, MemError> {
-        self.mem.first_nonzero_u64(pa, words)
-    }
-    #[inline]
-    fn first_other_u64(
-        &self,
-        pa: PhysAddr,
-        words: usize,
-        value: u64,
-    ) -> Result<Option<usize>, MemError> {
-        self.mem.first_other_u64(pa, words, value)
-    }
+    forward_phys_mem!(mem);
 }
 
 impl crate::mem::DirectMap for Ram {
