@@ -23,6 +23,21 @@ pub fn qemu_missing(why: impl std::fmt::Display) {
     eprintln!("SKIP: {why}");
 }
 
+/// The QEMU oracle if QEMU runs here; otherwise [`qemu_missing`] (a
+/// `SKIP:` line with the package to install, or a failed test under CI)
+/// and `None`.
+pub fn qemu_or_skip() -> Option<crate::qemu::QemuOracle> {
+    let q = crate::qemu::QemuOracle::new();
+    if q.available() {
+        return Some(q);
+    }
+    qemu_missing(format_args!(
+        "{} not runnable; apt-get install -y --no-install-recommends qemu-system-x86",
+        q.config().binary.display()
+    ));
+    None
+}
+
 /// A test that may skip anywhere, CI included (KVM unavailable): prints
 /// `SKIP: {why}`.
 pub fn skip(why: impl std::fmt::Display) {

@@ -10,16 +10,7 @@ use oracle::samples::sample;
 use oracle::{Access, MmuOracle, PagingMode, ProbeOutcome};
 
 fn qemu() -> Option<QemuOracle> {
-    let q = QemuOracle::new();
-    if q.available() {
-        Some(q)
-    } else {
-        oracle::ci::qemu_missing(format_args!(
-            "{} not runnable; apt-get install -y --no-install-recommends qemu-system-x86",
-            q.config().binary.display()
-        ));
-        None
-    }
+    oracle::ci::qemu_or_skip()
 }
 
 fn pf_at(va: u64, error_code: u64) -> ProbeOutcome {

@@ -29,16 +29,7 @@ use pgdcache_scenarios::oracle_mode;
 use x86paging::{CpuState, PagingMode};
 
 fn qemu() -> Option<QemuOracle> {
-    let q = QemuOracle::new();
-    if q.available() {
-        Some(q)
-    } else {
-        oracle::ci::qemu_missing(format_args!(
-            "{} not runnable; apt-get install -y --no-install-recommends qemu-system-x86",
-            q.config().binary.display()
-        ));
-        None
-    }
+    oracle::ci::qemu_or_skip()
 }
 
 /// One generated case against `o`: translations and mappings, then the

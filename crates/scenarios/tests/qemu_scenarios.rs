@@ -18,7 +18,6 @@
 
 use std::collections::BTreeSet;
 
-use oracle::qemu::QemuOracle;
 use pgdcache::{Scheme, ViolationKind};
 use pgdcache_scenarios::diff::{compare_mappings, RootsReport};
 use pgdcache_scenarios::scenario::leaves;
@@ -160,14 +159,9 @@ fn assert_verdict(st: &ScenarioState, r: &RootsReport, who: &str) {
 
 #[test]
 fn scenarios_against_qemu() {
-    let mut q = QemuOracle::new();
-    if !q.available() {
-        oracle::ci::qemu_missing(format_args!(
-            "{} not runnable; apt-get install -y --no-install-recommends qemu-system-x86",
-            q.config().binary.display()
-        ));
+    let Some(mut q) = oracle::ci::qemu_or_skip() else {
         return;
-    }
+    };
     let mut bug_seen = 0;
     for mode in MODES {
         let t0 = std::time::Instant::now();
