@@ -13,6 +13,8 @@
 //!   from measured per-operation costs and validated against [`smp`], that
 //!   projects the workload to 4–64 CPUs;
 //! * [`alloc32`] — the object cache's 32-byte pair against `malloc`;
+//! * [`floor`] — the object-cache pairs of a pgd pair alone, measured beside
+//!   it (what the pgd layer adds, what the cache's protocol costs);
 //! * [`host`] — the host probe (load, the CPU share a spinning thread gets)
 //!   taken before and after, so a busy host shows in the report;
 //! * [`targets`] — the seed's targets, judged on each ratio's
@@ -22,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod alloc32;
+pub mod floor;
 pub mod host;
 pub mod micro;
 pub mod report;

@@ -119,6 +119,16 @@ fn alloc_table(r: &Report) -> Table {
             "1.00".into(),
         ]);
     }
+    for f in &r.alloc_floor {
+        rows.push(vec![
+            f.mode.name().to_string(),
+            format!("floor: {} object-cache pair(s) alone", f.pairs),
+            format!("{:.1} ({:.1})", f.ns.median_ns, f.ns.min_ns),
+            f.ns.rounds.to_string(),
+            ratio_cell(f.vs_uncached, f.vs_uncached_iqr, 1, "x"),
+            ratio_cell(f.vs_freelist, f.vs_freelist_iqr, 1, ""),
+        ]);
+    }
     for a in &r.alloc {
         rows.push(vec![
             a.mode.name().to_string(),

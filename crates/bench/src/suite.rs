@@ -4,6 +4,7 @@
 //! the measured ratios.
 
 use crate::alloc32::{self, AllocatorRow};
+use crate::floor::CacheFloor;
 use crate::host::HostProbe;
 use crate::micro::{
     self, AllocFree, CpaCycle, ForkExit, ForkExitFreePgd, Freelist, MicroError, Ratio, Subject,
@@ -141,6 +142,28 @@ pub struct AllocRow {
     pub vs_freelist_iqr: (f64, f64),
 }
 
+/// The object-cache pairs of one mode's `pgd_alloc` + `pgd_free` alone
+/// ([`crate::floor::CacheFloor`]), measured in the same rounds as the pgd
+/// pairs: the floor under them.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AllocFloorRow {
+    /// Mode.
+    pub mode: PagingMode,
+    /// Object-cache pairs per operation (1; 4 on PAE: the pgd, three pmds).
+    pub pairs: usize,
+    /// ns per operation.
+    pub ns: Timing,
+    /// `uncached` time / this time: the most any scheme with these cache
+    /// operations could be.
+    pub vs_uncached: f64,
+    /// Inter-quartile range of the per-round `vs_uncached` ratios.
+    pub vs_uncached_iqr: (f64, f64),
+    /// This time / bare freelist time.
+    pub vs_freelist: f64,
+    /// Inter-quartile range of the per-round `vs_freelist` ratios.
+    pub vs_freelist_iqr: (f64, f64),
+}
+
 /// fork + exit of one scheme.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ForkRow {
@@ -229,6 +252,9 @@ pub struct Report {
     pub freelist: Freelists,
     /// pgd_alloc + pgd_free.
     pub alloc: Vec<AllocRow>,
+    /// The object-cache pairs of a pgd pair alone, per mode, paired with
+    /// `alloc`'s rounds: the floor under the pgd pairs.
+    pub alloc_floor: Vec<AllocFloorRow>,
     /// fork + exit.
     pub fork: Vec<ForkRow>,
     /// fork + exit of a small task with a free pgd, per mode: the limit of
@@ -288,14 +314,24 @@ fn baseline_pairs(schemes: &[Scheme], extra: Option<usize>) -> Vec<(usize, usize
     v
 }
 
-/// Measures `pgd_alloc` + `pgd_free` of every scheme and the bare freelist,
-/// interleaved per mode.
-pub fn alloc_rows(
-    s: &Settings,
-    tick: &mut dyn FnMut(),
-) -> Result<(Freelists, Vec<AllocRow>), MicroError> {
-    let mut fl = Vec::new();
-    let mut rows = Vec::new();
+/// What [`alloc_rows`] measured.
+pub struct AllocMeasured {
+    /// The bare freelist per mode.
+    pub freelist: Freelists,
+    /// Every scheme's pair.
+    pub rows: Vec<AllocRow>,
+    /// The object-cache floor per mode.
+    pub floor: Vec<AllocFloorRow>,
+}
+
+/// Measures `pgd_alloc` + `pgd_free` of every scheme, the bare freelist and
+/// the object-cache floor ([`crate::floor`]), interleaved per mode.
+pub fn alloc_rows(s: &Settings, tick: &mut dyn FnMut()) -> Result<AllocMeasured, MicroError> {
+    let mut out = AllocMeasured {
+        freelist: Vec::new(),
+        rows: Vec::new(),
+        floor: Vec::new(),
+    };
     for mode in MODES {
         let schemes = schemes_of(mode);
         let mut subjects: Vec<AllocFree> = schemes
@@ -303,35 +339,54 @@ pub fn alloc_rows(
             .map(|&sc| AllocFree::new(mode, sc))
             .collect::<Result<_, _>>()?;
         let mut free = Freelist::new(mode)?;
+        let mut floor = CacheFloor::new(mode)?;
+        let pairs_per_op = floor.pairs();
         let mut refs: Vec<&mut dyn Subject> = Vec::new();
         for a in subjects.iter_mut() {
             refs.push(a);
         }
+        let (fi, li) = (schemes.len(), schemes.len() + 1);
         refs.push(&mut free);
-        let pairs = baseline_pairs(&schemes, Some(schemes.len()));
-        let t = micro::adaptive_rounds(&mut refs, &s.rounds(), &pairs, s.alloc_iters)?;
-        let (ft, st) = t.split_last().ok_or(MicroError::Kernel {
-            what: "alloc",
-            why: "no measurement".into(),
-        })?;
+        refs.push(&mut floor);
         let unc = schemes.iter().position(|&x| x == Scheme::Uncached);
+        let mut pairs = baseline_pairs(&schemes, Some(fi));
+        pairs.push((li, fi));
+        pairs.extend(unc.map(|u| (u, li)));
+        let t = micro::adaptive_rounds(&mut refs, &s.rounds(), &pairs, s.alloc_iters)?;
+        let (Some(ft), Some(lt)) = (t.get(fi), t.get(li)) else {
+            return Err(MicroError::Kernel {
+                what: "alloc",
+                why: "no measurement".into(),
+            });
+        };
         for (i, &scheme) in schemes.iter().enumerate() {
-            let vs_unc = unc.map(|u| Ratio::paired(&st[u], &st[i]));
-            let vs_free = Ratio::paired(&st[i], ft);
-            rows.push(AllocRow {
+            let vs_unc = unc.map(|u| Ratio::paired(&t[u], &t[i]));
+            let vs_free = Ratio::paired(&t[i], ft);
+            out.rows.push(AllocRow {
                 mode,
                 scheme,
-                ns: Timing::of(st[i].clone()),
+                ns: Timing::of(t[i].clone()),
                 vs_uncached: vs_unc.map_or(0.0, |r| r.median),
                 vs_uncached_iqr: vs_unc.map_or((0.0, 0.0), |r| (r.q1, r.q3)),
                 vs_freelist: vs_free.median,
                 vs_freelist_iqr: (vs_free.q1, vs_free.q3),
             });
         }
-        fl.push((mode, Timing::of(ft.clone())));
+        let vs_unc = unc.map(|u| Ratio::paired(&t[u], lt));
+        let vs_free = Ratio::paired(lt, ft);
+        out.floor.push(AllocFloorRow {
+            mode,
+            pairs: pairs_per_op,
+            ns: Timing::of(lt.clone()),
+            vs_uncached: vs_unc.map_or(0.0, |r| r.median),
+            vs_uncached_iqr: vs_unc.map_or((0.0, 0.0), |r| (r.q1, r.q3)),
+            vs_freelist: vs_free.median,
+            vs_freelist_iqr: (vs_free.q1, vs_free.q3),
+        });
+        out.freelist.push((mode, Timing::of(ft.clone())));
         tick();
     }
-    Ok((fl, rows))
+    Ok(out)
 }
 
 /// fork + exit of a small and a large task, every scheme, interleaved;
@@ -599,7 +654,11 @@ pub fn run(s: &Settings, progress: impl FnMut(Step)) -> Result<Report, BenchErro
     let before = HostProbe::take(probe);
     p.tick();
     p.phase("pgd_alloc + pgd_free");
-    let (freelist, alloc) = alloc_rows(s, &mut || p.tick())?;
+    let AllocMeasured {
+        freelist,
+        rows: alloc,
+        floor: alloc_floor,
+    } = alloc_rows(s, &mut || p.tick())?;
     p.phase("fork + exit");
     let (fork, fork_limit) = fork_rows(s, &mut || p.tick())?;
     p.phase("change_page_attr propagation");
@@ -631,6 +690,7 @@ pub fn run(s: &Settings, progress: impl FnMut(Step)) -> Result<Report, BenchErro
         },
         freelist,
         alloc,
+        alloc_floor,
         fork,
         fork_limit,
         cpa,

@@ -11,7 +11,7 @@
 //! when each is, not met when any is not.
 
 use crate::alloc32::{self, AllocatorRow};
-use crate::suite::{AllocRow, ForkLimitRow, ForkRow, Report};
+use crate::suite::{AllocFloorRow, AllocRow, ForkLimitRow, ForkRow, Report};
 use benchstats::{Decision, Goal, Ratio};
 use pgdcache::Scheme;
 use x86paging::PagingMode;
@@ -143,55 +143,42 @@ fn with_fork_limit(mut t: Target, goal: Goal, limit: Option<&ForkLimitRow>) -> T
     t
 }
 
-/// The object cache's own token pair in this run's objcache table (one
-/// 32-byte alloc + free through a claimed CPU): `(checked, obj)` ns, with
-/// the raw-pointer free that looks the object up and checks it (what
-/// `pgd_free` pays: a `Pgd` is a physical address any caller can pass) and
-/// with an `Obj` handle (no lookup).
-fn token_pairs(r: &Report) -> Option<(f64, f64)> {
-    let ns = |w: &str| {
-        r.alloc32
-            .iter()
-            .find(|a| a.what == w)
-            .map(|a| a.ns.median_ns)
-    };
-    Some((ns(alloc32::TOKEN_RAW)?, ns(alloc32::TOKEN_OBJ)?))
+/// The floor under `mode`'s pgd pairs ([`crate::floor`]): the object-cache
+/// pairs of one `pgd_alloc` + `pgd_free` alone, measured in the same rounds
+/// as the pairs, the freelist and `uncached`.
+fn floor_of(r: &Report, mode: PagingMode) -> Option<&AllocFloorRow> {
+    r.alloc_floor.iter().find(|f| f.mode == mode)
 }
 
-/// The floor under a cached pgd pair's ratio to the bare freelist: the
-/// object cache's own token pair against `mode`'s bare freelist. A ratio
-/// of medians from two measurements, not paired by round: a pointer, not
-/// a verdict.
+/// The freelist target's floor: the object cache's token pair alone
+/// against the freelist, paired. Context, not a verdict: the freelist
+/// itself meets the goal, so the target is not physically out of reach;
+/// the floor says how much of the gap is the object cache's protocol.
 fn limit_note(r: &Report, mode: PagingMode) -> String {
-    let free = r.freelist.iter().find(|(m, _)| *m == mode);
-    match (token_pairs(r), free) {
-        (Some((raw, obj)), Some((_, f))) if f.median_ns > 0.0 => format!(
-            "; limit: the objcache token pair alone, with the Obj handles an OwnedPgd \
-             carries, is {obj:.1} ns = {:.2}x the freelist ({raw:.1} ns = {:.2}x with a \
-             checked free, as pgd_free_raw does)",
-            obj / f.median_ns,
-            raw / f.median_ns
+    match floor_of(r, mode) {
+        Some(f) => format!(
+            "; floor: the object cache's token pair alone, with the Obj handles an \
+             OwnedPgd carries, in the same rounds: {:.1} ns = {} the freelist",
+            f.ns.median_ns,
+            cell(Some(ratio(f.vs_freelist, f.vs_freelist_iqr)))
         ),
-        _ => String::new(),
+        None => String::new(),
     }
 }
 
-/// PAE's floor: the seed's `pgd_alloc` + `pgd_free` is four objcache
-/// token pairs (the pgd and three pmds); at this run's token pair that
-/// bounds the ratio to `uncached` (medians, not paired: a pointer).
+/// PAE's floor: the seed's four object-cache pairs (the pgd and three
+/// pmds) alone against `uncached`, paired: the most a pgd pair built on
+/// them could be. Context, not a verdict (see [`limit_note`]).
 fn pae_limit_note(r: &Report) -> String {
-    let unc = find_alloc(&r.alloc, PagingMode::Pae, Scheme::Uncached);
-    match (token_pairs(r), unc) {
-        (Some((raw, obj)), Some(u)) if raw > 0.0 && obj > 0.0 => format!(
-            "; limit: 4 objcache token pairs with Obj handles, as an OwnedPgd holds the \
-             pgd and its pmds = {:.1} ns (at most {:.1}x uncached); with checked frees, \
-             as pgd_free_raw does, {:.1} ns (at most {:.1}x)",
-            4.0 * obj,
-            u.ns.median_ns / (4.0 * obj),
-            4.0 * raw,
-            u.ns.median_ns / (4.0 * raw)
+    match floor_of(r, PagingMode::Pae) {
+        Some(f) => format!(
+            "; floor: the {} object-cache pairs alone (pgd + 3 pmds, Obj handles), in the \
+             same rounds: {:.1} ns, at most {} uncached",
+            f.pairs,
+            f.ns.median_ns,
+            cell(Some(ratio(f.vs_uncached, f.vs_uncached_iqr)))
         ),
-        _ => String::new(),
+        None => String::new(),
     }
 }
 

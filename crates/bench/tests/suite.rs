@@ -50,6 +50,27 @@ fn tiny_suite_produces_every_table_and_target() {
         .iter()
         .filter(|t| t.name.contains("small-task fork+exit"))
         .all(|t| t.measured.contains("limit: a free pgd")));
+    // The object-cache floor under the pgd pairs, paired with them: one
+    // pair on 2-level, the seed's four on PAE, each cheaper than `uncached`
+    // and dearer than nothing; the two pgd-pair targets print it.
+    let floors: Vec<_> = r.alloc_floor.iter().map(|f| (f.mode, f.pairs)).collect();
+    assert_eq!(
+        floors,
+        [(PagingMode::TwoLevel, 1), (PagingMode::Pae, 4)],
+        "{:?}",
+        r.alloc_floor
+    );
+    assert!(r
+        .alloc_floor
+        .iter()
+        .all(|f| f.vs_uncached > 1.0 && f.vs_freelist > 0.0 && f.ns.median_ns > 0.0));
+    for name in ["× the bare freelist", "PAE pgd_alloc+free vs uncached"] {
+        let t = r.targets.iter().find(|t| t.name.contains(name));
+        assert!(
+            t.is_some_and(|t| t.measured.contains("floor:")),
+            "{name}: {t:?}"
+        );
+    }
     assert_eq!(r.cpa.len(), 2);
     assert_eq!(r.smp.len(), 4 * 3 * 2);
     assert_eq!(r.vtime.len(), 4 * 3);
