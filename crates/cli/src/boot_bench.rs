@@ -27,19 +27,50 @@ use crate::boot::{
 /// uncached fresh page, KVM, 4-level, warm (Lameter's 26.7× is the anchor).
 const TARGET_RATIO: f64 = 30.0;
 
-fn boot_events(b: &Boot, want: &str) -> Result<(Option<Value>, Outcome), BootError> {
+/// Boots `b` and keeps the last event of each name in `want`.
+fn boot_events<const N: usize>(
+    b: &Boot,
+    want: [&str; N],
+) -> Result<([Option<Value>; N], Outcome), BootError> {
     let elf = build_kernel(kernel_target(b.mode))?;
-    let mut found = None;
+    let mut found: [Option<Value>; N] = std::array::from_fn(|_| None);
     let outcome = run_boot(&elf, b, &mut |line| {
         if let Some(ev) = line.strip_prefix("@@ ") {
             if let Ok(v) = serde_json::from_str::<Value>(ev) {
-                if v["event"] == want {
-                    found = Some(v);
+                if let Some(i) = want.iter().position(|w| v["event"] == *w) {
+                    found[i] = Some(v);
                 }
             }
         }
     })?;
     Ok((found, outcome))
+}
+
+/// What a bench kernel reported: its `bench` event, or, when it was
+/// stopped before the end (a slow accelerator, the timeout), the first
+/// series it reported as soon as it had it (`bench_series`, the same
+/// shape), marked `incomplete` with why; `None` when it reported nothing.
+fn bench_report(
+    bench: Option<Value>,
+    first: Option<Value>,
+    outcome: &Outcome,
+) -> Option<(Value, bool)> {
+    if let Some(b) = bench {
+        return Some((b, true));
+    }
+    let mut b = first?;
+    b["incomplete"] = json!(format!("stopped after its first series: {}", why(outcome)));
+    Some((b, false))
+}
+
+/// Why a bench kernel ended, in one line (a crash's serial tail is left
+/// to `--verbose`).
+fn why(o: &Outcome) -> String {
+    match o {
+        Outcome::Crash { what, .. } => what.clone(),
+        Outcome::KernelError { stage, message } => format!("{stage}: {message}"),
+        Outcome::Result(_) => "it ended without a bench event".into(),
+    }
 }
 
 /// Runs the benchmarks for every requested mode.
@@ -63,12 +94,28 @@ pub fn run(a: &BootArgs) -> Result<u8, BootError> {
             extra: vec!["bench=1".into()],
             ram_mib: 256,
         };
-        let (bench, outcome) = boot_events(&b, "bench")?;
-        let Some(bench) = bench else {
+        let ([bench, first], outcome) = boot_events(&b, ["bench", "bench_series"])?;
+        let Some((bench, complete)) = bench_report(bench, first, &outcome) else {
             ok = false;
             crate::out::err!("boot --bench: {mode}: no bench event: {outcome:?}");
             continue;
         };
+        if !complete {
+            // The kernel's own figures for what it did measure are
+            // reported; the run is still a failure, and the SMP runs
+            // (slower still on such an accelerator) are not attempted.
+            ok = false;
+            crate::out::err!(
+                "boot --bench: {mode}: the kernel was stopped after its first series ({}); \
+                 reporting what it measured",
+                why(&outcome)
+            );
+            reports.push(
+                json!({"mode": mode.name(), "accel": accel, "emulated": accel == "tcg",
+                                "bench": bench, "smp": []}),
+            );
+            continue;
+        }
         let mut smp = Vec::new();
         for cpus in [1u64, 2, 4] {
             let b = Boot {
@@ -78,8 +125,8 @@ pub fn run(a: &BootArgs) -> Result<u8, BootError> {
                 tasks: a.tasks,
                 ..b.clone()
             };
-            match boot_events(&b, "result")? {
-                (Some(r), _) => {
+            match boot_events(&b, ["result"])? {
+                ([Some(r)], _) => {
                     let ns = r["ns"].as_f64().unwrap_or(0.0).max(1.0);
                     let tasks = r["tasks"].as_f64().unwrap_or(0.0);
                     smp.push(json!({
@@ -93,7 +140,7 @@ pub fn run(a: &BootArgs) -> Result<u8, BootError> {
                         "wrong_canary": r["hw"]["wrong_canary"],
                     }));
                 }
-                (None, o) => {
+                ([None], o) => {
                     ok = false;
                     crate::out::err!("boot --bench: {mode} on {cpus} CPUs: no result: {o:?}");
                 }
@@ -185,6 +232,9 @@ fn print(out: &mut impl Write, reports: &[Value], targets: &[Value]) -> std::io:
             out,
             "configuration: pgd_alloc/pgd_free and fork/exit {path}; freed-frame poisoning {poison}"
         )?;
+        if let Some(why) = b["incomplete"].as_str() {
+            writeln!(out, "incomplete: the kernel {why}")?;
+        }
         writeln!(
             out,
             "{:<11} {:<17} {:>14} {:>22}",
@@ -197,6 +247,10 @@ fn print(out: &mut impl Write, reports: &[Value], targets: &[Value]) -> std::io:
             .filter_map(Value::as_str)
             .collect();
         for series in ["pair_warm", "pair_cold", "fork_small", "fork_large"] {
+            if b["series"][series].is_null() {
+                writeln!(out, "{series:<11} (not measured)")?;
+                continue;
+            }
             for s in &schemes {
                 let v = &b["series"][series][s];
                 let rv = &v["vs_uncached"];
@@ -211,13 +265,25 @@ fn print(out: &mut impl Write, reports: &[Value], targets: &[Value]) -> std::io:
             }
         }
         for s in ["slab-pgd-list", "slab-ticket"] {
-            let v = &b["cpa_10k"][s];
-            writeln!(
-                out,
-                "{:<11} {s:<17} {:>14.0}   (split + revert + flush, 10 000 cached pgds)",
-                "cpa_10k",
-                v["ns"].as_f64().unwrap_or(0.0)
-            )?;
+            match b["cpa_10k"][s]["ns"].as_f64() {
+                Some(ns) => writeln!(
+                    out,
+                    "{:<11} {s:<17} {ns:>14.0}   (split + revert + flush, 10 000 cached pgds)",
+                    "cpa_10k"
+                )?,
+                // Only 2-level propagates a conversion to every pgd; the
+                // kernel (not measuring it elsewhere) reports null.
+                None if b.get("cpa_10k").is_some() && r["mode"] != "2level" => writeln!(
+                    out,
+                    "{:<11} {s:<17} {:>14}   (n/a: the kernel pmd is shared, nothing to propagate)",
+                    "cpa_10k", "-"
+                )?,
+                None => writeln!(
+                    out,
+                    "{:<11} {s:<17} {:>14}   (not measured)",
+                    "cpa_10k", "-"
+                )?,
+            }
         }
         for s in r["smp"].as_array().into_iter().flatten() {
             writeln!(
@@ -240,4 +306,85 @@ fn print(out: &mut impl Write, reports: &[Value], targets: &[Value]) -> std::io:
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(ratio: f64) -> Value {
+        json!({"pair_warm": {
+            "uncached": {"ns": 1000.0, "vs_uncached": {"median": 1.0, "q1": 1.0, "q3": 1.0}},
+            "slab-pgd-list": {"ns": 1000.0 / ratio, "vs_uncached": {"median": ratio, "q1": ratio, "q3": ratio}}
+        }})
+    }
+
+    fn event(name: &str, ratio: f64) -> Value {
+        json!({"event": name, "mode": "4level", "pgd_path": "token", "poisoning": true,
+               "schemes": ["uncached", "slab-pgd-list"], "series": series(ratio)})
+    }
+
+    fn killed() -> Outcome {
+        Outcome::Crash {
+            what: "no verdict within 600 s (killed)".into(),
+            tail: vec!["a long serial tail".into()],
+        }
+    }
+
+    #[test]
+    fn a_kernel_stopped_after_its_first_series_is_reported_incomplete() {
+        // The whole bench wins over the early series.
+        let (b, complete) = bench_report(
+            Some(event("bench", 45.0)),
+            Some(event("bench_series", 1.0)),
+            &killed(),
+        )
+        .unwrap();
+        assert!(complete && b["incomplete"].is_null() && b["event"] == "bench");
+        // Killed after the first series: its figures, marked, without the tail.
+        let (b, complete) =
+            bench_report(None, Some(event("bench_series", 45.0)), &killed()).unwrap();
+        assert!(!complete);
+        let why = b["incomplete"].as_str().unwrap();
+        assert!(
+            why.contains("killed") && !why.contains("serial tail"),
+            "{why}"
+        );
+        // Nothing reported: nothing to show.
+        assert!(bench_report(None, None, &killed()).is_none());
+
+        // The target is judged on the kernel's own warm pair; the table
+        // says the run is incomplete and which series were not measured.
+        let report =
+            json!({"mode": "4level", "accel": "kvm", "emulated": false, "bench": b, "smp": []});
+        let t = targets(std::slice::from_ref(&report));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0]["met"], true, "{t:?}");
+        let mut out = Vec::new();
+        print(&mut out, &[report], &t).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for want in [
+            "incomplete: the kernel stopped after its first series",
+            "pair_cold   (not measured)",
+            "-   (not measured)",
+        ] {
+            assert!(text.contains(want), "{want:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn cpa_is_not_applicable_where_the_kernel_pmd_is_shared() {
+        let mut b = event("bench", 50.0);
+        b["cpa_10k"] = Value::Null;
+        let report =
+            json!({"mode": "pae", "accel": "tcg", "emulated": true, "bench": b, "smp": []});
+        let mut out = Vec::new();
+        print(&mut out, &[report], &[]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("n/a: the kernel pmd is shared"), "{text}");
+        assert!(
+            !text.contains("cpa_10k     slab-pgd-list                 0"),
+            "{text}"
+        );
+    }
 }
