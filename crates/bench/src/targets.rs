@@ -151,35 +151,60 @@ fn floor_of(r: &Report, mode: PagingMode) -> Option<&AllocFloorRow> {
 }
 
 /// The freelist target's floor: the object cache's token pair alone
-/// against the freelist, paired. Context, not a verdict: the freelist
-/// itself meets the goal, so the target is not physically out of reach;
-/// the floor says how much of the gap is the object cache's protocol.
-fn limit_note(r: &Report, mode: PagingMode) -> String {
+/// against the freelist, paired (the note, and the ratio that decides "out
+/// of reach", see [`with_floor`]).
+fn limit_note(r: &Report, mode: PagingMode) -> (String, Option<Ratio>) {
     match floor_of(r, mode) {
-        Some(f) => format!(
-            "; floor: the object cache's token pair alone, with the Obj handles an \
-             OwnedPgd carries, in the same rounds: {:.1} ns = {} the freelist",
-            f.ns.median_ns,
-            cell(Some(ratio(f.vs_freelist, f.vs_freelist_iqr)))
-        ),
-        None => String::new(),
+        Some(f) => {
+            let q = ratio(f.vs_freelist, f.vs_freelist_iqr);
+            let note = format!(
+                "; floor: the object cache's token pair alone, with the Obj handles an \
+                 OwnedPgd carries, in the same rounds: {:.1} ns = {} the freelist",
+                f.ns.median_ns,
+                cell(Some(q))
+            );
+            (note, Some(q))
+        }
+        None => (String::new(), None),
     }
 }
 
 /// PAE's floor: the seed's four object-cache pairs (the pgd and three
 /// pmds) alone against `uncached`, paired: the most a pgd pair built on
-/// them could be. Context, not a verdict (see [`limit_note`]).
-fn pae_limit_note(r: &Report) -> String {
+/// them could be.
+fn pae_limit_note(r: &Report) -> (String, Option<Ratio>) {
     match floor_of(r, PagingMode::Pae) {
-        Some(f) => format!(
-            "; floor: the {} object-cache pairs alone (pgd + 3 pmds, Obj handles), in the \
-             same rounds: {:.1} ns, at most {} uncached",
-            f.pairs,
-            f.ns.median_ns,
-            cell(Some(ratio(f.vs_uncached, f.vs_uncached_iqr)))
-        ),
-        None => String::new(),
+        Some(f) => {
+            let q = ratio(f.vs_uncached, f.vs_uncached_iqr);
+            let note = format!(
+                "; floor: the {} object-cache pairs alone (pgd + 3 pmds, Obj handles), in the \
+                 same rounds: {:.1} ns, at most {} uncached",
+                f.pairs,
+                f.ns.median_ns,
+                cell(Some(q))
+            );
+            (note, Some(q))
+        }
+        None => (String::new(), None),
     }
+}
+
+/// A pgd-pair target beside its floor, the object-cache pairs of the
+/// seed's protocol alone, measured in the same rounds ([`crate::floor`]):
+/// when the target is not met and the floor does not meet `goal` either,
+/// no pgd layer over this object cache can meet it — out of reach, as the
+/// per-call target is against the lock every per-call path takes. A floor
+/// that meets the goal leaves the verdict alone: the gap is the pgd
+/// layer's.
+fn with_floor(mut t: Target, goal: Goal, (note, floor): (String, Option<Ratio>)) -> Target {
+    t.measured.push_str(&note);
+    if let Some(f) = floor {
+        if t.verdict == Decision::NotMet && goal.decide(&f) == Decision::NotMet {
+            t.verdict = Decision::OutOfReach;
+            t.met = false;
+        }
+    }
+    t
 }
 
 /// The targets of the performance issue, judged against `r`.
@@ -194,25 +219,34 @@ pub fn targets(r: &Report) -> Vec<Target> {
         &over_slab(|s| vs_unc(l2, s)),
         "",
     ));
-    t.push(judge(
-        "2-level pgd_alloc+free, × the bare freelist's time".into(),
-        Goal::AtMost(2.0),
-        &over_slab(|s| {
-            find_alloc(&r.alloc, l2, s).map(|x| ratio(x.vs_freelist, x.vs_freelist_iqr))
-        }),
-        &limit_note(r, l2),
+    let free_goal = Goal::AtMost(2.0);
+    t.push(with_floor(
+        judge(
+            "2-level pgd_alloc+free, × the bare freelist's time".into(),
+            free_goal,
+            &over_slab(|s| {
+                find_alloc(&r.alloc, l2, s).map(|x| ratio(x.vs_freelist, x.vs_freelist_iqr))
+            }),
+            "",
+        ),
+        free_goal,
+        limit_note(r, l2),
     ));
     // The seed's protocol decides the verdict; `slab-prepopulated` (the
     // pgd keeps its pmds: not the seed's protocol) is reported beside it.
-    t.push(judge(
-        "PAE pgd_alloc+free vs uncached".into(),
-        Goal::AtLeast(50.0),
-        &over_slab(|s| vs_unc(pae, s)),
-        &format!(
-            "; slab-prepopulated {}{}",
-            cell(vs_unc(pae, Scheme::SlabPrepopulated)),
-            pae_limit_note(r)
+    let pae_goal = Goal::AtLeast(50.0);
+    t.push(with_floor(
+        judge(
+            "PAE pgd_alloc+free vs uncached".into(),
+            pae_goal,
+            &over_slab(|s| vs_unc(pae, s)),
+            &format!(
+                "; slab-prepopulated {}",
+                cell(vs_unc(pae, Scheme::SlabPrepopulated))
+            ),
         ),
+        pae_goal,
+        pae_limit_note(r),
     ));
     for mode in [l2, pae] {
         t.push(with_fork_limit(
@@ -313,5 +347,42 @@ mod tests {
         let j = judge("x".into(), g, &[("a", straddles)], "");
         assert_eq!(j.measured, "a 31.00x [28.00–33.00]");
         assert!(!j.met);
+    }
+
+    #[test]
+    fn a_floor_that_misses_the_goal_makes_a_missed_target_out_of_reach() {
+        let g = Goal::AtLeast(50.0);
+        let missed = || {
+            judge(
+                "pae".into(),
+                g,
+                &[("a", Some(ratio(31.0, (30.0, 32.0))))],
+                "",
+            )
+        };
+        let floor = |r: Ratio| ("; floor".to_string(), Some(r));
+        // The cache pairs alone cannot reach 50x either: out of reach.
+        let t = with_floor(missed(), g, floor(ratio(45.0, (42.0, 46.0))));
+        assert_eq!(t.verdict, Decision::OutOfReach);
+        assert!(!t.met && t.measured.ends_with("; floor"));
+        // A floor that reaches the goal, or straddles it, leaves the gap
+        // to the pgd layer: still not met.
+        for f in [ratio(66.0, (64.0, 68.0)), ratio(49.0, (47.0, 52.0))] {
+            assert_eq!(with_floor(missed(), g, floor(f)).verdict, Decision::NotMet);
+        }
+        // Without a floor, nothing changes; a met or noisy target is left
+        // alone whatever its floor says.
+        assert_eq!(
+            with_floor(missed(), g, (String::new(), None)).verdict,
+            Decision::NotMet
+        );
+        let noisy = judge(
+            "pae".into(),
+            g,
+            &[("a", Some(ratio(50.0, (48.0, 52.0))))],
+            "",
+        );
+        let low = floor(ratio(45.0, (42.0, 46.0)));
+        assert_eq!(with_floor(noisy, g, low).verdict, Decision::Noisy);
     }
 }
