@@ -94,7 +94,8 @@ pub fn run(a: &BootArgs) -> Result<u8, BootError> {
             extra: vec!["bench=1".into()],
             ram_mib: 256,
         };
-        let ([bench, first], outcome) = boot_events(&b, ["bench", "bench_series"])?;
+        let ([bench, first, checked], outcome) =
+            boot_events(&b, ["bench", "bench_series", "result"])?;
         let Some((bench, complete)) = bench_report(bench, first, &outcome) else {
             ok = false;
             crate::out::err!("boot --bench: {mode}: no bench event: {outcome:?}");
@@ -115,6 +116,20 @@ pub fn run(a: &BootArgs) -> Result<u8, BootError> {
                                 "bench": bench, "smp": []}),
             );
             continue;
+        }
+        // The bench kernel goes on to its own checked run (poisoning back
+        // on): its verdict counts like any other.
+        let checked = checked.map_or(
+            json!({"verdict": null, "poisoning": null}),
+            |r| json!({"tasks": r["tasks"], "verdict": r["verdict"], "poisoning": r["poisoning"]}),
+        );
+        if checked["verdict"] != "correct" {
+            ok = false;
+            crate::out::err!(
+                "boot --bench: {mode}: the checked run after the bench: {} ({})",
+                checked["verdict"],
+                why(&outcome)
+            );
         }
         let mut smp = Vec::new();
         for cpus in [1u64, 2, 4] {
@@ -148,7 +163,7 @@ pub fn run(a: &BootArgs) -> Result<u8, BootError> {
         }
         reports.push(
             json!({"mode": mode.name(), "accel": accel, "emulated": accel == "tcg",
-                            "bench": bench, "smp": smp}),
+                            "bench": bench, "checked_run": checked, "smp": smp}),
         );
     }
     let targets = targets(&reports);
@@ -284,6 +299,19 @@ fn print(out: &mut impl Write, reports: &[Value], targets: &[Value]) -> std::io:
                     "cpa_10k", "-"
                 )?,
             }
+        }
+        let c = &r["checked_run"];
+        if !c.is_null() {
+            let poison = match c["poisoning"].as_bool() {
+                Some(true) => "on",
+                Some(false) => "off",
+                None => "not reported",
+            };
+            writeln!(
+                out,
+                "checked     the bench kernel's own run after it ({} tasks): {}, freed-frame poisoning {poison}",
+                c["tasks"], c["verdict"]
+            )?;
         }
         for s in r["smp"].as_array().into_iter().flatten() {
             writeln!(

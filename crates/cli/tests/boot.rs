@@ -639,8 +639,9 @@ fn kvm_boots_where_the_host_offers_it() {
 }
 
 /// `boot --bench` on 2-level: every series of the in-kernel benchmark
-/// comes back from the booted kernel, on the token path, with its cached
-/// pgd pair faster than `uncached` — the run a kernel developer reads
+/// comes back from the booted kernel, on the token path with poisoning off
+/// (and back on for the kernel's checked run after it, which is correct),
+/// with its cached pgd pair faster than `uncached` — the run a kernel developer reads
 /// numbers from must not die on the kernel's own heap (10 000 held pgds).
 #[test]
 fn the_in_kernel_bench_runs_every_series_on_2level() {
@@ -659,6 +660,12 @@ fn the_in_kernel_bench_runs_every_series_on_2level() {
     let bench = &v["runs"][0]["bench"];
     assert_eq!(bench["mode"], "2level", "{test}: {v}");
     assert_eq!(bench["pgd_path"], "token", "{test}");
+    // Measured in the production configuration, poisoning off; the same
+    // kernel's checked run afterwards has it back on, and is correct.
+    assert_eq!(bench["poisoning"], false, "{test}: {v}");
+    let checked = &v["runs"][0]["checked_run"];
+    assert_eq!(checked["verdict"], "correct", "{test}: {v}");
+    assert_eq!(checked["poisoning"], true, "{test}: {v}");
     for series in ["pair_warm", "pair_cold", "fork_small", "fork_large"] {
         for scheme in ["uncached", "slab-pgd-list", "slab-ticket"] {
             let ns = bench["series"][series][scheme]["ns"].as_f64();

@@ -13,6 +13,12 @@
 //! and as the host's `pgdcache bench` times its pair; the claim is taken
 //! outside the timed region. The `bench` event says so (`pgd_path`).
 //!
+//! Freed-frame poisoning is off while the benchmarks run (the kernel's
+//! production configuration, `CONFIG_PAGE_POISONING=n`, as `pgdcache bench`
+//! times it) and back to what it was afterwards, for the checked run that
+//! follows in the same RAM: frames freed meanwhile are simply not checked
+//! (`PhysMemory::set_poisoning`). The events say so (`poisoning`).
+//!
 //! * `pair_warm`: `pgd_alloc` + `pgd_free` in a hot loop (PAE: with the
 //!   three pmds).
 //! * `pair_cold`: the same pair after touching 16 MiB, so the pgd, its
@@ -66,6 +72,14 @@ fn cpu0(k: &Kernel<Lowmem>) -> PgdCpu<'_, Lowmem> {
 
 /// Runs the benchmarks for `mode` in `pm` and prints one `bench` event.
 pub fn run(pm: &Arc<PhysMemory<Lowmem>>, mode: PagingMode, cpus: usize) {
+    let poisoning = pm.poisoning();
+    pm.set_poisoning(false);
+    measure_all(pm, mode, cpus);
+    pm.set_poisoning(poisoning);
+}
+
+/// [`run`]'s measurements, with poisoning off.
+fn measure_all(pm: &Arc<PhysMemory<Lowmem>>, mode: PagingMode, cpus: usize) {
     let schemes: Vec<Scheme> = Scheme::ALL
         .into_iter()
         .filter(|s| s.supports(mode).is_ok() && *s != Scheme::SlabUnsynced)

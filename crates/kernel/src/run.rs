@@ -658,7 +658,7 @@ impl Bsp {
                 "\"hw\":{{\"wrong_canary\":{},\"missing\":{},\"ro_not_enforced\":{},\"rw_denied\":{},\"user_mismatch\":{},\"cow_not_enforced\":{},\"stale_tlb\":{}}},",
                 "\"hw_violations\":{},",
                 "\"sw\":{{\"checks\":{},\"stale\":{},\"dangling\":{},\"not_constructed\":{},\"leak\":{}}},",
-                "\"sw_violations\":{},\"violations\":{},\"leaked_frames\":{},\"pgd_allocs\":{},\"free_frames\":{},",
+                "\"sw_violations\":{},\"violations\":{},\"leaked_frames\":{},\"pgd_allocs\":{},\"free_frames\":{},\"poisoning\":{},",
                 "\"pgd_lock\":{{\"acquisitions\":{},\"contended\":{}}},\"tsc_hz\":{},",
                 "\"pgd_path\":\"{}\",\"token\":{{\"cpus\":{},\"ops\":{},\"serves\":{},\"remote_ops\":{},\"held_probes\":{},\"held\":{},\"released\":{}}},",
                 "\"cycles\":{},\"ns\":{},\"verdict\":{},\"agree\":{},\"details\":[{}]}}"
@@ -672,7 +672,7 @@ impl Bsp {
             hw.wrong_canary, hw.missing, hw.ro_not_enforced, hw.rw_denied, hw.user_mismatch, hw.cow_not_enforced, self.stale_tlb,
             hw_v,
             sw.checks, sw.stale, sw.dangling, sw.not_constructed, sw.leak,
-            sw_v, hw_v + sw_v, sw.leaked_frames, st.pgd_allocs, k.pm().free_frames(),
+            sw_v, hw_v + sw_v, sw.leaked_frames, st.pgd_allocs, k.pm().free_frames(), k.pm().poisoning(),
             st.pgd_lock.acquisitions, st.pgd_lock.contended, crate::time::tsc_hz(),
             path, tok.cpus, tok.ops, tok.serves, tc.remote_ops, tc.held_probes, tc.held, tc.released,
             cycles, crate::time::to_ns(cycles), json_str(&verdict), agree, details.join(",")

@@ -433,3 +433,13 @@ impl<M: KernelMem> Cpa<M> {
         deferred.len()
     }
 }
+
+/// Pte pages `revert_page` queued for the next `global_flush_tlb` go back
+/// with the kernel if that flush never came: nothing can walk them now.
+impl<M: KernelMem> Drop for Cpa<M> {
+    fn drop(&mut self) {
+        for f in core::mem::take(&mut self.state.lock().deferred) {
+            let _ = self.sw.pm.free_frame(f);
+        }
+    }
+}

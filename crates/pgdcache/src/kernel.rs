@@ -108,7 +108,7 @@ impl<M: KernelMem> Kernel<M> {
         }
         let cpus = cfg.cpus.max(1);
         let ks = Arc::new(x86paging::boot::boot(&pm, BootConfig::new(mode))?);
-        let sw = Arc::new(Swapper::new(pm, mode, ks.pgd, cpus));
+        let sw = Arc::new(Swapper::new(pm, &ks, cpus));
         let tracker: Arc<dyn Tracker<M>> = Arc::from(crate::tracker::for_config(
             cfg.scheme,
             mode,

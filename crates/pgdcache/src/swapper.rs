@@ -12,6 +12,7 @@ use crate::error::KernelError;
 use crate::stats::Counters;
 use alloc::sync::Arc;
 use physmem::{DirectMap, MemError, PhysAddr, PhysMem, PhysMemory};
+use x86paging::boot::KernelSpace;
 use x86paging::table::{entry_pa_at, read_entry, write_entry};
 use x86paging::{Entry, PagingMode};
 
@@ -29,21 +30,20 @@ pub(crate) struct Swapper<M: KernelMem> {
     pub(crate) pgd: PhysAddr,
     pub(crate) counters: Counters,
     pub(crate) bugs: Bugs,
+    /// The address space boot built, given back when the last user of
+    /// swapper is gone (see `Drop`).
+    boot: Arc<KernelSpace>,
 }
 
 impl<M: KernelMem> Swapper<M> {
-    pub(crate) fn new(
-        pm: Arc<PhysMemory<M>>,
-        mode: PagingMode,
-        pgd: PhysAddr,
-        cpus: usize,
-    ) -> Self {
+    pub(crate) fn new(pm: Arc<PhysMemory<M>>, ks: &Arc<KernelSpace>, cpus: usize) -> Self {
         Swapper {
             pm,
-            mode,
-            pgd,
+            mode: ks.mode,
+            pgd: ks.pgd,
             counters: Counters::new(cpus),
             bugs: Bugs::default(),
+            boot: ks.clone(),
         }
     }
 
@@ -120,5 +120,18 @@ impl<M: KernelMem> Swapper<M> {
             }
         }
         Ok(n)
+    }
+}
+
+/// A kernel's teardown: when the last part of the pgd system that holds
+/// swapper (the caches, the tracker, cpa, vmalloc) is gone, the frames boot
+/// took go back to the page allocator (`x86paging::boot::unboot`), so a
+/// kernel dropped in shared RAM — a pgd system booted beside another, as
+/// the bare-metal kernel's benchmarks do, or one whose boot failed half way
+/// — leaks nothing. Objects still allocated from its caches (a pgd an `Mm`
+/// still holds) are not its to free and stay allocated.
+impl<M: KernelMem> Drop for Swapper<M> {
+    fn drop(&mut self) {
+        let _ = x86paging::boot::unboot(&self.pm, &self.boot);
     }
 }

@@ -378,3 +378,15 @@ impl<M: KernelMem> Vmalloc<M> {
         Ok(false)
     }
 }
+
+/// Areas still live when the kernel goes: their backing frames go back
+/// with it (swapper's vmalloc tables go with swapper, see `Swapper`'s
+/// teardown); nothing can map them any more.
+impl<M: KernelMem> Drop for Vmalloc<M> {
+    fn drop(&mut self) {
+        let areas = core::mem::take(&mut self.state.lock().areas);
+        for f in areas.into_values().flat_map(|a| a.frames) {
+            let _ = self.sw.pm.free_frame(f);
+        }
+    }
+}

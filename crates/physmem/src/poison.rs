@@ -231,4 +231,23 @@ mod tests {
         let st = pm.poison_stats();
         assert_eq!((st.checked, st.corrupted), (1, 0));
     }
+
+    #[test]
+    fn a_frame_freed_while_off_is_not_checked_once_it_is_on_again() {
+        // Freed poisoned, allocated and written while off, freed while
+        // off, allocated once poisoning is back on: it holds no poison,
+        // and no check may call its contents a corruption.
+        let pm = pm();
+        let _cpu = enter_cpu(0);
+        let f = pm.alloc_frame(Owner::UserData).unwrap();
+        pm.free_frame(f).unwrap();
+        pm.set_poisoning(false);
+        assert_eq!(pm.alloc_frame(Owner::UserData).unwrap(), f);
+        pm.store_u64(f.start(), 1).unwrap();
+        pm.free_frame(f).unwrap();
+        pm.set_poisoning(true);
+        assert_eq!(pm.alloc_frame(Owner::UserData).unwrap(), f);
+        let st = pm.poison_stats();
+        assert_eq!(st.corrupted, 0, "{st:?}");
+    }
 }

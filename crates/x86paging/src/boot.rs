@@ -104,6 +104,9 @@ pub struct KernelSpace {
     pub pae_pmds: Option<[PhysAddr; 4]>,
     /// Every leaf boot mapped, sorted by address.
     pub mappings: Vec<BootMapping>,
+    /// The kernel data page the fixmap maps (`FIX_KDATA`): the one data
+    /// frame boot allocates (the direct map maps RAM it does not own).
+    pub kdata: Frame,
 }
 
 impl KernelSpace {
@@ -167,13 +170,32 @@ fn direct_flags(cfg: &BootConfig, pa: u64, size: PageSize) -> EntryFlags {
 }
 
 /// Builds `swapper_pg_dir` in `pm` (see the module docs).
+///
+/// All or nothing: a boot that fails (out of frames) gives back every frame
+/// it took before it returns the error.
 pub fn boot<M: PhysMem>(pm: &PhysMemory<M>, cfg: BootConfig) -> Result<KernelSpace, BootError> {
-    let mode = cfg.mode;
-    let layout = Layout::new(mode, pm.size());
     let pgd = pm
         .alloc_zeroed_frame(Owner::KernelTable)
         .map_err(BootError::OutOfMemory)?
         .start();
+    let mut kdata = None;
+    let r = build(pm, cfg, pgd, &mut kdata);
+    if r.is_err() {
+        let _ = unbuild(pm, cfg.mode, pgd, kdata);
+    }
+    r
+}
+
+/// [`boot`] after `swapper_pg_dir`'s frame: the tables and mappings, the
+/// fixmap's data page (into `kdata` as soon as it is allocated).
+fn build<M: PhysMem>(
+    pm: &PhysMemory<M>,
+    cfg: BootConfig,
+    pgd: PhysAddr,
+    kdata_out: &mut Option<Frame>,
+) -> Result<KernelSpace, BootError> {
+    let mode = cfg.mode;
+    let layout = Layout::new(mode, pm.size());
     let pt = Cursor::new(pm, mode, pgd);
     let frames = TableFrames::new(pm, Owner::KernelTable);
     let mut pae_pmds = None;
@@ -266,6 +288,7 @@ pub fn boot<M: PhysMem>(pm: &PhysMemory<M>, cfg: BootConfig) -> Result<KernelSpa
     let kdata = pm
         .alloc_zeroed_frame(Owner::KernelData)
         .map_err(BootError::OutOfMemory)?;
+    *kdata_out = Some(kdata);
     let nocache = (EntryFlags::PAGE_KERNEL_NOCACHE | EntryFlags::GLOBAL).for_mode(mode);
     let mut fix = [
         (
@@ -302,7 +325,47 @@ pub fn boot<M: PhysMem>(pm: &PhysMemory<M>, cfg: BootConfig) -> Result<KernelSpa
         cpu,
         pae_pmds,
         mappings,
+        kdata,
     })
+}
+
+/// Gives back every frame [`boot`] allocated for `ks` — `swapper_pg_dir`,
+/// its page tables (with those a kernel added below it since: split pte
+/// pages, vmalloc tables), on PAE its four pmds, the fixmap's data page —
+/// once nothing uses the address space any more (the kernel that owned it
+/// is gone). Leaves are cleared, never freed: the direct map maps RAM it
+/// does not own. Returns the number of frames freed.
+pub fn unboot<M: PhysMem>(pm: &PhysMemory<M>, ks: &KernelSpace) -> Result<u64, MapError> {
+    unbuild(pm, ks.mode, ks.pgd, Some(ks.kdata))
+}
+
+/// Frees the tables below `pgd` (leaves cleared, not freed), on PAE the
+/// pmds its PDPTEs name, `kdata`, and `pgd` itself.
+fn unbuild<M: PhysMem>(
+    pm: &PhysMemory<M>,
+    mode: PagingMode,
+    pgd: PhysAddr,
+    kdata: Option<Frame>,
+) -> Result<u64, MapError> {
+    let top = VirtAddr::new(1u64 << mode.va_bits());
+    let mut freed = crate::map::free_user_tables(pm, mode, pgd, VirtAddr::new(0)..top)?;
+    let mut doomed = Vec::with_capacity(6);
+    if mode == PagingMode::Pae {
+        for i in 0..mode.ptrs_per_pgd() {
+            let e = crate::table::read_entry(pm, mode, crate::table::entry_pa_at(mode, pgd, i))?;
+            if e.is_present() {
+                doomed.push(e.table_addr(mode).frame());
+            }
+        }
+    }
+    doomed.extend(kdata);
+    doomed.push(pgd.frame());
+    for f in doomed {
+        if pm.free_frame(f).is_ok() {
+            freed += 1;
+        }
+    }
+    Ok(freed)
 }
 
 #[cfg(all(test, feature = "std"))]
