@@ -219,14 +219,15 @@ fn text(r: &RunReport) -> String {
     let f = &r.final_check;
     let _ = writeln!(
         o,
-        "final check      {} cached pgds, {} live; stale {} dangling {} not-constructed {} leak {} vmalloc-unmapped {}",
+        "final check      {} cached pgds, {} live; stale {} dangling {} not-constructed {} leak {} vmalloc-unmapped {} use-after-free {}",
         f.cached_pgds,
         f.live_pgds,
         f.violations.stale,
         f.violations.dangling,
         f.violations.not_constructed,
         f.violations.leak,
-        f.violations.vmalloc_unmapped
+        f.violations.vmalloc_unmapped,
+        f.violations.use_after_free
     );
     if let Some(c) = &f.closing_cpa {
         let v = &c.violations;

@@ -70,13 +70,15 @@ struct Sw {
     dangling: u64,
     not_constructed: u64,
     leak: u64,
+    /// Reports of freed frames written before reuse (poisoning's finding).
+    use_after_free: u64,
     leaked_frames: u64,
     details: Vec<String>,
 }
 
 impl Sw {
     fn violations(&self) -> u64 {
-        self.stale + self.dangling + self.not_constructed + self.leak
+        self.stale + self.dangling + self.not_constructed + self.leak + self.use_after_free
     }
 }
 
@@ -384,6 +386,7 @@ impl Bsp {
         sw.dangling += r.count(ViolationKind::Dangling) as u64;
         sw.not_constructed += r.count(ViolationKind::NotConstructed) as u64;
         sw.leak += r.count(ViolationKind::Leak) as u64;
+        sw.use_after_free += r.count(ViolationKind::UseAfterFree) as u64;
         sw.leaked_frames = r.leaked_frames;
         for v in r.violations.iter().take(2) {
             if sw.details.len() < DETAILS {
@@ -605,6 +608,9 @@ impl Bsp {
         if sw.leak > 0 || sw.leaked_frames > 0 {
             kinds.push("leak");
         }
+        if sw.use_after_free > 0 {
+            kinds.push("use-after-free");
+        }
         let verdict = if kinds.is_empty() {
             String::from("correct")
         } else {
@@ -657,7 +663,7 @@ impl Bsp {
                 "\"cow_faults\":{},\"ro_faults\":{},\"raced_probes\":{},",
                 "\"hw\":{{\"wrong_canary\":{},\"missing\":{},\"ro_not_enforced\":{},\"rw_denied\":{},\"user_mismatch\":{},\"cow_not_enforced\":{},\"stale_tlb\":{}}},",
                 "\"hw_violations\":{},",
-                "\"sw\":{{\"checks\":{},\"stale\":{},\"dangling\":{},\"not_constructed\":{},\"leak\":{}}},",
+                "\"sw\":{{\"checks\":{},\"stale\":{},\"dangling\":{},\"not_constructed\":{},\"leak\":{},\"use_after_free\":{}}},",
                 "\"sw_violations\":{},\"violations\":{},\"leaked_frames\":{},\"pgd_allocs\":{},\"free_frames\":{},\"poisoning\":{},",
                 "\"pgd_lock\":{{\"acquisitions\":{},\"contended\":{}}},\"tsc_hz\":{},",
                 "\"pgd_path\":\"{}\",\"token\":{{\"cpus\":{},\"ops\":{},\"serves\":{},\"remote_ops\":{},\"held_probes\":{},\"held\":{},\"released\":{}}},",
@@ -671,7 +677,7 @@ impl Bsp {
             hw.canary_reads, hw.user_checks, hw.cow_faults, hw.ro_faults, hw.raced,
             hw.wrong_canary, hw.missing, hw.ro_not_enforced, hw.rw_denied, hw.user_mismatch, hw.cow_not_enforced, self.stale_tlb,
             hw_v,
-            sw.checks, sw.stale, sw.dangling, sw.not_constructed, sw.leak,
+            sw.checks, sw.stale, sw.dangling, sw.not_constructed, sw.leak, sw.use_after_free,
             sw_v, hw_v + sw_v, sw.leaked_frames, st.pgd_allocs, k.pm().free_frames(), k.pm().poisoning(),
             st.pgd_lock.acquisitions, st.pgd_lock.contended, crate::time::tsc_hz(),
             path, tok.cpus, tok.ops, tok.serves, tc.remote_ops, tc.held_probes, tc.held, tc.released,

@@ -48,6 +48,12 @@ pub enum ViolationKind {
     Stale,
     /// A kernel entry points at a freed (or freed and reused) table.
     Dangling,
+    /// A frame freed with poisoning on was written before it was allocated
+    /// again (its `POISON_FREE` fill changed): a write through a stale
+    /// reference. The page allocator sees it at the allocation
+    /// (`PhysMemory::poison_stats`, Linux's "pagealloc: memory corruption");
+    /// this checker reports it.
+    UseAfterFree,
     /// A cached pgd or pmd is not in constructed state.
     NotConstructed,
     /// A frame is in use but nothing owns it.
@@ -63,8 +69,9 @@ pub enum ViolationKind {
 impl ViolationKind {
     /// Every kind, in the order a verdict names the first one present:
     /// the worst (a walk into freed memory) first.
-    pub const ALL: [ViolationKind; 6] = [
+    pub const ALL: [ViolationKind; 7] = [
         ViolationKind::Dangling,
+        ViolationKind::UseAfterFree,
         ViolationKind::Stale,
         ViolationKind::Fault,
         ViolationKind::NotConstructed,
@@ -77,6 +84,7 @@ impl ViolationKind {
         match self {
             ViolationKind::Stale => "stale",
             ViolationKind::Dangling => "dangling",
+            ViolationKind::UseAfterFree => "use-after-free",
             ViolationKind::NotConstructed => "not-constructed",
             ViolationKind::Leak => "leak",
             ViolationKind::VmallocUnmapped => "vmalloc-unmapped",
@@ -312,6 +320,7 @@ impl<M: KernelMem> Checker<'_, M> {
             }
         }
         self.check_ctors(&mut rep);
+        self.check_poison(&mut rep);
         self.check_vmalloc_areas(&mut rep);
         self.account_frames(&all, &kernel_tables, &mut rep)?;
         Ok(rep)
@@ -328,6 +337,28 @@ impl<M: KernelMem> Checker<'_, M> {
                 cached: true,
                 index: None,
                 detail: format!("{n} pgd_ctor/pgd_dtor/pmd_ctor call(s) failed"),
+            });
+        }
+    }
+
+    /// Freed-frame poisoning's findings (docs/CORRECTNESS.md 7c): a frame
+    /// freed poisoned whose poison had changed by its next allocation was
+    /// written through a stale reference. The counts are the page
+    /// allocator's, cumulative since boot, so a corruption stays reported.
+    fn check_poison(&self, rep: &mut Report) {
+        let st = self.pm().poison_stats();
+        if st.corrupted != 0 {
+            rep.violations.push(Violation {
+                kind: ViolationKind::UseAfterFree,
+                pgd: None,
+                cached: false,
+                index: None,
+                detail: format!(
+                    "{} freed frame(s) written before their next allocation (poison changed; first at {})",
+                    st.corrupted,
+                    st.first_corrupted
+                        .map_or_else(|| "?".to_string(), |pa| format!("{pa}"))
+                ),
             });
         }
     }

@@ -120,6 +120,7 @@ impl Checker {
                 not_constructed: 0,
                 leak: 0,
                 vmalloc_unmapped: 0,
+                use_after_free: 0,
             },
             f.1.clone(),
             f.0,

@@ -91,6 +91,10 @@ pub struct ViolationCounts {
     /// vmalloc pages that do not map their area's frame in swapper (final check).
     #[serde(default)]
     pub vmalloc_unmapped: u64,
+    /// Freed frames written before their next allocation, seen by
+    /// freed-frame poisoning (final check; reported once however many).
+    #[serde(default)]
+    pub use_after_free: u64,
 }
 
 impl ViolationCounts {
@@ -105,6 +109,7 @@ impl ViolationCounts {
             not_constructed: c(ViolationKind::NotConstructed),
             leak: r.leaked_frames.max(c(ViolationKind::Leak)),
             vmalloc_unmapped: c(ViolationKind::VmallocUnmapped),
+            use_after_free: c(ViolationKind::UseAfterFree),
         }
     }
 
@@ -117,6 +122,7 @@ impl ViolationCounts {
             ViolationKind::NotConstructed => self.not_constructed,
             ViolationKind::Leak => self.leak,
             ViolationKind::VmallocUnmapped => self.vmalloc_unmapped,
+            ViolationKind::UseAfterFree => self.use_after_free,
         }
     }
 
@@ -129,6 +135,7 @@ impl ViolationCounts {
             ViolationKind::NotConstructed => &mut self.not_constructed,
             ViolationKind::Leak => &mut self.leak,
             ViolationKind::VmallocUnmapped => &mut self.vmalloc_unmapped,
+            ViolationKind::UseAfterFree => &mut self.use_after_free,
         };
         *c += n;
     }

@@ -378,6 +378,8 @@ fn closing_cpa(w: &World, f: &mut FinalCheck) -> Result<(), SimError> {
         s.not_constructed += v.not_constructed;
         s.leak = s.leak.max(v.leak);
         s.vmalloc_unmapped += v.vmalloc_unmapped;
+        // Cumulative in the page allocator: the larger, not the sum.
+        s.use_after_free = s.use_after_free.max(v.use_after_free);
     }
     f.leaked_frames = f.leaked_frames.max(c.leaked_frames);
     f.closing_cpa = Some(c);
