@@ -217,6 +217,15 @@ fn targets(reports: &[Value]) -> Vec<Value> {
     t
 }
 
+/// A kernel event's freed-frame poisoning setting, as the report says it.
+fn poisoning(event: &Value) -> &'static str {
+    match event["poisoning"].as_bool() {
+        Some(true) => "on",
+        Some(false) => "off",
+        None => "not reported",
+    }
+}
+
 fn print(out: &mut impl Write, reports: &[Value], targets: &[Value]) -> std::io::Result<()> {
     for r in reports {
         let b = &r["bench"];
@@ -238,11 +247,7 @@ fn print(out: &mut impl Write, reports: &[Value], targets: &[Value]) -> std::io:
             Some(_) => "per call (Kernel::pgd_alloc(cpu))",
             None => "path not reported by this kernel",
         };
-        let poison = match b["poisoning"].as_bool() {
-            Some(true) => "on",
-            Some(false) => "off",
-            None => "not reported",
-        };
+        let poison = poisoning(b);
         writeln!(
             out,
             "configuration: pgd_alloc/pgd_free and fork/exit {path}; freed-frame poisoning {poison}"
@@ -302,11 +307,7 @@ fn print(out: &mut impl Write, reports: &[Value], targets: &[Value]) -> std::io:
         }
         let c = &r["checked_run"];
         if !c.is_null() {
-            let poison = match c["poisoning"].as_bool() {
-                Some(true) => "on",
-                Some(false) => "off",
-                None => "not reported",
-            };
+            let poison = poisoning(c);
             writeln!(
                 out,
                 "checked     the bench kernel's own run after it ({} tasks): {}, freed-frame poisoning {poison}",
