@@ -341,6 +341,12 @@ pub fn unboot<M: PhysMem>(pm: &PhysMemory<M>, ks: &KernelSpace) -> Result<u64, M
 
 /// Frees the tables below `pgd` (leaves cleared, not freed), on PAE the
 /// pmds its PDPTEs name, `kdata`, and `pgd` itself.
+///
+/// A walk that fails (an entry naming a table outside RAM: the tables were
+/// corrupted) stops freeing that subtree only: the PAE pmds, `kdata` and
+/// `pgd` still go back, and the walk's error is returned after them, so a
+/// torn table costs the frames below it, never the ones the walk did not
+/// need.
 fn unbuild<M: PhysMem>(
     pm: &PhysMemory<M>,
     mode: PagingMode,
@@ -348,13 +354,18 @@ fn unbuild<M: PhysMem>(
     kdata: Option<Frame>,
 ) -> Result<u64, MapError> {
     let top = VirtAddr::new(1u64 << mode.va_bits());
-    let mut freed = crate::map::free_user_tables(pm, mode, pgd, VirtAddr::new(0)..top)?;
+    let walked = crate::map::free_user_tables(pm, mode, pgd, VirtAddr::new(0)..top);
+    let mut first_err = walked.as_ref().err().copied();
+    let mut freed = walked.unwrap_or(0);
     let mut doomed = Vec::with_capacity(6);
     if mode == PagingMode::Pae {
         for i in 0..mode.ptrs_per_pgd() {
-            let e = crate::table::read_entry(pm, mode, crate::table::entry_pa_at(mode, pgd, i))?;
-            if e.is_present() {
-                doomed.push(e.table_addr(mode).frame());
+            match crate::table::read_entry(pm, mode, crate::table::entry_pa_at(mode, pgd, i)) {
+                Ok(e) if e.is_present() => doomed.push(e.table_addr(mode).frame()),
+                Ok(_) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e.into());
+                }
             }
         }
     }
@@ -365,7 +376,10 @@ fn unbuild<M: PhysMem>(
             freed += 1;
         }
     }
-    Ok(freed)
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(freed),
+    }
 }
 
 #[cfg(all(test, feature = "std"))]
@@ -580,6 +594,38 @@ mod tests {
             assert!(first.pse);
             assert!(first.phys_contiguous);
             assert_eq!(first.phys_start, Some(0));
+        }
+    }
+
+    #[test]
+    fn unboot_of_torn_tables_still_gives_back_what_it_can_reach() {
+        // A kernel-part entry of swapper torn to name a table beyond RAM
+        // (PAE: PDPTE 3, the kernel pmd): the walk fails when it enters it,
+        // but swapper, the fixmap page and PAE's other pmds still go back,
+        // and the error says why the rest could not. (2-level has no table
+        // the walk enters: a pte table goes back without being read.)
+        for mode in [PagingMode::Pae, PagingMode::FourLevel, PagingMode::FiveLevel] {
+            let pm = SimMemory::new(16 << 20).unwrap();
+            let ks = boot(&pm, BootConfig::new(mode)).unwrap();
+            let slot = match mode {
+                PagingMode::Pae => 3,
+                _ => mode.user_ptrs_per_pgd(),
+            };
+            let beyond = Entry::from_raw((1 << 30) | 1);
+            crate::table::write_entry(&pm, mode, entry_pa_at(mode, ks.pgd, slot), beyond)
+                .unwrap();
+            assert!(unboot(&pm, &ks).is_err(), "{mode}: the torn walk is reported");
+            let mut given_back = std::vec![ks.pgd.frame(), ks.kdata];
+            if let Some(pmds) = ks.pae_pmds {
+                given_back.extend(pmds[..3].iter().map(|p| p.frame()));
+            }
+            for f in given_back {
+                // Already free: a second free is refused.
+                assert!(
+                    pm.free_frame(f).is_err(),
+                    "{mode}: {f:?} was not given back"
+                );
+            }
         }
     }
 
