@@ -351,7 +351,12 @@ impl<M: KernelMem> PgdCaches<M> {
             (Some(_), Some(_), PagingMode::Pae) if scheme.keeps_pmds() => Fast::PaeKept,
             (Some(_), Some(_), PagingMode::Pae) => Fast::PaePmds,
             (Some(_), None, PagingMode::Pae) => Fast::General,
-            (Some(_), _, _) => Fast::Whole,
+            // `__pa` on the hot path is the window's subtraction; memory
+            // that is not one window takes the general path.
+            (Some(_), _, _) => match sw.pm.linear() {
+                Some(window) => Fast::Whole(window),
+                None => Fast::General,
+            },
         };
         Ok(PgdCaches {
             sw: sw.clone(),

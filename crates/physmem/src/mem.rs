@@ -260,18 +260,27 @@ pub struct LinearMap {
 }
 
 impl LinearMap {
-    /// The window of `len` bytes mapped from physical address 0 at `base`.
+    /// The window of `len` bytes mapped from physical address 0 at `base`
+    /// (clipped at the end of the address space: a window lies inside it).
     pub fn new(base: core::ptr::NonNull<u8>, len: u64) -> LinearMap {
+        let base = base.as_ptr() as usize;
+        // `base >= 1`, so the room left is at most `usize::MAX`.
+        let room = (usize::MAX - base) as u64 + 1;
         LinearMap {
-            base: base.as_ptr() as usize,
-            len,
+            base,
+            len: len.min(room),
         }
     }
 
     /// `__pa`: the physical address of `p`, if it points into the window.
+    ///
+    /// One subtraction and one bound: below the window the subtraction
+    /// wraps to at least `usize::MAX + 1 - base`, which is at least `len`
+    /// because the window lies inside the address space (`base + len` does
+    /// not pass its end), so the bound refuses it too.
     #[inline(always)]
     pub fn pa_of(&self, p: core::ptr::NonNull<u8>) -> Option<PhysAddr> {
-        let off = (p.as_ptr() as usize).checked_sub(self.base)? as u64;
+        let off = (p.as_ptr() as usize).wrapping_sub(self.base) as u64;
         (off < self.len).then_some(PhysAddr::new(off))
     }
 }
@@ -280,6 +289,26 @@ impl LinearMap {
 mod tests {
     use super::*;
     use core::sync::atomic::{AtomicU64, Ordering};
+
+    #[test]
+    fn a_linear_map_refuses_what_lies_outside_its_window() {
+        let mut ram = [0u8; 64];
+        let p0 = ram.as_mut_ptr();
+        let at = |i: usize| core::ptr::NonNull::new(p0.wrapping_add(i)).unwrap();
+        let lin = LinearMap::new(at(16), 32);
+        assert_eq!(lin.pa_of(at(16)), Some(PhysAddr::new(0)));
+        assert_eq!(lin.pa_of(at(47)), Some(PhysAddr::new(31)));
+        // Below the window (the subtraction wraps) and past its end.
+        assert_eq!(lin.pa_of(at(15)), None);
+        assert_eq!(lin.pa_of(at(0)), None);
+        assert_eq!(lin.pa_of(at(48)), None);
+        // A window cannot pass the end of the address space, so a pointer
+        // below one that claims to is still refused.
+        let top = core::ptr::NonNull::new(usize::MAX as *mut u8).unwrap();
+        let huge = LinearMap::new(top, u64::MAX);
+        assert_eq!(huge.pa_of(top), Some(PhysAddr::new(0)));
+        assert_eq!(huge.pa_of(at(0)), None);
+    }
 
     /// 64 bytes of memory that uses every default method of [`PhysMem`].
     struct Words([AtomicU64; 8]);

@@ -16,7 +16,7 @@ use crate::error::KernelError;
 use crate::stats::bump;
 use crate::swapper::KernelMem;
 use objcache::{AllocError, Obj, ObjFreeError};
-use physmem::PhysAddr;
+use physmem::{LinearMap, PhysAddr};
 use x86paging::{Entry, PagingMode};
 
 /// The shape of `pgd_alloc`/`pgd_free` on a CPU's token path, decided once
@@ -25,8 +25,9 @@ use x86paging::{Entry, PagingMode};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Fast {
     /// A preconstructed page-sized pgd (2-level, 4/5-level): one pop, one
-    /// push; `__pa`/`__va` around them.
-    Whole,
+    /// push; `__pa`/`__va` around them, `__pa` through the direct map's
+    /// window kept here (the shape exists only where memory is one).
+    Whole(LinearMap),
     /// PAE with `pmd_cache`, the seed's protocol: one pgd pop and three pmd
     /// pops, three `set_pgd` stores; at free four pushes (the `OwnedPgd`
     /// names the pmds; a raw pgd's free loads them from its entries).
@@ -44,14 +45,11 @@ impl<M: KernelMem> PgdCaches<M> {
     /// (PAE) the `set_pgd` stores, one counter bump, nothing else.
     #[inline(always)]
     pub(super) fn alloc_cpu(&self, slots: &mut CpuSlots<'_, M>) -> Result<OwnedPgd, KernelError> {
-        if let (Fast::Whole, Some(pgds)) = (self.fast, slots.pgd.as_mut()) {
+        if let (Fast::Whole(window), Some(pgds)) = (self.fast, slots.pgd.as_mut()) {
             let obj = pgds.alloc_obj().map_err(pgd_oom)?;
-            let pgd = match self.pa_of(obj.as_ptr()) {
-                Ok(pa) => pa,
-                Err(e) => {
-                    Self::give_back(slots.pgd.as_mut(), obj);
-                    return Err(e);
-                }
+            let Some(pgd) = window.pa_of(obj.as_ptr()) else {
+                Self::give_back(slots.pgd.as_mut(), obj);
+                return Err(KernelError::BadPgd(PhysAddr::new(0), "object outside RAM"));
             };
             bump(slots.allocs, 1);
             return Ok(OwnedPgd {
@@ -263,7 +261,7 @@ impl<M: KernelMem> PgdCaches<M> {
         slots: &mut CpuSlots<'_, M>,
         pgd: Pgd,
     ) -> Result<(), KernelError> {
-        if let (Fast::Whole, Some(pgds)) = (self.fast, slots.pgd.as_mut()) {
+        if let (Fast::Whole(_), Some(pgds)) = (self.fast, slots.pgd.as_mut()) {
             if pgd.0 != self.sw.pgd {
                 let obj = self.ptr_of(pgd.0)?;
                 pgds.free(obj).map_err(pgd_free_err)?;
