@@ -604,7 +604,11 @@ mod tests {
         // but swapper, the fixmap page and PAE's other pmds still go back,
         // and the error says why the rest could not. (2-level has no table
         // the walk enters: a pte table goes back without being read.)
-        for mode in [PagingMode::Pae, PagingMode::FourLevel, PagingMode::FiveLevel] {
+        for mode in [
+            PagingMode::Pae,
+            PagingMode::FourLevel,
+            PagingMode::FiveLevel,
+        ] {
             let pm = SimMemory::new(16 << 20).unwrap();
             let ks = boot(&pm, BootConfig::new(mode)).unwrap();
             let slot = match mode {
@@ -612,9 +616,11 @@ mod tests {
                 _ => mode.user_ptrs_per_pgd(),
             };
             let beyond = Entry::from_raw((1 << 30) | 1);
-            crate::table::write_entry(&pm, mode, entry_pa_at(mode, ks.pgd, slot), beyond)
-                .unwrap();
-            assert!(unboot(&pm, &ks).is_err(), "{mode}: the torn walk is reported");
+            crate::table::write_entry(&pm, mode, entry_pa_at(mode, ks.pgd, slot), beyond).unwrap();
+            assert!(
+                unboot(&pm, &ks).is_err(),
+                "{mode}: the torn walk is reported"
+            );
             let mut given_back = std::vec![ks.pgd.frame(), ks.kdata];
             if let Some(pmds) = ks.pae_pmds {
                 given_back.extend(pmds[..3].iter().map(|p| p.frame()));
