@@ -58,16 +58,19 @@ fn cache(
         .map_err(|e| kerr("object cache")(&e))
 }
 
+/// 64 MiB of simulated RAM with poisoning off, as the bench's kernels
+/// have.
+fn sim_ram() -> Result<Arc<SimMemory>, MicroError> {
+    let ram = 64 << 20;
+    let pm = SimMemory::new(ram).map_err(|e| MicroError::Ram(ram, e.to_string()))?;
+    Ok(Arc::new(pm.with_poisoning(false)))
+}
+
 impl CacheFloor {
     /// The caches of `mode`'s pgd system (64 MiB of simulated RAM,
     /// poisoning off as in the bench's kernels).
     pub fn new(mode: PagingMode) -> Result<CacheFloor, MicroError> {
-        let ram = 64 << 20;
-        let pm = Arc::new(
-            SimMemory::new(ram)
-                .map_err(|e| MicroError::Ram(ram, e.to_string()))?
-                .with_poisoning(false),
-        );
+        let pm = sim_ram()?;
         let page = PAGE_SIZE as usize;
         let pae = mode == PagingMode::Pae;
         let align = if pae { 32 } else { page };
@@ -117,12 +120,7 @@ impl PairByHand {
     /// A 2-level `pgd_cache` (page-sized, page-aligned, one CPU, no
     /// statistics) on 64 MiB of simulated RAM with poisoning off.
     pub fn new() -> Result<PairByHand, MicroError> {
-        let ram = 64 << 20;
-        let pm = Arc::new(
-            SimMemory::new(ram)
-                .map_err(|e| MicroError::Ram(ram, e.to_string()))?
-                .with_poisoning(false),
-        );
+        let pm = sim_ram()?;
         let page = PAGE_SIZE as usize;
         Ok(PairByHand {
             pgd: cache("pgd", page, page, &pm)?,
