@@ -17,7 +17,10 @@
 //! production configuration, `CONFIG_PAGE_POISONING=n`, as `pgdcache bench`
 //! times it) and back to what it was afterwards, for the checked run that
 //! follows in the same RAM: frames freed meanwhile are simply not checked
-//! (`PhysMemory::set_poisoning`). The events say so (`poisoning`).
+//! (`PhysMemory::set_poisoning`). The events say so (`poisoning`). The
+//! benchmarked pgd systems are built as `pgdcache bench` builds its own
+//! ([`production`]): no object-cache hit counters (`STATS`) and no
+//! `pgd_allocs`/`pgd_frees` counters.
 //!
 //! * `pair_warm`: `pgd_alloc` + `pgd_free` in a hot loop (PAE: with the
 //!   three pmds).
@@ -70,6 +73,16 @@ fn cpu0(k: &Kernel<Lowmem>) -> PgdCpu<'_, Lowmem> {
     k.claim_cpu(0).unwrap_or_else(|e| fail("claim_cpu(0)", e))
 }
 
+/// The production configuration of a benchmarked pgd system, as
+/// `pgdcache bench` boots its kernels: no object-cache hit counters
+/// (`STATS`, `CONFIG_DEBUG_SLAB=n`).
+fn production(mode: PagingMode, scheme: Scheme, cpus: usize) -> KernelConfig {
+    let mut cfg = KernelConfig::new(mode, scheme);
+    cfg.cpus = cpus;
+    cfg.slab_stats = false;
+    cfg
+}
+
 /// Runs the benchmarks for `mode` in `pm` and prints one `bench` event.
 pub fn run(pm: &Arc<PhysMemory<Lowmem>>, mode: PagingMode, cpus: usize) {
     let poisoning = pm.poisoning();
@@ -87,9 +100,8 @@ fn measure_all(pm: &Arc<PhysMemory<Lowmem>>, mode: PagingMode, cpus: usize) {
     let kernels: Vec<Kernel<Lowmem>> = schemes
         .iter()
         .map(|&s| {
-            let mut cfg = KernelConfig::new(mode, s);
-            cfg.cpus = cpus;
-            Kernel::new(pm.clone(), &cfg).unwrap_or_else(|e| fail("boot a pgd system", e))
+            Kernel::new(pm.clone(), &production(mode, s, cpus))
+                .unwrap_or_else(|e| fail("boot a pgd system", e))
         })
         .collect();
     crate::kprintln!(
@@ -272,9 +284,8 @@ impl Drop for ColdBuffer<'_> {
 fn cpa_10k(pm: &Arc<PhysMemory<Lowmem>>, mode: PagingMode, cpus: usize) -> String {
     let mut parts = Vec::new();
     for scheme in [Scheme::SlabPgdList, Scheme::SlabTicket] {
-        let mut cfg = KernelConfig::new(mode, scheme);
-        cfg.cpus = cpus;
-        let k = Kernel::new(pm.clone(), &cfg).unwrap_or_else(|e| fail("boot a pgd system", e));
+        let k = Kernel::new(pm.clone(), &production(mode, scheme, cpus))
+            .unwrap_or_else(|e| fail("boot a pgd system", e));
         // 10 000 constructed pgds, 10 % of them joined to an address space
         // (on mmlist). The rest stand for cached pgds: constructed, on
         // pgd_list, owned by no mm. They are held allocated rather than
