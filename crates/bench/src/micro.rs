@@ -30,7 +30,7 @@
 //! the criterion benches of `crates/pgdcache` include it by path.
 
 use pgdcache::mm::{Mm, TaskSize};
-use pgdcache::{Kernel, KernelConfig, Pgd, Scheme};
+use pgdcache::{Kernel, KernelConfig, KernelError, Pgd, Scheme};
 use physmem::{PhysAddr, SimMemory, VirtAddr};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -211,9 +211,24 @@ impl Subject for AllocFree {
     /// kernel's per-CPU fast path, no lock and no atomic on a hit) and its
     /// per-CPU page lists (`physmem::enter_cpu`: `uncached`'s page comes
     /// from them, as 2.5.69's `__get_free_page` takes an order-0 page from
-    /// its CPU's hot list, not from the zone).
+    /// its CPU's hot list, not from the zone). Where the pgd is a whole
+    /// page of `pgd_cache` the CPU is claimed with that shape in its type
+    /// (`Kernel::claim_whole_cpu`), as a kernel built for one paging mode
+    /// has it; elsewhere through the per-call shape dispatch of `PgdCpu`.
     fn run(&mut self, iters: u64) -> Result<(), MicroError> {
         let _page_lists = physmem::enter_cpu(0);
+        match self.kernel.claim_whole_cpu(0) {
+            Ok(mut cpu) => {
+                for _ in 0..iters {
+                    let pgd = cpu.pgd_alloc().map_err(|e| kerr("pgd_alloc")(&e))?;
+                    black_box(pgd.pgd());
+                    cpu.pgd_free(pgd).map_err(|e| kerr("pgd_free")(&e))?;
+                }
+                return Ok(());
+            }
+            Err(KernelError::NotWhole { .. }) => {}
+            Err(e) => return Err(kerr("claim_whole_cpu")(&e)),
+        }
         let mut cpu = self
             .kernel
             .claim_cpu(0)

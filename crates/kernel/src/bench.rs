@@ -10,8 +10,11 @@
 //! Every pgd-system operation runs as CPU 0 through its token
 //! (`Kernel::claim_cpu(0)`: the per-CPU fast path, no lock and no atomic
 //! read-modify-write on a cache hit), as the kernel's CPUs run their tasks
-//! and as the host's `pgdcache bench` times its pair; the claim is taken
-//! outside the timed region. The `bench` event says so (`pgd_path`).
+//! and as the host's `pgdcache bench` times its pair; the pairs of a
+//! system whose pgds are whole pages of `pgd_cache` (2-, 4- and 5-level)
+//! through `Kernel::claim_whole_cpu(0)`, the same path with its shape in
+//! the type, as `pgdcache bench` times them too. The claim is taken outside
+//! the timed region. The `bench` event says so (`pgd_path`).
 //!
 //! Freed-frame poisoning is off while the benchmarks run (the kernel's
 //! production configuration, `CONFIG_PAGE_POISONING=n`, as `pgdcache bench`
@@ -41,7 +44,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use pgdcache::mm::TaskSize;
-use pgdcache::{Kernel, KernelConfig, Pgd, PgdCpu, Scheme};
+use pgdcache::{Kernel, KernelConfig, KernelError, Pgd, PgdCpu, Scheme};
 use physmem::{Lowmem, PhysAddr, PhysMem, PhysMemory, VirtAddr};
 use x86paging::{EntryFlags, PagingMode};
 
@@ -213,15 +216,32 @@ fn measure(
 /// ns per `pgd_alloc` + `pgd_free` on CPU 0's token, `n` pairs,
 /// optionally cache-cold.
 fn pair(k: &Kernel<Lowmem>, n: u32, cold: Option<&ColdBuffer>) -> f64 {
-    let mut cpu = cpu0(k);
+    match k.claim_whole_cpu(0) {
+        Ok(mut cpu) => timed_pairs(n, cold, || {
+            let p = cpu.pgd_alloc().unwrap_or_else(|e| fail("pgd_alloc", e));
+            cpu.pgd_free(p).unwrap_or_else(|e| fail("pgd_free", e));
+        }),
+        Err(KernelError::NotWhole { .. }) => {
+            let mut cpu = cpu0(k);
+            timed_pairs(n, cold, || {
+                let p = cpu.pgd_alloc().unwrap_or_else(|e| fail("pgd_alloc", e));
+                cpu.pgd_free(p).unwrap_or_else(|e| fail("pgd_free", e));
+            })
+        }
+        Err(e) => fail("claim_whole_cpu(0)", e),
+    }
+}
+
+/// ns per call of `one` (a pgd pair), each timed alone after touching
+/// `cold`'s 16 MiB if given.
+fn timed_pairs(n: u32, cold: Option<&ColdBuffer>, mut one: impl FnMut()) -> f64 {
     let mut ticks = 0u64;
     for _ in 0..n {
         if let Some(c) = cold {
             c.touch();
         }
         let t0 = rdtsc();
-        let p = cpu.pgd_alloc().unwrap_or_else(|e| fail("pgd_alloc", e));
-        cpu.pgd_free(p).unwrap_or_else(|e| fail("pgd_free", e));
+        one();
         ticks += rdtsc().wrapping_sub(t0);
     }
     to_ns(ticks) as f64 / f64::from(n)

@@ -88,6 +88,16 @@ pub enum KernelError {
     /// A pgd handed to the kernel is not one it allocated, or is in the wrong state.
     #[error("bad pgd {0}: {1}")]
     BadPgd(PhysAddr, &'static str),
+    /// [`Kernel::claim_whole_cpu`](crate::Kernel::claim_whole_cpu) on a
+    /// kernel whose pgds are not whole page-sized objects of `pgd_cache`
+    /// in one direct-map window (PAE, `uncached`, `shared-kernel`).
+    #[error("{scheme} in {mode} paging has no page-sized pgd_cache path")]
+    NotWhole {
+        /// The scheme.
+        scheme: Scheme,
+        /// The mode.
+        mode: PagingMode,
+    },
     /// Physical memory access failed (a bug: tables are always in RAM).
     #[error("physical memory access")]
     Mem(#[from] MemError),

@@ -29,6 +29,7 @@ use x86paging::{Entry, PagingMode};
 
 mod fast;
 use fast::Fast;
+pub use fast::WholePgdCpu;
 
 /// A page directory's physical address: what CR3 holds, what `pgd_list`
 /// and the checkers name a pgd by. Anyone may copy one; owning the pgd is

@@ -373,3 +373,164 @@ fn an_owned_pgd_of_another_kernel_is_refused() {
         }
     }
 }
+
+/// Whether `mode` and `scheme` make the `Whole` shape: pgds that are whole
+/// page-sized objects of `pgd_cache`.
+fn whole(mode: PagingMode, scheme: Scheme) -> bool {
+    mode != PagingMode::Pae && scheme.preconstructed()
+}
+
+/// `claim_whole_cpu` exists exactly where pgds are whole pages of
+/// `pgd_cache`, refuses every other kernel with `NotWhole`, and is as
+/// exclusive as `claim_cpu` (the two claim the same slot).
+#[test]
+fn a_whole_pgd_cpu_exists_exactly_for_page_sized_cached_pgds() {
+    for mode in PagingMode::ALL {
+        for scheme in Scheme::ALL {
+            let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
+            let Ok(k) = Kernel::new(pm, &KernelConfig::new(mode, scheme)) else {
+                continue;
+            };
+            let what = format!("{mode} {scheme}");
+            match k.claim_whole_cpu(0) {
+                Ok(cpu) => {
+                    assert!(whole(mode, scheme), "{what}");
+                    assert_eq!(cpu.cpu(), 0);
+                    assert!(
+                        matches!(k.claim_cpu(0), Err(KernelError::CpuClaim { cpu: 0, .. })),
+                        "{what}"
+                    );
+                    assert!(k.claim_whole_cpu(0).is_err(), "{what}");
+                    let other = k.claim_whole_cpu(1).unwrap();
+                    drop((cpu, other));
+                    let _again = k.claim_cpu(0).unwrap();
+                }
+                Err(e) => {
+                    assert!(!whole(mode, scheme), "{what}: {e}");
+                    assert!(
+                        matches!(e, KernelError::NotWhole { scheme: s, mode: m } if s == scheme && m == mode),
+                        "{what}: {e:?}"
+                    );
+                }
+            };
+        }
+    }
+}
+
+/// Through a `WholePgdCpu` a pgd comes back whole every way it can be
+/// given: as an `OwnedPgd`, as a raw address through the same CPU, per call
+/// after the claim is gone. What is not its own is refused before anything
+/// is touched: a double free, `swapper_pg_dir`, another kernel's pgd (a
+/// page-sized one, and a PAE one with its pmds). Counters, the checker and
+/// the frame accounting agree at the end.
+#[test]
+fn a_whole_pgd_cpu_round_trips_and_refuses_what_is_not_its_own() {
+    let pae = || {
+        let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
+        Kernel::new(pm, &KernelConfig::new(PagingMode::Pae, Scheme::SlabPgdList)).unwrap()
+    };
+    for mode in PagingMode::ALL {
+        for scheme in Scheme::ALL.into_iter().filter(|&s| whole(mode, s)) {
+            let boot = || {
+                let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
+                Kernel::new(pm, &KernelConfig::new(mode, scheme))
+            };
+            let (Ok(k), Ok(other)) = (boot(), boot()) else {
+                continue;
+            };
+            let what = format!("{mode} {scheme}");
+            let mut cpu = k.claim_whole_cpu(0).unwrap();
+            let mut held: Vec<_> = (0..40).map(|_| cpu.pgd_alloc().unwrap()).collect();
+            assert!(held.iter().all(|p| p.has_handles()), "{what}");
+            assert_eq!(allocated(&k).0, 40, "{what}");
+            for p in held.drain(..20) {
+                cpu.pgd_free(p).unwrap();
+            }
+            let raw: Vec<_> = held.drain(..10).map(|p| p.into_raw()).collect();
+            for &p in &raw {
+                cpu.pgd_free_raw(p).unwrap();
+            }
+            let before = allocated(&k);
+            // A double free, swapper, and pgds of other kernels: refused,
+            // nothing moves anywhere.
+            assert!(cpu.pgd_free_raw(raw[0]).is_err(), "{what}");
+            assert!(cpu.pgd_free_raw(k.swapper()).is_err(), "{what}");
+            let mut theirs = other.claim_cpu(0).unwrap();
+            let foreign = theirs.pgd_alloc().unwrap();
+            let foreign_pa = foreign.pgd();
+            let other_before = allocated(&other);
+            assert!(cpu.pgd_free(foreign).is_err(), "{what}");
+            assert_eq!(allocated(&other), other_before, "{what}");
+            theirs.pgd_free_raw(foreign_pa).unwrap();
+            drop(theirs);
+            let p = pae();
+            let mut pae_cpu = p.claim_cpu(0).unwrap();
+            let pae_pgd = pae_cpu.pgd_alloc().unwrap();
+            let pae_pa = pae_pgd.pgd();
+            let pae_before = allocated(&p);
+            assert!(cpu.pgd_free(pae_pgd).is_err(), "{what}");
+            assert_eq!(allocated(&p), pae_before, "{what}");
+            pae_cpu.pgd_free_raw(pae_pa).unwrap();
+            drop(pae_cpu);
+            assert_eq!(allocated(&k), before, "{what}");
+            // The rest per call, once the CPU is given up.
+            drop(cpu);
+            for p in held {
+                k.pgd_free(0, p.into_raw()).unwrap();
+            }
+            let st = k.stats();
+            assert_eq!((st.pgd_allocs, st.pgd_frees), (40, 40), "{what}");
+            for k in [&k, &other, &p] {
+                let r = k.verify().unwrap();
+                assert!(r.is_clean(), "{what}: {:?}", r.violations);
+                assert_eq!(r.leaked_frames, 0, "{what}");
+                assert_eq!(allocated(k).0, 0, "{what}");
+            }
+        }
+    }
+}
+
+/// `pgd_alloc` through a `WholePgdCpu` when the page allocator fails (the
+/// cache must grow at a different point for each `held`): an
+/// out-of-memory error, nothing taken, nothing leaked.
+#[test]
+fn a_whole_pgd_cpu_fails_cleanly_out_of_memory() {
+    for mode in [
+        PagingMode::TwoLevel,
+        PagingMode::FourLevel,
+        PagingMode::FiveLevel,
+    ] {
+        for scheme in Scheme::ALL.into_iter().filter(|&s| whole(mode, s)) {
+            let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
+            let Ok(k) = Kernel::new(pm.clone(), &KernelConfig::new(mode, scheme)) else {
+                continue;
+            };
+            let mut failed = 0;
+            for held in 0..12 {
+                let what = format!("{mode} {scheme} held {held}");
+                let mut cpu = k.claim_whole_cpu(0).unwrap();
+                let out: Vec<_> = (0..held).map(|_| cpu.pgd_alloc().unwrap()).collect();
+                let before = allocated(&k);
+                pm.faults().fail_nth(1);
+                let r = cpu.pgd_alloc();
+                pm.faults().clear();
+                match r {
+                    Ok(p) => cpu.pgd_free(p).unwrap(),
+                    Err(e) => {
+                        assert!(e.is_out_of_memory(), "{what}: {e}");
+                        assert_eq!(allocated(&k), before, "{what}");
+                        failed += 1;
+                    }
+                }
+                for p in out {
+                    cpu.pgd_free(p).unwrap();
+                }
+                drop(cpu);
+                let r = k.verify().unwrap();
+                assert!(r.is_clean(), "{what}: {:?}", r.violations);
+                assert_eq!(r.leaked_frames, 0, "{what}");
+            }
+            assert!(failed > 0, "{mode} {scheme}: no allocation needed a page");
+        }
+    }
+}

@@ -15,6 +15,7 @@ use super::{pgd_free_err, pgd_oom, CpuSlots, OwnedPgd, Pgd, PgdCaches, Token, Vi
 use crate::error::KernelError;
 use crate::stats::bump;
 use crate::swapper::KernelMem;
+use core::sync::atomic::AtomicU64;
 use objcache::{AllocError, Obj, ObjFreeError};
 use physmem::{LinearMap, PhysAddr};
 use x86paging::{Entry, PagingMode};
@@ -46,19 +47,87 @@ impl<M: KernelMem> PgdCaches<M> {
     #[inline(always)]
     pub(super) fn alloc_cpu(&self, slots: &mut CpuSlots<'_, M>) -> Result<OwnedPgd, KernelError> {
         if let (Fast::Whole(window), Some(pgds)) = (self.fast, slots.pgd.as_mut()) {
-            let obj = pgds.alloc_obj().map_err(pgd_oom)?;
-            let Some(pgd) = window.pa_of(obj.as_ptr()) else {
-                Self::give_back(slots.pgd.as_mut(), obj);
-                return Err(KernelError::BadPgd(PhysAddr::new(0), "object outside RAM"));
-            };
-            bump(slots.allocs, 1);
-            return Ok(OwnedPgd {
-                pgd: Pgd(pgd),
-                obj: Some(obj),
-                pmds: None,
-            });
+            return Self::whole_alloc(window, pgds, slots.allocs);
         }
         self.alloc_cpu_pae(slots)
+    }
+
+    /// The `Whole` shape's `pgd_alloc`: the pop, `__pa` through the direct
+    /// map's window, the counter bump. Its one home: the runtime-shaped
+    /// path ([`Self::alloc_cpu`]) and [`WholePgdCpu`] both run it.
+    #[inline(always)]
+    fn whole_alloc(
+        window: LinearMap,
+        pgds: &mut Token<'_, M>,
+        allocs: &AtomicU64,
+    ) -> Result<OwnedPgd, KernelError> {
+        let obj = pgds.alloc_obj().map_err(pgd_oom)?;
+        let Some(pgd) = window.pa_of(obj.as_ptr()) else {
+            // Nothing is lost: the object goes back as it came (an undo,
+            // which this cache cannot refuse).
+            let _ = pgds.free_obj(obj);
+            return Err(KernelError::BadPgd(PhysAddr::new(0), "object outside RAM"));
+        };
+        bump(allocs, 1);
+        Ok(OwnedPgd {
+            pgd: Pgd(pgd),
+            obj: Some(obj),
+            pmds: None,
+        })
+    }
+
+    /// The `Whole` shape's `pgd_free` of a handle: the push and the bump.
+    /// A refused object (another kernel's, or a failed debug check) stays
+    /// allocated.
+    #[inline(always)]
+    fn whole_free(pgds: &mut Token<'_, M>, frees: &AtomicU64, obj: Obj) -> Result<(), KernelError> {
+        if let Err(ObjFreeError { obj, why }) = pgds.free_obj(obj) {
+            let _ = obj.into_raw();
+            return Err(pgd_free_err(why));
+        }
+        bump(frees, 1);
+        Ok(())
+    }
+
+    /// The `Whole` shape's `pgd_free(pgd_t *)` of a raw address: `__va`,
+    /// then the cache's checked free (a foreign or double free refused).
+    #[inline(always)]
+    fn whole_free_raw(
+        &self,
+        pgds: &mut Token<'_, M>,
+        frees: &AtomicU64,
+        pgd: Pgd,
+    ) -> Result<(), KernelError> {
+        if pgd.0 == self.sw.pgd {
+            return Err(KernelError::BadPgd(pgd.0, "swapper_pg_dir is never freed"));
+        }
+        let obj = self.ptr_of(pgd.0)?;
+        pgds.free(obj).map_err(pgd_free_err)?;
+        bump(frees, 1);
+        Ok(())
+    }
+
+    /// Claims CPU `cpu`'s slot of `pgd_cache` as a [`WholePgdCpu`]: only
+    /// where the shape is `Whole`.
+    pub(crate) fn claim_whole(&self, cpu: usize) -> Result<WholePgdCpu<'_, M>, KernelError> {
+        let (Fast::Whole(window), Some(cache)) = (self.fast, self.pgd_cache.as_ref()) else {
+            return Err(KernelError::NotWhole {
+                scheme: self.scheme,
+                mode: self.sw.mode,
+            });
+        };
+        let pgds = cache
+            .claim_cpu(cpu)
+            .map_err(|source| KernelError::CpuClaim { cpu, source })?;
+        let counters = &self.sw.counters;
+        Ok(WholePgdCpu {
+            caches: self,
+            cpu,
+            pgds,
+            window,
+            allocs: counters.pgd_allocs.slot(cpu),
+            frees: counters.pgd_frees.slot(cpu),
+        })
     }
 
     /// [`Self::alloc_cpu`] for PAE pgds (and, for any other shape, the
@@ -209,20 +278,19 @@ impl<M: KernelMem> PgdCaches<M> {
         let (Some(obj), Some(pgds)) = (obj, slots.pgd.as_mut()) else {
             return self.free_cpu_raw(slots, pgd);
         };
+        let Some(pmds) = pmds else {
+            return Self::whole_free(pgds, slots.frees, obj);
+        };
         // The pgd goes back first: a refused one (another kernel's, or a
         // failed debug check) keeps its pmds, still allocated, with it.
         if let Err(ObjFreeError { obj, why }) = pgds.free_obj(obj) {
             let _ = obj.into_raw();
-            if let Some(pmds) = pmds {
-                for p in pmds {
-                    let _ = p.into_raw();
-                }
+            for p in pmds {
+                let _ = p.into_raw();
             }
             return Err(pgd_free_err(why));
         }
-        if let Some(pmds) = pmds {
-            self.pmds_free_objs(slots, pmds);
-        }
+        self.pmds_free_objs(slots, pmds);
         bump(slots.frees, 1);
         Ok(())
     }
@@ -262,12 +330,7 @@ impl<M: KernelMem> PgdCaches<M> {
         pgd: Pgd,
     ) -> Result<(), KernelError> {
         if let (Fast::Whole(_), Some(pgds)) = (self.fast, slots.pgd.as_mut()) {
-            if pgd.0 != self.sw.pgd {
-                let obj = self.ptr_of(pgd.0)?;
-                pgds.free(obj).map_err(pgd_free_err)?;
-                bump(slots.frees, 1);
-                return Ok(());
-            }
+            return self.whole_free_raw(pgds, slots.frees, pgd);
         }
         self.free_cpu_pae(slots, pgd)
     }
@@ -309,5 +372,99 @@ impl<M: KernelMem> PgdCaches<M> {
         }
         bump(slots.frees, 1);
         Ok(())
+    }
+}
+
+/// One CPU of a pgd system whose pgds are whole pages of `pgd_cache` (the
+/// `Whole` shape: 2-level, 4- and 5-level with a preconstructing scheme),
+/// held by the thread acting as that CPU ([`Kernel::claim_whole_cpu`]).
+///
+/// A kernel is built for one paging mode, so its `pgd_alloc` is one shape
+/// known when it is compiled: in Linux, `kmem_cache_alloc(pgd_cache)` and
+/// nothing else. [`PgdCpu`] decides the shape per call, because this
+/// library runs every mode in one binary; this handle is that shape fixed
+/// in the type. It owns only its CPU's slot of `pgd_cache`, so no path it
+/// runs hands its token to another function, and a hit is the pop, `__pa`
+/// and the bump (a free: the push and the bump): the same code as
+/// `PgdCpu`'s path for this shape, without the dispatch around it.
+///
+/// Remote operations on `pgd_cache` (`shrink`, `slab_stats`, the checker's
+/// walk) are served at its next operation or at [`WholePgdCpu::serve`], as
+/// for a `PgdCpu`.
+///
+/// [`Kernel::claim_whole_cpu`]: crate::Kernel::claim_whole_cpu
+/// [`PgdCpu`]: crate::PgdCpu
+pub struct WholePgdCpu<'k, M: KernelMem = crate::DefaultMem> {
+    caches: &'k PgdCaches<M>,
+    cpu: usize,
+    pgds: Token<'k, M>,
+    /// The direct map's window: `__pa` is a subtraction and a bound.
+    window: LinearMap,
+    /// This CPU's slots of `pgd_allocs`/`pgd_frees`.
+    allocs: &'k AtomicU64,
+    frees: &'k AtomicU64,
+}
+
+impl<M: KernelMem> WholePgdCpu<'_, M> {
+    /// The CPU.
+    pub fn cpu(&self) -> usize {
+        self.cpu
+    }
+
+    /// `pgd_alloc` on this CPU: the pgd as its owner holds it, with the
+    /// handle its `pgd_free` pushes back.
+    #[inline(always)]
+    pub fn pgd_alloc(&mut self) -> Result<OwnedPgd, KernelError> {
+        PgdCaches::whole_alloc(self.window, &mut self.pgds, self.allocs)
+    }
+
+    /// `pgd_free` on this CPU (after `clear_page_tables`). A pgd of another
+    /// kernel is refused before anything is touched, and stays allocated
+    /// in its own kernel.
+    #[inline(always)]
+    pub fn pgd_free(&mut self, pgd: OwnedPgd) -> Result<(), KernelError> {
+        match pgd {
+            OwnedPgd {
+                obj: Some(obj),
+                pmds: None,
+                ..
+            } => PgdCaches::whole_free(&mut self.pgds, self.frees, obj),
+            OwnedPgd { obj: None, pgd, .. } => {
+                self.caches.whole_free_raw(&mut self.pgds, self.frees, pgd)
+            }
+            // PAE handles: another kernel's pgd (this one has no
+            // `pmd_cache`). Left allocated where it belongs.
+            OwnedPgd {
+                obj: Some(obj),
+                pmds: Some(pmds),
+                ..
+            } => {
+                let _ = obj.into_raw();
+                for p in pmds {
+                    let _ = p.into_raw();
+                }
+                Err(pgd_free_err(objcache::FreeError::Foreign))
+            }
+        }
+    }
+
+    /// `pgd_free(pgd_t *)` of a raw address on this CPU: looked up and
+    /// checked, a foreign or double free refused with an error.
+    #[inline]
+    pub fn pgd_free_raw(&mut self, pgd: Pgd) -> Result<(), KernelError> {
+        self.caches.whole_free_raw(&mut self.pgds, self.frees, pgd)
+    }
+
+    /// A quiescent point: serves any remote operation waiting for this CPU.
+    pub fn serve(&mut self) {
+        self.pgds.serve()
+    }
+}
+
+impl<M: KernelMem> core::fmt::Debug for WholePgdCpu<'_, M> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("WholePgdCpu")
+            .field("cpu", &self.cpu)
+            .finish()
     }
 }
