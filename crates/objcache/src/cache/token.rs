@@ -7,8 +7,9 @@
 //! thread, which then acts as that CPU until it drops the token.  The token
 //! holds the slot lock for its whole life, so its `alloc` and `free` are a
 //! plain load of the slot's request word, the array pop or push, the
-//! per-CPU statistics (plain counters) and the object's owned flag (a plain
-//! store): no lock and no atomic read-modify-write.
+//! per-CPU statistics where they are on (a plain counter in the slot's
+//! array) and the object's owned flag (a plain store): no lock and no
+//! atomic read-modify-write.
 //!
 //! Everyone else who needs the slot (`alloc_on`/`free_on`/`lock_cpu` on it,
 //! `shrink`, `tune`, `stats`, `destroy`) asks the token holder, who hands the
@@ -84,11 +85,10 @@ struct Hot {
     avail: usize,
     /// `ac->limit`.
     limit: usize,
-    /// `ArrayCache::count_hits`.
+    /// `ArrayCache::count_hits`: a hit is counted in the slot's array
+    /// itself (statistics are a debug option; without them a hit writes
+    /// no counter at all, and no counter is carried from hit to hit).
     count_hits: bool,
-    /// Hits since the last `put`, added to the array's counters there.
-    alloc_hits: usize,
-    free_hits: usize,
 }
 
 impl Hot {
@@ -103,8 +103,6 @@ impl Hot {
             // bound a bound on the allocation even if that ever broke.
             limit: ac.limit.min(ac.entries.capacity()),
             count_hits: ac.count_hits,
-            alloc_hits: 0,
-            free_hits: 0,
         }
     }
 
@@ -118,8 +116,6 @@ impl Hot {
         // length `get` read were, and every slot from there to `avail` was
         // written by a fast-path push before `avail` grew past it.
         unsafe { ac.entries.set_len(self.avail) };
-        ac.alloc_hits += core::mem::take(&mut self.alloc_hits);
-        ac.free_hits += core::mem::take(&mut self.free_hits);
     }
 }
 
@@ -324,7 +320,8 @@ impl<'a, P: PageSource> CpuToken<'a, P> {
         if h.avail != 0 && !self.slot.pending() {
             h.avail -= 1;
             if h.count_hits {
-                h.alloc_hits += 1;
+                // SAFETY: the token holds the slot (its lock).
+                unsafe { self.slot.with_array(|ac| ac.alloc_hits += 1) };
             }
             // SAFETY: `avail` entries from `base` are initialised (see
             // `Hot::put`) and the token holds the slot, so the array is
@@ -348,7 +345,8 @@ impl<'a, P: PageSource> CpuToken<'a, P> {
             unsafe { write_entry(h.base.add(h.avail), e) };
             h.avail += 1;
             if h.count_hits {
-                h.free_hits += 1;
+                // SAFETY: as in `alloc_entry`.
+                unsafe { self.slot.with_array(|ac| ac.free_hits += 1) };
             }
             return;
         }
@@ -578,7 +576,7 @@ mod fast_path_tests {
     use crate::page::SystemPageSource;
 
     #[test]
-    fn hits_are_counted_in_the_token_and_written_back() {
+    fn hits_are_counted_in_the_slots_array() {
         let (cache, _, _) = pattern_cache(64);
         let mut t = cache.claim_cpu(0).unwrap();
         for _ in 0..100 {
@@ -590,7 +588,7 @@ mod fast_path_tests {
         assert_eq!((st.alloc_hits, st.free_hits, st.live_objs), (99, 100, 0));
         assert_eq!((st.alloc_misses, st.cpu_cached), (1, 2));
         drop(t);
-        // After the drop the slot's own figures are the token's.
+        // After the drop the slot's own figures are the same.
         let st = cache.stats();
         assert_eq!((st.alloc_hits, st.free_hits, st.cpu_cached), (99, 100, 2));
     }
