@@ -14,22 +14,12 @@
 //! gap between this row and the freelist is the object cache's own
 //! protocol (the pending-request check that stands in for Linux's drain
 //! IPI, the owned flag a checked free reads, the handle's cache compare).
-//!
-//! [`PairByHand`] is the 2-level pgd pair's limit: the floor's token pair
-//! plus what the pgd layer cannot leave out — `__pa` of the object (the pgd
-//! is a physical address: CR3 takes it) and the per-CPU `pgd_allocs` and
-//! `pgd_frees` bumps (a plain load and store each) — written by hand in one
-//! loop. The gap between it and the kernel's pair is the pgd layer's
-//! structure (the shape dispatch, the handles' trip through `OwnedPgd`, the
-//! token state the compiler keeps in memory); the gap between it and the
-//! freelist is the least any pgd pair over this object cache costs.
 
 use crate::micro::{kerr, MicroError, Subject};
 use objcache::{CacheBuilder, KmemCache};
 use pgdcache::pages::SimPages;
-use physmem::{LinearMap, Ram, SimMemory, PAGE_SIZE};
+use physmem::{Ram, SimMemory, PAGE_SIZE};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use x86paging::PagingMode;
 
@@ -58,19 +48,16 @@ fn cache(
         .map_err(|e| kerr("object cache")(&e))
 }
 
-/// 64 MiB of simulated RAM with poisoning off, as the bench's kernels
-/// have.
-fn sim_ram() -> Result<Arc<SimMemory>, MicroError> {
-    let ram = 64 << 20;
-    let pm = SimMemory::new(ram).map_err(|e| MicroError::Ram(ram, e.to_string()))?;
-    Ok(Arc::new(pm.with_poisoning(false)))
-}
-
 impl CacheFloor {
     /// The caches of `mode`'s pgd system (64 MiB of simulated RAM,
     /// poisoning off as in the bench's kernels).
     pub fn new(mode: PagingMode) -> Result<CacheFloor, MicroError> {
-        let pm = sim_ram()?;
+        let ram = 64 << 20;
+        let pm = Arc::new(
+            SimMemory::new(ram)
+                .map_err(|e| MicroError::Ram(ram, e.to_string()))?
+                .with_poisoning(false),
+        );
         let page = PAGE_SIZE as usize;
         let pae = mode == PagingMode::Pae;
         let align = if pae { 32 } else { page };
@@ -91,75 +78,6 @@ impl CacheFloor {
         } else {
             1
         }
-    }
-}
-
-/// The 2-level pgd pair written by hand (see the module docs): the token
-/// pop, `__pa`, a counter bump, the push, a counter bump.
-pub struct PairByHand {
-    pgd: Cache,
-    /// The direct map's window, as the kernel's fast path keeps it.
-    linear: LinearMap,
-    /// This CPU's `pgd_allocs` and `pgd_frees` slots, each on its own
-    /// cache line as a per-CPU counter is.
-    allocs: Box<CounterSlot>,
-    frees: Box<CounterSlot>,
-}
-
-#[repr(align(64))]
-struct CounterSlot(AtomicU64);
-
-/// A per-CPU counter's bump: a plain load and store (the kernel's `bump`).
-#[inline(always)]
-fn bump(slot: &CounterSlot) {
-    let c = &slot.0;
-    c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
-}
-
-impl PairByHand {
-    /// A 2-level `pgd_cache` (page-sized, page-aligned, one CPU, no
-    /// statistics) on 64 MiB of simulated RAM with poisoning off.
-    pub fn new() -> Result<PairByHand, MicroError> {
-        let pm = sim_ram()?;
-        let page = PAGE_SIZE as usize;
-        Ok(PairByHand {
-            pgd: cache("pgd", page, page, &pm)?,
-            linear: pm.linear().ok_or_else(|| MicroError::Kernel {
-                what: "__pa",
-                why: "the simulated RAM is not one window".into(),
-            })?,
-            allocs: Box::new(CounterSlot(AtomicU64::new(0))),
-            frees: Box::new(CounterSlot(AtomicU64::new(0))),
-        })
-    }
-
-    /// `(pgd_allocs, pgd_frees)` so far.
-    pub fn counts(&self) -> (u64, u64) {
-        let get = |s: &CounterSlot| s.0.load(Ordering::Relaxed);
-        (get(&self.allocs), get(&self.frees))
-    }
-}
-
-impl Subject for PairByHand {
-    /// `iters` pairs as the thread acting as CPU 0, the pgd's address
-    /// escaping as the kernel pair's does.
-    fn run(&mut self, iters: u64) -> Result<(), MicroError> {
-        let mut cpu = self.pgd.claim_cpu(0).map_err(|e| kerr("claim_cpu")(&e))?;
-        for _ in 0..iters {
-            let obj = cpu.alloc_obj().map_err(|e| kerr("alloc_obj")(&e))?;
-            let Some(pgd) = self.linear.pa_of(obj.as_ptr()) else {
-                let _ = cpu.free_obj(obj);
-                return Err(MicroError::Kernel {
-                    what: "__pa",
-                    why: "an object outside the direct map".into(),
-                });
-            };
-            bump(&self.allocs);
-            black_box(pgd);
-            cpu.free_obj(obj).map_err(|e| kerr("free_obj")(&e))?;
-            bump(&self.frees);
-        }
-        Ok(())
     }
 }
 
@@ -199,16 +117,6 @@ impl Subject for CacheFloor {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_pair_by_hand_takes_gives_back_and_counts_every_pair() {
-        let mut p = PairByHand::new().unwrap();
-        p.run(100).unwrap();
-        assert_eq!(p.counts(), (100, 100));
-        let st = p.pgd.stats();
-        assert!(st.grown >= 1 && st.cpu_cached >= 1, "{st:?}");
-        assert_eq!(st.live_objs, 0, "{st:?}");
-    }
 
     #[test]
     fn the_floor_takes_and_gives_back_what_the_mode_does() {

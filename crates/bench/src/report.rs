@@ -9,7 +9,7 @@
 //! its inter-quartile range (`13.2x [12.1–14.0]`), every timing with the
 //! rounds it took (adaptive: see [`benchstats::adaptive`]).
 
-use crate::suite::{FloorKind, Report};
+use crate::suite::Report;
 use crate::vtime;
 use std::fmt::Write;
 
@@ -124,12 +124,7 @@ fn alloc_table(r: &Report) -> Table {
     for f in &r.alloc_floor {
         rows.push(vec![
             f.mode.name().to_string(),
-            match f.kind {
-                FloorKind::ObjectCache => format!("floor: {} object-cache pair(s) alone", f.pairs),
-                FloorKind::ByHand => {
-                    "limit: the pair by hand (token pair, __pa, 2 counter bumps)".into()
-                }
-            },
+            format!("floor: {} object-cache pair(s) alone", f.pairs),
             format!("{:.1} ({:.1})", f.ns.median_ns, f.ns.min_ns),
             f.ns.rounds.to_string(),
             ratio_cell(f.vs_uncached, f.vs_uncached_iqr, 1, "x"),

@@ -4,7 +4,7 @@
 //! the measured ratios.
 
 use crate::alloc32::{self, AllocatorRow};
-use crate::floor::{CacheFloor, PairByHand};
+use crate::floor::CacheFloor;
 use crate::host::HostProbe;
 use crate::micro::{
     self, AllocFree, CpaCycle, ForkExit, ForkExitFreePgd, Freelist, MicroError, Ratio, Subject,
@@ -142,28 +142,13 @@ pub struct AllocRow {
     pub vs_freelist_iqr: (f64, f64),
 }
 
-/// What a row under the pgd pairs times ([`crate::floor`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FloorKind {
-    /// The object-cache pairs of the pgd pair alone
-    /// ([`crate::floor::CacheFloor`]).
-    ObjectCache,
-    /// The 2-level pgd pair written by hand: the token pair, `__pa`, the
-    /// two per-CPU counter bumps ([`crate::floor::PairByHand`]).
-    ByHand,
-}
-
 /// The object-cache pairs of one mode's `pgd_alloc` + `pgd_free` alone
-/// ([`crate::floor::CacheFloor`]), or the 2-level pair written by hand
-/// ([`crate::floor::PairByHand`]), measured in the same rounds as the pgd
-/// pairs: the floor and the limit under them.
+/// ([`crate::floor::CacheFloor`]), measured in the same rounds as the pgd
+/// pairs: the floor under them.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct AllocFloorRow {
     /// Mode.
     pub mode: PagingMode,
-    /// What the row times.
-    pub kind: FloorKind,
     /// Object-cache pairs per operation (1; 4 on PAE: the pgd, three pmds).
     pub pairs: usize,
     /// ns per operation.
@@ -356,32 +341,19 @@ pub fn alloc_rows(s: &Settings, tick: &mut dyn FnMut()) -> Result<AllocMeasured,
         let mut free = Freelist::new(mode)?;
         let mut floor = CacheFloor::new(mode)?;
         let pairs_per_op = floor.pairs();
-        // The hand-written pair exists for 2-level (PAE's floor alone
-        // already decides its target).
-        let mut by_hand = match mode {
-            PagingMode::TwoLevel => Some(PairByHand::new()?),
-            _ => None,
-        };
         let mut refs: Vec<&mut dyn Subject> = Vec::new();
         for a in subjects.iter_mut() {
             refs.push(a);
         }
-        let (fi, li, hi) = (schemes.len(), schemes.len() + 1, schemes.len() + 2);
+        let (fi, li) = (schemes.len(), schemes.len() + 1);
         refs.push(&mut free);
         refs.push(&mut floor);
-        let mut below = vec![(FloorKind::ObjectCache, li, pairs_per_op)];
-        if let Some(h) = by_hand.as_mut() {
-            refs.push(h);
-            below.push((FloorKind::ByHand, hi, 1));
-        }
         let unc = schemes.iter().position(|&x| x == Scheme::Uncached);
         let mut pairs = baseline_pairs(&schemes, Some(fi));
-        for &(_, i, _) in &below {
-            pairs.push((i, fi));
-            pairs.extend(unc.map(|u| (u, i)));
-        }
+        pairs.push((li, fi));
+        pairs.extend(unc.map(|u| (u, li)));
         let t = micro::adaptive_rounds(&mut refs, &s.rounds(), &pairs, s.alloc_iters)?;
-        let Some(ft) = t.get(fi) else {
+        let (Some(ft), Some(lt)) = (t.get(fi), t.get(li)) else {
             return Err(MicroError::Kernel {
                 what: "alloc",
                 why: "no measurement".into(),
@@ -400,21 +372,17 @@ pub fn alloc_rows(s: &Settings, tick: &mut dyn FnMut()) -> Result<AllocMeasured,
                 vs_freelist_iqr: (vs_free.q1, vs_free.q3),
             });
         }
-        for (kind, i, pairs) in below {
-            let lt = &t[i];
-            let vs_unc = unc.map(|u| Ratio::paired(&t[u], lt));
-            let vs_free = Ratio::paired(lt, ft);
-            out.floor.push(AllocFloorRow {
-                mode,
-                kind,
-                pairs,
-                ns: Timing::of(lt.clone()),
-                vs_uncached: vs_unc.map_or(0.0, |r| r.median),
-                vs_uncached_iqr: vs_unc.map_or((0.0, 0.0), |r| (r.q1, r.q3)),
-                vs_freelist: vs_free.median,
-                vs_freelist_iqr: (vs_free.q1, vs_free.q3),
-            });
-        }
+        let vs_unc = unc.map(|u| Ratio::paired(&t[u], lt));
+        let vs_free = Ratio::paired(lt, ft);
+        out.floor.push(AllocFloorRow {
+            mode,
+            pairs: pairs_per_op,
+            ns: Timing::of(lt.clone()),
+            vs_uncached: vs_unc.map_or(0.0, |r| r.median),
+            vs_uncached_iqr: vs_unc.map_or((0.0, 0.0), |r| (r.q1, r.q3)),
+            vs_freelist: vs_free.median,
+            vs_freelist_iqr: (vs_free.q1, vs_free.q3),
+        });
         out.freelist.push((mode, Timing::of(ft.clone())));
         tick();
     }

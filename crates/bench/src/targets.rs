@@ -11,7 +11,7 @@
 //! when each is, not met when any is not.
 
 use crate::alloc32::{self, AllocatorRow};
-use crate::suite::{AllocFloorRow, AllocRow, FloorKind, ForkLimitRow, ForkRow, Report};
+use crate::suite::{AllocFloorRow, AllocRow, ForkLimitRow, ForkRow, Report};
 use benchstats::{Decision, Goal, Ratio};
 use pgdcache::Scheme;
 use x86paging::PagingMode;
@@ -146,47 +146,34 @@ fn with_fork_limit(mut t: Target, goal: Goal, limit: Option<&ForkLimitRow>) -> T
 /// The floor under `mode`'s pgd pairs ([`crate::floor`]): the object-cache
 /// pairs of one `pgd_alloc` + `pgd_free` alone, measured in the same rounds
 /// as the pairs, the freelist and `uncached`.
-fn floor_of(r: &Report, mode: PagingMode, kind: FloorKind) -> Option<&AllocFloorRow> {
-    r.alloc_floor
-        .iter()
-        .find(|f| f.mode == mode && f.kind == kind)
+fn floor_of(r: &Report, mode: PagingMode) -> Option<&AllocFloorRow> {
+    r.alloc_floor.iter().find(|f| f.mode == mode)
 }
 
-/// The freelist target's floor and limit against the freelist, paired: the
-/// object cache's token pair alone, and the pair written by hand (that
-/// pair, `__pa`, the two per-CPU counter bumps), which decides "out of
-/// reach" ([`with_floor`]) where it was measured: it is the least a pgd
-/// pair over this object cache does.
+/// The freelist target's floor: the object cache's token pair alone
+/// against the freelist, paired (the note, and the ratio that decides "out
+/// of reach", see [`with_floor`]).
 fn limit_note(r: &Report, mode: PagingMode) -> (String, Option<Ratio>) {
-    let vs_free = |f: &AllocFloorRow| ratio(f.vs_freelist, f.vs_freelist_iqr);
-    let mut note = String::new();
-    let mut decides = None;
-    if let Some(f) = floor_of(r, mode, FloorKind::ObjectCache) {
-        note.push_str(&format!(
-            "; floor: the object cache's token pair alone, with the Obj handles an \
-             OwnedPgd carries, in the same rounds: {:.1} ns = {} the freelist",
-            f.ns.median_ns,
-            cell(Some(vs_free(f)))
-        ));
-        decides = Some(vs_free(f));
+    match floor_of(r, mode) {
+        Some(f) => {
+            let q = ratio(f.vs_freelist, f.vs_freelist_iqr);
+            let note = format!(
+                "; floor: the object cache's token pair alone, with the Obj handles an \
+                 OwnedPgd carries, in the same rounds: {:.1} ns = {} the freelist",
+                f.ns.median_ns,
+                cell(Some(q))
+            );
+            (note, Some(q))
+        }
+        None => (String::new(), None),
     }
-    if let Some(h) = floor_of(r, mode, FloorKind::ByHand) {
-        note.push_str(&format!(
-            "; limit: that pair plus __pa and the two per-CPU counter bumps, by hand: \
-             {:.1} ns = {} the freelist",
-            h.ns.median_ns,
-            cell(Some(vs_free(h)))
-        ));
-        decides = Some(vs_free(h));
-    }
-    (note, decides)
 }
 
 /// PAE's floor: the seed's four object-cache pairs (the pgd and three
 /// pmds) alone against `uncached`, paired: the most a pgd pair built on
 /// them could be.
 fn pae_limit_note(r: &Report) -> (String, Option<Ratio>) {
-    match floor_of(r, PagingMode::Pae, FloorKind::ObjectCache) {
+    match floor_of(r, PagingMode::Pae) {
         Some(f) => {
             let q = ratio(f.vs_uncached, f.vs_uncached_iqr);
             let note = format!(
