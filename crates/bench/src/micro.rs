@@ -30,7 +30,9 @@
 //! the criterion benches of `crates/pgdcache` include it by path.
 
 use pgdcache::mm::{Mm, TaskSize};
-use pgdcache::{Kernel, KernelConfig, KernelError, Pgd, Scheme};
+use pgdcache::{
+    Kernel, KernelConfig, KernelError, OwnedPgd, PaePgdCpu, Pgd, PgdCpu, Scheme, WholePgdCpu,
+};
 use physmem::{PhysAddr, SimMemory, VirtAddr};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -211,36 +213,63 @@ impl Subject for AllocFree {
     /// kernel's per-CPU fast path, no lock and no atomic on a hit) and its
     /// per-CPU page lists (`physmem::enter_cpu`: `uncached`'s page comes
     /// from them, as 2.5.69's `__get_free_page` takes an order-0 page from
-    /// its CPU's hot list, not from the zone). Where the pgd is a whole
-    /// page of `pgd_cache` the CPU is claimed with that shape in its type
-    /// (`Kernel::claim_whole_cpu`), as a kernel built for one paging mode
-    /// has it; elsewhere through the per-call shape dispatch of `PgdCpu`.
+    /// its CPU's hot list, not from the zone). Where the kernel's pgds have
+    /// a typed shape the CPU is claimed with it (`Kernel::claim_whole_cpu`
+    /// for whole pages of `pgd_cache`, `claim_pae_cpu` for PAE with
+    /// `pmd_cache`), as a kernel built for one paging mode has its shape;
+    /// elsewhere (`uncached`, `shared-kernel`) through `PgdCpu`.
     fn run(&mut self, iters: u64) -> Result<(), MicroError> {
         let _page_lists = physmem::enter_cpu(0);
-        match self.kernel.claim_whole_cpu(0) {
-            Ok(mut cpu) => {
-                for _ in 0..iters {
-                    let pgd = cpu.pgd_alloc().map_err(|e| kerr("pgd_alloc")(&e))?;
-                    black_box(pgd.pgd());
-                    cpu.pgd_free(pgd).map_err(|e| kerr("pgd_free")(&e))?;
-                }
-                return Ok(());
-            }
-            Err(KernelError::NotWhole { .. }) => {}
-            Err(e) => return Err(kerr("claim_whole_cpu")(&e)),
+        let k = &self.kernel;
+        if pairs_on(|| k.claim_whole_cpu(0), iters)? || pairs_on(|| k.claim_pae_cpu(0), iters)? {
+            return Ok(());
         }
-        let mut cpu = self
-            .kernel
-            .claim_cpu(0)
-            .map_err(|e| kerr("claim_cpu")(&e))?;
-        for _ in 0..iters {
-            let pgd = cpu.pgd_alloc().map_err(|e| kerr("pgd_alloc")(&e))?;
-            // The address escapes, as `mm->pgd` and CR3 take it.
-            black_box(pgd.pgd());
-            cpu.pgd_free(pgd).map_err(|e| kerr("pgd_free")(&e))?;
-        }
-        Ok(())
+        pairs_on(|| k.claim_cpu(0), iters).map(|_| ())
     }
+}
+
+/// A CPU of the pgd system, however claimed: its `pgd_alloc`/`pgd_free`.
+trait PairCpu {
+    fn alloc(&mut self) -> Result<OwnedPgd, KernelError>;
+    fn free(&mut self, pgd: OwnedPgd) -> Result<(), KernelError>;
+}
+
+macro_rules! pair_cpu {
+    ($($t:ty),*) => {$(
+        impl PairCpu for $t {
+            #[inline(always)]
+            fn alloc(&mut self) -> Result<OwnedPgd, KernelError> {
+                self.pgd_alloc()
+            }
+            #[inline(always)]
+            fn free(&mut self, pgd: OwnedPgd) -> Result<(), KernelError> {
+                self.pgd_free(pgd)
+            }
+        }
+    )*};
+}
+pair_cpu!(PgdCpu<'_>, WholePgdCpu<'_>, PaePgdCpu<'_>);
+
+/// `iters` pairs on the CPU `claim` gives, in a function of their own (so
+/// that one loop's registers are not another's). `Ok(false)`: the kernel's
+/// pgds have another shape.
+#[inline(never)]
+fn pairs_on<C: PairCpu>(
+    claim: impl FnOnce() -> Result<C, KernelError>,
+    iters: u64,
+) -> Result<bool, MicroError> {
+    let mut cpu = match claim() {
+        Ok(cpu) => cpu,
+        Err(KernelError::WrongShape { .. }) => return Ok(false),
+        Err(e) => return Err(kerr("claim a cpu")(&e)),
+    };
+    for _ in 0..iters {
+        let pgd = cpu.alloc().map_err(|e| kerr("pgd_alloc")(&e))?;
+        // The address escapes, as `mm->pgd` and CR3 take it.
+        black_box(pgd.pgd());
+        cpu.free(pgd).map_err(|e| kerr("pgd_free")(&e))?;
+    }
+    Ok(true)
 }
 
 /// The physical limit of a cached allocation: pop a preconstructed pgd

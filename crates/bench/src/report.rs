@@ -100,9 +100,9 @@ pub fn preamble(r: &Report) -> Vec<String> {
     v.push(
         "Configuration: the kernel's production one: freed-frame poisoning off (CONFIG_PAGE_POISONING=n; \
          `pgdcache check`, the stress tests and the checker's runs keep it on), and pgd_alloc/pgd_free \
-         as the thread acting as CPU 0, through its per-CPU slots (Kernel::claim_cpu; where pgds are \
-         whole pages of pgd_cache, Kernel::claim_whole_cpu, the shape fixed in the type as a kernel \
-         built for one paging mode has it), the pgd held as an OwnedPgd (mm->pgd: its free needs \
+         as the thread acting as CPU 0, through its per-CPU slots (Kernel::claim_cpu; where the pgds' \
+         shape has a type, Kernel::claim_whole_cpu or claim_pae_cpu, the shape fixed as a kernel built \
+         for one paging mode has it), the pgd held as an OwnedPgd (mm->pgd: its free needs \
          no lookup)."
             .into(),
     );

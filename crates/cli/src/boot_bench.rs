@@ -9,8 +9,9 @@
 //! task workload runs on 1, 2 and 4 CPUs for throughput and `pgd_lock`
 //! contention. Every figure carries its accelerator: TCG figures are
 //! emulated and decide no target. The pairs and forks run as CPU 0 through
-//! its per-CPU token (`Kernel::claim_cpu(0)`, or `claim_whole_cpu(0)`
-//! where pgds are whole pages of `pgd_cache`, as `pgdcache bench` does);
+//! its per-CPU token (`Kernel::claim_cpu(0)`, or `claim_whole_cpu(0)` /
+//! `claim_pae_cpu(0)` where the pgds' shape has a type, as `pgdcache
+//! bench` does);
 //! the report says so, with the kernel's freed-frame poisoning setting.
 
 use std::io::Write;
@@ -243,7 +244,7 @@ fn print(out: &mut impl Write, reports: &[Value], targets: &[Value]) -> std::io:
         )?;
         let path = match b["pgd_path"].as_str() {
             Some("token") => {
-                "as CPU 0 on its per-CPU token (Kernel::claim_cpu(0), or claim_whole_cpu(0) where pgds are whole pages of pgd_cache: no lock, no atomic on a hit)"
+                "as CPU 0 on its per-CPU token (Kernel::claim_cpu(0), or claim_whole_cpu(0)/claim_pae_cpu(0) where the pgds' shape has a type: no lock, no atomic on a hit)"
             }
             Some(_) => "per call (Kernel::pgd_alloc(cpu))",
             None => "path not reported by this kernel",

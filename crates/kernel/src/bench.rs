@@ -11,9 +11,10 @@
 //! (`Kernel::claim_cpu(0)`: the per-CPU fast path, no lock and no atomic
 //! read-modify-write on a cache hit), as the kernel's CPUs run their tasks
 //! and as the host's `pgdcache bench` times its pair; the pairs of a
-//! system whose pgds are whole pages of `pgd_cache` (2-, 4- and 5-level)
-//! through `Kernel::claim_whole_cpu(0)`, the same path with its shape in
-//! the type, as `pgdcache bench` times them too. The claim is taken outside
+//! system whose pgds have a typed shape through the CPU claimed with it
+//! (`Kernel::claim_whole_cpu(0)` for whole pages of `pgd_cache`,
+//! `claim_pae_cpu(0)` for PAE with `pmd_cache`), the same path with its
+//! shape in the type, as `pgdcache bench` times them too. The claim is taken outside
 //! the timed region. The `bench` event says so (`pgd_path`).
 //!
 //! Freed-frame poisoning is off while the benchmarks run (the kernel's
@@ -216,19 +217,25 @@ fn measure(
 /// ns per `pgd_alloc` + `pgd_free` on CPU 0's token, `n` pairs,
 /// optionally cache-cold.
 fn pair(k: &Kernel<Lowmem>, n: u32, cold: Option<&ColdBuffer>) -> f64 {
-    match k.claim_whole_cpu(0) {
-        Ok(mut cpu) => timed_pairs(n, cold, || {
-            let p = cpu.pgd_alloc().unwrap_or_else(|e| fail("pgd_alloc", e));
-            cpu.pgd_free(p).unwrap_or_else(|e| fail("pgd_free", e));
-        }),
-        Err(KernelError::NotWhole { .. }) => {
-            let mut cpu = cpu0(k);
+    macro_rules! timed {
+        ($cpu:expr) => {{
+            let mut cpu = $cpu;
             timed_pairs(n, cold, || {
                 let p = cpu.pgd_alloc().unwrap_or_else(|e| fail("pgd_alloc", e));
                 cpu.pgd_free(p).unwrap_or_else(|e| fail("pgd_free", e));
             })
-        }
-        Err(e) => fail("claim_whole_cpu(0)", e),
+        }};
+    }
+    let shaped = |e: &KernelError| matches!(e, KernelError::WrongShape { .. });
+    match k.claim_whole_cpu(0) {
+        Ok(cpu) => return timed!(cpu),
+        Err(e) if !shaped(&e) => fail("claim_whole_cpu(0)", e),
+        Err(_) => {}
+    }
+    match k.claim_pae_cpu(0) {
+        Ok(cpu) => timed!(cpu),
+        Err(e) if !shaped(&e) => fail("claim_pae_cpu(0)", e),
+        Err(_) => timed!(cpu0(k)),
     }
 }
 

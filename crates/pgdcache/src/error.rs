@@ -88,15 +88,18 @@ pub enum KernelError {
     /// A pgd handed to the kernel is not one it allocated, or is in the wrong state.
     #[error("bad pgd {0}: {1}")]
     BadPgd(PhysAddr, &'static str),
-    /// [`Kernel::claim_whole_cpu`](crate::Kernel::claim_whole_cpu) on a
-    /// kernel whose pgds are not whole page-sized objects of `pgd_cache`
-    /// in one direct-map window (PAE, `uncached`, `shared-kernel`).
-    #[error("{scheme} in {mode} paging has no page-sized pgd_cache path")]
-    NotWhole {
+    /// A CPU claimed with a shape in its type
+    /// ([`Kernel::claim_whole_cpu`](crate::Kernel::claim_whole_cpu),
+    /// [`Kernel::claim_pae_cpu`](crate::Kernel::claim_pae_cpu)) on a kernel
+    /// whose pgds have another shape.
+    #[error("{scheme} in {mode} paging has no {wanted} path")]
+    WrongShape {
         /// The scheme.
         scheme: Scheme,
         /// The mode.
         mode: PagingMode,
+        /// The caches the claimed shape needs.
+        wanted: &'static str,
     },
     /// Physical memory access failed (a bug: tables are always in RAM).
     #[error("physical memory access")]

@@ -20,7 +20,7 @@ use crate::cpa::{Cpa, CpaError};
 use crate::error::KernelError;
 use crate::lock::LockKind;
 use crate::mm::{AddressSpaces, Mm, MmError, TaskSize};
-use crate::pgd::{CpuSlots, OwnedPgd, Pgd, PgdCaches, Via, WholePgdCpu};
+use crate::pgd::{CpuSlots, OwnedPgd, PaePgdCpu, Pgd, PgdCaches, Via, WholePgdCpu};
 use crate::prelude::*;
 use crate::scheme::Scheme;
 use crate::stats::KernelStats;
@@ -249,10 +249,19 @@ impl<M: KernelMem> Kernel<M> {
     /// [`Self::claim_cpu`], its shape fixed in the type, for kernels whose
     /// pgds are whole page-sized objects of `pgd_cache` (2-level, 4- and
     /// 5-level with a preconstructing scheme). Fails with
-    /// [`KernelError::NotWhole`] elsewhere, and as `claim_cpu` does if
+    /// [`KernelError::WrongShape`] elsewhere, and as `claim_cpu` does if
     /// another thread acts as that CPU.
     pub fn claim_whole_cpu(&self, cpu: usize) -> Result<WholePgdCpu<'_, M>, KernelError> {
         self.caches.claim_whole(cpu)
+    }
+
+    /// Claims CPU `cpu` as a [`PaePgdCpu`]: the per-CPU fast path of a PAE
+    /// kernel with `pmd_cache` (the seed's protocol, `slab-prepopulated`),
+    /// its shape fixed in the type. Fails with [`KernelError::WrongShape`]
+    /// elsewhere, and as `claim_cpu` does if another thread acts as that
+    /// CPU.
+    pub fn claim_pae_cpu(&self, cpu: usize) -> Result<PaePgdCpu<'_, M>, KernelError> {
+        self.caches.claim_pae(cpu)
     }
 
     /// The address space of `pgd` joins `mmlist` (fork's `dup_mmap`, exec).

@@ -29,7 +29,7 @@ use x86paging::{Entry, PagingMode};
 
 mod fast;
 use fast::Fast;
-pub use fast::WholePgdCpu;
+pub use fast::{PaePgdCpu, WholePgdCpu};
 
 /// A page directory's physical address: what CR3 holds, what `pgd_list`
 /// and the checkers name a pgd by. Anyone may copy one; owning the pgd is
@@ -349,8 +349,15 @@ impl<M: KernelMem> PgdCaches<M> {
         let fast = match (&pgd_cache, &pmd_cache, sw.mode) {
             _ if !scheme.preconstructed() => Fast::General,
             (None, _, _) => Fast::General,
-            (Some(_), Some(_), PagingMode::Pae) if scheme.keeps_pmds() => Fast::PaeKept,
-            (Some(_), Some(_), PagingMode::Pae) => Fast::PaePmds,
+            // `__pa` on the hot paths is the window's subtraction; memory
+            // that is not one window takes the general path.
+            (Some(_), Some(_), PagingMode::Pae) => match sw.pm.linear() {
+                Some(window) => Fast::Pae {
+                    window,
+                    kept: scheme.keeps_pmds(),
+                },
+                None => Fast::General,
+            },
             (Some(_), None, PagingMode::Pae) => Fast::General,
             // `__pa` on the hot path is the window's subtraction; memory
             // that is not one window takes the general path.
@@ -743,7 +750,7 @@ impl<M: KernelMem> PgdCaches<M> {
             }
         }
         // The pgd first: one the cache refuses (a double free) leaves the
-        // pmds its stale entries name alone (see `free_cpu_pae`).
+        // pmds its stale entries name alone (see `pae_free_raw`).
         match &self.pgd_cache {
             Some(c) => via.free(c, self.ptr_of(pgd.0)?, false).map_err(|source| {
                 KernelError::CacheFree {

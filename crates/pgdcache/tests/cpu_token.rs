@@ -8,7 +8,7 @@
 
 use pgdcache::mm::TaskSize;
 use pgdcache::{Kernel, KernelConfig, KernelError, Scheme};
-use physmem::{SimMemory, VirtAddr};
+use physmem::{PhysAddr, PhysMem, SimMemory, VirtAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use x86paging::{EntryFlags, PagingMode};
@@ -380,11 +380,18 @@ fn whole(mode: PagingMode, scheme: Scheme) -> bool {
     mode != PagingMode::Pae && scheme.preconstructed()
 }
 
+/// Whether `mode` and `scheme` make the `Pae` shape: PAE pgds with
+/// `pmd_cache` (the seed's protocol, `slab-prepopulated`).
+fn pae(mode: PagingMode, scheme: Scheme) -> bool {
+    mode == PagingMode::Pae && scheme.preconstructed()
+}
+
 /// `claim_whole_cpu` exists exactly where pgds are whole pages of
-/// `pgd_cache`, refuses every other kernel with `NotWhole`, and is as
-/// exclusive as `claim_cpu` (the two claim the same slot).
+/// `pgd_cache`, `claim_pae_cpu` exactly where they are PAE pgds with
+/// `pmd_cache`; each refuses every other kernel with `WrongShape` and is
+/// as exclusive as `claim_cpu` (they claim the same slots).
 #[test]
-fn a_whole_pgd_cpu_exists_exactly_for_page_sized_cached_pgds() {
+fn typed_cpus_exist_exactly_for_their_shapes() {
     for mode in PagingMode::ALL {
         for scheme in Scheme::ALL {
             let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
@@ -408,9 +415,25 @@ fn a_whole_pgd_cpu_exists_exactly_for_page_sized_cached_pgds() {
                 Err(e) => {
                     assert!(!whole(mode, scheme), "{what}: {e}");
                     assert!(
-                        matches!(e, KernelError::NotWhole { scheme: s, mode: m } if s == scheme && m == mode),
+                        matches!(e, KernelError::WrongShape { scheme: s, mode: m, .. } if s == scheme && m == mode),
                         "{what}: {e:?}"
                     );
+                }
+            };
+            // The PAE handle, likewise, for PAE with `pmd_cache`.
+            match k.claim_pae_cpu(0) {
+                Ok(cpu) => {
+                    assert!(pae(mode, scheme), "{what}");
+                    assert!(
+                        k.claim_cpu(0).is_err() && k.claim_pae_cpu(0).is_err(),
+                        "{what}"
+                    );
+                    drop(cpu);
+                    let _again = k.claim_cpu(0).unwrap();
+                }
+                Err(e) => {
+                    assert!(!pae(mode, scheme), "{what}: {e}");
+                    assert!(matches!(e, KernelError::WrongShape { .. }), "{what}: {e:?}");
                 }
             };
         }
@@ -532,5 +555,140 @@ fn a_whole_pgd_cpu_fails_cleanly_out_of_memory() {
             }
             assert!(failed > 0, "{mode} {scheme}: no allocation needed a page");
         }
+    }
+}
+
+/// Through a `PaePgdCpu` (the seed's protocol and `slab-prepopulated`) a
+/// pgd comes back whole every way it can be given — as an `OwnedPgd`, as a
+/// raw address, per call after the claim is gone — with its pmds; what is
+/// not its own is refused before anything is touched: a double free,
+/// `swapper_pg_dir`, another PAE kernel's pgd, a page-sized kernel's.
+#[test]
+fn a_pae_pgd_cpu_round_trips_and_refuses_what_is_not_its_own() {
+    let two_level = || {
+        let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
+        Kernel::new(
+            pm,
+            &KernelConfig::new(PagingMode::TwoLevel, Scheme::SlabPgdList),
+        )
+        .unwrap()
+    };
+    for scheme in Scheme::ALL {
+        let mode = PagingMode::Pae;
+        if !pae(mode, scheme) {
+            continue;
+        }
+        let boot = || {
+            let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
+            Kernel::new(pm, &KernelConfig::new(mode, scheme))
+        };
+        let (Ok(k), Ok(other)) = (boot(), boot()) else {
+            continue;
+        };
+        let what = format!("{mode} {scheme}");
+        let mut cpu = k.claim_pae_cpu(0).unwrap();
+        let mut held: Vec<_> = (0..40).map(|_| cpu.pgd_alloc().unwrap()).collect();
+        assert!(held.iter().all(|p| p.has_handles()), "{what}");
+        // Every pgd has its three user pmds, present-only, in pmd_cache.
+        for p in &held {
+            for i in 0..3 {
+                let at = PhysAddr::new(p.pgd().0.as_u64() + 8 * i);
+                let e = k.pm().load_u64(at).unwrap();
+                assert_eq!(e & 0xfff, 1, "{what}: pgd[{i}] = {e:#x}");
+            }
+        }
+        assert_eq!(allocated(&k), (40, 120), "{what}");
+        for p in held.drain(..20) {
+            cpu.pgd_free(p).unwrap();
+        }
+        let raw: Vec<_> = held.drain(..10).map(|p| p.into_raw()).collect();
+        for &p in &raw {
+            cpu.pgd_free_raw(p).unwrap();
+        }
+        let before = allocated(&k);
+        assert!(cpu.pgd_free_raw(raw[0]).is_err(), "{what}");
+        assert!(cpu.pgd_free_raw(k.swapper()).is_err(), "{what}");
+        for foreign in [&other, &two_level()] {
+            let mut theirs = foreign.claim_cpu(0).unwrap();
+            let p = theirs.pgd_alloc().unwrap();
+            let pa = p.pgd();
+            let theirs_before = allocated(foreign);
+            assert!(cpu.pgd_free(p).is_err(), "{what}");
+            assert_eq!(allocated(foreign), theirs_before, "{what}");
+            theirs.pgd_free_raw(pa).unwrap();
+            drop(theirs);
+            let r = foreign.verify().unwrap();
+            assert!(r.is_clean(), "{what}: {:?}", r.violations);
+            assert_eq!(r.leaked_frames, 0, "{what}");
+        }
+        assert_eq!(allocated(&k), before, "{what}");
+        drop(cpu);
+        for p in held {
+            k.pgd_free(0, p.into_raw()).unwrap();
+        }
+        let st = k.stats();
+        assert_eq!((st.pgd_allocs, st.pgd_frees), (40, 40), "{what}");
+        let r = k.verify().unwrap();
+        assert!(r.is_clean(), "{what}: {:?}", r.violations);
+        assert_eq!(r.leaked_frames, 0, "{what}");
+        let (pgds, pmds) = allocated(&k);
+        assert_eq!(pgds, 0, "{what}");
+        // `slab-prepopulated` keeps the pmds with the cached pgds.
+        assert_eq!(pmds == 0, !scheme.keeps_pmds(), "{what}: {pmds} pmds");
+    }
+}
+
+/// `pgd_alloc` through a `PaePgdCpu` when the page allocator fails at the
+/// Nth allocation, from a spread of starting states (so the pgd cache or
+/// the pmd cache, at its 1st, 2nd or 3rd pmd, needs a new slab): an
+/// out-of-memory error, every object taken so far given back, nothing
+/// leaked.
+#[test]
+fn a_pae_pgd_cpu_fails_cleanly_out_of_memory() {
+    for scheme in Scheme::ALL {
+        let mode = PagingMode::Pae;
+        if !pae(mode, scheme) {
+            continue;
+        }
+        let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
+        let Ok(k) = Kernel::new(pm.clone(), &KernelConfig::new(mode, scheme)) else {
+            continue;
+        };
+        let mut failed = 0;
+        for held in 0..10 {
+            for n in 1.. {
+                let what = format!("{mode} {scheme} held {held} fail #{n}");
+                let mut cpu = k.claim_pae_cpu(0).unwrap();
+                let out: Vec<_> = (0..held).map(|_| cpu.pgd_alloc().unwrap()).collect();
+                let before = allocated(&k);
+                pm.faults().fail_nth(n);
+                let r = cpu.pgd_alloc();
+                pm.faults().clear();
+                let done = match r {
+                    Ok(p) => {
+                        cpu.pgd_free(p).unwrap();
+                        true
+                    }
+                    Err(e) => {
+                        assert!(e.is_out_of_memory(), "{what}: {e}");
+                        assert_eq!(allocated(&k), before, "{what}");
+                        failed += 1;
+                        false
+                    }
+                };
+                for p in out {
+                    cpu.pgd_free(p).unwrap();
+                }
+                drop(cpu);
+                let r = k.verify().unwrap();
+                assert!(r.is_clean(), "{what}: {:?}", r.violations);
+                assert_eq!(r.leaked_frames, 0, "{what}");
+                if done {
+                    break;
+                }
+                assert!(n < 1000, "{what}: never succeeded");
+            }
+        }
+        assert!(failed > 0, "{mode} {scheme}: no allocation needed a page");
     }
 }

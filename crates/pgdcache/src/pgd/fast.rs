@@ -29,13 +29,18 @@ pub(super) enum Fast {
     /// push; `__pa`/`__va` around them, `__pa` through the direct map's
     /// window kept here (the shape exists only where memory is one).
     Whole(LinearMap),
-    /// PAE with `pmd_cache`, the seed's protocol: one pgd pop and three pmd
-    /// pops, three `set_pgd` stores; at free four pushes (the `OwnedPgd`
-    /// names the pmds; a raw pgd's free loads them from its entries).
-    PaePmds,
-    /// PAE `slab-prepopulated`: one pop (a cached pgd keeps its empty
-    /// pmds), one entry load to tell a fresh object from a used one.
-    PaeKept,
+    /// PAE with `pmd_cache` (`kept`: `slab-prepopulated`, whose cached pgd
+    /// keeps its empty pmds; otherwise the seed's protocol: one pgd pop and
+    /// three pmd pops, three `set_pgd` stores; at free four pushes, the
+    /// `OwnedPgd` naming the pmds, a raw pgd's free loading them from its
+    /// entries), `__pa` through the direct map's window kept here.
+    Pae {
+        /// The direct map's window.
+        window: LinearMap,
+        /// `slab-prepopulated`: one pop, one entry load to tell a fresh
+        /// object (which gets its pmds) from a used one.
+        kept: bool,
+    },
     /// No object cache for pgds, or ctor-less PAE pgds (`uncached`,
     /// `shared-kernel`): the general path.
     General,
@@ -46,10 +51,13 @@ impl<M: KernelMem> PgdCaches<M> {
     /// (PAE) the `set_pgd` stores, one counter bump, nothing else.
     #[inline(always)]
     pub(super) fn alloc_cpu(&self, slots: &mut CpuSlots<'_, M>) -> Result<OwnedPgd, KernelError> {
-        if let (Fast::Whole(window), Some(pgds)) = (self.fast, slots.pgd.as_mut()) {
-            return Self::whole_alloc(window, pgds, slots.allocs);
+        match (self.fast, slots.pgd.as_mut(), slots.pmd.as_mut()) {
+            (Fast::Whole(window), Some(pgds), _) => Self::whole_alloc(window, pgds, slots.allocs),
+            (Fast::Pae { window, kept }, Some(pgds), Some(pmds)) => {
+                self.pae_alloc(window, kept, pgds, pmds, slots.allocs)
+            }
+            _ => self.alloc_general(&mut Via::Cpu(slots)).map(OwnedPgd::raw),
         }
-        self.alloc_cpu_pae(slots)
     }
 
     /// The `Whole` shape's `pgd_alloc`: the pop, `__pa` through the direct
@@ -111,9 +119,10 @@ impl<M: KernelMem> PgdCaches<M> {
     /// where the shape is `Whole`.
     pub(crate) fn claim_whole(&self, cpu: usize) -> Result<WholePgdCpu<'_, M>, KernelError> {
         let (Fast::Whole(window), Some(cache)) = (self.fast, self.pgd_cache.as_ref()) else {
-            return Err(KernelError::NotWhole {
+            return Err(KernelError::WrongShape {
                 scheme: self.scheme,
                 mode: self.sw.mode,
+                wanted: "page-sized pgd_cache",
             });
         };
         let pgds = cache
@@ -130,73 +139,44 @@ impl<M: KernelMem> PgdCaches<M> {
         })
     }
 
-    /// [`Self::alloc_cpu`] for PAE pgds (and, for any other shape, the
-    /// way to the general path).
-    #[inline]
-    fn alloc_cpu_pae(&self, slots: &mut CpuSlots<'_, M>) -> Result<OwnedPgd, KernelError> {
-        let (Some(pgds), fast) = (slots.pgd.as_mut(), self.fast) else {
-            return self.alloc_general(&mut Via::Cpu(slots)).map(OwnedPgd::raw);
-        };
-        // The seed's protocol first: the hot shape gets the straight line.
-        let (pgd, obj, pmds) = if fast == Fast::PaePmds {
-            let obj = pgds.alloc_obj().map_err(pgd_oom)?;
-            match self.pae_pmds_cpu(slots, &obj) {
-                Ok((pgd, pmds)) => (pgd, obj, Some(pmds)),
-                Err(e) => {
-                    // Nothing is lost: the object goes back as it came.
-                    Self::give_back(slots.pgd.as_mut(), obj);
-                    return Err(e);
-                }
-            }
-        } else if fast == Fast::PaeKept {
-            let obj = pgds.alloc_obj().map_err(pgd_oom)?;
-            match self.pae_kept_cpu(slots, &obj) {
-                Ok(pgd) => (pgd, obj, None),
-                Err(e) => {
-                    Self::give_back(slots.pgd.as_mut(), obj);
-                    return Err(e);
-                }
-            }
-        } else {
-            // `General` (and `Whole`, which `alloc_cpu` took already).
-            return self.alloc_general(&mut Via::Cpu(slots)).map(OwnedPgd::raw);
-        };
-        bump(slots.allocs, 1);
-        Ok(OwnedPgd {
-            pgd: Pgd(pgd),
-            obj: Some(obj),
-            pmds,
-        })
-    }
-
-    /// Returns an object taken a moment ago through `token` (an undo: it
-    /// cannot be refused, it was just handed out by this cache).
-    #[cold]
-    fn give_back(token: Option<&mut Token<'_, M>>, obj: Obj) {
-        match token {
-            Some(t) => {
-                let _ = t.free_obj(obj);
-            }
-            None => {
-                let _ = obj.into_raw();
-            }
-        }
-    }
-
-    /// `slab-prepopulated` on a token: a used object still has its (empty)
-    /// pmds; only a fresh one needs them (`pgd_ctor` cannot fail, so cannot
-    /// allocate them).
-    #[inline]
-    fn pae_kept_cpu(
+    /// The PAE shapes' `pgd_alloc` on a CPU's two tokens: the pgd pop,
+    /// `__pa`, its pmds (the seed's protocol: three new ones as handles;
+    /// `kept`: only a fresh object gets any), the bump. Its one home: the
+    /// runtime-shaped path ([`Self::alloc_cpu`]) and [`PaePgdCpu`] run it.
+    /// On failure everything taken goes back as it came.
+    #[inline(always)]
+    fn pae_alloc(
         &self,
-        slots: &mut CpuSlots<'_, M>,
-        obj: &Obj,
-    ) -> Result<PhysAddr, KernelError> {
-        let pgd = self.pa_of(obj.as_ptr())?;
-        if !self.sw.pae_entry(pgd, 0)?.is_present() {
-            self.pae_attach_pmds(&mut Via::Cpu(slots), pgd)?;
+        window: LinearMap,
+        kept: bool,
+        pgds: &mut Token<'_, M>,
+        pmds: &mut Token<'_, M>,
+        allocs: &AtomicU64,
+    ) -> Result<OwnedPgd, KernelError> {
+        let obj = pgds.alloc_obj().map_err(pgd_oom)?;
+        let r = match window.pa_of(obj.as_ptr()) {
+            None => Err(KernelError::BadPgd(PhysAddr::new(0), "object outside RAM")),
+            Some(pgd) if kept => self.pae_kept_pmds(window, pmds, pgd).map(|()| (pgd, None)),
+            Some(pgd) => self
+                .pae_new_pmds(window, pmds, pgd)
+                .map(|got| (pgd, Some(got))),
+        };
+        match r {
+            Ok((pgd, got)) => {
+                bump(allocs, 1);
+                Ok(OwnedPgd {
+                    pgd: Pgd(pgd),
+                    obj: Some(obj),
+                    pmds: got,
+                })
+            }
+            Err(e) => {
+                // Nothing is lost: the object goes back as it came (an
+                // undo, which this cache cannot refuse).
+                let _ = pgds.free_obj(obj);
+                Err(e)
+            }
         }
-        Ok(pgd)
     }
 
     /// The seed's PAE `pgd_alloc` on a token: three pmds from `pmd_cache`,
@@ -204,16 +184,13 @@ impl<M: KernelMem> PgdCaches<M> {
     /// __pa(pmd)))`); on failure every pmd taken so far goes back
     /// (`out_oom`) and the entries are left as they were (the caller
     /// returns the pgd object).
-    #[inline]
-    fn pae_pmds_cpu(
+    #[inline(always)]
+    fn pae_new_pmds(
         &self,
-        slots: &mut CpuSlots<'_, M>,
-        obj: &Obj,
-    ) -> Result<(PhysAddr, [Obj; USER_PTRS_PAE]), KernelError> {
-        let pgd = self.pa_of(obj.as_ptr())?;
-        let Some(pmds) = slots.pmd.as_mut() else {
-            return Err(KernelError::BadPgd(pgd, "PAE fast path without pmd_cache"));
-        };
+        window: LinearMap,
+        pmds: &mut Token<'_, M>,
+        pgd: PhysAddr,
+    ) -> Result<[Obj; USER_PTRS_PAE], KernelError> {
         let got = Self::pmd_objs(pmds).map_err(|source| KernelError::CacheAlloc {
             cache: "pmd_cache",
             source,
@@ -221,11 +198,11 @@ impl<M: KernelMem> PgdCaches<M> {
         // `set_pgd(&pgd[i], __pgd(1 + __pa(pmd)))`: the present bit only.
         let mut set = [0u64; USER_PTRS_PAE];
         for (e, p) in set.iter_mut().zip(&got) {
-            match self.pa_of(p.as_ptr()) {
-                Ok(pa) => *e = Entry::from_raw(pa.as_u64() | 1).raw(),
-                Err(e) => {
+            match window.pa_of(p.as_ptr()) {
+                Some(pa) => *e = Entry::from_raw(pa.as_u64() | 1).raw(),
+                None => {
                     Self::objs_undo(pmds, got);
-                    return Err(e);
+                    return Err(KernelError::BadPgd(pgd, "pmd outside RAM"));
                 }
             }
         }
@@ -234,7 +211,126 @@ impl<M: KernelMem> PgdCaches<M> {
             Self::objs_undo(pmds, got);
             return Err(e.into());
         }
-        Ok((pgd, got))
+        Ok(got)
+    }
+
+    /// `slab-prepopulated`: a used object still has its (empty) pmds; a
+    /// fresh one gets three (`pgd_ctor` cannot fail, so cannot allocate
+    /// them), which stay with the object (`pgd_dtor` gives them back).
+    #[inline(always)]
+    fn pae_kept_pmds(
+        &self,
+        window: LinearMap,
+        pmds: &mut Token<'_, M>,
+        pgd: PhysAddr,
+    ) -> Result<(), KernelError> {
+        if self.sw.pae_entry(pgd, 0)?.is_present() {
+            return Ok(());
+        }
+        for p in self.pae_new_pmds(window, pmds, pgd)? {
+            let _ = p.into_raw();
+        }
+        Ok(())
+    }
+
+    /// The PAE shapes' `pgd_free` of handles: the pgd first (a refused one,
+    /// another kernel's or a failed debug check, keeps its pmds, still
+    /// allocated, with it), then its pmds, one bump. `kept` pgds carry no
+    /// pmd handles: their pmds stay with the object.
+    #[inline(always)]
+    fn pae_free(
+        pgds: &mut Token<'_, M>,
+        pmds: &mut Token<'_, M>,
+        frees: &AtomicU64,
+        obj: Obj,
+        pmd_objs: Option<[Obj; USER_PTRS_PAE]>,
+    ) -> Result<(), KernelError> {
+        let Some(got) = pmd_objs else {
+            return Self::whole_free(pgds, frees, obj);
+        };
+        if let Err(ObjFreeError { obj, why }) = pgds.free_obj(obj) {
+            let _ = obj.into_raw();
+            for p in got {
+                let _ = p.into_raw();
+            }
+            return Err(pgd_free_err(why));
+        }
+        // A refused pmd (a failed debug check, which the cache counts and
+        // `verify` reports) stays allocated.
+        for p in got {
+            if let Err(ObjFreeError { obj, .. }) = pmds.free_obj(p) {
+                let _ = obj.into_raw();
+            }
+        }
+        bump(frees, 1);
+        Ok(())
+    }
+
+    /// The PAE shapes' `pgd_free(pgd_t *)` of a raw address: looked up and
+    /// checked; on the seed's protocol the three entry loads name the pmds.
+    #[inline(always)]
+    fn pae_free_raw(
+        &self,
+        kept: bool,
+        pgds: &mut Token<'_, M>,
+        pmds: &mut Token<'_, M>,
+        frees: &AtomicU64,
+        pgd: Pgd,
+    ) -> Result<(), KernelError> {
+        if pgd.0 == self.sw.pgd {
+            return Err(KernelError::BadPgd(pgd.0, "swapper_pg_dir is never freed"));
+        }
+        let obj = self.ptr_of(pgd.0)?;
+        // Read the three entries first. "In the PAE case user pgd entries
+        // are overwritten before usage": the stale pointers stay in the
+        // cached object.
+        let mut e = [Entry::EMPTY; USER_PTRS_PAE];
+        if !kept {
+            for (i, e) in e.iter_mut().enumerate() {
+                *e = self.sw.pae_entry(pgd.0, i)?;
+            }
+        }
+        // The pgd goes back first: a pgd the cache refuses (a double free)
+        // keeps its hands off the pmds its stale entries name, which may
+        // belong to another pgd by now.
+        pgds.free(obj).map_err(pgd_free_err)?;
+        for e in e.into_iter().filter(|e| e.is_present()) {
+            if let Ok(p) = self.ptr_of(e.table_addr(PagingMode::Pae)) {
+                let _ = pmds.free(p);
+            }
+        }
+        bump(frees, 1);
+        Ok(())
+    }
+
+    /// Claims CPU `cpu`'s slots of `pgd_cache` and `pmd_cache` as a
+    /// [`PaePgdCpu`]: only where the shape is `Pae`.
+    pub(crate) fn claim_pae(&self, cpu: usize) -> Result<PaePgdCpu<'_, M>, KernelError> {
+        let (Fast::Pae { window, kept }, Some(pgd_cache), Some(pmd_cache)) = (
+            self.fast,
+            self.pgd_cache.as_ref(),
+            self.pmd_cache.as_deref(),
+        ) else {
+            return Err(KernelError::WrongShape {
+                scheme: self.scheme,
+                mode: self.sw.mode,
+                wanted: "PAE pgd_cache and pmd_cache",
+            });
+        };
+        let claim = |source| KernelError::CpuClaim { cpu, source };
+        let pgds = pgd_cache.claim_cpu(cpu).map_err(claim)?;
+        let pmds = pmd_cache.claim_cpu(cpu).map_err(claim)?;
+        let counters = &self.sw.counters;
+        Ok(PaePgdCpu {
+            caches: self,
+            cpu,
+            pgds,
+            pmds,
+            window,
+            kept,
+            allocs: counters.pgd_allocs.slot(cpu),
+            frees: counters.pgd_frees.slot(cpu),
+        })
     }
 
     /// Three pmds off the token, all or none.
@@ -257,8 +353,10 @@ impl<M: KernelMem> PgdCaches<M> {
         }
     }
 
-    /// Gives back pmds taken a moment ago (they are still zero).
-    #[cold]
+    /// Gives back pmds taken a moment ago (they are still zero). Inline,
+    /// as every path of a typed CPU is: a call that took the token's
+    /// address would keep its words out of registers.
+    #[inline(always)]
     fn objs_undo<const N: usize>(pmds: &mut Token<'_, M>, got: [Obj; N]) {
         for p in got {
             let _ = pmds.free_obj(p);
@@ -275,49 +373,26 @@ impl<M: KernelMem> PgdCaches<M> {
         pgd: OwnedPgd,
     ) -> Result<(), KernelError> {
         let OwnedPgd { pgd, obj, pmds } = pgd;
-        let (Some(obj), Some(pgds)) = (obj, slots.pgd.as_mut()) else {
-            return self.free_cpu_raw(slots, pgd);
-        };
-        let Some(pmds) = pmds else {
-            return Self::whole_free(pgds, slots.frees, obj);
-        };
-        // The pgd goes back first: a refused one (another kernel's, or a
-        // failed debug check) keeps its pmds, still allocated, with it.
-        if let Err(ObjFreeError { obj, why }) = pgds.free_obj(obj) {
-            let _ = obj.into_raw();
-            for p in pmds {
-                let _ = p.into_raw();
+        match (obj, slots.pgd.as_mut(), slots.pmd.as_mut()) {
+            (Some(obj), Some(pgds), Some(pmd_token)) => {
+                Self::pae_free(pgds, pmd_token, slots.frees, obj, pmds)
             }
-            return Err(pgd_free_err(why));
-        }
-        self.pmds_free_objs(slots, pmds);
-        bump(slots.frees, 1);
-        Ok(())
-    }
-
-    /// The pmds of a freed PAE `OwnedPgd` back to `pmd_cache` (the pgd is
-    /// already back). A refused pmd (a failed debug check, which the cache
-    /// counts and `verify` reports) stays allocated.
-    #[inline(always)]
-    fn pmds_free_objs(&self, slots: &mut CpuSlots<'_, M>, pmds: [Obj; USER_PTRS_PAE]) {
-        if let Some(t) = slots.pmd.as_mut() {
-            for p in pmds {
-                if let Err(ObjFreeError { obj, .. }) = t.free_obj(p) {
-                    let _ = obj.into_raw();
+            (Some(obj), Some(pgds), None) if pmds.is_none() => {
+                Self::whole_free(pgds, slots.frees, obj)
+            }
+            // Handles this kernel's shape cannot have made (PAE ones here,
+            // any where pgds are pages): another kernel's pgd. Refused
+            // before anything is touched (its address means nothing in this
+            // kernel's RAM); it stays allocated in its own kernel.
+            (Some(obj), _, _) => {
+                let _ = obj.into_raw();
+                for p in pmds.into_iter().flatten() {
+                    let _ = p.into_raw();
                 }
+                Err(pgd_free_err(objcache::FreeError::Foreign))
             }
-            return;
+            (None, _, _) => self.free_cpu_raw(slots, pgd),
         }
-        // Not reached (the handles came off this CPU's pmd token), but
-        // nothing is lost if it were: the pointer path takes them back.
-        let (mut pas, mut n) = ([PhysAddr::new(0); USER_PTRS_PAE], 0);
-        for p in pmds {
-            if let Ok(pa) = self.pa_of(p.into_raw()) {
-                pas[n] = pa;
-                n += 1;
-            }
-        }
-        self.pmds_put(&mut Via::Cpu(slots), &pas[..n]);
     }
 
     /// `pgd_free` of a raw [`Pgd`] through the CPU's tokens: looked up and
@@ -329,49 +404,13 @@ impl<M: KernelMem> PgdCaches<M> {
         slots: &mut CpuSlots<'_, M>,
         pgd: Pgd,
     ) -> Result<(), KernelError> {
-        if let (Fast::Whole(_), Some(pgds)) = (self.fast, slots.pgd.as_mut()) {
-            return self.whole_free_raw(pgds, slots.frees, pgd);
-        }
-        self.free_cpu_pae(slots, pgd)
-    }
-
-    /// [`Self::free_cpu_raw`] for PAE pgds (and the way to the general path).
-    #[inline]
-    fn free_cpu_pae(&self, slots: &mut CpuSlots<'_, M>, pgd: Pgd) -> Result<(), KernelError> {
-        let fast = self.fast;
-        if fast == Fast::General || slots.pgd.is_none() || pgd.0 == self.sw.pgd {
-            return self.free_general(&mut Via::Cpu(slots), pgd);
-        }
-        let obj = self.ptr_of(pgd.0)?;
-        if fast == Fast::PaePmds && slots.pmd.is_none() {
-            return self.free_general(&mut Via::Cpu(slots), pgd);
-        }
-        // Read the three entries first. "In the PAE case user pgd entries
-        // are overwritten before usage": the stale pointers stay in the
-        // cached object.
-        let mut e = [Entry::EMPTY; USER_PTRS_PAE];
-        if fast == Fast::PaePmds {
-            for (i, e) in e.iter_mut().enumerate() {
-                *e = self.sw.pae_entry(pgd.0, i)?;
+        match (self.fast, slots.pgd.as_mut(), slots.pmd.as_mut()) {
+            (Fast::Whole(_), Some(pgds), _) => self.whole_free_raw(pgds, slots.frees, pgd),
+            (Fast::Pae { kept, .. }, Some(pgds), Some(pmds)) => {
+                self.pae_free_raw(kept, pgds, pmds, slots.frees, pgd)
             }
+            _ => self.free_general(&mut Via::Cpu(slots), pgd),
         }
-        // The pgd goes back first: a pgd the cache refuses (a double free)
-        // keeps its hands off the pmds its stale entries name, which may
-        // belong to another pgd by now.
-        if let Some(t) = slots.pgd.as_mut() {
-            t.free(obj).map_err(pgd_free_err)?;
-        }
-        if let Some(pmds) = slots.pmd.as_mut().filter(|_| fast == Fast::PaePmds) {
-            for e in e {
-                if e.is_present() {
-                    if let Ok(p) = self.ptr_of(e.table_addr(PagingMode::Pae)) {
-                        let _ = pmds.free(p);
-                    }
-                }
-            }
-        }
-        bump(slots.frees, 1);
-        Ok(())
     }
 }
 
@@ -465,6 +504,85 @@ impl<M: KernelMem> core::fmt::Debug for WholePgdCpu<'_, M> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("WholePgdCpu")
             .field("cpu", &self.cpu)
+            .finish()
+    }
+}
+
+/// One CPU of a PAE pgd system with `pmd_cache` (the seed's protocol, or
+/// `slab-prepopulated`), held by the thread acting as that CPU
+/// ([`Kernel::claim_pae_cpu`]): [`WholePgdCpu`]'s counterpart for PAE. It
+/// owns its CPU's slots of `pgd_cache` and `pmd_cache` and nothing else,
+/// and runs the same `pae_*` functions as `PgdCpu`'s path for this shape:
+/// a seed's-protocol hit is the pgd pop, three pmd pops, `__pa` of each,
+/// the three `set_pgd` stores in one checked run, and the bump.
+///
+/// [`Kernel::claim_pae_cpu`]: crate::Kernel::claim_pae_cpu
+pub struct PaePgdCpu<'k, M: KernelMem = crate::DefaultMem> {
+    caches: &'k PgdCaches<M>,
+    cpu: usize,
+    pgds: Token<'k, M>,
+    pmds: Token<'k, M>,
+    /// The direct map's window: `__pa` is a subtraction and a bound.
+    window: LinearMap,
+    /// `slab-prepopulated`: the pgd keeps its pmds.
+    kept: bool,
+    /// This CPU's slots of `pgd_allocs`/`pgd_frees`.
+    allocs: &'k AtomicU64,
+    frees: &'k AtomicU64,
+}
+
+impl<M: KernelMem> PaePgdCpu<'_, M> {
+    /// The CPU.
+    pub fn cpu(&self) -> usize {
+        self.cpu
+    }
+
+    /// `pgd_alloc` on this CPU: the pgd as its owner holds it, with the
+    /// handles (the seed's protocol: of its pmds too) its `pgd_free`
+    /// pushes back.
+    #[inline(always)]
+    pub fn pgd_alloc(&mut self) -> Result<OwnedPgd, KernelError> {
+        self.caches.pae_alloc(
+            self.window,
+            self.kept,
+            &mut self.pgds,
+            &mut self.pmds,
+            self.allocs,
+        )
+    }
+
+    /// `pgd_free` on this CPU (after `clear_page_tables`). A pgd of another
+    /// kernel is refused before anything is touched, and stays allocated
+    /// in its own kernel.
+    #[inline(always)]
+    pub fn pgd_free(&mut self, pgd: OwnedPgd) -> Result<(), KernelError> {
+        let OwnedPgd { pgd, obj, pmds } = pgd;
+        match obj {
+            Some(obj) => PgdCaches::pae_free(&mut self.pgds, &mut self.pmds, self.frees, obj, pmds),
+            None => self.pgd_free_raw(pgd),
+        }
+    }
+
+    /// `pgd_free(pgd_t *)` of a raw address on this CPU: looked up and
+    /// checked, a foreign or double free refused with an error.
+    #[inline]
+    pub fn pgd_free_raw(&mut self, pgd: Pgd) -> Result<(), KernelError> {
+        self.caches
+            .pae_free_raw(self.kept, &mut self.pgds, &mut self.pmds, self.frees, pgd)
+    }
+
+    /// A quiescent point: serves any remote operation waiting for this CPU.
+    pub fn serve(&mut self) {
+        self.pgds.serve();
+        self.pmds.serve();
+    }
+}
+
+impl<M: KernelMem> core::fmt::Debug for PaePgdCpu<'_, M> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PaePgdCpu")
+            .field("cpu", &self.cpu)
+            .field("kept", &self.kept)
             .finish()
     }
 }
