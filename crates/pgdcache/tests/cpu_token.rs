@@ -7,7 +7,9 @@
 //! checked, live and cached, and every frame accounted for.
 
 use pgdcache::mm::TaskSize;
-use pgdcache::{Kernel, KernelConfig, KernelError, Scheme};
+use pgdcache::{
+    Kernel, KernelConfig, KernelError, OwnedPgd, PaePgdCpu, PgdCpu, Scheme, WholePgdCpu,
+};
 use physmem::{PhysAddr, PhysMem, SimMemory, VirtAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -158,7 +160,8 @@ fn pmd_attempts(k: &Kernel) -> usize {
 /// slab at different points — on PAE at the 1st, 2nd or 3rd pmd), fail the
 /// Nth page allocation. The call returns an error and gives back every
 /// object it took (PAE: the pmds taken before the one that failed, and the
-/// pgd); the checker finds nothing wrong and no frame leaked.
+/// pgd); the checker finds nothing wrong and no frame leaked
+/// ([`sweep_out_of_memory`]).
 #[test]
 fn token_pgd_alloc_fails_cleanly() {
     let mut third_pmd_failed = 0;
@@ -168,46 +171,9 @@ fn token_pgd_alloc_fails_cleanly() {
             let Ok(k) = Kernel::new(pm.clone(), &KernelConfig::new(mode, scheme)) else {
                 continue;
             };
-            for held in 0..10 {
-                for n in 1.. {
-                    let what = format!("{mode} {scheme} held {held} fail #{n}");
-                    let mut cpu = k.claim_cpu(0).unwrap();
-                    let out: Vec<_> = (0..held).map(|_| cpu.pgd_alloc().unwrap()).collect();
-                    drop(cpu);
-                    let attempts = pmd_attempts(&k);
-                    let mut cpu = k.claim_cpu(0).unwrap();
-                    let before = allocated(&k);
-                    pm.faults().fail_nth(n);
-                    let r = cpu.pgd_alloc();
-                    pm.faults().clear();
-                    let done = match r {
-                        Ok(pgd) => {
-                            cpu.pgd_free(pgd).unwrap();
-                            true
-                        }
-                        Err(e) => {
-                            assert_eq!(allocated(&k), before, "{what}: {e}");
-                            drop(cpu);
-                            if pmd_attempts(&k) - attempts == 3 {
-                                third_pmd_failed += 1;
-                            }
-                            cpu = k.claim_cpu(0).unwrap();
-                            false
-                        }
-                    };
-                    for pgd in out {
-                        cpu.pgd_free(pgd).unwrap();
-                    }
-                    drop(cpu);
-                    let r = k.verify().unwrap();
-                    assert!(r.is_clean(), "{what}: {:?}", r.violations);
-                    assert_eq!(r.leaked_frames, 0, "{what}");
-                    if done {
-                        break;
-                    }
-                    assert!(n < 1000, "{what}: never succeeded");
-                }
-            }
+            let what = format!("{mode} {scheme}");
+            let pmds_tried = sweep_out_of_memory(&k, &pm, || k.claim_cpu(0).unwrap(), &what);
+            third_pmd_failed += pmds_tried.iter().filter(|&&n| n == 3).count();
         }
     }
     assert!(third_pmd_failed > 0, "no sweep failed at the third pmd");
@@ -513,51 +479,6 @@ fn a_whole_pgd_cpu_round_trips_and_refuses_what_is_not_its_own() {
     }
 }
 
-/// `pgd_alloc` through a `WholePgdCpu` when the page allocator fails (the
-/// cache must grow at a different point for each `held`): an
-/// out-of-memory error, nothing taken, nothing leaked.
-#[test]
-fn a_whole_pgd_cpu_fails_cleanly_out_of_memory() {
-    for mode in [
-        PagingMode::TwoLevel,
-        PagingMode::FourLevel,
-        PagingMode::FiveLevel,
-    ] {
-        for scheme in Scheme::ALL.into_iter().filter(|&s| whole(mode, s)) {
-            let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
-            let Ok(k) = Kernel::new(pm.clone(), &KernelConfig::new(mode, scheme)) else {
-                continue;
-            };
-            let mut failed = 0;
-            for held in 0..12 {
-                let what = format!("{mode} {scheme} held {held}");
-                let mut cpu = k.claim_whole_cpu(0).unwrap();
-                let out: Vec<_> = (0..held).map(|_| cpu.pgd_alloc().unwrap()).collect();
-                let before = allocated(&k);
-                pm.faults().fail_nth(1);
-                let r = cpu.pgd_alloc();
-                pm.faults().clear();
-                match r {
-                    Ok(p) => cpu.pgd_free(p).unwrap(),
-                    Err(e) => {
-                        assert!(e.is_out_of_memory(), "{what}: {e}");
-                        assert_eq!(allocated(&k), before, "{what}");
-                        failed += 1;
-                    }
-                }
-                for p in out {
-                    cpu.pgd_free(p).unwrap();
-                }
-                drop(cpu);
-                let r = k.verify().unwrap();
-                assert!(r.is_clean(), "{what}: {:?}", r.violations);
-                assert_eq!(r.leaked_frames, 0, "{what}");
-            }
-            assert!(failed > 0, "{mode} {scheme}: no allocation needed a page");
-        }
-    }
-}
-
 /// Through a `PaePgdCpu` (the seed's protocol and `slab-prepopulated`) a
 /// pgd comes back whole every way it can be given — as an `OwnedPgd`, as a
 /// raw address, per call after the claim is gone — with its pmds; what is
@@ -638,57 +559,110 @@ fn a_pae_pgd_cpu_round_trips_and_refuses_what_is_not_its_own() {
     }
 }
 
-/// `pgd_alloc` through a `PaePgdCpu` when the page allocator fails at the
-/// Nth allocation, from a spread of starting states (so the pgd cache or
-/// the pmd cache, at its 1st, 2nd or 3rd pmd, needs a new slab): an
-/// out-of-memory error, every object taken so far given back, nothing
-/// leaked.
-#[test]
-fn a_pae_pgd_cpu_fails_cleanly_out_of_memory() {
-    for scheme in Scheme::ALL {
-        let mode = PagingMode::Pae;
-        if !pae(mode, scheme) {
-            continue;
-        }
-        let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
-        let Ok(k) = Kernel::new(pm.clone(), &KernelConfig::new(mode, scheme)) else {
-            continue;
-        };
-        let mut failed = 0;
-        for held in 0..10 {
-            for n in 1.. {
-                let what = format!("{mode} {scheme} held {held} fail #{n}");
-                let mut cpu = k.claim_pae_cpu(0).unwrap();
-                let out: Vec<_> = (0..held).map(|_| cpu.pgd_alloc().unwrap()).collect();
-                let before = allocated(&k);
-                pm.faults().fail_nth(n);
-                let r = cpu.pgd_alloc();
-                pm.faults().clear();
-                let done = match r {
-                    Ok(p) => {
-                        cpu.pgd_free(p).unwrap();
-                        true
-                    }
-                    Err(e) => {
-                        assert!(e.is_out_of_memory(), "{what}: {e}");
-                        assert_eq!(allocated(&k), before, "{what}");
-                        failed += 1;
-                        false
-                    }
-                };
-                for p in out {
-                    cpu.pgd_free(p).unwrap();
-                }
-                drop(cpu);
-                let r = k.verify().unwrap();
-                assert!(r.is_clean(), "{what}: {:?}", r.violations);
-                assert_eq!(r.leaked_frames, 0, "{what}");
-                if done {
-                    break;
-                }
-                assert!(n < 1000, "{what}: never succeeded");
+/// A claimed CPU of the pgd system, however claimed.
+trait ClaimedCpu {
+    fn alloc(&mut self) -> Result<OwnedPgd, KernelError>;
+    fn free(&mut self, pgd: OwnedPgd) -> Result<(), KernelError>;
+}
+
+macro_rules! claimed_cpu {
+    ($($t:ty),*) => {$(
+        impl ClaimedCpu for $t {
+            fn alloc(&mut self) -> Result<OwnedPgd, KernelError> {
+                self.pgd_alloc()
+            }
+            fn free(&mut self, pgd: OwnedPgd) -> Result<(), KernelError> {
+                self.pgd_free(pgd)
             }
         }
-        assert!(failed > 0, "{mode} {scheme}: no allocation needed a page");
+    )*};
+}
+claimed_cpu!(PgdCpu<'_>, WholePgdCpu<'_>, PaePgdCpu<'_>);
+
+/// `pgd_alloc` through the CPU `claim` gives when the page allocator fails
+/// at the Nth allocation, from a spread of starting states (`held` pgds
+/// out, so the pgd cache, or on PAE the pmd cache at its 1st, 2nd or 3rd
+/// pmd, needs a new slab): an out-of-memory error, every object taken so
+/// far given back, nothing leaked. Returns, for each failed allocation, how
+/// many pmds it tried to take (`pmd_cache` allocation attempts).
+fn sweep_out_of_memory<C: ClaimedCpu>(
+    k: &Kernel,
+    pm: &SimMemory,
+    claim: impl Fn() -> C,
+    what: &str,
+) -> Vec<usize> {
+    let mut pmds_tried = Vec::new();
+    for held in 0..10 {
+        for n in 1.. {
+            let what = format!("{what} held {held} fail #{n}");
+            let mut cpu = claim();
+            let out: Vec<_> = (0..held).map(|_| cpu.alloc().unwrap()).collect();
+            // `slab_stats` is served by the slots' owner: read it with the
+            // CPU given back.
+            drop(cpu);
+            let attempts = pmd_attempts(k);
+            let mut cpu = claim();
+            let before = allocated(k);
+            pm.faults().fail_nth(n);
+            let r = cpu.alloc();
+            pm.faults().clear();
+            let done = match r {
+                Ok(p) => {
+                    cpu.free(p).unwrap();
+                    true
+                }
+                Err(e) => {
+                    assert!(e.is_out_of_memory(), "{what}: {e}");
+                    assert_eq!(allocated(k), before, "{what}: {e}");
+                    drop(cpu);
+                    pmds_tried.push(pmd_attempts(k) - attempts);
+                    cpu = claim();
+                    false
+                }
+            };
+            for p in out {
+                cpu.free(p).unwrap();
+            }
+            drop(cpu);
+            let r = k.verify().unwrap();
+            assert!(r.is_clean(), "{what}: {:?}", r.violations);
+            assert_eq!(r.leaked_frames, 0, "{what}");
+            if done {
+                break;
+            }
+            assert!(n < 1000, "{what}: never succeeded");
+        }
+    }
+    pmds_tried
+}
+
+/// Both typed CPUs fail cleanly out of memory at every allocation point
+/// (see [`sweep_out_of_memory`]), in every mode and scheme they exist for.
+#[test]
+fn typed_cpus_fail_cleanly_out_of_memory() {
+    for mode in PagingMode::ALL {
+        for scheme in Scheme::ALL {
+            let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
+            let Ok(k) = Kernel::new(pm.clone(), &KernelConfig::new(mode, scheme)) else {
+                continue;
+            };
+            let what = format!("{mode} {scheme}");
+            let failed = if whole(mode, scheme) {
+                sweep_out_of_memory(&k, &pm, || k.claim_whole_cpu(0).unwrap(), &what)
+            } else if pae(mode, scheme) {
+                let failed = sweep_out_of_memory(&k, &pm, || k.claim_pae_cpu(0).unwrap(), &what);
+                // Failures at the 1st, 2nd and 3rd pmd were all undone.
+                for n in 1..=3 {
+                    assert!(
+                        failed.contains(&n),
+                        "{what}: no failure at pmd {n}: {failed:?}"
+                    );
+                }
+                failed
+            } else {
+                continue;
+            };
+            assert!(!failed.is_empty(), "{what}: no allocation needed a page");
+        }
     }
 }

@@ -15,6 +15,7 @@ use super::{pgd_free_err, pgd_oom, CpuSlots, OwnedPgd, Pgd, PgdCaches, Token, Vi
 use crate::error::KernelError;
 use crate::stats::bump;
 use crate::swapper::KernelMem;
+use core::ptr::NonNull;
 use core::sync::atomic::AtomicU64;
 use objcache::{AllocError, Obj, ObjFreeError};
 use physmem::{LinearMap, PhysAddr};
@@ -97,6 +98,17 @@ impl<M: KernelMem> PgdCaches<M> {
         Ok(())
     }
 
+    /// `__va` of a raw pgd given to `pgd_free`: never `swapper_pg_dir`,
+    /// always in RAM (whether it is one of the cache's allocated objects
+    /// is the cache's checked free's to say).
+    #[inline(always)]
+    fn freeable(&self, pgd: Pgd) -> Result<NonNull<u8>, KernelError> {
+        if pgd.0 == self.sw.pgd {
+            return Err(KernelError::BadPgd(pgd.0, "swapper_pg_dir is never freed"));
+        }
+        self.ptr_of(pgd.0)
+    }
+
     /// The `Whole` shape's `pgd_free(pgd_t *)` of a raw address: `__va`,
     /// then the cache's checked free (a foreign or double free refused).
     #[inline(always)]
@@ -106,10 +118,7 @@ impl<M: KernelMem> PgdCaches<M> {
         frees: &AtomicU64,
         pgd: Pgd,
     ) -> Result<(), KernelError> {
-        if pgd.0 == self.sw.pgd {
-            return Err(KernelError::BadPgd(pgd.0, "swapper_pg_dir is never freed"));
-        }
-        let obj = self.ptr_of(pgd.0)?;
+        let obj = self.freeable(pgd)?;
         pgds.free(obj).map_err(pgd_free_err)?;
         bump(frees, 1);
         Ok(())
@@ -277,10 +286,7 @@ impl<M: KernelMem> PgdCaches<M> {
         frees: &AtomicU64,
         pgd: Pgd,
     ) -> Result<(), KernelError> {
-        if pgd.0 == self.sw.pgd {
-            return Err(KernelError::BadPgd(pgd.0, "swapper_pg_dir is never freed"));
-        }
-        let obj = self.ptr_of(pgd.0)?;
+        let obj = self.freeable(pgd)?;
         // Read the three entries first. "In the PAE case user pgd entries
         // are overwritten before usage": the stale pointers stay in the
         // cached object.
