@@ -5,6 +5,13 @@
 //! around them (`__pa`, PAE's three `set_pgd` stores, one counter bump);
 //! everything else goes to the general path in `pgd.rs`.
 //!
+//! Each shape's hit is written once (`whole_*`, `pae_*`, on the tokens
+//! themselves) and run two ways: by `PgdCpu`, which dispatches on the
+//! shape per call, and by [`WholePgdCpu`] and [`PaePgdCpu`], which fix it
+//! in their type and own only their tokens, so that nothing they run takes
+//! a token's address and a run of hits keeps the token's words in
+//! registers — a kernel built for one paging mode knows its shape.
+//!
 //! The pgd comes out as an [`OwnedPgd`] holding the object cache's `Obj`
 //! handles, so `pgd_free` of it is the pushes alone, as Linux's
 //! `kmem_cache_free` is outside `CONFIG_DEBUG_SLAB`. A raw [`Pgd`]'s free
