@@ -8,7 +8,7 @@
 
 use pgdcache::mm::TaskSize;
 use pgdcache::{
-    Kernel, KernelConfig, KernelError, OwnedPgd, PaePgdCpu, PgdCpu, Scheme, WholePgdCpu,
+    Kernel, KernelConfig, KernelError, OwnedPgd, PaePgdCpu, Pgd, PgdCpu, Scheme, WholePgdCpu,
 };
 use physmem::{PhysAddr, PhysMem, SimMemory, VirtAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -155,30 +155,6 @@ fn pmd_attempts(k: &Kernel) -> usize {
         .sum()
 }
 
-/// `pgd_alloc` through a CPU's token when the page allocator fails: from a
-/// spread of starting states (`held` pgds out, so the caches need a new
-/// slab at different points — on PAE at the 1st, 2nd or 3rd pmd), fail the
-/// Nth page allocation. The call returns an error and gives back every
-/// object it took (PAE: the pmds taken before the one that failed, and the
-/// pgd); the checker finds nothing wrong and no frame leaked
-/// ([`sweep_out_of_memory`]).
-#[test]
-fn token_pgd_alloc_fails_cleanly() {
-    let mut third_pmd_failed = 0;
-    for mode in PagingMode::ALL {
-        for scheme in Scheme::ALL {
-            let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
-            let Ok(k) = Kernel::new(pm.clone(), &KernelConfig::new(mode, scheme)) else {
-                continue;
-            };
-            let what = format!("{mode} {scheme}");
-            let pmds_tried = sweep_out_of_memory(&k, &pm, || k.claim_cpu(0).unwrap(), &what);
-            third_pmd_failed += pmds_tried.iter().filter(|&&n| n == 3).count();
-        }
-    }
-    assert!(third_pmd_failed > 0, "no sweep failed at the third pmd");
-}
-
 /// A pgd freed twice through a CPU's token is refused with an error, and
 /// nothing else changes: on PAE the second free does not touch the pmds
 /// its stale entries name (the pgd goes back before its pmds).
@@ -200,9 +176,7 @@ fn token_double_free_is_refused() {
             assert_eq!(allocated(&k), before, "{mode} {scheme}");
             cpu.pgd_free(b).unwrap();
             drop(cpu);
-            let r = k.verify().unwrap();
-            assert!(r.is_clean(), "{mode} {scheme}: {:?}", r.violations);
-            assert_eq!(r.leaked_frames, 0, "{mode} {scheme}");
+            assert_clean(&k, &format!("{mode} {scheme}"));
         }
     }
 }
@@ -255,9 +229,7 @@ fn pae_double_free_leaves_reused_pmds_alone() {
             cpu.pgd_free(p).unwrap();
         }
         drop(cpu);
-        let r = k.verify().unwrap();
-        assert!(r.is_clean(), "{scheme}: {:?}", r.violations);
-        assert_eq!(r.leaked_frames, 0, "{scheme}");
+        assert_clean(&k, &format!("{scheme}"));
     }
     assert!(victims > 0, "no freed pgd had its pmds reused");
 }
@@ -295,9 +267,7 @@ fn owned_pgds_round_trip_on_every_path() {
             for p in raw {
                 k.pgd_free(1 % k.cpus(), p).unwrap();
             }
-            let r = k.verify().unwrap();
-            assert!(r.is_clean(), "{what}: {:?}", r.violations);
-            assert_eq!(r.leaked_frames, 0, "{what}");
+            assert_clean(&k, &what);
             assert_eq!(allocated(&k).0, 0, "{what}");
         }
     }
@@ -332,12 +302,17 @@ fn an_owned_pgd_of_another_kernel_is_refused() {
             cb.pgd_free(keep).unwrap();
             drop((ca, cb));
             for k in [&a, &b] {
-                let r = k.verify().unwrap();
-                assert!(r.is_clean(), "{what}: {:?}", r.violations);
-                assert_eq!(r.leaked_frames, 0, "{what}");
+                assert_clean(k, &what);
             }
         }
     }
+}
+
+/// The checker finds `k` clean: no violation, no leaked frame.
+fn assert_clean(k: &Kernel, what: &str) {
+    let r = k.verify().unwrap();
+    assert!(r.is_clean(), "{what}: {:?}", r.violations);
+    assert_eq!(r.leaked_frames, 0, "{what}");
 }
 
 /// Whether `mode` and `scheme` make the `Whole` shape: pgds that are whole
@@ -360,8 +335,7 @@ fn pae(mode: PagingMode, scheme: Scheme) -> bool {
 fn typed_cpus_exist_exactly_for_their_shapes() {
     for mode in PagingMode::ALL {
         for scheme in Scheme::ALL {
-            let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
-            let Ok(k) = Kernel::new(pm, &KernelConfig::new(mode, scheme)) else {
+            let Ok(k) = boot(mode, scheme) else {
                 continue;
             };
             let what = format!("{mode} {scheme}");
@@ -406,155 +380,109 @@ fn typed_cpus_exist_exactly_for_their_shapes() {
     }
 }
 
-/// Through a `WholePgdCpu` a pgd comes back whole every way it can be
-/// given: as an `OwnedPgd`, as a raw address through the same CPU, per call
-/// after the claim is gone. What is not its own is refused before anything
-/// is touched: a double free, `swapper_pg_dir`, another kernel's pgd (a
-/// page-sized one, and a PAE one with its pmds). Counters, the checker and
-/// the frame accounting agree at the end.
+/// Through the CPU `claim` gives, `k`'s pgds come back whole every way
+/// they can be given: as an `OwnedPgd`, as a raw address through the same
+/// CPU, per call after the claim is gone. What is not its own is refused
+/// before anything is touched: a double free, `swapper_pg_dir`, the pgds
+/// of each kernel in `foreign` (each checked clean afterwards). `held`
+/// checks the 40 pgds while they are out. Counters, the checker and the
+/// frame accounting agree at the end.
+fn round_trips_and_refuses<C: ClaimedCpu>(
+    k: &Kernel,
+    claim: impl Fn() -> C,
+    foreign: &[&Kernel],
+    held_check: impl Fn(&[OwnedPgd]),
+    what: &str,
+) {
+    let mut cpu = claim();
+    let mut held: Vec<_> = (0..40).map(|_| cpu.alloc().unwrap()).collect();
+    assert!(held.iter().all(|p| p.has_handles()), "{what}");
+    held_check(&held);
+    for p in held.drain(..20) {
+        cpu.free(p).unwrap();
+    }
+    let raw: Vec<_> = held.drain(..10).map(|p| p.into_raw()).collect();
+    for &p in &raw {
+        cpu.free_raw(p).unwrap();
+    }
+    let before = allocated(k);
+    assert!(cpu.free_raw(raw[0]).is_err(), "{what}: double free");
+    assert!(cpu.free_raw(k.swapper()).is_err(), "{what}: swapper");
+    for theirs in foreign {
+        let mut their_cpu = theirs.claim_cpu(0).unwrap();
+        let p = their_cpu.pgd_alloc().unwrap();
+        let pa = p.pgd();
+        let theirs_before = allocated(theirs);
+        assert!(cpu.free(p).is_err(), "{what}: another kernel's pgd");
+        assert_eq!(allocated(theirs), theirs_before, "{what}");
+        their_cpu.pgd_free_raw(pa).unwrap();
+        drop(their_cpu);
+        assert_clean(theirs, what);
+        assert_eq!(allocated(theirs).0, 0, "{what}");
+    }
+    assert_eq!(allocated(k), before, "{what}");
+    // The rest per call, once the CPU is given up.
+    drop(cpu);
+    for p in held {
+        k.pgd_free(0, p.into_raw()).unwrap();
+    }
+    let st = k.stats();
+    assert_eq!((st.pgd_allocs, st.pgd_frees), (40, 40), "{what}");
+    assert_clean(k, what);
+    assert_eq!(allocated(k).0, 0, "{what}");
+}
+
+/// A kernel of `mode` and `scheme` on 32 MiB.
+fn boot(mode: PagingMode, scheme: Scheme) -> Result<Kernel, KernelError> {
+    let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
+    Kernel::new(pm, &KernelConfig::new(mode, scheme))
+}
+
+/// A `WholePgdCpu` round-trips its pgds and refuses another kernel's of
+/// either shape ([`round_trips_and_refuses`]).
 #[test]
 fn a_whole_pgd_cpu_round_trips_and_refuses_what_is_not_its_own() {
-    let pae = || {
-        let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
-        Kernel::new(pm, &KernelConfig::new(PagingMode::Pae, Scheme::SlabPgdList)).unwrap()
-    };
+    let pae = boot(PagingMode::Pae, Scheme::SlabPgdList).unwrap();
     for mode in PagingMode::ALL {
         for scheme in Scheme::ALL.into_iter().filter(|&s| whole(mode, s)) {
-            let boot = || {
-                let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
-                Kernel::new(pm, &KernelConfig::new(mode, scheme))
-            };
-            let (Ok(k), Ok(other)) = (boot(), boot()) else {
+            let (Ok(k), Ok(other)) = (boot(mode, scheme), boot(mode, scheme)) else {
                 continue;
             };
             let what = format!("{mode} {scheme}");
-            let mut cpu = k.claim_whole_cpu(0).unwrap();
-            let mut held: Vec<_> = (0..40).map(|_| cpu.pgd_alloc().unwrap()).collect();
-            assert!(held.iter().all(|p| p.has_handles()), "{what}");
-            assert_eq!(allocated(&k).0, 40, "{what}");
-            for p in held.drain(..20) {
-                cpu.pgd_free(p).unwrap();
-            }
-            let raw: Vec<_> = held.drain(..10).map(|p| p.into_raw()).collect();
-            for &p in &raw {
-                cpu.pgd_free_raw(p).unwrap();
-            }
-            let before = allocated(&k);
-            // A double free, swapper, and pgds of other kernels: refused,
-            // nothing moves anywhere.
-            assert!(cpu.pgd_free_raw(raw[0]).is_err(), "{what}");
-            assert!(cpu.pgd_free_raw(k.swapper()).is_err(), "{what}");
-            let mut theirs = other.claim_cpu(0).unwrap();
-            let foreign = theirs.pgd_alloc().unwrap();
-            let foreign_pa = foreign.pgd();
-            let other_before = allocated(&other);
-            assert!(cpu.pgd_free(foreign).is_err(), "{what}");
-            assert_eq!(allocated(&other), other_before, "{what}");
-            theirs.pgd_free_raw(foreign_pa).unwrap();
-            drop(theirs);
-            let p = pae();
-            let mut pae_cpu = p.claim_cpu(0).unwrap();
-            let pae_pgd = pae_cpu.pgd_alloc().unwrap();
-            let pae_pa = pae_pgd.pgd();
-            let pae_before = allocated(&p);
-            assert!(cpu.pgd_free(pae_pgd).is_err(), "{what}");
-            assert_eq!(allocated(&p), pae_before, "{what}");
-            pae_cpu.pgd_free_raw(pae_pa).unwrap();
-            drop(pae_cpu);
-            assert_eq!(allocated(&k), before, "{what}");
-            // The rest per call, once the CPU is given up.
-            drop(cpu);
-            for p in held {
-                k.pgd_free(0, p.into_raw()).unwrap();
-            }
-            let st = k.stats();
-            assert_eq!((st.pgd_allocs, st.pgd_frees), (40, 40), "{what}");
-            for k in [&k, &other, &p] {
-                let r = k.verify().unwrap();
-                assert!(r.is_clean(), "{what}: {:?}", r.violations);
-                assert_eq!(r.leaked_frames, 0, "{what}");
-                assert_eq!(allocated(k).0, 0, "{what}");
-            }
+            let held = |_: &[OwnedPgd]| assert_eq!(allocated(&k).0, 40, "{what}");
+            let claim = || k.claim_whole_cpu(0).unwrap();
+            round_trips_and_refuses(&k, claim, &[&other, &pae], held, &what);
         }
     }
 }
 
-/// Through a `PaePgdCpu` (the seed's protocol and `slab-prepopulated`) a
-/// pgd comes back whole every way it can be given — as an `OwnedPgd`, as a
-/// raw address, per call after the claim is gone — with its pmds; what is
-/// not its own is refused before anything is touched: a double free,
-/// `swapper_pg_dir`, another PAE kernel's pgd, a page-sized kernel's.
+/// A `PaePgdCpu` (the seed's protocol and `slab-prepopulated`) round-trips
+/// its pgds with their pmds and refuses another kernel's of either shape
+/// ([`round_trips_and_refuses`]).
 #[test]
 fn a_pae_pgd_cpu_round_trips_and_refuses_what_is_not_its_own() {
-    let two_level = || {
-        let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
-        Kernel::new(
-            pm,
-            &KernelConfig::new(PagingMode::TwoLevel, Scheme::SlabPgdList),
-        )
-        .unwrap()
-    };
-    for scheme in Scheme::ALL {
-        let mode = PagingMode::Pae;
-        if !pae(mode, scheme) {
-            continue;
-        }
-        let boot = || {
-            let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
-            Kernel::new(pm, &KernelConfig::new(mode, scheme))
-        };
-        let (Ok(k), Ok(other)) = (boot(), boot()) else {
+    let two_level = boot(PagingMode::TwoLevel, Scheme::SlabPgdList).unwrap();
+    let mode = PagingMode::Pae;
+    for scheme in Scheme::ALL.into_iter().filter(|&s| pae(mode, s)) {
+        let (Ok(k), Ok(other)) = (boot(mode, scheme), boot(mode, scheme)) else {
             continue;
         };
         let what = format!("{mode} {scheme}");
-        let mut cpu = k.claim_pae_cpu(0).unwrap();
-        let mut held: Vec<_> = (0..40).map(|_| cpu.pgd_alloc().unwrap()).collect();
-        assert!(held.iter().all(|p| p.has_handles()), "{what}");
         // Every pgd has its three user pmds, present-only, in pmd_cache.
-        for p in &held {
-            for i in 0..3 {
-                let at = PhysAddr::new(p.pgd().0.as_u64() + 8 * i);
-                let e = k.pm().load_u64(at).unwrap();
-                assert_eq!(e & 0xfff, 1, "{what}: pgd[{i}] = {e:#x}");
+        let held = |held: &[OwnedPgd]| {
+            for p in held {
+                for i in 0..3 {
+                    let at = PhysAddr::new(p.pgd().0.as_u64() + 8 * i);
+                    let e = k.pm().load_u64(at).unwrap();
+                    assert_eq!(e & 0xfff, 1, "{what}: pgd[{i}] = {e:#x}");
+                }
             }
-        }
-        assert_eq!(allocated(&k), (40, 120), "{what}");
-        for p in held.drain(..20) {
-            cpu.pgd_free(p).unwrap();
-        }
-        let raw: Vec<_> = held.drain(..10).map(|p| p.into_raw()).collect();
-        for &p in &raw {
-            cpu.pgd_free_raw(p).unwrap();
-        }
-        let before = allocated(&k);
-        assert!(cpu.pgd_free_raw(raw[0]).is_err(), "{what}");
-        assert!(cpu.pgd_free_raw(k.swapper()).is_err(), "{what}");
-        for foreign in [&other, &two_level()] {
-            let mut theirs = foreign.claim_cpu(0).unwrap();
-            let p = theirs.pgd_alloc().unwrap();
-            let pa = p.pgd();
-            let theirs_before = allocated(foreign);
-            assert!(cpu.pgd_free(p).is_err(), "{what}");
-            assert_eq!(allocated(foreign), theirs_before, "{what}");
-            theirs.pgd_free_raw(pa).unwrap();
-            drop(theirs);
-            let r = foreign.verify().unwrap();
-            assert!(r.is_clean(), "{what}: {:?}", r.violations);
-            assert_eq!(r.leaked_frames, 0, "{what}");
-        }
-        assert_eq!(allocated(&k), before, "{what}");
-        drop(cpu);
-        for p in held {
-            k.pgd_free(0, p.into_raw()).unwrap();
-        }
-        let st = k.stats();
-        assert_eq!((st.pgd_allocs, st.pgd_frees), (40, 40), "{what}");
-        let r = k.verify().unwrap();
-        assert!(r.is_clean(), "{what}: {:?}", r.violations);
-        assert_eq!(r.leaked_frames, 0, "{what}");
-        let (pgds, pmds) = allocated(&k);
-        assert_eq!(pgds, 0, "{what}");
+            assert_eq!(allocated(&k), (40, 120), "{what}");
+        };
+        let claim = || k.claim_pae_cpu(0).unwrap();
+        round_trips_and_refuses(&k, claim, &[&other, &two_level], held, &what);
         // `slab-prepopulated` keeps the pmds with the cached pgds.
+        let pmds = allocated(&k).1;
         assert_eq!(pmds == 0, !scheme.keeps_pmds(), "{what}: {pmds} pmds");
     }
 }
@@ -563,6 +491,7 @@ fn a_pae_pgd_cpu_round_trips_and_refuses_what_is_not_its_own() {
 trait ClaimedCpu {
     fn alloc(&mut self) -> Result<OwnedPgd, KernelError>;
     fn free(&mut self, pgd: OwnedPgd) -> Result<(), KernelError>;
+    fn free_raw(&mut self, pgd: Pgd) -> Result<(), KernelError>;
 }
 
 macro_rules! claimed_cpu {
@@ -573,6 +502,9 @@ macro_rules! claimed_cpu {
             }
             fn free(&mut self, pgd: OwnedPgd) -> Result<(), KernelError> {
                 self.pgd_free(pgd)
+            }
+            fn free_raw(&mut self, pgd: Pgd) -> Result<(), KernelError> {
+                self.pgd_free_raw(pgd)
             }
         }
     )*};
@@ -624,9 +556,7 @@ fn sweep_out_of_memory<C: ClaimedCpu>(
                 cpu.free(p).unwrap();
             }
             drop(cpu);
-            let r = k.verify().unwrap();
-            assert!(r.is_clean(), "{what}: {:?}", r.violations);
-            assert_eq!(r.leaked_frames, 0, "{what}");
+            assert_clean(k, &what);
             if done {
                 break;
             }
@@ -636,17 +566,31 @@ fn sweep_out_of_memory<C: ClaimedCpu>(
     pmds_tried
 }
 
-/// Both typed CPUs fail cleanly out of memory at every allocation point
-/// (see [`sweep_out_of_memory`]), in every mode and scheme they exist for.
+/// `pgd_alloc` through a CPU's token (`PgdCpu`, and the typed CPU of the
+/// kernel's shape) when the page allocator fails: from a
+/// spread of starting states (`held` pgds out, so the caches need a new
+/// slab at different points — on PAE at the 1st, 2nd or 3rd pmd), fail the
+/// Nth page allocation. The call returns an error and gives back every
+/// object it took (PAE: the pmds taken before the one that failed, and the
+/// pgd); the checker finds nothing wrong and no frame leaked
+/// ([`sweep_out_of_memory`]).
 #[test]
-fn typed_cpus_fail_cleanly_out_of_memory() {
+fn every_cpu_fails_cleanly_out_of_memory() {
+    let mut third_pmd_failed = 0;
     for mode in PagingMode::ALL {
         for scheme in Scheme::ALL {
-            let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
-            let Ok(k) = Kernel::new(pm.clone(), &KernelConfig::new(mode, scheme)) else {
+            // Each sweep on a kernel of its own, whose caches start empty.
+            let fresh = || {
+                let pm = Arc::new(SimMemory::new(32 << 20).unwrap());
+                Kernel::new(pm.clone(), &KernelConfig::new(mode, scheme)).map(|k| (pm, k))
+            };
+            let Ok((pm, k)) = fresh() else {
                 continue;
             };
             let what = format!("{mode} {scheme}");
+            let pmds_tried = sweep_out_of_memory(&k, &pm, || k.claim_cpu(0).unwrap(), &what);
+            third_pmd_failed += pmds_tried.iter().filter(|&&n| n == 3).count();
+            let (pm, k) = fresh().unwrap();
             let failed = if whole(mode, scheme) {
                 sweep_out_of_memory(&k, &pm, || k.claim_whole_cpu(0).unwrap(), &what)
             } else if pae(mode, scheme) {
@@ -665,4 +609,8 @@ fn typed_cpus_fail_cleanly_out_of_memory() {
             assert!(!failed.is_empty(), "{what}: no allocation needed a page");
         }
     }
+    assert!(
+        third_pmd_failed > 0,
+        "no PgdCpu sweep failed at the third pmd"
+    );
 }
