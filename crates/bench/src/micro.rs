@@ -30,9 +30,7 @@
 //! the criterion benches of `crates/pgdcache` include it by path.
 
 use pgdcache::mm::{Mm, TaskSize};
-use pgdcache::{
-    Kernel, KernelConfig, KernelError, OwnedPgd, PaePgdCpu, Pgd, PgdCpu, Scheme, WholePgdCpu,
-};
+use pgdcache::{CpuPgds, Kernel, KernelConfig, KernelError, Pgd, Scheme};
 use physmem::{PhysAddr, SimMemory, VirtAddr};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -228,33 +226,11 @@ impl Subject for AllocFree {
     }
 }
 
-/// A CPU of the pgd system, however claimed: its `pgd_alloc`/`pgd_free`.
-trait PairCpu {
-    fn alloc(&mut self) -> Result<OwnedPgd, KernelError>;
-    fn free(&mut self, pgd: OwnedPgd) -> Result<(), KernelError>;
-}
-
-macro_rules! pair_cpu {
-    ($($t:ty),*) => {$(
-        impl PairCpu for $t {
-            #[inline(always)]
-            fn alloc(&mut self) -> Result<OwnedPgd, KernelError> {
-                self.pgd_alloc()
-            }
-            #[inline(always)]
-            fn free(&mut self, pgd: OwnedPgd) -> Result<(), KernelError> {
-                self.pgd_free(pgd)
-            }
-        }
-    )*};
-}
-pair_cpu!(PgdCpu<'_>, WholePgdCpu<'_>, PaePgdCpu<'_>);
-
 /// `iters` pairs on the CPU `claim` gives, in a function of their own (so
 /// that one loop's registers are not another's). `Ok(false)`: the kernel's
 /// pgds have another shape.
 #[inline(never)]
-fn pairs_on<C: PairCpu>(
+fn pairs_on<C: CpuPgds>(
     claim: impl FnOnce() -> Result<C, KernelError>,
     iters: u64,
 ) -> Result<bool, MicroError> {
@@ -264,10 +240,10 @@ fn pairs_on<C: PairCpu>(
         Err(e) => return Err(kerr("claim a cpu")(&e)),
     };
     for _ in 0..iters {
-        let pgd = cpu.alloc().map_err(|e| kerr("pgd_alloc")(&e))?;
+        let pgd = cpu.pgd_alloc().map_err(|e| kerr("pgd_alloc")(&e))?;
         // The address escapes, as `mm->pgd` and CR3 take it.
         black_box(pgd.pgd());
-        cpu.free(pgd).map_err(|e| kerr("pgd_free")(&e))?;
+        cpu.pgd_free(pgd).map_err(|e| kerr("pgd_free")(&e))?;
     }
     Ok(true)
 }

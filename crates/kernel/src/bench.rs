@@ -45,7 +45,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use pgdcache::mm::TaskSize;
-use pgdcache::{Kernel, KernelConfig, KernelError, Pgd, PgdCpu, Scheme};
+use pgdcache::{CpuPgds, Kernel, KernelConfig, KernelError, Pgd, PgdCpu, Scheme};
 use physmem::{Lowmem, PhysAddr, PhysMem, PhysMemory, VirtAddr};
 use x86paging::{EntryFlags, PagingMode};
 
@@ -217,38 +217,30 @@ fn measure(
 /// ns per `pgd_alloc` + `pgd_free` on CPU 0's token, `n` pairs,
 /// optionally cache-cold.
 fn pair(k: &Kernel<Lowmem>, n: u32, cold: Option<&ColdBuffer>) -> f64 {
-    macro_rules! timed {
-        ($cpu:expr) => {{
-            let mut cpu = $cpu;
-            timed_pairs(n, cold, || {
-                let p = cpu.pgd_alloc().unwrap_or_else(|e| fail("pgd_alloc", e));
-                cpu.pgd_free(p).unwrap_or_else(|e| fail("pgd_free", e));
-            })
-        }};
-    }
     let shaped = |e: &KernelError| matches!(e, KernelError::WrongShape { .. });
     match k.claim_whole_cpu(0) {
-        Ok(cpu) => return timed!(cpu),
+        Ok(cpu) => return timed_pairs(cpu, n, cold),
         Err(e) if !shaped(&e) => fail("claim_whole_cpu(0)", e),
         Err(_) => {}
     }
     match k.claim_pae_cpu(0) {
-        Ok(cpu) => timed!(cpu),
+        Ok(cpu) => timed_pairs(cpu, n, cold),
         Err(e) if !shaped(&e) => fail("claim_pae_cpu(0)", e),
-        Err(_) => timed!(cpu0(k)),
+        Err(_) => timed_pairs(cpu0(k), n, cold),
     }
 }
 
-/// ns per call of `one` (a pgd pair), each timed alone after touching
-/// `cold`'s 16 MiB if given.
-fn timed_pairs(n: u32, cold: Option<&ColdBuffer>, mut one: impl FnMut()) -> f64 {
+/// ns per `pgd_alloc` + `pgd_free` on `cpu`, each pair timed alone after
+/// touching `cold`'s 16 MiB if given.
+fn timed_pairs(mut cpu: impl CpuPgds, n: u32, cold: Option<&ColdBuffer>) -> f64 {
     let mut ticks = 0u64;
     for _ in 0..n {
         if let Some(c) = cold {
             c.touch();
         }
         let t0 = rdtsc();
-        one();
+        let p = cpu.pgd_alloc().unwrap_or_else(|e| fail("pgd_alloc", e));
+        cpu.pgd_free(p).unwrap_or_else(|e| fail("pgd_free", e));
         ticks += rdtsc().wrapping_sub(t0);
     }
     to_ns(ticks) as f64 / f64::from(n)

@@ -89,7 +89,7 @@ pub use error::KernelError;
 pub use kernel::{DefaultMem, Kernel, KernelConfig, PgdCpu};
 pub use lock::{LockKind, LockStats, StatLock};
 pub use mm::{Mm, MmError};
-pub use pgd::{OwnedPgd, PaePgdCpu, Pgd, WholePgdCpu};
+pub use pgd::{CpuPgds, OwnedPgd, PaePgdCpu, Pgd, WholePgdCpu};
 pub use scheme::Scheme;
 pub use stats::KernelStats;
 pub use swapper::KernelMem;

@@ -29,7 +29,7 @@ use x86paging::{Entry, PagingMode};
 
 mod fast;
 use fast::Fast;
-pub use fast::{PaePgdCpu, WholePgdCpu};
+pub use fast::{CpuPgds, PaePgdCpu, WholePgdCpu};
 
 /// A page directory's physical address: what CR3 holds, what `pgd_list`
 /// and the checkers name a pgd by. Anyone may copy one; owning the pgd is
@@ -346,25 +346,18 @@ impl<M: KernelMem> PgdCaches<M> {
         let pmd_cache = Self::make_pmd_cache(&ctors, scheme, cpus, debug, stats)?.map(Arc::new);
         let pgd_cache =
             Self::make_pgd_cache(&ctors, scheme, cpus, debug, stats, pmd_cache.as_ref())?;
-        let fast = match (&pgd_cache, &pmd_cache, sw.mode) {
+        let linear = sw.pm.linear();
+        // `__pa` on the hot paths is the window's subtraction: memory that
+        // is not one window takes the general path.
+        let fast = match (&pgd_cache, &pmd_cache, sw.mode, linear) {
             _ if !scheme.preconstructed() => Fast::General,
-            (None, _, _) => Fast::General,
-            // `__pa` on the hot paths is the window's subtraction; memory
-            // that is not one window takes the general path.
-            (Some(_), Some(_), PagingMode::Pae) => match sw.pm.linear() {
-                Some(window) => Fast::Pae {
-                    window,
-                    kept: scheme.keeps_pmds(),
-                },
-                None => Fast::General,
+            (None, ..) | (.., None) => Fast::General,
+            (Some(_), Some(_), PagingMode::Pae, Some(window)) => Fast::Pae {
+                window,
+                kept: scheme.keeps_pmds(),
             },
-            (Some(_), None, PagingMode::Pae) => Fast::General,
-            // `__pa` on the hot path is the window's subtraction; memory
-            // that is not one window takes the general path.
-            (Some(_), _, _) => match sw.pm.linear() {
-                Some(window) => Fast::Whole(window),
-                None => Fast::General,
-            },
+            (Some(_), None, PagingMode::Pae, _) => Fast::General,
+            (Some(_), _, _, Some(window)) => Fast::Whole(window),
         };
         Ok(PgdCaches {
             sw: sw.clone(),
@@ -372,7 +365,7 @@ impl<M: KernelMem> PgdCaches<M> {
             pgd_cache,
             pmd_cache,
             fast,
-            linear: sw.pm.linear(),
+            linear,
         })
     }
 

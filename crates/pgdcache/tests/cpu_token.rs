@@ -7,9 +7,7 @@
 //! checked, live and cached, and every frame accounted for.
 
 use pgdcache::mm::TaskSize;
-use pgdcache::{
-    Kernel, KernelConfig, KernelError, OwnedPgd, PaePgdCpu, Pgd, PgdCpu, Scheme, WholePgdCpu,
-};
+use pgdcache::{CpuPgds, Kernel, KernelConfig, KernelError, OwnedPgd, Scheme};
 use physmem::{PhysAddr, PhysMem, SimMemory, VirtAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -387,7 +385,7 @@ fn typed_cpus_exist_exactly_for_their_shapes() {
 /// of each kernel in `foreign` (each checked clean afterwards). `held`
 /// checks the 40 pgds while they are out. Counters, the checker and the
 /// frame accounting agree at the end.
-fn round_trips_and_refuses<C: ClaimedCpu>(
+fn round_trips_and_refuses<C: CpuPgds>(
     k: &Kernel,
     claim: impl Fn() -> C,
     foreign: &[&Kernel],
@@ -395,25 +393,25 @@ fn round_trips_and_refuses<C: ClaimedCpu>(
     what: &str,
 ) {
     let mut cpu = claim();
-    let mut held: Vec<_> = (0..40).map(|_| cpu.alloc().unwrap()).collect();
+    let mut held: Vec<_> = (0..40).map(|_| cpu.pgd_alloc().unwrap()).collect();
     assert!(held.iter().all(|p| p.has_handles()), "{what}");
     held_check(&held);
     for p in held.drain(..20) {
-        cpu.free(p).unwrap();
+        cpu.pgd_free(p).unwrap();
     }
     let raw: Vec<_> = held.drain(..10).map(|p| p.into_raw()).collect();
     for &p in &raw {
-        cpu.free_raw(p).unwrap();
+        cpu.pgd_free_raw(p).unwrap();
     }
     let before = allocated(k);
-    assert!(cpu.free_raw(raw[0]).is_err(), "{what}: double free");
-    assert!(cpu.free_raw(k.swapper()).is_err(), "{what}: swapper");
+    assert!(cpu.pgd_free_raw(raw[0]).is_err(), "{what}: double free");
+    assert!(cpu.pgd_free_raw(k.swapper()).is_err(), "{what}: swapper");
     for theirs in foreign {
         let mut their_cpu = theirs.claim_cpu(0).unwrap();
         let p = their_cpu.pgd_alloc().unwrap();
         let pa = p.pgd();
         let theirs_before = allocated(theirs);
-        assert!(cpu.free(p).is_err(), "{what}: another kernel's pgd");
+        assert!(cpu.pgd_free(p).is_err(), "{what}: another kernel's pgd");
         assert_eq!(allocated(theirs), theirs_before, "{what}");
         their_cpu.pgd_free_raw(pa).unwrap();
         drop(their_cpu);
@@ -487,37 +485,13 @@ fn a_pae_pgd_cpu_round_trips_and_refuses_what_is_not_its_own() {
     }
 }
 
-/// A claimed CPU of the pgd system, however claimed.
-trait ClaimedCpu {
-    fn alloc(&mut self) -> Result<OwnedPgd, KernelError>;
-    fn free(&mut self, pgd: OwnedPgd) -> Result<(), KernelError>;
-    fn free_raw(&mut self, pgd: Pgd) -> Result<(), KernelError>;
-}
-
-macro_rules! claimed_cpu {
-    ($($t:ty),*) => {$(
-        impl ClaimedCpu for $t {
-            fn alloc(&mut self) -> Result<OwnedPgd, KernelError> {
-                self.pgd_alloc()
-            }
-            fn free(&mut self, pgd: OwnedPgd) -> Result<(), KernelError> {
-                self.pgd_free(pgd)
-            }
-            fn free_raw(&mut self, pgd: Pgd) -> Result<(), KernelError> {
-                self.pgd_free_raw(pgd)
-            }
-        }
-    )*};
-}
-claimed_cpu!(PgdCpu<'_>, WholePgdCpu<'_>, PaePgdCpu<'_>);
-
 /// `pgd_alloc` through the CPU `claim` gives when the page allocator fails
 /// at the Nth allocation, from a spread of starting states (`held` pgds
 /// out, so the pgd cache, or on PAE the pmd cache at its 1st, 2nd or 3rd
 /// pmd, needs a new slab): an out-of-memory error, every object taken so
 /// far given back, nothing leaked. Returns, for each failed allocation, how
 /// many pmds it tried to take (`pmd_cache` allocation attempts).
-fn sweep_out_of_memory<C: ClaimedCpu>(
+fn sweep_out_of_memory<C: CpuPgds>(
     k: &Kernel,
     pm: &SimMemory,
     claim: impl Fn() -> C,
@@ -528,7 +502,7 @@ fn sweep_out_of_memory<C: ClaimedCpu>(
         for n in 1.. {
             let what = format!("{what} held {held} fail #{n}");
             let mut cpu = claim();
-            let out: Vec<_> = (0..held).map(|_| cpu.alloc().unwrap()).collect();
+            let out: Vec<_> = (0..held).map(|_| cpu.pgd_alloc().unwrap()).collect();
             // `slab_stats` is served by the slots' owner: read it with the
             // CPU given back.
             drop(cpu);
@@ -536,11 +510,11 @@ fn sweep_out_of_memory<C: ClaimedCpu>(
             let mut cpu = claim();
             let before = allocated(k);
             pm.faults().fail_nth(n);
-            let r = cpu.alloc();
+            let r = cpu.pgd_alloc();
             pm.faults().clear();
             let done = match r {
                 Ok(p) => {
-                    cpu.free(p).unwrap();
+                    cpu.pgd_free(p).unwrap();
                     true
                 }
                 Err(e) => {
@@ -553,7 +527,7 @@ fn sweep_out_of_memory<C: ClaimedCpu>(
                 }
             };
             for p in out {
-                cpu.free(p).unwrap();
+                cpu.pgd_free(p).unwrap();
             }
             drop(cpu);
             assert_clean(k, &what);

@@ -599,3 +599,39 @@ impl<M: KernelMem> core::fmt::Debug for PaePgdCpu<'_, M> {
             .finish()
     }
 }
+
+/// A CPU of the pgd system, however it was claimed ([`PgdCpu`],
+/// [`WholePgdCpu`], [`PaePgdCpu`]): its `pgd_alloc` and `pgd_free`, for
+/// code written once for every shape (a benchmark loop, a test sweep). The
+/// types' own methods are the same calls.
+///
+/// [`PgdCpu`]: crate::PgdCpu
+pub trait CpuPgds {
+    /// `pgd_alloc` on this CPU.
+    fn pgd_alloc(&mut self) -> Result<OwnedPgd, KernelError>;
+    /// `pgd_free` of an [`OwnedPgd`] on this CPU.
+    fn pgd_free(&mut self, pgd: OwnedPgd) -> Result<(), KernelError>;
+    /// `pgd_free(pgd_t *)` of a raw address on this CPU, checked.
+    fn pgd_free_raw(&mut self, pgd: Pgd) -> Result<(), KernelError>;
+}
+
+macro_rules! cpu_pgds {
+    ($($t:ident),*) => {$(
+        impl<M: KernelMem> CpuPgds for $t<'_, M> {
+            #[inline(always)]
+            fn pgd_alloc(&mut self) -> Result<OwnedPgd, KernelError> {
+                $t::pgd_alloc(self)
+            }
+            #[inline(always)]
+            fn pgd_free(&mut self, pgd: OwnedPgd) -> Result<(), KernelError> {
+                $t::pgd_free(self, pgd)
+            }
+            #[inline(always)]
+            fn pgd_free_raw(&mut self, pgd: Pgd) -> Result<(), KernelError> {
+                $t::pgd_free_raw(self, pgd)
+            }
+        }
+    )*};
+}
+use crate::kernel::PgdCpu;
+cpu_pgds!(PgdCpu, WholePgdCpu, PaePgdCpu);
