@@ -5,6 +5,9 @@
 //! (defaults: `pae slab-pgd-list 2000000`). The pairs run through CPU 0's
 //! token, as `pgdcache bench` measures them; `per-call` uses
 //! `Kernel::pgd_alloc(0)`/`pgd_free(0)` (the slot lock on every call).
+//! The scheme `floor` runs the object cache's work of a pair alone
+//! (`pgdbench::floor::CacheFloor`, the bench's floor row).
+use pgdbench::floor::CacheFloor;
 use pgdbench::micro::{AllocFree, Subject};
 
 fn main() {
@@ -16,6 +19,9 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(2_000_000);
     let per_call = args.next().as_deref() == Some("per-call");
+    if scheme == "floor" {
+        return floor(&mode, n);
+    }
     let (Ok(mode), Ok(scheme)) = (mode.parse(), scheme.parse()) else {
         eprintln!("usage: pgdpair [2level|pae|4level|5level] [scheme] [n] [per-call]");
         std::process::exit(2);
@@ -42,6 +48,24 @@ fn main() {
     }
     println!(
         "{mode} {scheme}: {:.1} ns/pair",
+        t.elapsed().as_nanos() as f64 / n as f64
+    );
+}
+
+/// The floor row's loop alone.
+fn floor(mode: &str, n: u64) {
+    let t = std::time::Instant::now();
+    let run = mode
+        .parse()
+        .map_err(|e| format!("{e}"))
+        .and_then(|m| CacheFloor::new(m).map_err(|e| e.to_string()))
+        .and_then(|mut f| f.run(n).map_err(|e| e.to_string()));
+    if let Err(e) = run {
+        eprintln!("pgdpair: {e}");
+        std::process::exit(1);
+    }
+    println!(
+        "{mode} floor: {:.1} ns/pair",
         t.elapsed().as_nanos() as f64 / n as f64
     );
 }

@@ -2,8 +2,9 @@
 //!
 //! The seed's `pgd_alloc` + `pgd_free` is object-cache work plus what a
 //! kernel does around it: on 2-level one pair of `pgd_cache`; on PAE one
-//! pair of `pgd_cache` and three of `pmd_cache`, with `__pa` and three
-//! `set_pgd` stores. [`CacheFloor`] times the object-cache part alone —
+//! pair of `pgd_cache` and a batch of three of `pmd_cache` (`alloc_bulk`,
+//! `free_bulk`: `kmem_cache_alloc_bulk`), with `__pa` and three `set_pgd`
+//! stores. [`CacheFloor`] times the object-cache part alone —
 //! the same pops and pushes on caches of the kernel's geometry (object
 //! size, alignment, one CPU, no statistics) over the same kind of simulated
 //! RAM, through a claimed CPU's token with `Obj` handles, as an `OwnedPgd`
@@ -28,7 +29,7 @@ type Cache = KmemCache<SimPages<Ram>>;
 /// The object-cache pairs of one `pgd_alloc` + `pgd_free` in a mode, alone.
 pub struct CacheFloor {
     pgd: Cache,
-    /// PAE: `pmd_cache` (three pairs per pgd pair).
+    /// PAE: `pmd_cache` (a batch of three per pgd pair).
     pmd: Option<Cache>,
 }
 
@@ -71,7 +72,8 @@ impl CacheFloor {
         })
     }
 
-    /// Object-cache pairs per measured operation (1, or 4 on PAE).
+    /// Objects taken and given back per measured operation (1, or 4 on
+    /// PAE: the pgd, and three pmds as one batch).
     pub fn pairs(&self) -> usize {
         if self.pmd.is_some() {
             4
@@ -83,7 +85,7 @@ impl CacheFloor {
 
 impl Subject for CacheFloor {
     /// `iters` operations as the thread acting as CPU 0: the pgd object
-    /// (and on PAE three pmd objects) taken, the pgd's address escaping as
+    /// (and on PAE a batch of three pmd objects) taken, the pgd's address escaping as
     /// the pgd pair's does, then everything given back in `pgd_free`'s
     /// order.
     fn run(&mut self, iters: u64) -> Result<(), MicroError> {
@@ -99,16 +101,13 @@ impl Subject for CacheFloor {
             return Ok(());
         };
         let mut pmds = pmd.claim_cpu(0).map_err(|e| kerr("claim_cpu")(&e))?;
+        let bad3 = |e: objcache::ObjsFreeError<3>| kerr("free_bulk")(&e);
         for _ in 0..iters {
             let p = pgds.alloc_obj().map_err(oom)?;
-            let a = pmds.alloc_obj().map_err(oom)?;
-            let b = pmds.alloc_obj().map_err(oom)?;
-            let c = pmds.alloc_obj().map_err(oom)?;
+            let m = pmds.alloc_bulk::<3>().map_err(oom)?;
             black_box(p.as_ptr());
             pgds.free_obj(p).map_err(bad)?;
-            for m in [a, b, c] {
-                pmds.free_obj(m).map_err(bad)?;
-            }
+            pmds.free_bulk(m).map_err(bad3)?;
         }
         Ok(())
     }

@@ -124,7 +124,7 @@ fn alloc_table(r: &Report) -> Table {
     for f in &r.alloc_floor {
         rows.push(vec![
             f.mode.name().to_string(),
-            format!("floor: {} object-cache pair(s) alone", f.pairs),
+            format!("floor: the object cache alone ({} object(s))", f.pairs),
             format!("{:.1} ({:.1})", f.ns.median_ns, f.ns.min_ns),
             f.ns.rounds.to_string(),
             ratio_cell(f.vs_uncached, f.vs_uncached_iqr, 1, "x"),

@@ -149,7 +149,8 @@ pub struct AllocRow {
 pub struct AllocFloorRow {
     /// Mode.
     pub mode: PagingMode,
-    /// Object-cache pairs per operation (1; 4 on PAE: the pgd, three pmds).
+    /// Objects taken and given back per operation (1; 4 on PAE: the pgd,
+    /// and three pmds as one batch).
     pub pairs: usize,
     /// ns per operation.
     pub ns: Timing,

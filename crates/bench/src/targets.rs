@@ -169,16 +169,16 @@ fn limit_note(r: &Report, mode: PagingMode) -> (String, Option<Ratio>) {
     }
 }
 
-/// PAE's floor: the seed's four object-cache pairs (the pgd and three
-/// pmds) alone against `uncached`, paired: the most a pgd pair built on
-/// them could be.
+/// PAE's floor: the seed's object-cache work (the pgd, and its three pmds
+/// as one batch) alone against `uncached`, paired: the most a pgd pair
+/// built on it could be.
 fn pae_limit_note(r: &Report) -> (String, Option<Ratio>) {
     match floor_of(r, PagingMode::Pae) {
         Some(f) => {
             let q = ratio(f.vs_uncached, f.vs_uncached_iqr);
             let note = format!(
-                "; floor: the {} object-cache pairs alone (pgd + 3 pmds, Obj handles), in the \
-                 same rounds: {:.1} ns, at most {} uncached",
+                "; floor: the object cache alone ({} objects: the pgd, 3 pmds as one batch, \
+                 Obj handles), in the same rounds: {:.1} ns, at most {} uncached",
                 f.pairs,
                 f.ns.median_ns,
                 cell(Some(q))

@@ -23,6 +23,7 @@
 //! held, except when called from a per-CPU flush (slot lock held).
 
 mod builder;
+mod bulk;
 mod obj;
 mod percpu;
 mod remote;
@@ -42,6 +43,7 @@ pub use builder::{
     CacheBuilder, Ctor, Dtor, ResizePolicy, SlabFlags, Verify, MAX_LIMIT, RESIZE_CONTENTION,
     RESIZE_MAX_FACTOR, RESIZE_WINDOW,
 };
+pub use bulk::{Objs, ObjsFreeError};
 pub use obj::{Obj, ObjFreeError};
 pub use percpu::CpuCache;
 #[cfg(loom)]
@@ -374,6 +376,20 @@ impl<P: PageSource> KmemCache<P> {
 
     pub(crate) fn count_error(&self) {
         self.counters.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Debug mode's check of an object held as a handle on its way back
+    /// (`free_obj`, `free_bulk`): the verify callback, a failure counted.
+    /// Nothing to do outside debug mode.
+    #[inline(always)]
+    pub(crate) fn verify_obj(&self, obj: NonNull<u8>) -> Result<(), FreeError> {
+        if let Some(verify) = &self.verify {
+            if let Err(why) = verify(obj) {
+                self.count_error();
+                return Err(FreeError::Verify(why));
+            }
+        }
+        Ok(())
     }
 
     /// `virt_to_page`: the page-aligned address of the 4 KiB page holding

@@ -120,9 +120,9 @@ mod sync;
 #[cfg(loom)]
 pub use cache::Bug;
 pub use cache::{
-    CacheBuilder, CpuCache, CpuToken, Ctor, DestroyError, Dtor, KmemCache, Obj, ObjFreeError,
-    ResizePolicy, SlabFlags, Verify, MAX_LIMIT, RESIZE_CONTENTION, RESIZE_MAX_FACTOR,
-    RESIZE_WINDOW,
+    CacheBuilder, CpuCache, CpuToken, Ctor, DestroyError, Dtor, KmemCache, Obj, ObjFreeError, Objs,
+    ObjsFreeError, ResizePolicy, SlabFlags, Verify, MAX_LIMIT, RESIZE_CONTENTION,
+    RESIZE_MAX_FACTOR, RESIZE_WINDOW,
 };
 pub use error::{AllocError, ClaimError, CreateError, FreeError, TuneError};
 #[cfg(feature = "std")]

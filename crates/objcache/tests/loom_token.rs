@@ -11,8 +11,9 @@
 //! model fails.  Invariants: no object is handed to two owners at once or
 //! lost (owner stamps, and at the end every object is on a slab and the
 //! counts balance), the per-CPU statistics count every operation exactly,
-//! two token holders reading each other's slots finish, and the three
-//! negative models are caught: a requester that reads without the hand-off
+//! two token holders reading each other's slots finish — with the token
+//! holder taking its objects one at a time or as a batch (`alloc_bulk`,
+//! `free_bulk`) — and the negative models are caught: a requester that reads without the hand-off
 //! (a race on the array), a token that hands its slot over without writing
 //! back the hot copy of its array it keeps (a broken invariant), and a
 //! waiting token holder that serves its own slot with the blocking hand-off
@@ -87,7 +88,7 @@ fn give(p: NonNull<u8>, id: u8) {
 
 /// CPU 0 through its token: two allocations (a refill, then a hit) and two
 /// frees (a hit, then a flush with `limit` 2), then drops the token.
-fn owner(cache: &KmemCache<Source>) {
+fn owner(cache: &KmemCache<Source>) -> usize {
     let mut t = cache.claim_cpu(0).expect("claim");
     let a = t.alloc().expect("alloc");
     take(a, 1);
@@ -97,25 +98,59 @@ fn owner(cache: &KmemCache<Source>) {
     t.free(a).expect("free");
     give(b, 1);
     t.free(b).expect("free");
+    2
+}
+
+/// CPU 0 through its token, in batches (`alloc_bulk`/`free_bulk` of two),
+/// twice: the first batch takes the batch's slow path (a refill per object
+/// with `batchcount` 1) and its push fills the array (`limit` 2), a hit
+/// that leaves the token's hot copy ahead of the slot's array; the second
+/// batch pops them both back, a hit too. A requester waiting at either
+/// batch sends it one object at a time through the hand-off.
+fn owner_bulk(cache: &KmemCache<Source>) -> usize {
+    let mut t = cache.claim_cpu(0).expect("claim");
+    for _ in 0..2 {
+        let objs = t.alloc_bulk::<2>().expect("alloc_bulk");
+        let ptrs = objs.as_ptrs();
+        for p in ptrs {
+            take(p, 1);
+        }
+        for p in ptrs {
+            give(p, 1);
+        }
+        t.free_bulk(objs).expect("free_bulk");
+    }
+    4
 }
 
 /// The remote side of every model: `op` on the cache while CPU 0's token
 /// holder works; then the final accounting, exact.
 fn token_vs_remote(bug: Bug, remote: fn(&KmemCache<Source>) -> usize) {
+    token_as_vs_remote(owner, bug, remote)
+}
+
+/// [`token_vs_remote`] with the token holder's work given (objects taken
+/// and given back one at a time or in batches; it returns how many).
+fn token_as_vs_remote(
+    owner: fn(&KmemCache<Source>) -> usize,
+    bug: Bug,
+    remote: fn(&KmemCache<Source>) -> usize,
+) {
     model(move || {
         let source: Source = std::sync::Arc::new(FaultyPageSource::new(SystemPageSource));
         let cache = Arc::new(cache(&source));
         cache.inject_bug(bug);
         let c2 = cache.clone();
         let t = loom::thread::spawn(move || remote(&c2));
-        owner(&cache);
+        let own_pairs = owner(&cache);
         let remote_pairs = t.join().expect("join");
         let cache = Arc::try_unwrap(cache).expect("sole owner");
         let st = cache.stats();
         assert_eq!(st.live_objs, 0, "{st:?}");
         assert_eq!(st.errors, 0, "{st:?}");
-        assert_eq!(st.alloc_hits + st.alloc_misses, 2 + remote_pairs, "{st:?}");
-        assert_eq!(st.free_hits + st.free_misses, 2 + remote_pairs, "{st:?}");
+        let pairs = own_pairs + remote_pairs;
+        assert_eq!(st.alloc_hits + st.alloc_misses, pairs, "{st:?}");
+        assert_eq!(st.free_hits + st.free_misses, pairs, "{st:?}");
         let (mut total, mut allocated) = (0, 0);
         cache.for_each_object(|_, a| {
             total += 1;
@@ -141,6 +176,30 @@ fn token_vs_remote_shrink() {
     token_vs_remote(Bug::None, |c| {
         c.shrink();
         0
+    });
+}
+
+/// `shrink` against a token holder working in batches: a batch checks the
+/// request word once before it touches the array, as a single pop does.
+#[test]
+fn token_batch_vs_remote_shrink() {
+    token_as_vs_remote(owner_bulk, Bug::None, |c| {
+        c.shrink();
+        0
+    });
+}
+
+/// A per-call user of CPU 0's slot against a token holder working in
+/// batches: the per-call pair is served by hand-off between or inside the
+/// batches.
+#[test]
+fn token_batch_vs_per_call_user() {
+    token_as_vs_remote(owner_bulk, Bug::None, |c| {
+        let p = c.alloc_on(0).expect("alloc_on");
+        take(p, 2);
+        give(p, 2);
+        c.free_on(0, p).expect("free_on");
+        1
     });
 }
 
@@ -206,6 +265,27 @@ fn negative_hand_off_without_write_back_is_found() {
         token_vs_remote(Bug::HandOffWithoutWriteBack, |c| {
             let st = c.stats();
             assert!(st.alloc_hits + st.alloc_misses <= 2, "{st:?}");
+            c.shrink();
+            0
+        })
+    })
+    .expect_err("the lost write-back must break an invariant");
+    let msg = panic_message(&*err);
+    assert!(
+        !msg.contains("Causality violation") && !msg.contains("maximum number of branches"),
+        "the model failed, but not on an invariant: {msg}"
+    );
+}
+
+/// The same negative model with the token holder working in batches: the
+/// batch paths write back through the same hand-off, so the lost
+/// write-back must break an invariant there too.
+#[test]
+fn negative_batch_hand_off_without_write_back_is_found() {
+    let err = std::panic::catch_unwind(|| {
+        token_as_vs_remote(owner_bulk, Bug::HandOffWithoutWriteBack, |c| {
+            let st = c.stats();
+            assert!(st.alloc_hits + st.alloc_misses <= 4, "{st:?}");
             c.shrink();
             0
         })

@@ -23,7 +23,7 @@ use crate::tracker::Tracker;
 use alloc::sync::Arc;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
-use objcache::{CacheBuilder, CacheStats, CpuToken, KmemCache, Obj, SlabFlags};
+use objcache::{CacheBuilder, CacheStats, CpuToken, KmemCache, Obj, Objs, SlabFlags};
 use physmem::{Owner, PhysAddr, PhysMem, PAGE_SIZE};
 use x86paging::{Entry, PagingMode};
 
@@ -56,7 +56,7 @@ pub struct OwnedPgd {
     obj: Option<Obj>,
     /// PAE, the seed's protocol: its user pmds of `pmd_cache`, when they
     /// came off the same token path (`set_pgd` named them in the pgd).
-    pmds: Option<[Obj; USER_PTRS_PAE]>,
+    pmds: Option<Objs<USER_PTRS_PAE>>,
 }
 
 impl OwnedPgd {
@@ -103,9 +103,24 @@ type Token<'k, M> = CpuToken<'k, SimPages<M>>;
 /// `USER_PTRS_PER_PGD` on PAE: the user pmds of a pgd.
 const USER_PTRS_PAE: usize = 3;
 
+// The fast path's errors are made out of line: built inline, their
+// byte-sized fields would share the `Result`'s slot with the hit's handle
+// words, and the compiler would split those words into byte stores that a
+// later 8-byte load cannot forward from (a stall on every pair).
+#[cold]
+#[inline(never)]
 fn pgd_oom(source: objcache::AllocError) -> KernelError {
     KernelError::CacheAlloc {
         cache: "pgd_cache",
+        source,
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn pmd_oom(source: objcache::AllocError) -> KernelError {
+    KernelError::CacheAlloc {
+        cache: "pmd_cache",
         source,
     }
 }

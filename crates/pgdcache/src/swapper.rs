@@ -88,14 +88,6 @@ impl<M: KernelMem> Swapper<M> {
         self.pm.load_u64(at).map(Entry::from_raw)
     }
 
-    /// The `set_pgd`s of a new PAE pgd's user part, `entries[i]` into
-    /// `pgd[i]`: one checked run of atomic 64-bit stores, all or none.
-    #[inline(always)]
-    pub(crate) fn set_pae_entries(&self, pgd: PhysAddr, entries: &[u64]) -> Result<(), MemError> {
-        self.pm
-            .store_u64s(entry_pa_at(PagingMode::Pae, pgd, 0), entries)
-    }
-
     /// Copies the kernel part of `swapper_pg_dir` into `pgd` (the `memcpy`
     /// of `pgd_ctor`), one atomic 64-bit word at a time: on 2-level a word
     /// holds two entries, and each is read whole, never torn. Nobody else

@@ -58,14 +58,14 @@ use crate::stats::CacheStats;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct CpuToken<'a, P: PageSource> {
-    cache: &'a KmemCache<P>,
-    slot: &'a CpuSlot,
+    pub(super) cache: &'a KmemCache<P>,
+    pub(super) slot: &'a CpuSlot,
     cpu: usize,
     /// The slot lock is lent to requesters (only inside the token's remote
     /// operations, which take it back before they return).
     lent: bool,
     /// The array's hot state while the token holds the slot (see [`Hot`]).
-    hot: Hot,
+    pub(super) hot: Hot,
 }
 
 /// The hot part of the CPU's `array_cache`, kept in the token while it
@@ -78,17 +78,17 @@ pub struct CpuToken<'a, P: PageSource> {
 /// (a hand-off, a loan, the token's own slow paths and remote operations,
 /// the drop) and the hot copy is re-read ([`Hot::get`]) after.
 #[derive(Clone, Copy)]
-struct Hot {
+pub(super) struct Hot {
     /// The array's first entry (its capacity is reserved up to `limit`).
-    base: *mut Entry,
+    pub(super) base: *mut Entry,
     /// Entries in the array (`ac->avail`).
-    avail: usize,
+    pub(super) avail: usize,
     /// `ac->limit`.
-    limit: usize,
+    pub(super) limit: usize,
     /// `ArrayCache::count_hits`: a hit is counted in the slot's array
     /// itself (statistics are a debug option; without them a hit writes
     /// no counter at all, and no counter is carried from hit to hit).
-    count_hits: bool,
+    pub(super) count_hits: bool,
 }
 
 impl Hot {
@@ -116,6 +116,51 @@ impl Hot {
         // length `get` read were, and every slot from there to `avail` was
         // written by a fast-path push before `avail` grew past it.
         unsafe { ac.entries.set_len(self.avail) };
+    }
+
+    /// A hit of `alloc`: the top entry popped and marked owned, unless the
+    /// array is empty or a requester waits for the slot (then `None`, and
+    /// nothing changed: the slow path's turn).  The token holding `slot`
+    /// is the caller.
+    #[inline(always)]
+    pub(super) fn pop<P: PageSource>(
+        &mut self,
+        cache: &KmemCache<P>,
+        slot: &CpuSlot,
+    ) -> Option<Entry> {
+        if self.avail != 0 && !slot.pending() {
+            self.avail -= 1;
+            if self.count_hits {
+                // SAFETY: the token holding `slot` is the caller.
+                unsafe { slot.with_array(|ac| ac.alloc_hits += 1) };
+            }
+            // SAFETY: `avail` entries from `base` are initialised (see
+            // `put`) and the token holds the slot, so the array is ours;
+            // `avail - 1 < avail`.
+            let e = unsafe { read_entry(self.base.add(self.avail)) };
+            cache.hand_out(e);
+            return Some(e);
+        }
+        None
+    }
+
+    /// A hit of `free`: `e` (already taken back from its owner) pushed,
+    /// unless the array is full or a requester waits (then `false`, and
+    /// nothing changed).  The token holding `slot` is the caller.
+    #[inline(always)]
+    pub(super) fn push(&mut self, slot: &CpuSlot, e: Entry) -> bool {
+        if self.avail < self.limit && !slot.pending() {
+            // SAFETY: `avail < limit <= capacity`, so the slot is inside
+            // the array's allocation, and the token holds the slot.
+            unsafe { write_entry(self.base.add(self.avail), e) };
+            self.avail += 1;
+            if self.count_hits {
+                // SAFETY: as in `pop`.
+                unsafe { slot.with_array(|ac| ac.free_hits += 1) };
+            }
+            return true;
+        }
+        false
     }
 }
 
@@ -180,7 +225,7 @@ fn write_back<P: PageSource>(cache: &KmemCache<P>, slot: &CpuSlot, h: &mut Hot) 
 /// in and comes back by value.
 #[cold]
 #[inline(never)]
-fn alloc_slow<P: PageSource>(
+pub(super) fn alloc_slow<P: PageSource>(
     cache: &KmemCache<P>,
     slot: &CpuSlot,
     mut h: Hot,
@@ -202,7 +247,12 @@ fn alloc_slow<P: PageSource>(
 /// [`alloc_slow`].
 #[cold]
 #[inline(never)]
-fn free_slow<P: PageSource>(cache: &KmemCache<P>, slot: &CpuSlot, mut h: Hot, e: Entry) -> Hot {
+pub(super) fn free_slow<P: PageSource>(
+    cache: &KmemCache<P>,
+    slot: &CpuSlot,
+    mut h: Hot,
+    e: Entry,
+) -> Hot {
     write_back(cache, slot, &mut h);
     if slot.pending() {
         slot.hand_off();
@@ -316,18 +366,7 @@ impl<'a, P: PageSource> CpuToken<'a, P> {
     /// The pop: an entry from the array, marked owned.
     #[inline(always)]
     fn alloc_entry(&mut self) -> Result<Entry, AllocError> {
-        let h = &mut self.hot;
-        if h.avail != 0 && !self.slot.pending() {
-            h.avail -= 1;
-            if h.count_hits {
-                // SAFETY: the token holds the slot (its lock).
-                unsafe { self.slot.with_array(|ac| ac.alloc_hits += 1) };
-            }
-            // SAFETY: `avail` entries from `base` are initialised (see
-            // `Hot::put`) and the token holds the slot, so the array is
-            // ours; `avail - 1 < avail`.
-            let e = unsafe { read_entry(h.base.add(h.avail)) };
-            self.cache.hand_out(e);
+        if let Some(e) = self.hot.pop(self.cache, self.slot) {
             return Ok(e);
         }
         let (h, r) = alloc_slow(self.cache, self.slot, self.hot);
@@ -338,19 +377,9 @@ impl<'a, P: PageSource> CpuToken<'a, P> {
     /// The push of an entry already taken back from its owner.
     #[inline(always)]
     fn push(&mut self, e: Entry) {
-        let h = &mut self.hot;
-        if h.avail < h.limit && !self.slot.pending() {
-            // SAFETY: `avail < limit <= capacity`, so the slot is inside the
-            // array's allocation, and the token holds the slot.
-            unsafe { write_entry(h.base.add(h.avail), e) };
-            h.avail += 1;
-            if h.count_hits {
-                // SAFETY: as in `alloc_entry`.
-                unsafe { self.slot.with_array(|ac| ac.free_hits += 1) };
-            }
-            return;
+        if !self.hot.push(self.slot, e) {
+            self.hot = free_slow(self.cache, self.slot, self.hot, e);
         }
-        self.hot = free_slow(self.cache, self.slot, self.hot, e);
     }
 
     /// A quiescent point: hands the slot over to any requester waiting for

@@ -18,13 +18,15 @@
 //! (`free_cpu_raw`) is looked up and checked instead: `__va`, the cache's
 //! page map, the owned flag; on PAE the three entry loads name the pmds.
 
-use super::{pgd_free_err, pgd_oom, CpuSlots, OwnedPgd, Pgd, PgdCaches, Token, Via, USER_PTRS_PAE};
+use super::{
+    pgd_free_err, pgd_oom, pmd_oom, CpuSlots, OwnedPgd, Pgd, PgdCaches, Token, Via, USER_PTRS_PAE,
+};
 use crate::error::KernelError;
 use crate::stats::bump;
 use crate::swapper::KernelMem;
 use core::ptr::NonNull;
-use core::sync::atomic::AtomicU64;
-use objcache::{AllocError, Obj, ObjFreeError};
+use core::sync::atomic::{AtomicU64, Ordering};
+use objcache::{Obj, ObjFreeError, Objs};
 use physmem::{LinearMap, PhysAddr};
 use x86paging::{Entry, PagingMode};
 
@@ -52,6 +54,34 @@ pub(super) enum Fast {
     /// No object cache for pgds, or ctor-less PAE pgds (`uncached`,
     /// `shared-kernel`): the general path.
     General,
+}
+
+/// PAE's three `set_pgd(&pgd[i], e[i])` of a fresh pgd, as a kernel writes
+/// them: through the pgd's direct-map address `at`, not by physical address
+/// through the memory's checked accessors (what the general path, which
+/// holds only a physical address, does). Nothing can fail: the object is
+/// ours and in RAM.
+#[inline(always)]
+fn set_user_entries(at: NonNull<u8>, set: &[u64; USER_PTRS_PAE]) {
+    let pgd = at.as_ptr().cast::<u64>();
+    debug_assert_eq!(pgd as usize % 32, 0, "a PAE pgd is 32-byte aligned");
+    for (i, &e) in set.iter().enumerate() {
+        // SAFETY: `at` is an allocated object of `pgd_cache`, held by its
+        // `Obj` (ours alone until it is installed), 32 bytes and 32-byte
+        // aligned (PAE's geometry), inside the direct map's window (`pa_of`
+        // placed it), whose pointers are the memory itself, accessed only
+        // atomically (`DirectMap::linear`'s contract); entry `i < 3` lies
+        // inside it, 8-byte aligned.
+        unsafe { AtomicU64::from_ptr(pgd.add(i)) }.store(e, Ordering::Release);
+    }
+}
+
+/// An object the direct map's window does not place: made out of line,
+/// as every error of the fast path is (see `pgd_oom`).
+#[cold]
+#[inline(never)]
+fn outside_ram(pgd: PhysAddr, what: &'static str) -> KernelError {
+    KernelError::BadPgd(pgd, what)
 }
 
 impl<M: KernelMem> PgdCaches<M> {
@@ -82,7 +112,7 @@ impl<M: KernelMem> PgdCaches<M> {
             // Nothing is lost: the object goes back as it came (an undo,
             // which this cache cannot refuse).
             let _ = pgds.free_obj(obj);
-            return Err(KernelError::BadPgd(PhysAddr::new(0), "object outside RAM"));
+            return Err(outside_ram(PhysAddr::new(0), "object outside RAM"));
         };
         bump(allocs, 1);
         Ok(OwnedPgd {
@@ -170,11 +200,14 @@ impl<M: KernelMem> PgdCaches<M> {
         allocs: &AtomicU64,
     ) -> Result<OwnedPgd, KernelError> {
         let obj = pgds.alloc_obj().map_err(pgd_oom)?;
-        let r = match window.pa_of(obj.as_ptr()) {
-            None => Err(KernelError::BadPgd(PhysAddr::new(0), "object outside RAM")),
-            Some(pgd) if kept => self.pae_kept_pmds(window, pmds, pgd).map(|()| (pgd, None)),
+        let at = obj.as_ptr();
+        let r = match window.pa_of(at) {
+            None => Err(outside_ram(PhysAddr::new(0), "object outside RAM")),
+            Some(pgd) if kept => self
+                .pae_kept_pmds(window, pmds, pgd, at)
+                .map(|()| (pgd, None)),
             Some(pgd) => self
-                .pae_new_pmds(window, pmds, pgd)
+                .pae_new_pmds(window, pmds, pgd, at)
                 .map(|got| (pgd, Some(got))),
         };
         match r {
@@ -197,36 +230,31 @@ impl<M: KernelMem> PgdCaches<M> {
 
     /// The seed's PAE `pgd_alloc` on a token: three pmds from `pmd_cache`,
     /// installed with only the present bit (`set_pgd(&pgd[i], __pgd(1 +
-    /// __pa(pmd)))`); on failure every pmd taken so far goes back
-    /// (`out_oom`) and the entries are left as they were (the caller
-    /// returns the pgd object).
+    /// __pa(pmd)))`) in the pgd object at `at` (physical address `pgd`); on
+    /// failure every pmd taken goes back (`out_oom`) and the entries are
+    /// left as they were (the caller returns the pgd object).
     #[inline(always)]
     fn pae_new_pmds(
         &self,
         window: LinearMap,
         pmds: &mut Token<'_, M>,
         pgd: PhysAddr,
-    ) -> Result<[Obj; USER_PTRS_PAE], KernelError> {
-        let got = Self::pmd_objs(pmds).map_err(|source| KernelError::CacheAlloc {
-            cache: "pmd_cache",
-            source,
-        })?;
+        at: NonNull<u8>,
+    ) -> Result<Objs<USER_PTRS_PAE>, KernelError> {
+        // The three as one batch (`kmem_cache_alloc_bulk`): all or none.
+        let got = pmds.alloc_bulk::<USER_PTRS_PAE>().map_err(pmd_oom)?;
         // `set_pgd(&pgd[i], __pgd(1 + __pa(pmd)))`: the present bit only.
         let mut set = [0u64; USER_PTRS_PAE];
-        for (e, p) in set.iter_mut().zip(&got) {
-            match window.pa_of(p.as_ptr()) {
+        for (e, p) in set.iter_mut().zip(got.as_ptrs()) {
+            match window.pa_of(p) {
                 Some(pa) => *e = Entry::from_raw(pa.as_u64() | 1).raw(),
                 None => {
-                    Self::objs_undo(pmds, got);
-                    return Err(KernelError::BadPgd(pgd, "pmd outside RAM"));
+                    Self::pmds_undo(pmds, got);
+                    return Err(outside_ram(pgd, "pmd outside RAM"));
                 }
             }
         }
-        // All or none: a refused run wrote nothing.
-        if let Err(e) = self.sw.set_pae_entries(pgd, &set) {
-            Self::objs_undo(pmds, got);
-            return Err(e.into());
-        }
+        set_user_entries(at, &set);
         Ok(got)
     }
 
@@ -239,13 +267,12 @@ impl<M: KernelMem> PgdCaches<M> {
         window: LinearMap,
         pmds: &mut Token<'_, M>,
         pgd: PhysAddr,
+        at: NonNull<u8>,
     ) -> Result<(), KernelError> {
         if self.sw.pae_entry(pgd, 0)?.is_present() {
             return Ok(());
         }
-        for p in self.pae_new_pmds(window, pmds, pgd)? {
-            let _ = p.into_raw();
-        }
+        let _ = self.pae_new_pmds(window, pmds, pgd, at)?.into_raw();
         Ok(())
     }
 
@@ -259,23 +286,22 @@ impl<M: KernelMem> PgdCaches<M> {
         pmds: &mut Token<'_, M>,
         frees: &AtomicU64,
         obj: Obj,
-        pmd_objs: Option<[Obj; USER_PTRS_PAE]>,
+        pmd_objs: Option<Objs<USER_PTRS_PAE>>,
     ) -> Result<(), KernelError> {
         let Some(got) = pmd_objs else {
             return Self::whole_free(pgds, frees, obj);
         };
         if let Err(ObjFreeError { obj, why }) = pgds.free_obj(obj) {
             let _ = obj.into_raw();
-            for p in got {
-                let _ = p.into_raw();
-            }
+            let _ = got.into_raw();
             return Err(pgd_free_err(why));
         }
-        // A refused pmd (a failed debug check, which the cache counts and
-        // `verify` reports) stays allocated.
-        for p in got {
-            if let Err(ObjFreeError { obj, .. }) = pmds.free_obj(p) {
-                let _ = obj.into_raw();
+        // One batch (`kmem_cache_free_bulk`). A refused pmd (a failed debug
+        // check, which the cache counts and `verify` reports) stays
+        // allocated; the others are freed.
+        if let Err(e) = pmds.free_bulk(got) {
+            for p in e.refused.into_iter().flatten() {
+                let _ = p.into_raw();
             }
         }
         bump(frees, 1);
@@ -346,33 +372,14 @@ impl<M: KernelMem> PgdCaches<M> {
         })
     }
 
-    /// Three pmds off the token, all or none.
+    /// Gives back pmds taken a moment ago (they are still zero): a batch
+    /// of this cache, which it cannot refuse.
     #[inline(always)]
-    fn pmd_objs(pmds: &mut Token<'_, M>) -> Result<[Obj; USER_PTRS_PAE], AllocError> {
-        let a = pmds.alloc_obj()?;
-        let b = match pmds.alloc_obj() {
-            Ok(b) => b,
-            Err(e) => {
-                Self::objs_undo(pmds, [a]);
-                return Err(e);
+    fn pmds_undo(pmds: &mut Token<'_, M>, got: Objs<USER_PTRS_PAE>) {
+        if let Err(e) = pmds.free_bulk(got) {
+            for p in e.refused.into_iter().flatten() {
+                let _ = p.into_raw();
             }
-        };
-        match pmds.alloc_obj() {
-            Ok(c) => Ok([a, b, c]),
-            Err(e) => {
-                Self::objs_undo(pmds, [a, b]);
-                Err(e)
-            }
-        }
-    }
-
-    /// Gives back pmds taken a moment ago (they are still zero). Inline,
-    /// as every path of a typed CPU is: a call that took the token's
-    /// address would keep its words out of registers.
-    #[inline(always)]
-    fn objs_undo<const N: usize>(pmds: &mut Token<'_, M>, got: [Obj; N]) {
-        for p in got {
-            let _ = pmds.free_obj(p);
         }
     }
 
@@ -399,7 +406,7 @@ impl<M: KernelMem> PgdCaches<M> {
             // kernel's RAM); it stays allocated in its own kernel.
             (Some(obj), _, _) => {
                 let _ = obj.into_raw();
-                for p in pmds.into_iter().flatten() {
+                if let Some(p) = pmds {
                     let _ = p.into_raw();
                 }
                 Err(pgd_free_err(objcache::FreeError::Foreign))
@@ -492,9 +499,7 @@ impl<M: KernelMem> WholePgdCpu<'_, M> {
                 ..
             } => {
                 let _ = obj.into_raw();
-                for p in pmds {
-                    let _ = p.into_raw();
-                }
+                let _ = pmds.into_raw();
                 Err(pgd_free_err(objcache::FreeError::Foreign))
             }
         }
