@@ -245,6 +245,13 @@ pub trait DirectMap {
     fn pa_of(&self, p: core::ptr::NonNull<u8>) -> Option<PhysAddr>;
     /// The direct map as one linear window, where the memory is mapped that
     /// way (see [`LinearMap`]); `None` by default.
+    ///
+    /// An implementation returns `Some` only where the window's pointers
+    /// *are* the memory, as a kernel's lowmem mapping is: a 64-bit atomic
+    /// store through the pointer of physical address `pa` is the store
+    /// `store_u64(pa, ..)` makes (no write tracking, translation or
+    /// checking in between). The pgd fast path relies on it to `set_pgd`
+    /// through a pgd's own address, as a kernel does.
     fn linear(&self) -> Option<LinearMap> {
         None
     }

@@ -128,12 +128,13 @@ impl<P: PageSource> CpuToken<'_, P> {
     #[inline(always)]
     pub fn free_bulk<const N: usize>(&mut self, objs: Objs<N>) -> Result<(), ObjsFreeError<N>> {
         if objs.cache != self.cache.id {
-            return Err(refused_whole(objs, FreeError::Foreign));
+            return Err(ObjsFreeError {
+                refused: objs.into_objs().map(Some),
+                why: FreeError::Foreign,
+            });
         }
         if self.cache.verify.is_some() {
-            let (h, r) = free_bulk_verified(self.cache, self.slot, self.hot, objs);
-            self.hot = h;
-            return r;
+            return self.free_bulk_verified(objs);
         }
         for owned in &objs.owned {
             // SAFETY: `owned` points into the `owned` map of a slab
@@ -153,45 +154,50 @@ impl<P: PageSource> CpuToken<'_, P> {
     }
 }
 
-/// A batch refused whole (another cache's), its objects handed back one
-/// handle each.
-#[cold]
-#[inline(never)]
-fn refused_whole<const N: usize>(objs: Objs<N>, why: FreeError) -> ObjsFreeError<N> {
-    ObjsFreeError {
-        refused: objs.into_objs().map(Some),
-        why,
+impl<P: PageSource> CpuToken<'_, P> {
+    /// `free_bulk` in debug mode: each object verified as `free_obj` does,
+    /// those that pass freed, those that fail handed back. Inline, one
+    /// out-of-line call per object on the token's parts: the batch handed
+    /// to a call would have to live in memory on the hit path as well.
+    #[inline(always)]
+    fn free_bulk_verified<const N: usize>(
+        &mut self,
+        objs: Objs<N>,
+    ) -> Result<(), ObjsFreeError<N>> {
+        let (mut why, mut refused) = (None, [const { None }; N]);
+        for (o, slot) in objs.into_objs().into_iter().zip(&mut refused) {
+            let r;
+            (self.hot, r) = free_verified(self.cache, self.slot, self.hot, o.entry());
+            if let Err(w) = r {
+                why.get_or_insert(w);
+                *slot = Some(o);
+            }
+        }
+        match why {
+            None => Ok(()),
+            Some(why) => Err(ObjsFreeError { refused, why }),
+        }
     }
 }
 
-/// `free_bulk` in debug mode: each object verified as `free_obj` does,
-/// those that pass freed, those that fail handed back.
+/// One object of a batch in debug mode: verified (a failure counted and
+/// returned, the object untouched), then given back as `free_obj` does.
 #[cold]
 #[inline(never)]
-fn free_bulk_verified<P: PageSource, const N: usize>(
+fn free_verified<P: PageSource>(
     cache: &KmemCache<P>,
     slot: &CpuSlot,
-    mut h: Hot,
-    objs: Objs<N>,
-) -> (Hot, Result<(), ObjsFreeError<N>>) {
-    let mut why = None;
-    let refused = objs.into_objs().map(|o| match cache.verify_obj(o.obj) {
-        Ok(()) => {
-            let e = o.entry();
-            // SAFETY: as in `free_bulk`.
-            unsafe { e.owned.as_ref() }.store(0, Ordering::Relaxed);
-            h = push_or_slow(cache, slot, h, e);
-            None
-        }
-        Err(w) => {
-            why.get_or_insert(w);
-            Some(o)
-        }
-    });
-    match why {
-        None => (h, Ok(())),
-        Some(why) => (h, Err(ObjsFreeError { refused, why })),
+    h: Hot,
+    e: Entry,
+) -> (Hot, Result<(), FreeError>) {
+    if let Err(why) = cache.verify_obj(e.obj) {
+        return (h, Err(why));
     }
+    // SAFETY: `e.owned` points into the `owned` map of a slab descriptor
+    // of this cache (the batch came from it), which lives until the cache
+    // is dropped.
+    unsafe { e.owned.as_ref() }.store(0, Ordering::Relaxed);
+    (push_or_slow(cache, slot, h, e), Ok(()))
 }
 
 impl Hot {
