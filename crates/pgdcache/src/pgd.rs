@@ -103,12 +103,6 @@ type Token<'k, M> = CpuToken<'k, SimPages<M>>;
 /// `USER_PTRS_PER_PGD` on PAE: the user pmds of a pgd.
 const USER_PTRS_PAE: usize = 3;
 
-// The fast path's errors are made out of line: built inline, their
-// byte-sized fields would share the `Result`'s slot with the hit's handle
-// words, and the compiler would split those words into byte stores that a
-// later 8-byte load cannot forward from (a stall on every pair).
-#[cold]
-#[inline(never)]
 fn pgd_oom(source: objcache::AllocError) -> KernelError {
     KernelError::CacheAlloc {
         cache: "pgd_cache",
@@ -116,6 +110,13 @@ fn pgd_oom(source: objcache::AllocError) -> KernelError {
     }
 }
 
+/// PAE's batch of pmds failed. Made out of line, as PAE's other errors on
+/// the token path are (`fast::outside_ram`): built inline, their
+/// byte-sized fields shared the `Result`'s slot with the batch's handle
+/// words, and the compiler split those words into byte stores that a later
+/// 8-byte load could not forward from (a stall on every pair). The 2-level
+/// pair measured the other way (slower in paired runs with its errors out
+/// of line), so its errors stay inline: judged by measurement, case by case.
 #[cold]
 #[inline(never)]
 fn pmd_oom(source: objcache::AllocError) -> KernelError {

@@ -76,8 +76,8 @@ fn set_user_entries(at: NonNull<u8>, set: &[u64; USER_PTRS_PAE]) {
     }
 }
 
-/// An object the direct map's window does not place: made out of line,
-/// as every error of the fast path is (see `pgd_oom`).
+/// An object the direct map's window does not place, on PAE's token
+/// path: made out of line (see `pmd_oom`).
 #[cold]
 #[inline(never)]
 fn outside_ram(pgd: PhysAddr, what: &'static str) -> KernelError {
@@ -112,7 +112,7 @@ impl<M: KernelMem> PgdCaches<M> {
             // Nothing is lost: the object goes back as it came (an undo,
             // which this cache cannot refuse).
             let _ = pgds.free_obj(obj);
-            return Err(outside_ram(PhysAddr::new(0), "object outside RAM"));
+            return Err(KernelError::BadPgd(PhysAddr::new(0), "object outside RAM"));
         };
         bump(allocs, 1);
         Ok(OwnedPgd {
