@@ -111,7 +111,7 @@ impl<P: PageSource> CpuToken<'_, P> {
     /// so far has gone back.
     #[inline(always)]
     pub fn alloc_bulk<const N: usize>(&mut self) -> Result<Objs<N>, AllocError> {
-        if let Some(objs) = self.hot.pop_n(self.cache, self.slot) {
+        if let Some(objs) = self.hot.pop_n(self.cache, self.slot, self.id) {
             return Ok(objs);
         }
         let (h, r) = alloc_bulk_slow(self.cache, self.slot, self.hot);
@@ -127,13 +127,13 @@ impl<P: PageSource> CpuToken<'_, P> {
     /// hit get its parts), so a run of hits keeps its words in registers.
     #[inline(always)]
     pub fn free_bulk<const N: usize>(&mut self, objs: Objs<N>) -> Result<(), ObjsFreeError<N>> {
-        if objs.cache != self.cache.id {
+        if objs.cache != self.id {
             return Err(ObjsFreeError {
                 refused: objs.into_objs().map(Some),
                 why: FreeError::Foreign,
             });
         }
-        if self.cache.verify.is_some() {
+        if self.verifies {
             return self.free_bulk_verified(objs);
         }
         for owned in &objs.owned {
@@ -212,6 +212,7 @@ impl Hot {
         &mut self,
         cache: &KmemCache<P>,
         slot: &CpuSlot,
+        id: CacheId,
     ) -> Option<Objs<N>> {
         if self.avail < N || slot.pending() {
             return None;
@@ -224,7 +225,7 @@ impl Hot {
         let mut objs = Objs {
             obj: [NonNull::dangling(); N],
             owned: [NonNull::dangling(); N],
-            cache: cache.id,
+            cache: id,
         };
         // All `N` read before any is marked: a flag's store could alias
         // the array words as far as the compiler knows, and would make it

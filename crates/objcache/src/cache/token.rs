@@ -31,7 +31,7 @@ use core::fmt;
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
-use super::obj::{Obj, ObjFreeError};
+use super::obj::{CacheId, Obj, ObjFreeError};
 use super::percpu::{ArrayCache, CpuSlot};
 use super::KmemCache;
 use crate::error::{AllocError, ClaimError, FreeError, TuneError};
@@ -66,6 +66,13 @@ pub struct CpuToken<'a, P: PageSource> {
     lent: bool,
     /// The array's hot state while the token holds the slot (see [`Hot`]).
     pub(super) hot: Hot,
+    /// The cache's id (`KmemCache::id`), which every handle this token
+    /// makes carries and every handle it takes back is compared with: kept
+    /// here, a load of the token, not of the cache through the token.
+    pub(super) id: CacheId,
+    /// Whether the cache has a `DEBUG_FREE` verify callback, which a
+    /// handle's free must run (kept here for the same reason).
+    pub(super) verifies: bool,
 }
 
 /// The hot part of the CPU's `array_cache`, kept in the token while it
@@ -202,6 +209,8 @@ impl<P: PageSource> KmemCache<P> {
             cpu,
             lent: false,
             hot,
+            id: self.id,
+            verifies: self.verify.is_some(),
         })
     }
 }
@@ -333,7 +342,7 @@ impl<'a, P: PageSource> CpuToken<'a, P> {
         Ok(Obj {
             obj: e.obj,
             owned: e.owned,
-            cache: self.cache.id,
+            cache: self.id,
         })
     }
 
@@ -343,13 +352,13 @@ impl<'a, P: PageSource> CpuToken<'a, P> {
     /// A refused object comes back in the error, still allocated.
     #[inline(always)]
     pub fn free_obj(&mut self, obj: Obj) -> Result<(), ObjFreeError> {
-        if obj.cache != self.cache.id {
+        if obj.cache != self.id {
             return Err(ObjFreeError {
                 obj,
                 why: FreeError::Foreign,
             });
         }
-        if let Some(verify) = &self.cache.verify {
+        if let (true, Some(verify)) = (self.verifies, &self.cache.verify) {
             if let Err(why) = verify(obj.obj) {
                 self.cache.count_error();
                 return Err(ObjFreeError {
