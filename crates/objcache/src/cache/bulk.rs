@@ -325,7 +325,7 @@ fn push_or_slow<P: PageSource>(cache: &KmemCache<P>, slot: &CpuSlot, mut h: Hot,
 
 #[cfg(all(test, feature = "std", not(loom)))]
 mod tests {
-    use super::super::testutil::pattern_cache;
+    use super::super::testutil::{pattern_cache, verify_cache};
     use super::super::{CacheBuilder, SlabFlags};
     use crate::error::FreeError;
     use crate::page::{FaultyPageSource, SystemPageSource};
@@ -445,22 +445,7 @@ mod tests {
 
     #[test]
     fn debug_verify_refuses_only_the_bad_objects_of_a_batch() {
-        let cache = CacheBuilder::new("verify", 32)
-            .flags(SlabFlags::DEBUG_FREE)
-            .ctor(|p| {
-                // SAFETY: the ctor owns 32 bytes at `p` for the call.
-                unsafe { core::ptr::write_bytes(p.as_ptr(), 0, 32) }
-            })
-            .verify(|p| {
-                // SAFETY: the cache calls verify on one of its objects.
-                match unsafe { p.as_ptr().read() } {
-                    0 => Ok(()),
-                    _ => Err("first byte not clear".into()),
-                }
-            })
-            .cpus(1)
-            .build(SystemPageSource)
-            .unwrap();
+        let cache = verify_cache();
         let mut t = cache.claim_cpu(0).unwrap();
         let objs = t.alloc_bulk::<3>().unwrap();
         let [a, b, c] = objs.as_ptrs();

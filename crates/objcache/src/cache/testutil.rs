@@ -33,3 +33,24 @@ pub(crate) fn pattern_cache(
         .unwrap();
     (cache, ctors, dtors)
 }
+
+/// A 1-CPU `DEBUG_FREE` cache of 32-byte objects constructed to zero, whose
+/// verify callback refuses an object whose first byte is not clear.
+pub(crate) fn verify_cache() -> KmemCache<SystemPageSource> {
+    CacheBuilder::new("verify", 32)
+        .flags(SlabFlags::DEBUG_FREE)
+        .ctor(|p| {
+            // SAFETY: the ctor owns 32 bytes at `p` for the call.
+            unsafe { core::ptr::write_bytes(p.as_ptr(), 0, 32) }
+        })
+        .verify(|p| {
+            // SAFETY: the cache calls verify on one of its objects.
+            match unsafe { p.as_ptr().read() } {
+                0 => Ok(()),
+                _ => Err("first byte not clear".into()),
+            }
+        })
+        .cpus(1)
+        .build(SystemPageSource)
+        .unwrap()
+}

@@ -624,7 +624,7 @@ mod tests {
 }
 #[cfg(all(test, feature = "std", not(loom)))]
 mod fast_path_tests {
-    use super::super::testutil::pattern_cache;
+    use super::super::testutil::{pattern_cache, verify_cache};
     use crate::cache::{CacheBuilder, SlabFlags};
     use crate::error::FreeError;
     use crate::page::SystemPageSource;
@@ -735,22 +735,7 @@ mod fast_path_tests {
 
     #[test]
     fn debug_verify_runs_on_free_obj() {
-        let cache = CacheBuilder::new("verify", 32)
-            .flags(SlabFlags::DEBUG_FREE)
-            .ctor(|p| {
-                // SAFETY: the ctor owns 32 bytes at `p` for the call.
-                unsafe { core::ptr::write_bytes(p.as_ptr(), 0, 32) }
-            })
-            .verify(|p| {
-                // SAFETY: the cache calls verify on one of its objects.
-                match unsafe { p.as_ptr().read() } {
-                    0 => Ok(()),
-                    _ => Err("first byte not clear".into()),
-                }
-            })
-            .cpus(1)
-            .build(SystemPageSource)
-            .unwrap();
+        let cache = verify_cache();
         let mut t = cache.claim_cpu(0).unwrap();
         let o = t.alloc_obj().unwrap();
         // SAFETY: we own the object.
