@@ -56,7 +56,7 @@ pub struct Ram {
 impl Ram {
     /// `size` bytes of zeroed RAM.
     pub fn new(size: u64) -> Result<Self, RamError> {
-        if !(MIN_RAM..=MAX_RAM).contains(&size) || size % (4 << 20) != 0 {
+        if !(MIN_RAM..=MAX_RAM).contains(&size) || !size.is_multiple_of(4 << 20) {
             return Err(RamError::BadSize(size));
         }
         Ok(Ram {

@@ -326,7 +326,7 @@ fn push_or_slow<P: PageSource>(cache: &KmemCache<P>, slot: &CpuSlot, mut h: Hot,
 #[cfg(all(test, feature = "std", not(loom)))]
 mod tests {
     use super::super::testutil::{pattern_cache, verify_cache};
-    use super::super::{CacheBuilder, SlabFlags};
+    use super::super::CacheBuilder;
     use crate::error::FreeError;
     use crate::page::{FaultyPageSource, SystemPageSource};
     use std::collections::HashSet;

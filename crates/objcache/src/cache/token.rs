@@ -625,7 +625,7 @@ mod tests {
 #[cfg(all(test, feature = "std", not(loom)))]
 mod fast_path_tests {
     use super::super::testutil::{pattern_cache, verify_cache};
-    use crate::cache::{CacheBuilder, SlabFlags};
+    use crate::cache::CacheBuilder;
     use crate::error::FreeError;
     use crate::page::SystemPageSource;
 
