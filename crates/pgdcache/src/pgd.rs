@@ -110,13 +110,12 @@ fn pgd_oom(source: objcache::AllocError) -> KernelError {
     }
 }
 
-/// PAE's batch of pmds failed. Made out of line, as PAE's other errors on
-/// the token path are (`fast::outside_ram`): built inline, their
+/// PAE's batch of pmds failed. Made out of line: built inline, the error's
 /// byte-sized fields shared the `Result`'s slot with the batch's handle
 /// words, and the compiler split those words into byte stores that a later
 /// 8-byte load could not forward from (a stall on every pair). The 2-level
-/// pair measured the other way (slower in paired runs with its errors out
-/// of line), so its errors stay inline: judged by measurement, case by case.
+/// pair measured the other way (slower in paired runs with its error out
+/// of line), so `pgd_oom` stays inline: judged by measurement, case by case.
 #[cold]
 #[inline(never)]
 fn pmd_oom(source: objcache::AllocError) -> KernelError {

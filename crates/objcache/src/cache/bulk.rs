@@ -152,9 +152,7 @@ impl<P: PageSource> CpuToken<'_, P> {
         }
         Ok(())
     }
-}
 
-impl<P: PageSource> CpuToken<'_, P> {
     /// `free_bulk` in debug mode: each object verified as `free_obj` does,
     /// those that pass freed, those that fail handed back. Inline, one
     /// out-of-line call per object on the token's parts: the batch handed

@@ -33,6 +33,13 @@ use x86paging::{Entry, PagingMode};
 /// The shape of `pgd_alloc`/`pgd_free` on a CPU's token path, decided once
 /// per kernel so that the hit path is straight-line code: the object
 /// cache's pops and pushes and what a kernel does around them, nothing else.
+///
+/// A shape with a direct map's window exists only where memory is one
+/// linear window, and then every object of `pgd_cache` and `pmd_cache` lies
+/// in it: their slab pages come from `SimPages`, which hands out only pages
+/// the direct map places (`ptr_of`, checked once per slab page). So the
+/// hit's `__pa` is Linux's, a subtraction ([`LinearMap::pa_of_mapped`]),
+/// not a bound check per object per pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Fast {
     /// A preconstructed page-sized pgd (2-level, 4/5-level): one pop, one
@@ -68,20 +75,12 @@ fn set_user_entries(at: NonNull<u8>, set: &[u64; USER_PTRS_PAE]) {
     for (i, &e) in set.iter().enumerate() {
         // SAFETY: `at` is an allocated object of `pgd_cache`, held by its
         // `Obj` (ours alone until it is installed), 32 bytes and 32-byte
-        // aligned (PAE's geometry), inside the direct map's window (`pa_of`
-        // placed it), whose pointers are the memory itself, accessed only
-        // atomically (`DirectMap::linear`'s contract); entry `i < 3` lies
-        // inside it, 8-byte aligned.
+        // aligned (PAE's geometry), inside the direct map's window (as
+        // every object of the caches is: see `Fast`), whose pointers are
+        // the memory itself, accessed only atomically (`DirectMap::linear`'s
+        // contract); entry `i < 3` lies inside it, 8-byte aligned.
         unsafe { AtomicU64::from_ptr(pgd.add(i)) }.store(e, Ordering::Release);
     }
-}
-
-/// An object the direct map's window does not place, on PAE's token
-/// path: made out of line (see `pmd_oom`).
-#[cold]
-#[inline(never)]
-fn outside_ram(pgd: PhysAddr, what: &'static str) -> KernelError {
-    KernelError::BadPgd(pgd, what)
 }
 
 impl<M: KernelMem> PgdCaches<M> {
@@ -108,12 +107,7 @@ impl<M: KernelMem> PgdCaches<M> {
         allocs: &AtomicU64,
     ) -> Result<OwnedPgd, KernelError> {
         let obj = pgds.alloc_obj().map_err(pgd_oom)?;
-        let Some(pgd) = window.pa_of(obj.as_ptr()) else {
-            // Nothing is lost: the object goes back as it came (an undo,
-            // which this cache cannot refuse).
-            let _ = pgds.free_obj(obj);
-            return Err(KernelError::BadPgd(PhysAddr::new(0), "object outside RAM"));
-        };
+        let pgd = window.pa_of_mapped(obj.as_ptr());
         bump(allocs, 1);
         Ok(OwnedPgd {
             pgd: Pgd(pgd),
@@ -201,17 +195,14 @@ impl<M: KernelMem> PgdCaches<M> {
     ) -> Result<OwnedPgd, KernelError> {
         let obj = pgds.alloc_obj().map_err(pgd_oom)?;
         let at = obj.as_ptr();
-        let r = match window.pa_of(at) {
-            None => Err(outside_ram(PhysAddr::new(0), "object outside RAM")),
-            Some(pgd) if kept => self
-                .pae_kept_pmds(window, pmds, pgd, at)
-                .map(|()| (pgd, None)),
-            Some(pgd) => self
-                .pae_new_pmds(window, pmds, pgd, at)
-                .map(|got| (pgd, Some(got))),
+        let pgd = window.pa_of_mapped(at);
+        let r = if kept {
+            self.pae_kept_pmds(window, pmds, pgd, at).map(|()| None)
+        } else {
+            self.pae_new_pmds(window, pmds, at).map(Some)
         };
         match r {
-            Ok((pgd, got)) => {
+            Ok(got) => {
                 bump(allocs, 1);
                 Ok(OwnedPgd {
                     pgd: Pgd(pgd),
@@ -230,30 +221,22 @@ impl<M: KernelMem> PgdCaches<M> {
 
     /// The seed's PAE `pgd_alloc` on a token: three pmds from `pmd_cache`,
     /// installed with only the present bit (`set_pgd(&pgd[i], __pgd(1 +
-    /// __pa(pmd)))`) in the pgd object at `at` (physical address `pgd`); on
-    /// failure every pmd taken goes back (`out_oom`) and the entries are
-    /// left as they were (the caller returns the pgd object).
+    /// __pa(pmd)))`) in the pgd object at `at`; on failure nothing was
+    /// taken (the batch is all or none: `out_oom`) and the entries are left
+    /// as they were (the caller returns the pgd object).
     #[inline(always)]
     fn pae_new_pmds(
         &self,
         window: LinearMap,
         pmds: &mut Token<'_, M>,
-        pgd: PhysAddr,
         at: NonNull<u8>,
     ) -> Result<Objs<USER_PTRS_PAE>, KernelError> {
         // The three as one batch (`kmem_cache_alloc_bulk`): all or none.
         let got = pmds.alloc_bulk::<USER_PTRS_PAE>().map_err(pmd_oom)?;
         // `set_pgd(&pgd[i], __pgd(1 + __pa(pmd)))`: the present bit only.
-        let mut set = [0u64; USER_PTRS_PAE];
-        for (e, p) in set.iter_mut().zip(got.as_ptrs()) {
-            match window.pa_of(p) {
-                Some(pa) => *e = Entry::from_raw(pa.as_u64() | 1).raw(),
-                None => {
-                    Self::pmds_undo(pmds, got);
-                    return Err(outside_ram(pgd, "pmd outside RAM"));
-                }
-            }
-        }
+        let set = got
+            .as_ptrs()
+            .map(|p| Entry::from_raw(window.pa_of_mapped(p).as_u64() | 1).raw());
         set_user_entries(at, &set);
         Ok(got)
     }
@@ -272,7 +255,7 @@ impl<M: KernelMem> PgdCaches<M> {
         if self.sw.pae_entry(pgd, 0)?.is_present() {
             return Ok(());
         }
-        let _ = self.pae_new_pmds(window, pmds, pgd, at)?.into_raw();
+        let _ = self.pae_new_pmds(window, pmds, at)?.into_raw();
         Ok(())
     }
 
@@ -370,17 +353,6 @@ impl<M: KernelMem> PgdCaches<M> {
             allocs: counters.pgd_allocs.slot(cpu),
             frees: counters.pgd_frees.slot(cpu),
         })
-    }
-
-    /// Gives back pmds taken a moment ago (they are still zero): a batch
-    /// of this cache, which it cannot refuse.
-    #[inline(always)]
-    fn pmds_undo(pmds: &mut Token<'_, M>, got: Objs<USER_PTRS_PAE>) {
-        if let Err(e) = pmds.free_bulk(got) {
-            for p in e.refused.into_iter().flatten() {
-                let _ = p.into_raw();
-            }
-        }
     }
 
     /// `pgd_free` of an [`OwnedPgd`] through the CPU's tokens: on a hit
