@@ -75,6 +75,30 @@ fn why(o: &Outcome) -> String {
     }
 }
 
+/// How the kernel timed its series: what reading the TSC costs there, and
+/// how many operations each series ran per round (fewer than nominal where
+/// the kernel's time budget per series made it: a slow accelerator).
+fn timing_note(b: &Value) -> String {
+    let counts: Vec<String> = ["pair_warm", "pair_cold", "fork_small", "fork_large"]
+        .iter()
+        .filter_map(|s| {
+            let n = b["series"][s]["ops_per_round"].as_u64()?;
+            Some(format!("{s} {n}"))
+        })
+        .collect();
+    let counts = match counts.is_empty() {
+        true => "not reported by this kernel".into(),
+        false => counts.join(", "),
+    };
+    let tsc = b["tsc_overhead_ns"]
+        .as_u64()
+        .map_or("not reported".into(), |ns| format!("{ns} ns"));
+    format!(
+        "timing: warm pairs and forks as timed loops, cold pairs one by one less the TSC's own \
+         cost ({tsc} a reading pair); operations per round: {counts}"
+    )
+}
+
 /// Runs the benchmarks for every requested mode.
 pub fn run(a: &BootArgs) -> Result<u8, BootError> {
     let mut reports = Vec::new();
@@ -257,6 +281,7 @@ fn print(out: &mut impl Write, reports: &[Value], targets: &[Value]) -> std::io:
         if let Some(why) = b["incomplete"].as_str() {
             writeln!(out, "incomplete: the kernel {why}")?;
         }
+        writeln!(out, "{}", timing_note(b))?;
         writeln!(
             out,
             "{:<11} {:<17} {:>14} {:>22}",
@@ -360,6 +385,25 @@ mod tests {
             what: "no verdict within 600 s (killed)".into(),
             tail: vec!["a long serial tail".into()],
         }
+    }
+
+    #[test]
+    fn the_report_says_how_the_kernel_timed_its_series() {
+        let mut b = event("bench_series", 45.0);
+        // An older kernel reported neither figure.
+        let old = timing_note(&b);
+        assert!(
+            old.contains("not reported by this kernel") && old.contains("not reported a"),
+            "{old}"
+        );
+        b["tsc_overhead_ns"] = json!(2157);
+        b["series"]["pair_warm"]["ops_per_round"] = json!(256);
+        b["series"]["pair_cold"] = json!({"ops_per_round": 1});
+        let note = timing_note(&b);
+        for want in ["2157 ns a reading pair", "pair_warm 256, pair_cold 1"] {
+            assert!(note.contains(want), "{want:?} in {note}");
+        }
+        assert!(!note.contains("fork_small"), "{note}");
     }
 
     #[test]

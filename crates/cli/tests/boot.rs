@@ -666,6 +666,19 @@ fn the_in_kernel_bench_runs_every_series_on_2level() {
     let checked = &v["runs"][0]["checked_run"];
     assert_eq!(checked["verdict"], "correct", "{test}: {v}");
     assert_eq!(checked["poisoning"], true, "{test}: {v}");
+    // The TSC's own cost is measured and reported (the cold pairs are
+    // timed one by one less it), and every series says how many operations
+    // a round ran: under TCG every series fits its budget at full count.
+    assert!(bench["tsc_overhead_ns"].is_u64(), "{test}: {v}");
+    for (series, nominal) in [
+        ("pair_warm", 256),
+        ("pair_cold", 16),
+        ("fork_small", 32),
+        ("fork_large", 2),
+    ] {
+        let n = bench["series"][series]["ops_per_round"].as_u64();
+        assert_eq!(n, Some(nominal), "{test}: {series}: {v}");
+    }
     for series in ["pair_warm", "pair_cold", "fork_small", "fork_large"] {
         for scheme in ["uncached", "slab-pgd-list", "slab-ticket"] {
             let ns = bench["series"][series][scheme]["ns"].as_f64();

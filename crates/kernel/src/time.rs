@@ -39,6 +39,22 @@ pub fn to_ns(ticks: u64) -> u64 {
     ((u128::from(ticks) * 1_000_000_000) / u128::from(tsc_hz())) as u64
 }
 
+/// What reading the TSC twice costs, in ticks: the median of 255 empty
+/// brackets (`rdtsc` right after `rdtsc`). A measurement that must bracket
+/// each operation alone (a cold pair, with a cache sweep between) pays it
+/// once per operation and takes it off; one that can time a whole loop
+/// pays it once. On hardware it is tens of cycles, as much as a cached
+/// pair; where the hypervisor traps `rdtsc` it is a world switch.
+pub fn tsc_overhead() -> u64 {
+    let mut v = [0u64; 255];
+    for x in v.iter_mut() {
+        let t0 = rdtsc();
+        *x = rdtsc().wrapping_sub(t0);
+    }
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
 /// Busy-waits `us` microseconds.
 pub fn delay_us(us: u64) {
     let end = rdtsc().wrapping_add(tsc_hz() / 1_000_000 * us);
