@@ -72,7 +72,8 @@ pub struct BootArgs {
     #[arg(long)]
     pub verbose: bool,
     /// Extra kernel command-line words (`key=value`), e.g. `fault=pf` to
-    /// test the exception path.
+    /// test the exception path; with `--bench`, for the bench kernel, e.g.
+    /// `bench_budget_ms=N` (the time each benchmark series may take).
     #[arg(long = "kernel-arg", value_name = "KEY=VALUE")]
     pub kernel_args: Vec<String>,
 }

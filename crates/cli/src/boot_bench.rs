@@ -93,9 +93,12 @@ fn timing_note(b: &Value) -> String {
     let tsc = b["tsc_overhead_ns"]
         .as_u64()
         .map_or("not reported".into(), |ns| format!("{ns} ns"));
+    let budget = b["series_budget_ms"].as_u64().map_or(String::new(), |ms| {
+        format!(" (budget {} s a series)", ms as f64 / 1e3)
+    });
     format!(
         "timing: warm pairs and forks as timed loops, cold pairs one by one less the TSC's own \
-         cost ({tsc} a reading pair); operations per round: {counts}"
+         cost ({tsc} a reading pair); operations per round{budget}: {counts}"
     )
 }
 
@@ -117,11 +120,23 @@ pub fn run(a: &BootArgs) -> Result<u8, BootError> {
             cpus: 1,
             accel,
             timeout: Duration::from_secs(a.timeout.max(600)),
-            extra: vec!["bench=1".into()],
+            // `--kernel-arg` words go to the bench kernel (e.g.
+            // `bench_budget_ms=N`, each series' time budget).
+            extra: std::iter::once("bench=1".to_string())
+                .chain(a.kernel_args.iter().cloned())
+                .collect(),
             ram_mib: 256,
         };
         let ([bench, first, checked], outcome) =
             boot_events(&b, ["bench", "bench_series", "result"])?;
+        // A `--kernel-arg` the kernel refuses is bad input, as in `boot`.
+        if let Outcome::KernelError { stage, message } = &outcome {
+            if stage == "cmdline" {
+                return Err(BootError::Usage(format!(
+                    "the kernel refused its command line: {message}"
+                )));
+            }
+        }
         let Some((bench, complete)) = bench_report(bench, first, &outcome) else {
             ok = false;
             crate::out::err!("boot --bench: {mode}: no bench event: {outcome:?}");
@@ -397,10 +412,14 @@ mod tests {
             "{old}"
         );
         b["tsc_overhead_ns"] = json!(2157);
+        b["series_budget_ms"] = json!(40_000);
         b["series"]["pair_warm"]["ops_per_round"] = json!(256);
         b["series"]["pair_cold"] = json!({"ops_per_round": 1});
         let note = timing_note(&b);
-        for want in ["2157 ns a reading pair", "pair_warm 256, pair_cold 1"] {
+        for want in [
+            "2157 ns a reading pair",
+            "(budget 40 s a series): pair_warm 256, pair_cold 1",
+        ] {
             assert!(note.contains(want), "{want:?} in {note}");
         }
         assert!(!note.contains("fork_small"), "{note}");

@@ -693,3 +693,52 @@ fn the_in_kernel_bench_runs_every_series_on_2level() {
     }
     assert_eq!(out.status.code(), Some(0), "{test}: {stderr}");
 }
+
+/// `boot --bench` sizes each series to its time budget: with a tiny one
+/// (`--kernel-arg bench_budget_ms=50`) the cold pairs and the 16 MiB forks
+/// run fewer operations per round than nominal (16 and 2) — each round
+/// still measures every scheme — and the bench completes, where a slow
+/// accelerator used to be killed in its second series. A budget the kernel
+/// cannot take is bad input (exit 2), refused by the kernel itself.
+#[test]
+fn the_in_kernel_bench_fits_its_series_to_their_budget() {
+    let test = "bench budget";
+    if !qemu_or_skip(test) {
+        return;
+    }
+    let args = ["--bench", "--mode", "2level", "--accel", "tcg", "--json"];
+    let out = boot(&[&args[..], &["--kernel-arg", "bench_budget_ms=50"]].concat());
+    if environment_missing(test, &out) {
+        return;
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{test}: bad JSON: {e}\n{stderr}"));
+    let bench = &v["runs"][0]["bench"];
+    assert_eq!(bench["event"], "bench", "{test}: {v}");
+    assert_eq!(bench["series_budget_ms"], 50, "{test}: {v}");
+    assert!(bench["incomplete"].is_null(), "{test}: {v}");
+    let n = |s: &str| bench["series"][s]["ops_per_round"].as_u64();
+    assert!(
+        n("pair_cold").is_some_and(|n| (1..16).contains(&n)),
+        "{test}: {v}"
+    );
+    assert_eq!(n("fork_large"), Some(1), "{test}: {v}");
+    for series in ["pair_warm", "pair_cold", "fork_small", "fork_large"] {
+        let ns = bench["series"][series]["slab-pgd-list"]["ns"].as_f64();
+        assert!(ns.is_some_and(|ns| ns > 0.0), "{test}: {series}: {v}");
+    }
+    assert_eq!(
+        v["runs"][0]["checked_run"]["verdict"], "correct",
+        "{test}: {v}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{test}: {stderr}");
+
+    let out = boot(&[&args[..], &["--kernel-arg", "bench_budget_ms=0"]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{test}: {stderr}");
+    assert!(
+        stderr.contains("refused its command line") && stderr.contains("bench_budget_ms=0"),
+        "{test}: {stderr}"
+    );
+}

@@ -54,22 +54,23 @@ use x86paging::{EntryFlags, PagingMode};
 /// Rounds per measurement (each round measures every scheme once).
 const ROUNDS: usize = 15;
 
-/// The TSC time one series may take, setup included (the cold series'
-/// sweeps): 40 s. Where an accelerator makes an operation thousands of
-/// times dearer than hardware does (this project's CI host: a KVM that
-/// traps `rdtsc`, every page-table write and much of a 16 MiB sweep), a
-/// series runs fewer operations per round — never fewer rounds — so that
-/// every series is measured inside the host's timeout; the event says
-/// how many each ran (`ops_per_round`). On hardware and under TCG every
-/// series fits with its full count.
-const SERIES_BUDGET_NS: u64 = 40_000_000_000;
+/// The TSC time one series may take by default, setup included (the cold
+/// series' sweeps), ms: 40 s (`bench_budget_ms=` on the command line sets
+/// another). Where an accelerator makes an operation thousands of times
+/// dearer than hardware does (this project's CI host: a KVM that traps
+/// `rdtsc`, every page-table write and much of a 16 MiB sweep), a series
+/// runs fewer operations per round — never fewer rounds — so that every
+/// series is measured inside the host's timeout; the event says how many
+/// each ran (`ops_per_round`). On hardware and under TCG every series fits
+/// with its full count.
+pub const SERIES_BUDGET_MS: u64 = 40_000;
 
-/// Operations per round that fit [`SERIES_BUDGET_NS`], given what one
-/// round of one operation per scheme took (`probe_ns`): the warm-up round
-/// and [`ROUNDS`] rounds of `n` each, at most `nominal`, at least 1.
-fn ops_per_round(nominal: u32, probe_ns: u64) -> u32 {
+/// Operations per round that fit `budget_ns`, given what one round of one
+/// operation per scheme took (`probe_ns`): the warm-up round and
+/// [`ROUNDS`] rounds of `n` each, at most `nominal`, at least 1.
+fn ops_per_round(nominal: u32, probe_ns: u64, budget_ns: u64) -> u32 {
     let rounds = ROUNDS as u64 + 1;
-    let fit = SERIES_BUDGET_NS / rounds.saturating_mul(probe_ns.max(1));
+    let fit = budget_ns / rounds.saturating_mul(probe_ns.max(1));
     fit.clamp(1, u64::from(nominal.max(1))) as u32
 }
 
@@ -110,16 +111,18 @@ fn production(mode: PagingMode, scheme: Scheme, cpus: usize) -> KernelConfig {
     cfg
 }
 
-/// Runs the benchmarks for `mode` in `pm` and prints one `bench` event.
-pub fn run(pm: &Arc<PhysMemory<Lowmem>>, mode: PagingMode, cpus: usize) {
+/// Runs the benchmarks for `mode` in `pm`, each series within `budget_ms`
+/// of TSC time, and prints one `bench` event.
+pub fn run(pm: &Arc<PhysMemory<Lowmem>>, mode: PagingMode, cpus: usize, budget_ms: u64) {
     let poisoning = pm.poisoning();
     pm.set_poisoning(false);
-    measure_all(pm, mode, cpus);
+    measure_all(pm, mode, cpus, budget_ms.saturating_mul(1_000_000));
     pm.set_poisoning(poisoning);
 }
 
-/// [`run`]'s measurements, with poisoning off.
-fn measure_all(pm: &Arc<PhysMemory<Lowmem>>, mode: PagingMode, cpus: usize) {
+/// [`run`]'s measurements, with poisoning off, each series within
+/// `budget_ns`.
+fn measure_all(pm: &Arc<PhysMemory<Lowmem>>, mode: PagingMode, cpus: usize, budget_ns: u64) {
     let schemes: Vec<Scheme> = Scheme::ALL
         .into_iter()
         .filter(|s| s.supports(mode).is_ok() && *s != Scheme::SlabUnsynced)
@@ -136,21 +139,23 @@ fn measure_all(pm: &Arc<PhysMemory<Lowmem>>, mode: PagingMode, cpus: usize) {
         kernels.len()
     );
     let mut series = Vec::new();
-    series.push(measure("pair_warm", &kernels, 256, |k, n| pair(k, n, None)));
+    series.push(measure("pair_warm", &kernels, (256, budget_ns), |k, n| {
+        pair(k, n, None)
+    }));
     // The first series is also reported as soon as it is measured, in the
     // `bench` event's shape, so a slow accelerator (a host whose KVM traps
     // every page-table write) still yields the warm pair's figures.
     report::event(&format!(
         "{}{}}}}}",
-        bench_header("bench_series", pm, mode, &schemes),
+        bench_header("bench_series", pm, mode, &schemes, budget_ns),
         series_json(&series[0], &schemes)
     ));
     let cold = ColdBuffer::new(pm);
-    series.push(measure("pair_cold", &kernels, 16, |k, n| {
+    series.push(measure("pair_cold", &kernels, (16, budget_ns), |k, n| {
         pair(k, n, Some(&cold))
     }));
     drop(cold);
-    series.push(measure("fork_small", &kernels, 32, |k, n| {
+    series.push(measure("fork_small", &kernels, (32, budget_ns), |k, n| {
         fork(k, TaskSize::SMALL, n)
     }));
     let large = TaskSize {
@@ -158,8 +163,10 @@ fn measure_all(pm: &Arc<PhysMemory<Lowmem>>, mode: PagingMode, cpus: usize) {
         data: 3584,
         stack: 256,
     };
-    series.push(measure("fork_large", &kernels, 2, |k, n| fork(k, large, n)));
-    let mut json = bench_header("bench", pm, mode, &schemes);
+    series.push(measure("fork_large", &kernels, (2, budget_ns), |k, n| {
+        fork(k, large, n)
+    }));
+    let mut json = bench_header("bench", pm, mode, &schemes, budget_ns);
     for (i, s) in series.iter().enumerate() {
         if i > 0 {
             json.push(',');
@@ -187,11 +194,13 @@ fn bench_header(
     pm: &PhysMemory<Lowmem>,
     mode: PagingMode,
     schemes: &[Scheme],
+    budget_ns: u64,
 ) -> String {
     format!(
-        "{{\"event\":\"{event}\",\"mode\":\"{mode}\",\"rounds\":{ROUNDS},\"pgd_path\":\"token\",\"poisoning\":{},\"tsc_overhead_ns\":{},\"schemes\":[{}],\"series\":{{",
+        "{{\"event\":\"{event}\",\"mode\":\"{mode}\",\"rounds\":{ROUNDS},\"pgd_path\":\"token\",\"poisoning\":{},\"tsc_overhead_ns\":{},\"series_budget_ms\":{},\"schemes\":[{}],\"series\":{{",
         pm.poisoning(),
         to_ns(tsc_overhead()),
+        budget_ns / 1_000_000,
         schemes
             .iter()
             .map(|s| format!("\"{s}\""))
@@ -230,19 +239,19 @@ fn series_json(s: &Series, schemes: &[Scheme]) -> String {
 
 /// `ROUNDS` rounds; each times `f(kernel, n)` on every kernel in turn (ns
 /// per op), with `n` the `nominal` count or fewer, as fits the series'
-/// budget ([`ops_per_round`]): a probe round of one operation per kernel
-/// (setup included) tells what a round costs.
+/// `budget_ns` ([`ops_per_round`]): a probe round of one operation per
+/// kernel (setup included) tells what a round costs.
 fn measure(
     name: &'static str,
     kernels: &[Kernel<Lowmem>],
-    nominal: u32,
+    (nominal, budget_ns): (u32, u64),
     mut f: impl FnMut(&Kernel<Lowmem>, u32) -> f64,
 ) -> Series {
     let t0 = rdtsc();
     for k in kernels {
         f(k, 1);
     }
-    let n = ops_per_round(nominal, to_ns(rdtsc().wrapping_sub(t0)));
+    let n = ops_per_round(nominal, to_ns(rdtsc().wrapping_sub(t0)), budget_ns);
     // One warm-up round, not recorded.
     for k in kernels {
         f(k, n);

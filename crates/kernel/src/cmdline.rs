@@ -1,7 +1,7 @@
 //! The kernel command line: `key=value` words (`-append` under QEMU).
 //!
 //! `mode=2level|pae|4level|5level scheme=<scheme> tasks=N seed=N lock=tas|ticket|mutex
-//! cpa_every=N max_live=N cpus=N noipi=0|1 bench=0|1 fault=pf|gp|ud`. Unknown keys and bad values are errors the
+//! cpa_every=N max_live=N cpus=N noipi=0|1 bench=0|1 bench_budget_ms=N fault=pf|gp|ud`. Unknown keys and bad values are errors the
 //! kernel reports before it touches memory.
 
 use alloc::format;
@@ -32,6 +32,9 @@ pub struct Params {
     pub no_ipi: bool,
     /// Run the in-kernel benchmarks first.
     pub bench: bool,
+    /// The TSC time each benchmark series may take, ms (default 40 000:
+    /// see `bench::SERIES_BUDGET_MS`).
+    pub bench_budget_ms: u64,
     /// Test the exception path: raise this exception after paging is on
     /// (`pf`: a load from an unmapped address; `gp`: a non-canonical or
     /// bad-selector access; `ud`: an invalid opcode).
@@ -72,6 +75,7 @@ pub fn parse(line: &str, default_mode: PagingMode) -> Result<Params, String> {
         cpus: 1,
         no_ipi: false,
         bench: false,
+        bench_budget_ms: crate::bench::SERIES_BUDGET_MS,
         fault: None,
     };
     for word in line.split_whitespace() {
@@ -93,6 +97,7 @@ pub fn parse(line: &str, default_mode: PagingMode) -> Result<Params, String> {
             "cpus" => p.cpus = number(k, v, 1, crate::smp::MAX_CPUS as u64)? as usize,
             "noipi" => p.no_ipi = number(k, v, 0, 1)? == 1,
             "bench" => p.bench = number(k, v, 0, 1)? == 1,
+            "bench_budget_ms" => p.bench_budget_ms = number(k, v, 1, 3_600_000)?,
             "fault" => {
                 p.fault = Some(match v {
                     "pf" => Raise::PageFault,

@@ -158,7 +158,12 @@ fn kernel_main(
         raise(f);
     }
     if params.bench {
-        bench::run(booted.k.pm(), params.mode, params.cpus);
+        bench::run(
+            booted.k.pm(),
+            params.mode,
+            params.cpus,
+            params.bench_budget_ms,
+        );
     }
     if params.cpus > 1 {
         let pm = booted.k.pm();
