@@ -93,12 +93,15 @@ fn timing_note(b: &Value) -> String {
     let tsc = b["tsc_overhead_ns"]
         .as_u64()
         .map_or("not reported".into(), |ns| format!("{ns} ns"));
+    let speed = b["loop_ns"].as_f64().map_or(String::new(), |ns| {
+        format!("; guest code: {ns:.2} ns a step of a register loop")
+    });
     let budget = b["series_budget_ms"].as_u64().map_or(String::new(), |ms| {
         format!(" (budget {} s a series)", ms as f64 / 1e3)
     });
     format!(
         "timing: warm pairs and forks as timed loops, cold pairs one by one less the TSC's own \
-         cost ({tsc} a reading pair); operations per round{budget}: {counts}"
+         cost ({tsc} a reading pair); operations per round{budget}: {counts}{speed}"
     )
 }
 
@@ -413,12 +416,14 @@ mod tests {
         );
         b["tsc_overhead_ns"] = json!(2157);
         b["series_budget_ms"] = json!(40_000);
+        b["loop_ns"] = json!(1170.5);
         b["series"]["pair_warm"]["ops_per_round"] = json!(256);
         b["series"]["pair_cold"] = json!({"ops_per_round": 1});
         let note = timing_note(&b);
         for want in [
             "2157 ns a reading pair",
             "(budget 40 s a series): pair_warm 256, pair_cold 1",
+            "guest code: 1170.50 ns a step",
         ] {
             assert!(note.contains(want), "{want:?} in {note}");
         }

@@ -670,6 +670,9 @@ fn the_in_kernel_bench_runs_every_series_on_2level() {
     // timed one by one less it), and every series says how many operations
     // a round ran: under TCG every series fits its budget at full count.
     assert!(bench["tsc_overhead_ns"].is_u64(), "{test}: {v}");
+    // And how fast the guest's own code ran (a register loop's step).
+    let step = bench["loop_ns"].as_f64();
+    assert!(step.is_some_and(|ns| ns > 0.0), "{test}: {v}");
     for (series, nominal) in [
         ("pair_warm", 256),
         ("pair_cold", 16),

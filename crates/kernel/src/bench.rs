@@ -41,7 +41,7 @@
 
 use crate::arch::rdtsc;
 use crate::report;
-use crate::time::{to_ns, tsc_overhead};
+use crate::time::{loop_ns, to_ns, tsc_overhead};
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -197,9 +197,10 @@ fn bench_header(
     budget_ns: u64,
 ) -> String {
     format!(
-        "{{\"event\":\"{event}\",\"mode\":\"{mode}\",\"rounds\":{ROUNDS},\"pgd_path\":\"token\",\"poisoning\":{},\"tsc_overhead_ns\":{},\"series_budget_ms\":{},\"schemes\":[{}],\"series\":{{",
+        "{{\"event\":\"{event}\",\"mode\":\"{mode}\",\"rounds\":{ROUNDS},\"pgd_path\":\"token\",\"poisoning\":{},\"tsc_overhead_ns\":{},\"loop_ns\":{:.2},\"series_budget_ms\":{},\"schemes\":[{}],\"series\":{{",
         pm.poisoning(),
         to_ns(tsc_overhead()),
+        loop_ns(),
         budget_ns / 1_000_000,
         schemes
             .iter()

@@ -55,6 +55,26 @@ pub fn tsc_overhead() -> u64 {
     v[v.len() / 2]
 }
 
+/// How fast this CPU runs the guest's own code: ns per step of a fixed
+/// loop of dependent register arithmetic (xorshift, no memory, nothing
+/// that traps), 100 000 steps. On hardware a step is a few cycles; under
+/// TCG a few host cycles more; an accelerator that runs guest code far
+/// slower than either shows here, so the bench's figures can be read as
+/// that accelerator's rather than the machine's.
+pub fn loop_ns() -> f64 {
+    const STEPS: u64 = 100_000;
+    let mut x = core::hint::black_box(0x9E37_79B9_7F4A_7C15u64);
+    let t0 = rdtsc();
+    for _ in 0..STEPS {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    let t1 = rdtsc();
+    core::hint::black_box(x);
+    to_ns(t1.wrapping_sub(t0)) as f64 / STEPS as f64
+}
+
 /// Busy-waits `us` microseconds.
 pub fn delay_us(us: u64) {
     let end = rdtsc().wrapping_add(tsc_hz() / 1_000_000 * us);
